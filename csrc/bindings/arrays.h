@@ -1,0 +1,68 @@
+// numpy <-> TensorView at the Python boundary. Arrays must already have the right dtype (never a
+// silent cast) and be C-contiguous (the Python layer copies non-contiguous inputs on purpose).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <vector>
+
+#include "core/errors.h"
+#include "core/tensor.h"
+
+namespace vgkern {
+namespace py = pybind11;
+
+inline TensorView view_of(const py::handle& obj, const char* op, const char* arg,
+                          bool writable = false) {
+  if (!py::isinstance<py::array>(obj))
+    fail<TypeError>(op, ": ", arg, " must be a numpy.ndarray, got ",
+                    std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  TensorView t;
+  if (a.dtype().is(py::dtype::of<float>()))
+    t.dtype = DType::f32;
+  else if (a.dtype().is(py::dtype::of<double>()))
+    t.dtype = DType::f64;
+  else
+    fail<TypeError>(op, ": ", arg, " must have dtype float32 or float64, got ",
+                    std::string(py::str(a.dtype())), " (vgkern never casts silently)");
+  if (a.ndim() < 1 || a.ndim() > TensorView::kMaxDims)
+    fail<ValueError>(op, ": ", arg, " must have 1 to ", TensorView::kMaxDims,
+                     " dimensions, got ", a.ndim());
+  if (!(a.flags() & py::array::c_style))
+    fail<ValueError>(op, ": ", arg, " must be C-contiguous (use numpy.ascontiguousarray)");
+  if (writable && !a.writeable()) fail<ValueError>(op, ": ", arg, " must be writable");
+  t.ndim = static_cast<int>(a.ndim());
+  for (int i = 0; i < t.ndim; ++i) t.shape[i] = a.shape(i);
+  t.data = const_cast<void*>(a.data());
+  return t;
+}
+
+// A new C-contiguous array of the given dtype and shape, and its view.
+inline py::array new_array(DType dtype, const std::vector<int64_t>& shape, TensorView* view) {
+  py::array a = dtype == DType::f32 ? py::array(py::dtype::of<float>(), shape)
+                                    : py::array(py::dtype::of<double>(), shape);
+  if (view) {
+    view->dtype = dtype;
+    view->ndim = static_cast<int>(shape.size());
+    for (int i = 0; i < view->ndim; ++i) view->shape[i] = shape[i];
+    view->data = a.mutable_data();
+  }
+  return a;
+}
+
+// Integer class labels (B,) as int64, converted on purpose from any integer dtype.
+inline py::array_t<int64_t> labels_of(const py::handle& obj, const char* op) {
+  if (!py::isinstance<py::array>(obj))
+    fail<TypeError>(op, ": labels must be a numpy.ndarray of integers, got ",
+                    std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    fail<TypeError>(op, ": labels must have an integer dtype, got ",
+                    std::string(py::str(a.dtype())));
+  if (a.ndim() != 1) fail<ValueError>(op, ": labels must have shape (B,), got ", a.ndim(), " dimensions");
+  return py::array_t<int64_t, py::array::c_style | py::array::forcecast>(a);
+}
+
+}  // namespace vgkern

@@ -1,0 +1,135 @@
+// vgkern._core.MLPCore: the native MLP; vgkern/mlp.py wraps it with the public API.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings/arrays.h"
+#include "nets/mlp.h"
+
+namespace vgkern {
+
+namespace {
+
+struct PyMLP {
+  std::unique_ptr<MLPBase> net;
+};
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::f32;
+  if (name == "float64") return DType::f64;
+  fail<ValueError>("MLP: dtype must be 'float32' or 'float64', got '", name, "'");
+}
+
+// A numpy view of a buffer owned by the net; `owner` keeps the net alive.
+py::array flat_view(py::object owner, void* data, DType dtype, int64_t n) {
+  const py::dtype dt = dtype == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  return py::array(dt, {n}, {dt.itemsize()}, data, owner);
+}
+
+py::array new_report(const MLPBase& net, TensorView* view) {
+  return new_array(DType::f64, {net.num_layers(), kNumReportColumns}, view);
+}
+
+}  // namespace
+
+void bind_mlp(py::module_& m) {
+  std::vector<std::string> columns(kReportColumnNames, kReportColumnNames + kNumReportColumns);
+  m.attr("REPORT_COLUMNS") = columns;
+
+  py::class_<PyMLP>(m, "MLPCore")
+      .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& acts,
+                       const std::vector<double>& alphas, const std::string& dtype) {
+             if (alphas.size() != acts.size())
+               fail<ValueError>("MLP: need one alpha per activation");
+             std::vector<ActSpec> specs;
+             for (size_t l = 0; l < acts.size(); ++l)
+               specs.push_back(parse_activation(acts[l], alphas[l], "MLP: activation"));
+             return PyMLP{make_mlp(sizes, specs, parse_dtype(dtype))};
+           }),
+           py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dtype"))
+      .def_property_readonly("num_layers", [](PyMLP& self) { return self.net->num_layers(); })
+      .def_property_readonly("num_params", [](PyMLP& self) { return self.net->num_params(); })
+      .def("weight_offset", [](PyMLP& self, int64_t l) { return self.net->weight_offset(l); })
+      .def("bias_offset", [](PyMLP& self, int64_t l) { return self.net->bias_offset(l); })
+      .def_property(
+          "stats", [](PyMLP& self) { return self.net->stats; },
+          [](PyMLP& self, bool on) { self.net->stats = on; })
+      .def_property_readonly("params",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyMLP&>().net;
+                               return flat_view(self, net.params(), net.dtype(), net.num_params());
+                             })
+      .def_property_readonly("grads",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyMLP&>().net;
+                               return flat_view(self, net.grads(), net.dtype(), net.num_params());
+                             })
+      .def(
+          "forward",
+          [](PyMLP& self, py::handle x_obj, int64_t out_width) {
+            const TensorView x = view_of(x_obj, "MLP.forward", "x");
+            TensorView out;
+            py::array out_arr = new_array(x.dtype, {x.ndim == 2 ? x.dim(0) : 0, out_width}, &out);
+            py::gil_scoped_release release;
+            self.net->forward(out, x);
+            return out_arr;
+          },
+          py::arg("x"), py::arg("out_width"))
+      .def(
+          "backward",
+          [](PyMLP& self, py::handle grad_obj, bool log_scale, int64_t input_rows,
+             int64_t input_width) {
+            const TensorView grad_out = view_of(grad_obj, "MLP.backward", "grad_out");
+            TensorView report, input_grad;
+            py::array report_arr = new_report(*self.net, &report);
+            py::object input_grad_arr = py::none();
+            if (input_rows >= 0)
+              input_grad_arr = new_array(self.net->dtype(), {input_rows, input_width}, &input_grad);
+            {
+              py::gil_scoped_release release;
+              self.net->backward(report, input_grad, grad_out, log_scale);
+            }
+            return py::make_tuple(report_arr, input_grad_arr);
+          },
+          py::arg("grad_out"), py::arg("log_scale"), py::arg("input_rows"),
+          py::arg("input_width"))
+      .def(
+          "step",
+          [](PyMLP& self, py::handle x_obj, py::handle target_obj, const std::string& loss_name,
+             int64_t out_width, bool log_scale, bool want_input_grad) {
+            const char* op = "MLP.step";
+            const TensorView x = view_of(x_obj, op, "x");
+            const int64_t rows = x.ndim == 2 ? x.dim(0) : 0;
+            Loss loss;
+            TensorView target;
+            py::array_t<int64_t> labels;
+            if (loss_name == "mse") {
+              loss = Loss::mse;
+              target = view_of(target_obj, op, "target");
+            } else if (loss_name == "cross_entropy") {
+              loss = Loss::cross_entropy;
+              labels = labels_of(target_obj, op);
+            } else {
+              fail<ValueError>(op, ": loss must be 'mse' or 'cross_entropy', got '", loss_name, "'");
+            }
+            TensorView out, report, input_grad;
+            py::array out_arr = new_array(x.dtype, {rows, out_width}, &out);
+            py::array report_arr = new_report(*self.net, &report);
+            py::object input_grad_arr = py::none();
+            if (want_input_grad && x.ndim == 2)
+              input_grad_arr = new_array(self.net->dtype(), {rows, x.dim(1)}, &input_grad);
+            double value;
+            {
+              py::gil_scoped_release release;
+              value = self.net->step(out, report, input_grad, x, loss, target,
+                                     loss == Loss::cross_entropy ? labels.data() : nullptr,
+                                     loss == Loss::cross_entropy ? labels.shape(0) : 0,
+                                     log_scale);
+            }
+            return py::make_tuple(value, out_arr, report_arr, input_grad_arr);
+          },
+          py::arg("x"), py::arg("target"), py::arg("loss"), py::arg("out_width"),
+          py::arg("log_scale"), py::arg("input_grad"));
+}
+
+}  // namespace vgkern

@@ -1,0 +1,62 @@
+// vgkern._core: exception mapping, BLAS hookup, build information; ops and nets are bound in
+// ops_bindings.cpp and mlp_bindings.cpp.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "core/blas.h"
+#include "core/dispatch.h"
+#include "core/errors.h"
+
+namespace py = pybind11;
+
+namespace vgkern {
+void bind_ops(py::module_& m);
+void bind_mlp(py::module_& m);
+py::dict build_info_dict();
+}  // namespace vgkern
+
+PYBIND11_MODULE(_core, m) {
+  using namespace vgkern;
+  m.doc() = "vgkern native core (use the vgkern package, not this module directly)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const DeviceError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
+
+  m.def(
+      "set_blas",
+      [](py::capsule sgemm, py::capsule dgemm) {
+        // scipy.linalg.cython_blas exports C function pointers in capsules named by signature.
+        void* s = PyCapsule_GetPointer(sgemm.ptr(), PyCapsule_GetName(sgemm.ptr()));
+        void* d = PyCapsule_GetPointer(dgemm.ptr(), PyCapsule_GetName(dgemm.ptr()));
+        if (!s || !d) throw py::error_already_set();
+        set_blas(s, d);
+      },
+      py::arg("sgemm"), py::arg("dgemm"));
+  m.def("blas_ready", &blas_ready);
+  m.def("cuda_compiled", [] { return kBuiltWithCuda; });
+  m.def("cuda_device_count", [] { return cuda_device_count(); });
+  m.def(
+      "check_device",
+      [](const std::string& op, const std::string& device) {
+        if (device != "cpu" && device != "cuda")
+          fail<ValueError>(op, ": device must be 'cpu' or 'cuda', got '", device, "'");
+        dispatch(op.c_str(), device == "cpu" ? Device::cpu : Device::cuda, DType::f32,
+                 [](auto) {});
+      },
+      py::arg("op"), py::arg("device"));
+  m.def("build_info", &build_info_dict);
+
+  bind_ops(m);
+  bind_mlp(m);
+}

@@ -1,0 +1,135 @@
+// vgkern._core ops: allocate outputs, release the GIL, call the op.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "bindings/arrays.h"
+#include "core/checks.h"
+#include "ops/activation.h"
+#include "ops/dense.h"
+#include "ops/loss.h"
+#include "ops/norm.h"
+
+namespace vgkern {
+
+namespace {
+
+std::vector<int64_t> shape_of(const TensorView& t) {
+  return std::vector<int64_t>(t.shape, t.shape + t.ndim);
+}
+
+py::tuple py_activation_forward(py::handle z_obj, const std::string& activation, double alpha) {
+  const TensorView z = view_of(z_obj, "activation_forward", "z");
+  const ActSpec act = parse_activation(activation, alpha, "activation_forward: activation");
+  TensorView h, dact;
+  py::array h_arr = new_array(z.dtype, shape_of(z), &h);
+  py::array dact_arr = new_array(z.dtype, shape_of(z), &dact);
+  {
+    py::gil_scoped_release release;
+    activation_forward(h, dact, z, act);
+  }
+  return py::make_tuple(h_arr, dact_arr);
+}
+
+py::array py_activation_backward(py::handle dh_obj, py::handle z_obj,
+                                 const std::string& activation, double alpha) {
+  const TensorView z = view_of(z_obj, "activation_backward", "z");
+  const TensorView dh = view_of(dh_obj, "activation_backward", "dh");
+  const ActSpec act = parse_activation(activation, alpha, "activation_backward: activation");
+  TensorView dz;
+  py::array dz_arr = new_array(z.dtype, shape_of(z), &dz);
+  {
+    py::gil_scoped_release release;
+    activation_backward(dz, dh, z, act);
+  }
+  return dz_arr;
+}
+
+py::tuple py_dense_forward(py::handle x_obj, py::handle w_obj, py::handle b_obj,
+                           const std::string& activation, double alpha) {
+  const char* op = "dense_forward";
+  const TensorView x = view_of(x_obj, op, "x");
+  const TensorView w = view_of(w_obj, op, "w");
+  const TensorView b = b_obj.is_none() ? TensorView{} : view_of(b_obj, op, "b");
+  const ActSpec act = parse_activation(activation, alpha, "dense_forward: activation");
+  check_shape(op, "x", x, {-1, -1});
+  check_shape(op, "w", w, {-1, -1});
+  TensorView h, dact;
+  py::array h_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &h);
+  py::array dact_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &dact);
+  {
+    py::gil_scoped_release release;
+    dense_forward(h, dact, x, w, b, act);
+  }
+  return py::make_tuple(h_arr, dact_arr);
+}
+
+py::tuple py_dense_backward(py::handle dh_obj, py::handle dact_obj, py::handle x_obj,
+                            py::handle w_obj, bool need_dx) {
+  const char* op = "dense_backward";
+  const TensorView dh = view_of(dh_obj, op, "dh");
+  const TensorView dact = view_of(dact_obj, op, "dact");
+  const TensorView x = view_of(x_obj, op, "x");
+  const TensorView w = view_of(w_obj, op, "w");
+  TensorView dx, dw, db;
+  check_shape(op, "x", x, {-1, -1});
+  check_shape(op, "w", w, {-1, -1});
+  py::object dx_arr = py::none();
+  if (need_dx) dx_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &dx);
+  py::array dw_arr = new_array(x.dtype, {w.dim(0), w.dim(1)}, &dw);
+  py::array db_arr = new_array(x.dtype, {w.dim(0)}, &db);
+  {
+    py::gil_scoped_release release;
+    dense_backward(dx, dw, db, dh, dact, x, w);
+  }
+  return py::make_tuple(dx_arr, dw_arr, db_arr);
+}
+
+py::tuple py_mse_loss(py::handle out_obj, py::handle target_obj) {
+  const TensorView out = view_of(out_obj, "mse_loss", "out");
+  const TensorView target = view_of(target_obj, "mse_loss", "target");
+  TensorView dout;
+  py::array dout_arr = new_array(out.dtype, shape_of(out), &dout);
+  double loss;
+  {
+    py::gil_scoped_release release;
+    loss = mse_loss(dout, out, target);
+  }
+  return py::make_tuple(loss, dout_arr);
+}
+
+py::tuple py_cross_entropy_loss(py::handle logits_obj, py::handle labels_obj) {
+  const TensorView logits = view_of(logits_obj, "cross_entropy_loss", "logits");
+  py::array_t<int64_t> labels = labels_of(labels_obj, "cross_entropy_loss");
+  TensorView dlogits;
+  py::array dlogits_arr = new_array(logits.dtype, shape_of(logits), &dlogits);
+  double loss;
+  {
+    py::gil_scoped_release release;
+    loss = cross_entropy_loss(dlogits, logits, labels.data(), labels.shape(0));
+  }
+  return py::make_tuple(loss, dlogits_arr);
+}
+
+double py_sum_squares_norm(py::handle a_obj) {
+  const TensorView a = view_of(a_obj, "sum_squares_norm", "a");
+  py::gil_scoped_release release;
+  return sum_squares_norm(a);
+}
+
+}  // namespace
+
+void bind_ops(py::module_& m) {
+  m.def("activation_forward", &py_activation_forward, py::arg("z"), py::arg("activation"),
+        py::arg("alpha") = 1.0);
+  m.def("activation_backward", &py_activation_backward, py::arg("dh"), py::arg("z"),
+        py::arg("activation"), py::arg("alpha") = 1.0);
+  m.def("dense_forward", &py_dense_forward, py::arg("x"), py::arg("w"), py::arg("b"),
+        py::arg("activation") = "identity", py::arg("alpha") = 1.0);
+  m.def("dense_backward", &py_dense_backward, py::arg("dh"), py::arg("dact"), py::arg("x"),
+        py::arg("w"), py::arg("need_dx") = true);
+  m.def("mse_loss", &py_mse_loss, py::arg("out"), py::arg("target"));
+  m.def("cross_entropy_loss", &py_cross_entropy_loss, py::arg("logits"), py::arg("labels"));
+  m.def("sum_squares_norm", &py_sum_squares_norm, py::arg("a"));
+}
+
+}  // namespace vgkern

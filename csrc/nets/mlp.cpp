@@ -1,0 +1,230 @@
+#include "nets/mlp.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "core/checks.h"
+#include "core/errors.h"
+#include "ops/dense_cpu.h"
+#include "ops/loss.h"
+
+namespace vgkern {
+
+const char* const kReportColumnNames[kNumReportColumns] = {
+    "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm",
+    "log10_weight_grad_norm", "log10_bias_grad_norm", "log10_preact_grad_norm",
+    "log10_act_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
+    "dead_fraction", "grad_log2_scale"};
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A norm measured in units of 2^units: its linear value (may under/overflow) and exact log10.
+void put_norm(double* row, int linear_col, int log10_col, double measured, int64_t units) {
+  row[linear_col] = std::ldexp(measured, static_cast<int>(units));
+  row[log10_col] = measured > 0 ? std::log10(measured) + units * std::log10(2.0)
+                   : measured == 0 ? -std::numeric_limits<double>::infinity()
+                                   : kNaN;
+}
+
+// Holds the net for one call; a second thread gets a clear error instead of a data race.
+class BusyGuard {
+ public:
+  explicit BusyGuard(std::mutex& m, const char* what) : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock())
+      fail<DeviceError>(what, ": this MLP is already running in another thread; one net may be "
+                              "used by one thread at a time (use one net per thread)");
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+template <class T>
+class MLP final : public MLPBase {
+ public:
+  MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts)
+      : sizes_(sizes), acts_(acts) {
+    int64_t offset = 0;
+    for (size_t l = 0; l + 1 < sizes_.size(); ++l) {
+      weight_offsets_.push_back(offset);
+      offset += sizes_[l + 1] * sizes_[l];
+      bias_offsets_.push_back(offset);
+      offset += sizes_[l + 1];
+    }
+    params_.assign(offset, T(0));
+    grads_.assign(offset, T(0));
+    h_.resize(num_layers());
+    dact_.resize(num_layers());
+    forward_stats_.resize(num_layers());
+  }
+
+  DType dtype() const override { return dtype_of<T>(); }
+  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
+  int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
+  int64_t weight_offset(int64_t l) const override { return weight_offsets_.at(l); }
+  int64_t bias_offset(int64_t l) const override { return bias_offsets_.at(l); }
+  void* params() override { return params_.data(); }
+  void* grads() override { return grads_.data(); }
+
+  void forward(const TensorView& out, const TensorView& x) override {
+    BusyGuard guard(busy_, "MLP.forward");
+    run_forward(out, x, "MLP.forward");
+  }
+
+  void backward(const TensorView& report, const TensorView& input_grad,
+                const TensorView& grad_out, bool log_scale) override {
+    BusyGuard guard(busy_, "MLP.backward");
+    const char* op = "MLP.backward";
+    if (!forward_done_) fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    check_dtype(op, "grad_out", grad_out, dtype());
+    check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
+    const T* g = grad_out.ptr<T>();
+    std::copy(g, g + rows_ * sizes_.back(), grad_a_.data());
+    run_backward(report, input_grad, log_scale, op);
+  }
+
+  double step(const TensorView& out, const TensorView& report, const TensorView& input_grad,
+              const TensorView& x, Loss loss, const TensorView& target, const int64_t* labels,
+              int64_t num_labels, bool log_scale) override {
+    BusyGuard guard(busy_, "MLP.step");
+    const char* op = "MLP.step";
+    run_forward(out, x, op);
+    TensorView dout = out;
+    dout.data = grad_a_.data();
+    const double value = loss == Loss::mse ? mse_loss(dout, out, target)
+                                           : cross_entropy_loss(dout, out, labels, num_labels);
+    run_backward(report, input_grad, log_scale, op);
+    return value;
+  }
+
+ private:
+  void ensure_workspace(int64_t rows) {
+    if (rows == rows_) return;
+    int64_t widest = 0;
+    for (int64_t d : sizes_) widest = std::max(widest, d);
+    forward_done_ = false;
+    rows_ = 0;  // stays 0 if an allocation below throws
+    x_.resize(rows * sizes_[0]);
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      h_[l].resize(rows * sizes_[l + 1]);
+      if (acts_[l].kind != Activation::identity) dact_[l].resize(rows * sizes_[l + 1]);
+    }
+    grad_a_.resize(rows * widest);
+    grad_b_.resize(rows * widest);
+    rows_ = rows;
+  }
+
+  void run_forward(const TensorView& out, const TensorView& x, const char* op) {
+    check_dtype(op, "x", x, dtype());
+    check_shape(op, "x", x, {-1, sizes_[0]});
+    const int64_t rows = x.dim(0);
+    if (rows == 0) fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no gradient), got shape ", x.shape_str());
+    blas_int(rows, "batch size");
+    check_arg(op, "out", out, x, {rows, sizes_.back()});
+    ensure_workspace(rows);
+    forward_done_ = false;
+    std::copy(x.ptr<T>(), x.ptr<T>() + rows * sizes_[0], x_.data());
+    const T* input = x_.data();
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      const T* w = params_.data() + weight_offsets_[l];
+      const T* b = params_.data() + bias_offsets_[l];
+      dense_forward_cpu<T>(h_[l].data(), dact_[l].data(), input, w, b, rows, sizes_[l],
+                           sizes_[l + 1], acts_[l], stats ? &forward_stats_[l] : nullptr);
+      input = h_[l].data();
+    }
+    forward_stats_valid_ = stats;
+    const T* result = h_.back().data();
+    std::copy(result, result + rows * sizes_.back(), out.ptr<T>());
+    forward_done_ = true;
+  }
+
+  // Backward from the gradient in grad_a_ (B, d_L), last layer to first.
+  void run_backward(const TensorView& report, const TensorView& input_grad, bool log_scale,
+                    const char* op) {
+    check_dtype(op, "report", report, DType::f64);
+    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
+    if (input_grad.present()) {
+      check_dtype(op, "input_grad", input_grad, dtype());
+      check_shape(op, "input_grad", input_grad, {rows_, sizes_[0]});
+    }
+    T* current = grad_a_.data();  // dh of layer l, turned into delta in place
+    T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
+    int64_t units = 0;            // log2 of the units the backward signal is carried in
+    for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const int64_t in = sizes_[l], out = sizes_[l + 1];
+      const T* x = l > 0 ? h_[l - 1].data() : x_.data();
+      T* dx = l > 0 ? below : (input_grad.present() ? input_grad.ptr<T>() : nullptr);
+      const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
+      BackwardStats bs;
+      const int rescale = dense_backward_cpu<T>(
+          dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], current,
+          current, dact, x, params_.data() + weight_offsets_[l], rows_, in, out, log_scale,
+          stats ? &bs : nullptr);
+      fill_report_row(report.ptr<double>() + l * kNumReportColumns, l, bs, units, rescale);
+      units += rescale;
+      std::swap(current, below);
+    }
+  }
+
+  void fill_report_row(double* row, int64_t l, const BackwardStats& bs, int64_t units,
+                       int rescale) const {
+    for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
+    row[kGradLog2Scale] = static_cast<double>(units + rescale);
+    if (stats) {
+      put_norm(row, kActGradNorm, kLog10ActGradNorm, bs.act_grad_norm, units);
+      put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs.preact_grad_norm, units);
+      put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs.bias_grad_norm, units + rescale);
+      put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs.weight_grad_norm, units + rescale);
+    }
+    if (forward_stats_valid_) {
+      const ForwardStats& fs = forward_stats_[l];
+      row[kPreactMean] = fs.preact_mean;
+      row[kPreactStd] = fs.preact_std;
+      row[kSaturatedFraction] = fs.saturated_fraction;
+      row[kZeroFraction] = fs.zero_fraction;
+      row[kDeadFraction] = fs.dead_fraction;
+    }
+  }
+
+  std::vector<int64_t> sizes_;
+  std::vector<ActSpec> acts_;
+  std::vector<int64_t> weight_offsets_, bias_offsets_;
+  std::vector<T> params_, grads_;
+
+  // Workspaces for batches of rows_ examples.
+  int64_t rows_ = 0;
+  std::vector<T> x_;                        // (B, d_0) copy of the input
+  std::vector<std::vector<T>> h_, dact_;    // per layer (B, d_{l+1}); no dact for identity
+  std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong backward buffers
+  std::vector<ForwardStats> forward_stats_;
+  bool forward_done_ = false, forward_stats_valid_ = false;
+  std::mutex busy_;
+};
+
+}  // namespace
+
+std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
+                                  const std::vector<ActSpec>& acts, DType dtype) {
+  if (sizes.size() < 2)
+    fail<ValueError>("MLP: sizes must list at least two layer widths [d_0, ..., d_L], got ",
+                     sizes.size());
+  double total = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 1)
+      fail<ValueError>("MLP: sizes[", i, "] must be a positive integer, got ", sizes[i]);
+    blas_int(sizes[i], "layer width");
+    if (i > 0) total += static_cast<double>(sizes[i]) * (sizes[i - 1] + 1);
+  }
+  if (total > 1e11)  // refuse before allocating: ~400 GB of float32 parameters
+    fail<ValueError>("MLP: sizes ask for ", total, " parameters, more than the 1e11 supported");
+  if (acts.size() + 1 != sizes.size())
+    fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
+                     acts.size());
+  if (dtype == DType::f32) return std::make_unique<MLP<float>>(sizes, acts);
+  return std::make_unique<MLP<double>>(sizes, acts);
+}
+
+}  // namespace vgkern

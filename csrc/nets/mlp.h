@@ -1,0 +1,62 @@
+// Whole-network driver for a stack of dense layers: one native call runs the forward of every
+// layer, one the backward (or one the whole step: forward, loss, backward), with the
+// statistics fused into each layer's passes. Parameters and gradients live in two flat buffers
+// owned here (Python sees numpy views of them); workspaces are sized per batch and reused.
+//
+// Layer l = 0..L-1 maps d_l -> d_{l+1}: W_l (d_{l+1}, d_l) at weight_offset(l), then
+// b_l (d_{l+1},) at bias_offset(l), in the flat parameter (and gradient) buffer.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/activation.h"
+
+namespace vgkern {
+
+// Columns of the per-layer report (float64, L rows). Norms are linear; *_LOG10 are exact even
+// where the linear value under- or overflows (log-scale backward).
+enum ReportColumn : int {
+  kWeightGradNorm, kBiasGradNorm, kPreactGradNorm, kActGradNorm,
+  kLog10WeightGradNorm, kLog10BiasGradNorm, kLog10PreactGradNorm, kLog10ActGradNorm,
+  kPreactMean, kPreactStd, kSaturatedFraction, kZeroFraction, kDeadFraction,
+  kGradLog2Scale,
+  kNumReportColumns
+};
+extern const char* const kReportColumnNames[kNumReportColumns];
+
+enum class Loss { mse, cross_entropy };
+
+class MLPBase {
+ public:
+  virtual ~MLPBase() = default;
+  virtual DType dtype() const = 0;
+  virtual int64_t num_layers() const = 0;
+  virtual int64_t num_params() const = 0;
+  virtual int64_t weight_offset(int64_t layer) const = 0;
+  virtual int64_t bias_offset(int64_t layer) const = 0;
+  virtual void* params() = 0;
+  virtual void* grads() = 0;
+
+  // x (B, d_0) -> out (B, d_L); the output stays valid until the next call.
+  virtual void forward(const TensorView& out, const TensorView& x) = 0;
+  // grad_out (B, d_L) -> weight/bias grads, report (L, kNumReportColumns),
+  // input_grad (B, d_0) when present.
+  virtual void backward(const TensorView& report, const TensorView& input_grad,
+                        const TensorView& grad_out, bool log_scale) = 0;
+  // forward + loss + backward; target is (B, d_L) for mse, labels (B,) int64 for cross-entropy.
+  virtual double step(const TensorView& out, const TensorView& report,
+                      const TensorView& input_grad, const TensorView& x, Loss loss,
+                      const TensorView& target, const int64_t* labels, int64_t num_labels,
+                      bool log_scale) = 0;
+
+  bool stats = true;
+};
+
+// sizes: d_0..d_L (all >= 1, at least two); acts: one per layer.
+std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
+                                  const std::vector<ActSpec>& acts, DType dtype);
+
+}  // namespace vgkern

@@ -1,0 +1,34 @@
+// Elementwise activations and their derivatives.
+//   activation_forward:  h (N, C) = act(z), dact (N, C) = act'(z)      [dact is saved for backward]
+//   activation_backward: dz (N, C) = dh * act'(z), act' recomputed from z
+// Kinds: identity, sigmoid, tanh, relu (relu'(0) = 0), elu (alpha; elu'(z) = alpha e^z for z <= 0).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace vgkern {
+
+enum class Activation { identity, sigmoid, tanh, relu, elu };
+
+struct ActSpec {
+  Activation kind = Activation::identity;
+  double alpha = 1.0;  // ELU only
+};
+
+// Throws ValueError naming `arg` for an unknown name or a bad alpha.
+ActSpec parse_activation(const std::string& name, double alpha, const char* arg);
+const char* activation_name(Activation kind);
+
+void activation_forward(const TensorView& h, const TensorView& dact, const TensorView& z,
+                        ActSpec act);
+void activation_backward(const TensorView& dz, const TensorView& dh, const TensorView& z,
+                         ActSpec act);
+
+template <class T>
+void activation_forward_cpu(T* h, T* dact, const T* z, int64_t n, ActSpec act);
+template <class T>
+void activation_backward_cpu(T* dz, const T* dh, const T* z, int64_t n, ActSpec act);
+
+}  // namespace vgkern

@@ -1,0 +1,46 @@
+// CPU kernels of the dense layer, with the statistics fused into the passes that produce or
+// consume the data. Used by ops/dense.cpp (one layer) and nets/mlp.cpp (whole networks).
+//
+//   forward:  z (B, out) = x (B, in) @ w (out, in)^T     GEMM, written into h
+//             h = act(z + b), dact = act'(z + b)          one epilogue pass over rows of h,
+//                                                          forward statistics in the same pass
+//   backward: delta (B, out) = dh * dact                  one prologue pass: ||dh||, ||delta||, db
+//             dw (out, in) = delta^T @ x                  GEMM in row tiles, ||dw|| per tile
+//             dx (B, in) = delta @ w                      GEMM (skipped when dx is null)
+#pragma once
+#include <cstdint>
+
+#include "ops/activation.h"
+
+namespace vgkern {
+
+struct ForwardStats {  // of one layer's pre-activations z over all B * out entries
+  double preact_mean = 0, preact_std = 0;
+  double saturated_fraction = 0, zero_fraction = 0, dead_fraction = 0;
+};
+
+// With log_scale, delta, db and dw are multiplied by 2^-rescale_log2 (so that ||delta|| lands in
+// [1, 2)). act_grad_norm and preact_grad_norm are in the units of the incoming dh;
+// bias_grad_norm and weight_grad_norm in the units of the rescaled delta (2^rescale_log2 times
+// larger units). Without log_scale rescale_log2 is 0 and all four share dh's units.
+struct BackwardStats {
+  double act_grad_norm = 0, preact_grad_norm = 0, bias_grad_norm = 0, weight_grad_norm = 0;
+  int rescale_log2 = 0;
+};
+
+// dact may be null only for the identity activation (act' = 1 is not stored).
+// stats may be null (no statistics computed).
+template <class T>
+void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
+                       int64_t in, int64_t out, ActSpec act, ForwardStats* stats);
+
+// delta may alias dh (the MLP driver computes delta in place). dact may be null (identity).
+// dx may be null (not needed below the first layer). log_scale renormalises delta by a power of
+// two so that ||delta|| is in [1, 2): exact, and keeps the signal inside the float range.
+// Returns rescale_log2 (0 without log_scale).
+template <class T>
+int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
+                        const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
+                        BackwardStats* stats);
+
+}  // namespace vgkern

@@ -1,0 +1,32 @@
+"""vgkern: fused C++ kernels and per-layer gradient statistics for studying vanishing and
+exploding gradients.
+
+    import numpy as np, vgkern
+    net = vgkern.MLP([64] * 21, activation="sigmoid", init="xavier_normal", seed=0)
+    rep = net.step(np.random.default_rng(0).standard_normal((128, 64), dtype=np.float32),
+                   np.zeros((128, 64), np.float32))
+    print(rep.to_pandas()[["layer", "log10_preact_grad_norm"]])
+"""
+from . import _core
+from ._blas import connect_scipy_blas
+
+connect_scipy_blas(_core)
+
+from . import ops  # noqa: E402
+from .info import blas_threads, build_info, cuda_available  # noqa: E402
+from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
+from .report import GradReport  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "LOSSES",
+    "MLP",
+    "GradReport",
+    "blas_threads",
+    "build_info",
+    "cuda_available",
+    "ops",
+]

@@ -1,0 +1,50 @@
+"""Build and runtime information, CUDA availability, BLAS thread control."""
+import contextlib
+import platform
+
+import numpy as np
+import scipy
+
+from . import _core
+
+
+def cuda_available():
+    """True when this build has CUDA compiled in and a CUDA GPU is visible."""
+    return bool(_core.cuda_compiled()) and _core.cuda_device_count() > 0
+
+
+def _blas_runtime():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "install threadpoolctl to see the BLAS library and its threads"}]
+    keys = ("internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
+    return [{k: pool.get(k) for k in keys} for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def build_info():
+    """What was compiled (compiler, flags, SIMD, OpenMP, CUDA) and what runs (BLAS, versions)."""
+    from . import __version__
+
+    info = dict(_core.build_info())
+    info.update(
+        version=__version__,
+        python=platform.python_version(),
+        numpy=np.__version__,
+        scipy=scipy.__version__,
+        blas_source="scipy.linalg.cython_blas (sgemm, dgemm)",
+        blas_runtime=_blas_runtime(),
+        cuda_devices=_core.cuda_device_count() if _core.cuda_compiled() else 0,
+    )
+    return info
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """Limit BLAS (GEMM) threads inside a `with` block; elementwise passes are single-threaded."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("vgkern.blas_threads needs threadpoolctl: pip install threadpoolctl") from err
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield

@@ -1,0 +1,199 @@
+"""MLP: a stack of dense layers whose forward, backward and whole training step each run in one
+native call, reporting per-layer gradient statistics (GradReport)."""
+import numbers
+
+import numpy as np
+
+from . import _core
+from .init import INITS, draw_layer
+from .report import GradReport
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
+LOSSES = ("mse", "cross_entropy")
+
+
+def _choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"MLP: {name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def _dtype_name(dtype):
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in ("float32", "float64"):
+        raise ValueError(f"MLP: dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"MLP: sizes must be a list of layer widths [d_0, ..., d_L], got {type(sizes).__name__}")
+    if len(sizes) < 2:
+        raise ValueError(f"MLP: sizes must list at least two widths [d_0, ..., d_L], got {list(sizes)!r}")
+    out = []
+    for i, d in enumerate(sizes):
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"MLP: sizes[{i}] must be an integer, got {d!r} ({type(d).__name__})")
+        if d < 1:
+            raise ValueError(f"MLP: sizes[{i}] must be a positive integer, got {d}")
+        out.append(int(d))
+    return out
+
+
+def _as_input(value, what, ndim=2):
+    """A numpy array, C-contiguous (copied on purpose if not); the dtype is checked natively."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+class ParameterList:
+    """Per-layer numpy views into a net's flat buffer. `lst[i][...] = a` writes in place;
+    `lst[i] = a` copies `a` in after checking shape and dtype."""
+
+    def __init__(self, name, arrays):
+        self._name = name
+        self._arrays = arrays
+
+    def __len__(self):
+        return len(self._arrays)
+
+    def __getitem__(self, i):
+        return self._arrays[i]
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __setitem__(self, i, value):
+        target = self._arrays[i]
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"{self._name}[{i}] must have shape {target.shape}, got {value.shape}")
+        if value.dtype != target.dtype:
+            raise TypeError(f"{self._name}[{i}] must have dtype {target.dtype}, got {value.dtype} "
+                            "(vgkern never casts silently)")
+        target[...] = value
+
+    def __repr__(self):
+        return f"ParameterList({self._name}: {[a.shape for a in self._arrays]})"
+
+
+class MLP:
+    """Dense network sizes[0] -> ... -> sizes[-1]: L = len(sizes) - 1 layers, W_l (d_{l+1}, d_l)
+    as in torch.nn.Linear. Hidden layers apply `activation`, the last `output_activation`.
+
+    init: one of INITS; "scaled_normal" draws W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2);
+    other inits give zero biases unless bias_init (a constant) is given. `gain` scales the
+    xavier and orthogonal inits; `alpha` is the ELU parameter. stats=False skips the statistics.
+    """
+
+    def __init__(self, sizes, activation="tanh", init="xavier_normal", *,
+                 output_activation="identity", dtype="float32", seed=0, sigma_w=1.0, sigma_b=0.0,
+                 bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True):
+        self.sizes = _check_sizes(sizes)
+        self.activation = _choice("activation", activation, ACTIVATIONS)
+        self.output_activation = _choice("output_activation", output_activation, ACTIVATIONS)
+        self.init = _choice("init", init, INITS)
+        self.dtype = np.dtype(_dtype_name(dtype))
+        for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b), ("gain", gain), ("alpha", alpha)):
+            if not isinstance(value, numbers.Real) or not np.isfinite(value):
+                raise ValueError(f"MLP: {name} must be a finite number, got {value!r}")
+        if bias_init is not None and (not isinstance(bias_init, numbers.Real) or not np.isfinite(bias_init)):
+            raise ValueError(f"MLP: bias_init must be None or a finite number, got {bias_init!r}")
+        _core.check_device("MLP", device)
+        self.device = device
+        self.alpha = float(alpha)
+
+        L = len(self.sizes) - 1
+        acts = [self.activation] * (L - 1) + [self.output_activation]
+        self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name)
+        self._core.stats = bool(stats)
+        self._params = self._core.params  # flat views; the core owns the memory
+        self._grads = self._core.grads
+        self.weights = ParameterList("weights", self._layer_views(self._params, "weight"))
+        self.biases = ParameterList("biases", self._layer_views(self._params, "bias"))
+        self.weight_grads = ParameterList("weight_grads", self._layer_views(self._grads, "weight"))
+        self.bias_grads = ParameterList("bias_grads", self._layer_views(self._grads, "bias"))
+        self.input_grad = None
+        self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
+
+    def _layer_views(self, flat, kind):
+        views = []
+        for l in range(self.num_layers):
+            fan_in, fan_out = self.sizes[l], self.sizes[l + 1]
+            if kind == "weight":
+                start = self._core.weight_offset(l)
+                views.append(flat[start:start + fan_out * fan_in].reshape(fan_out, fan_in))
+            else:
+                start = self._core.bias_offset(l)
+                views.append(flat[start:start + fan_out])
+        return views
+
+    def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
+        rng = np.random.default_rng(seed)
+        for w, b in zip(self.weights, self.biases):
+            w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
+                                          sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
+            w[...] = w_value
+            b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+
+    @property
+    def num_layers(self):
+        return len(self.sizes) - 1
+
+    @property
+    def params(self):
+        """All parameters as one flat array (W_0, b_0, W_1, ...); writes take effect."""
+        return self._params
+
+    @property
+    def grads(self):
+        """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
+        return self._grads
+
+    @property
+    def stats(self):
+        return self._core.stats
+
+    @stats.setter
+    def stats(self, on):
+        self._core.stats = bool(on)
+
+    def forward(self, x):
+        """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
+        x = _as_input(x, "MLP.forward: x")
+        return self._core.forward(x, self.sizes[-1])
+
+    def backward(self, grad_out, log_scale=False, input_grad=False):
+        """grad_out = dL/d(out) (B, sizes[-1]) for the last forward -> GradReport.
+
+        Gradients land in weight_grads / bias_grads (overwritten, not accumulated); with
+        input_grad=True dL/dx lands in self.input_grad. log_scale=True renormalises the backward
+        signal at every layer by a power of two: the log10_ norms stay exact where the gradients
+        underflow, and stored gradients are the true ones times 2**-report.grad_log2_scale[l]."""
+        grad_out = _as_input(grad_out, "MLP.backward: grad_out")
+        rows = grad_out.shape[0] if input_grad else -1
+        table, self.input_grad = self._core.backward(grad_out, bool(log_scale), rows, self.sizes[0])
+        return GradReport(table)
+
+    def step(self, x, target, loss="mse", log_scale=False, input_grad=False):
+        """forward + loss + backward in one native call -> GradReport with .loss.
+
+        loss="mse": target (B, sizes[-1]) with the net's dtype, loss = 0.5 * mean over the batch
+        of the squared error summed over outputs. loss="cross_entropy": target = integer class
+        labels (B,), softmax cross-entropy averaged over the batch."""
+        x = _as_input(x, "MLP.step: x")
+        _choice("loss", loss, LOSSES)
+        target = _as_input(target, "MLP.step: target", ndim=2 if loss == "mse" else 1)
+        value, self.last_output, table, self.input_grad = self._core.step(
+            x, target, loss, self.sizes[-1], bool(log_scale), bool(input_grad))
+        return GradReport(table, loss=value)
+
+    def __repr__(self):
+        return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "
+                f"dtype={self.dtype.name!r})")

@@ -1,0 +1,51 @@
+"""Low-level fused ops, numpy in / numpy out, for composing your own nets. All arrays share one
+dtype (float32 or float64; never cast silently); non-contiguous inputs are copied on purpose.
+
+activation_forward(z, activation, alpha=1.0) -> (h, dact)
+    z (N, C) -> h = act(z), dact = act'(z) (N, C)        [dact: saved for backward]
+activation_backward(dh, z, activation, alpha=1.0) -> dz = dh * act'(z)
+dense_forward(x, w, b, activation="identity", alpha=1.0) -> (h, dact)
+    x (B, in), w (out, in) as torch.nn.Linear, b (out,) or None -> h = act(x @ w.T + b) (B, out)
+dense_backward(dh, dact, x, w, need_dx=True) -> (dx, dw, db)
+    delta = dh * dact; dw = delta.T @ x (out, in); db = delta.sum(0); dx = delta @ w (B, in) or None
+mse_loss(out, target) -> (loss, dout)           loss = 0.5 * sum((out - target)**2) / B
+cross_entropy_loss(logits, labels) -> (loss, dlogits)   labels: integers (B,) in [0, C)
+sum_squares_norm(a) -> float                    float64 Frobenius norm without under/overflow
+
+Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
+"""
+import numpy as np
+
+from . import _core
+
+
+def _c(a):
+    return np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+
+
+def activation_forward(z, activation, alpha=1.0):
+    return _core.activation_forward(_c(z), activation, alpha)
+
+
+def activation_backward(dh, z, activation, alpha=1.0):
+    return _core.activation_backward(_c(dh), _c(z), activation, alpha)
+
+
+def dense_forward(x, w, b, activation="identity", alpha=1.0):
+    return _core.dense_forward(_c(x), _c(w), None if b is None else _c(b), activation, alpha)
+
+
+def dense_backward(dh, dact, x, w, need_dx=True):
+    return _core.dense_backward(_c(dh), _c(dact), _c(x), _c(w), bool(need_dx))
+
+
+def mse_loss(out, target):
+    return _core.mse_loss(_c(out), _c(target))
+
+
+def cross_entropy_loss(logits, labels):
+    return _core.cross_entropy_loss(_c(logits), _c(labels))
+
+
+def sum_squares_norm(a):
+    return _core.sum_squares_norm(_c(a))
