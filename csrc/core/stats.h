@@ -31,10 +31,13 @@ inline void sumsq_add(T v, double& small, double& medium, double& big) {
   } else {
     const double a = std::fabs(v);
     const bool is_big = a > blue::kBigThreshold, is_small = a < blue::kSmallThreshold;
-    const double vb = v * blue::kBigScale, vs = v * blue::kSmallScale;
-    big += is_big ? vb * vb : 0.0;
-    small += is_small ? vs * vs : 0.0;
-    medium += (is_big || is_small) ? 0.0 : v * v;  // NaN lands here and propagates
+    // Select values, then update unconditionally: keeps the loop branch-free for the vectoriser.
+    const double vb = is_big ? v * blue::kBigScale : 0.0;
+    const double vs = is_small ? v * blue::kSmallScale : 0.0;
+    const double vm = (is_big | is_small) ? 0.0 : v;  // NaN lands here and propagates
+    big += vb * vb;
+    small += vs * vs;
+    medium += vm * vm;
   }
 }
 

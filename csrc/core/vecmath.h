@@ -42,6 +42,16 @@ constexpr double inverse_factorial(int n) {
   return 1.0 / f;
 }
 
+// 1/N! + r (1/(N+1)! + r (... + r / Degree!)), unrolled at compile time (a loop here would
+// stop the vectoriser: "multiple nested loops").
+template <class T, int N, int Degree>
+inline T taylor_tail(T r) {
+  if constexpr (N == Degree)
+    return T(inverse_factorial(N));
+  else
+    return taylor_tail<T, N + 1, Degree>(r) * r + T(inverse_factorial(N));
+}
+
 // 2^k from its exponent bits; k must give a normal number (k > -exponent_bias).
 template <class T>
 inline T pow2_normal(int32_t k) {
@@ -62,9 +72,7 @@ inline void exp_expm1_nonpositive(T x, T& exp_x, T& expm1_x) {
   const T k_real = (x * C::log2e + C::round_magic) - C::round_magic;  // round to nearest
   const T r = (x - k_real * C::ln2_hi) - k_real * C::ln2_lo;
   // expm1(r) = r + r^2 (1/2! + r (1/3! + ... + r / degree!)) by Horner.
-  T poly = T(inverse_factorial(C::degree));
-  for (int n = C::degree - 1; n >= 2; --n) poly = poly * r + T(inverse_factorial(n));
-  const T em_r = r + r * r * poly;
+  const T em_r = r + r * r * taylor_tail<T, 2, C::degree>(r);
   const int32_t k = static_cast<int32_t>(k_real);
   const int32_t k1 = k >> 1, k2 = k - k1;  // both >= lowest/2 / ln2: normal numbers
   const T s1 = pow2_normal<T>(k1), s2 = pow2_normal<T>(k2);

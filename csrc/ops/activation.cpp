@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/checks.h"
+#include "core/errors.h"
 #include "core/dispatch.h"
 
 namespace vgkern {
@@ -28,6 +29,7 @@ ActSpec parse_activation(const std::string& name, double alpha, const char* arg)
 void activation_forward(const TensorView& h, const TensorView& dact, const TensorView& z,
                         ActSpec act) {
   const char* op = "activation_forward";
+  check_shape(op, "z", z, {-1, -1});
   check_like(op, "h", h, "z", z);
   check_like(op, "dact", dact, "z", z);
   dispatch(op, z.device, z.dtype, [&](auto tag) {
@@ -39,6 +41,7 @@ void activation_forward(const TensorView& h, const TensorView& dact, const Tenso
 void activation_backward(const TensorView& dz, const TensorView& dh, const TensorView& z,
                          ActSpec act) {
   const char* op = "activation_backward";
+  check_shape(op, "z", z, {-1, -1});
   check_like(op, "dh", dh, "z", z);
   check_like(op, "dz", dz, "z", z);
   dispatch(op, z.device, z.dtype, [&](auto tag) {

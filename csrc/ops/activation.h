@@ -1,4 +1,4 @@
-// Elementwise activations and their derivatives.
+// Elementwise activations and their derivatives, on 2-D (N, C) arrays.
 //   activation_forward:  h (N, C) = act(z), dact (N, C) = act'(z)      [dact is saved for backward]
 //   activation_backward: dz (N, C) = dh * act'(z), act' recomputed from z
 // Kinds: identity, sigmoid, tanh, relu (relu'(0) = 0), elu (alpha; elu'(z) = alpha e^z for z <= 0).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/blas.h"
@@ -18,63 +19,125 @@ U* scratch(std::vector<U>& buffer, int64_t n) {
   if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
   return buffer.data();
 }
-thread_local std::vector<int32_t> t_col_nonzero;  // (out,) 1 where some example has h != 0
-thread_local std::vector<double> t_bias_sum;      // (out,) float64 column sums of delta
+thread_local std::vector<int32_t> t_col_nonzero;   // (out,) 1 where some example has h != 0
+thread_local std::vector<double> t_col_sums;       // (7, out) float64 column accumulators
+thread_local std::vector<float> t_preact_f32;      // (B, out) z, only for robust_moments
+thread_local std::vector<double> t_preact_f64;
+template <class T> std::vector<T>& preact_scratch();
+template <> std::vector<float>& preact_scratch<float>() { return t_preact_f32; }
+template <> std::vector<double>& preact_scratch<double>() { return t_preact_f64; }
+
+// Statistics are summed in T over blocks of this many entries (16 per AVX-512 float lane),
+// then in float64: register accumulators, one horizontal reduction per block, and a float
+// rounding error of at most ~kStatsBlock/16 ulp per block.
+constexpr int64_t kStatsBlock = 256;
 
 struct EpilogueSums {
-  double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = first entry (less cancellation)
+  double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = z[0] (less cancellation)
   int64_t saturated = 0, zeros = 0;
 };
 
-// h (rows, cols) holds z without bias on entry; leaves h = act(z + b), dact = act'(z + b).
+// The flat (n,) buffer h holds z = x W^T + b on entry (the bias was written before the GEMM
+// accumulated into it, so no column index is needed here); leaves h = act(z), dact = act'(z).
 template <class T, Activation K, bool Stats>
-VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, const T* b, int64_t rows, int64_t cols,
-                                         T alpha, T saturation_threshold, double shift,
-                                         EpilogueSums& sums, int32_t* col_nonzero) {
+VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
+                                         T saturation_threshold, T shift, EpilogueSums& sums) {
   constexpr bool kCountSaturated =
       K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
-  double s1 = 0, s2 = 0;
-  int64_t saturated = 0, zeros = 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    T* h_row = h + i * cols;
-    T* dact_row = K == Activation::identity ? nullptr : dact + i * cols;
+  EpilogueSums total;
+  for (int64_t start = 0; start < n; start += kStatsBlock) {
+    const int64_t end = std::min(n, start + kStatsBlock);
+    T s1 = 0, s2 = 0;
+    int32_t saturated = 0, zeros = 0;
 #pragma omp simd reduction(+ : s1, s2, saturated, zeros)
-    for (int64_t j = 0; j < cols; ++j) {
-      const T z = h_row[j] + b[j];
+    for (int64_t i = start; i < end; ++i) {
+      const T z = h[i];
       T hv, dv;
       act_eval<K>(z, alpha, hv, dv);
-      h_row[j] = hv;
-      if constexpr (K != Activation::identity) dact_row[j] = dv;
+      h[i] = hv;
+      if constexpr (K != Activation::identity) dact[i] = dv;
       if constexpr (Stats) {
-        const double c = static_cast<double>(z) - shift;
+        const T c = z - shift;
         s1 += c;
         s2 += c * c;
         if constexpr (kCountSaturated) saturated += dv < saturation_threshold ? 1 : 0;
         zeros += hv == T(0) ? 1 : 0;
-        col_nonzero[j] |= hv != T(0) ? 1 : 0;
       }
     }
+    total.shifted_sum += s1;
+    total.shifted_sumsq += s2;
+    total.saturated += saturated;
+    total.zeros += zeros;
   }
-  sums = EpilogueSums{s1, s2, saturated, zeros};
+  sums = total;
 }
 
+// Number of columns of h (rows, cols) that are 0 in every row. Only run when zeros exist.
+template <class T>
+VGKERN_SIMD_CLONES int64_t count_dead_columns(const T* h, int64_t rows, int64_t cols,
+                                              int32_t* col_nonzero) {
+  std::fill(col_nonzero, col_nonzero + cols, 0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* h_row = h + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) col_nonzero[j] |= h_row[j] != T(0) ? 1 : 0;
+  }
+  int64_t dead = 0;
+  for (int64_t j = 0; j < cols; ++j) dead += col_nonzero[j] == 0;
+  return dead;
+}
+
+// Float64 mean and population std of n values in two passes, scaled by a power of two so that
+// neither the sums nor the squares over- or underflow (any finite values, float or double).
+// A NaN gives NaN; an infinity gives mean +-inf (or NaN) and std NaN, as in NumPy and PyTorch.
+template <class T>
+void robust_moments(const T* z, int64_t n, ForwardStats* stats) {
+  double max_abs = 0, sum = 0;
+  bool has_nan = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(z[i]);
+    max_abs = std::fmax(max_abs, std::fabs(v));
+    sum += v;
+    has_nan |= std::isnan(v);
+  }
+  if (has_nan || !std::isfinite(max_abs)) {
+    stats->preact_mean = has_nan ? NAN : sum / n;
+    stats->preact_std = NAN;
+    return;
+  }
+  if (max_abs == 0) {
+    stats->preact_mean = 0;
+    stats->preact_std = 0;
+    return;
+  }
+  const int e = std::ilogb(max_abs);
+  double scaled_sum = 0;
+  for (int64_t i = 0; i < n; ++i) scaled_sum += std::ldexp(static_cast<double>(z[i]), -e);
+  const double scaled_mean = scaled_sum / n;
+  double scaled_m2 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double c = std::ldexp(static_cast<double>(z[i]), -e) - scaled_mean;
+    scaled_m2 += c * c;
+  }
+  stats->preact_mean = std::ldexp(scaled_mean, e);
+  stats->preact_std = std::ldexp(std::sqrt(scaled_m2 / n), e);
+}
+
+// Returns false when the fast moments cannot be trusted: the sum of squares in T overflowed,
+// or is so small that squares below T's normal range may have been lost (or z had NaN/Inf).
+// The caller then recomputes the moments with robust_moments.
 template <class T, bool Stats>
-void run_forward_epilogue(T* h, T* dact, const T* b, int64_t rows, int64_t cols, ActSpec act,
+bool run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
                           ForwardStats* stats) {
+  const int64_t n = rows * cols;
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
-  const double shift = rows * cols > 0 ? static_cast<double>(h[0] + b[0]) : 0.0;
-  int32_t* col_nonzero = nullptr;
-  if (Stats) {
-    col_nonzero = scratch(t_col_nonzero, cols);
-    std::fill(col_nonzero, col_nonzero + cols, 0);
-  }
+  const T shift = n > 0 ? h[0] : T(0);
   EpilogueSums sums;
   switch (act.kind) {
-#define VGKERN_EPILOGUE_CASE(KIND)                                                          \
-  case Activation::KIND:                                                                    \
-    forward_epilogue<T, Activation::KIND, Stats>(h, dact, b, rows, cols, alpha, threshold, \
-                                                 shift, sums, col_nonzero);                 \
+#define VGKERN_EPILOGUE_CASE(KIND)                                                        \
+  case Activation::KIND:                                                                  \
+    forward_epilogue<T, Activation::KIND, Stats>(h, dact, n, alpha, threshold, shift, sums); \
     break;
     VGKERN_EPILOGUE_CASE(identity)
     VGKERN_EPILOGUE_CASE(sigmoid)
@@ -83,31 +146,43 @@ void run_forward_epilogue(T* h, T* dact, const T* b, int64_t rows, int64_t cols,
     VGKERN_EPILOGUE_CASE(elu)
 #undef VGKERN_EPILOGUE_CASE
   }
-  if (!Stats) return;
-  const double n = static_cast<double>(rows) * static_cast<double>(cols);
-  const double mean_shifted = sums.shifted_sum / n;
-  const double var = std::max(0.0, sums.shifted_sumsq / n - mean_shifted * mean_shifted);
-  int64_t dead = 0;
-  for (int64_t j = 0; j < cols; ++j) dead += col_nonzero[j] == 0;
-  stats->preact_mean = shift + mean_shifted;
-  stats->preact_std = std::isnan(sums.shifted_sumsq) ? NAN : std::sqrt(var);
-  stats->saturated_fraction = sums.saturated / n;
-  stats->zero_fraction = sums.zeros / n;
+  if (!Stats) return true;
+  const double count = static_cast<double>(n);
+  const double mean_shifted = sums.shifted_sum / count;
+  const double var = sums.shifted_sumsq / count - mean_shifted * mean_shifted;
+  stats->preact_mean = static_cast<double>(shift) + mean_shifted;
+  stats->preact_std = std::sqrt(var > 0 ? var : 0.0);
+  const int64_t dead =
+      sums.zeros > 0 ? count_dead_columns(h, rows, cols, scratch(t_col_nonzero, cols)) : 0;
+  stats->saturated_fraction = sums.saturated / count;
+  stats->zero_fraction = sums.zeros / count;
   stats->dead_fraction = cols > 0 ? static_cast<double>(dead) / cols : 0.0;
+  // Lost squares are each below 2^(min exponent); require them to be < 2^-40 of the total.
+  const double smallest_trusted =
+      count * std::ldexp(1.0, std::numeric_limits<T>::min_exponent - 1 + 40);
+  return std::isfinite(sums.shifted_sumsq) && sums.shifted_sumsq >= smallest_trusted;
 }
 
-// delta = dh * dact (dact null: identity), float64 column sums of delta, sums of squares.
+// delta = dh * dact (dact null: identity). Column accumulators (vertical adds only, no
+// horizontal reduction per row): float64 sums of delta (-> db) and sums of squares of dh and
+// delta, reduced over columns once at the end in a fixed order.
 template <class T, bool HasDact, bool Stats>
 VGKERN_SIMD_CLONES void backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
-                                          int64_t cols, double* bias_sum, SumSq& dh_sumsq,
+                                          int64_t cols, double* col_sums, SumSq& dh_sumsq,
                                           SumSq& delta_sumsq) {
-  std::fill(bias_sum, bias_sum + cols, 0.0);
-  double g_small = 0, g_medium = 0, g_big = 0, d_small = 0, d_medium = 0, d_big = 0;
+  double* bias_sum = col_sums;
+  double* g_small = col_sums + cols * 1;
+  double* g_medium = col_sums + cols * 2;
+  double* g_big = col_sums + cols * 3;
+  double* d_small = col_sums + cols * 4;
+  double* d_medium = col_sums + cols * 5;
+  double* d_big = col_sums + cols * 6;
+  std::fill(col_sums, col_sums + cols * (Stats ? 7 : 1), 0.0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* dh_row = dh + i * cols;
     const T* dact_row = HasDact ? dact + i * cols : nullptr;
     T* delta_row = delta + i * cols;
-#pragma omp simd reduction(+ : g_small, g_medium, g_big, d_small, d_medium, d_big)
+#pragma omp simd
     for (int64_t j = 0; j < cols; ++j) {
       const T g = dh_row[j];
       T d = g;
@@ -115,13 +190,19 @@ VGKERN_SIMD_CLONES void backward_prologue(T* delta, const T* dh, const T* dact, 
       delta_row[j] = d;
       bias_sum[j] += d;
       if constexpr (Stats) {
-        sumsq_add(g, g_small, g_medium, g_big);
-        sumsq_add(d, d_small, d_medium, d_big);
+        sumsq_add(g, g_small[j], g_medium[j], g_big[j]);
+        sumsq_add(d, d_small[j], d_medium[j], d_big[j]);
       }
     }
   }
-  dh_sumsq = SumSq{g_small, g_medium, g_big};
-  delta_sumsq = SumSq{d_small, d_medium, d_big};
+  if constexpr (Stats) {
+    dh_sumsq = SumSq{};
+    delta_sumsq = SumSq{};
+    for (int64_t j = 0; j < cols; ++j) {
+      dh_sumsq.merge(SumSq{g_small[j], g_medium[j], g_big[j]});
+      delta_sumsq.merge(SumSq{d_small[j], d_medium[j], d_big[j]});
+    }
+  }
 }
 
 template <class T>
@@ -148,29 +229,38 @@ int64_t dw_tile_rows(int64_t in, int64_t out) {
 template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
-  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(0), h, out);
-  if (stats)
-    run_forward_epilogue<T, true>(h, dact, b, rows, out, act, stats);
-  else
-    run_forward_epilogue<T, false>(h, dact, b, rows, out, act, nullptr);
+  // The GEMM accumulates onto rows of b, so the epilogue is one flat pass.
+  for (int64_t i = 0; i < rows; ++i) std::copy(b, b + out, h + i * out);
+  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), h, out);
+  if (!stats) {
+    run_forward_epilogue<T, false>(h, dact, rows, out, act, nullptr);
+    return;
+  }
+  if (run_forward_epilogue<T, true>(h, dact, rows, out, act, stats)) return;
+  // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
+  // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
+  T* z = scratch(preact_scratch<T>(), rows * out);
+  for (int64_t i = 0; i < rows; ++i) std::copy(b, b + out, z + i * out);
+  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), z, out);
+  robust_moments(z, rows * out, stats);
 }
 
 template <class T>
 int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
                         const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
                         BackwardStats* stats) {
-  double* bias_sum = scratch(t_bias_sum, out);
+  double* col_sums = scratch(t_col_sums, 7 * out);
   SumSq dh_sumsq, delta_sumsq;
   const bool want = stats != nullptr || log_scale;
   if (dact && want)
-    backward_prologue<T, true, true>(delta, dh, dact, rows, out, bias_sum, dh_sumsq, delta_sumsq);
+    backward_prologue<T, true, true>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
   else if (dact)
-    backward_prologue<T, true, false>(delta, dh, dact, rows, out, bias_sum, dh_sumsq, delta_sumsq);
+    backward_prologue<T, true, false>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
   else if (want)
-    backward_prologue<T, false, true>(delta, dh, dact, rows, out, bias_sum, dh_sumsq, delta_sumsq);
+    backward_prologue<T, false, true>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
   else
-    backward_prologue<T, false, false>(delta, dh, dact, rows, out, bias_sum, dh_sumsq, delta_sumsq);
-  for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(bias_sum[j]);
+    backward_prologue<T, false, false>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
+  for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(col_sums[j]);
 
   int rescale = 0;
   const double delta_norm = delta_sumsq.norm();

@@ -105,6 +105,9 @@ class MLP:
                 raise ValueError(f"MLP: {name} must be a finite number, got {value!r}")
         if bias_init is not None and (not isinstance(bias_init, numbers.Real) or not np.isfinite(bias_init)):
             raise ValueError(f"MLP: bias_init must be None or a finite number, got {bias_init!r}")
+        if bias_init is not None and init == "scaled_normal":
+            raise ValueError("MLP: bias_init does not apply to init='scaled_normal', whose biases "
+                             f"are N(0, sigma_b^2); got bias_init={bias_init!r}")
         _core.check_device("MLP", device)
         self.device = device
         self.alpha = float(alpha)

@@ -2,7 +2,7 @@
 dtype (float32 or float64; never cast silently); non-contiguous inputs are copied on purpose.
 
 activation_forward(z, activation, alpha=1.0) -> (h, dact)
-    z (N, C) -> h = act(z), dact = act'(z) (N, C)        [dact: saved for backward]
+    z (N, C) (2-D) -> h = act(z), dact = act'(z) (N, C)        [dact: saved for backward]
 activation_backward(dh, z, activation, alpha=1.0) -> dz = dh * act'(z)
 dense_forward(x, w, b, activation="identity", alpha=1.0) -> (h, dact)
     x (B, in), w (out, in) as torch.nn.Linear, b (out,) or None -> h = act(x @ w.T + b) (B, out)

@@ -1,0 +1,690 @@
+#!/usr/bin/env python
+"""Benchmark one MLP training step of vgkern against PyTorch, NumPy, JAX and the bare GEMMs.
+
+One step = forward + MSE loss + backward + per-layer gradient statistics. Every implementation
+runs in this one process on the same shapes, dtype, weights, inputs and thread count:
+
+  vgkern            net.step(x, target, loss="mse")  (all statistics on)
+  vgkern stats off  the same with net.stats = False  (statistics cost, target <= 3 %)
+  numpy loop        a Python loop over layers, NumPy GEMMs, float64 norms: the obvious baseline
+  torch eager       nn.Sequential(Linear, act) * L, tensor hooks on every pre-activation for its
+                    gradient norm, torch._foreach_norm over weight and bias gradients (no compile)
+  jax jit           (if JAX is importable) loss, gradients and the same norms in one jitted
+                    function; pre-activation gradients via zero "probes" added to each z_l
+  gemm roofline     only the 3 GEMMs per layer of the step (forward, dW, dx) through SciPy's
+                    sgemm/dgemm (the BLAS vgkern uses) on preallocated arrays, nothing else
+
+Norms computed by every baseline, per layer l (float64): ||dL/dW_l||, ||dL/db_l||, ||dL/dz_l||.
+vgkern computes more (activation-gradient norms, forward statistics) in the same step.
+
+Timing: after warm-up, each repetition runs one step of every implementation in a rotating
+order (so each one follows each other one equally often), with a short untimed sleep before
+each step so that a spinning thread pool (OpenMP, Eigen) left behind by the previous step has
+gone idle. Reported numbers are medians; ratio = other median / vgkern median.
+
+Run:  python bench/bench_mlp.py                  # all configurations, 2 threads
+      python bench/bench_mlp.py --quick          # smoke run
+      python bench/bench_mlp.py --configs 64x256x50 --threads 2 --reps 50
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.linalg.blas as scipy_blas
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+# --------------------------------------------------------------------------------------------
+# Configurations and targets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    width: int  # W: every layer is W -> W
+    batch: int  # B
+    layers: int  # L dense layers, sizes [W] * (L + 1)
+    activation: str  # hidden activation; the last layer is identity
+
+    @property
+    def name(self) -> str:
+        return f"{self.width}x{self.batch}x{self.layers}:{self.activation}"
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.width] * (self.layers + 1)
+
+    @property
+    def flops(self) -> float:
+        # 3 GEMMs per layer (z = x W^T, dW = delta^T x, dx = delta W), 2*B*in*out flops each.
+        s = self.sizes
+        return float(sum(6 * self.batch * i * o for i, o in zip(s[:-1], s[1:])))
+
+
+DEFAULT_CONFIGS = [Config(64, 256, 50, "tanh"), Config(256, 256, 50, "tanh"),
+                   Config(1024, 64, 10, "relu")]
+
+# Targets from the issue. "ratio": other / vgkern must be >= the value; "roofline":
+# gemm / vgkern >= value; "stats_off": |on - off| / off <= value.
+STATS_OFF_TARGET = 0.03
+TARGETS = {
+    (64, 256, 50): {"ratio": {"torch": 3.0, "numpy": 2.0, "jax": 1.5}, "roofline": 0.60},
+    (256, 256, 50): {"roofline": 0.85},
+    (1024, 64, 10): {"roofline": 0.90},
+}
+
+IMPL_LABELS = {
+    "vgkern": "vgkern",
+    "vgkern_nostats": "vgkern stats off",
+    "numpy": "numpy loop",
+    "torch": "torch eager",
+    "jax": "jax jit",
+    "gemm": "gemm roofline",
+}
+
+
+def parse_configs(text: str | None) -> list[Config]:
+    """'64x256x50' or '64x256x50:tanh', comma separated. Without an activation, a default
+    configuration with the same shape gives it, else tanh."""
+    if not text:
+        return list(DEFAULT_CONFIGS)
+    configs = []
+    for item in text.split(","):
+        item = item.strip()
+        shape, _, act = item.partition(":")
+        try:
+            w, b, l = (int(v) for v in shape.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--configs: expected WxBxL[:activation], got {item!r}")
+        if not act:
+            act = next((c.activation for c in DEFAULT_CONFIGS
+                        if (c.width, c.batch, c.layers) == (w, b, l)), "tanh")
+        configs.append(Config(w, b, l, act))
+    return configs
+
+
+# --------------------------------------------------------------------------------------------
+# Implementations. Each make_* returns a zero-argument step function; calling it once runs one
+# complete step and returns (loss, weight_norms, bias_norms, preact_norms) in its own types
+# (converted by to_numpy() for the correctness check, outside the timed region).
+# Shapes: x (B, W), target (B, W), weights[l] (out, in) like nn.Linear, biases[l] (out,).
+# --------------------------------------------------------------------------------------------
+
+
+def make_vgkern(vgkern, cfg: Config, x, target, stats: bool):
+    net = vgkern.MLP(cfg.sizes, activation=cfg.activation, dtype=str(x.dtype), seed=0)
+    net.stats = stats
+
+    def step():
+        rep = net.step(x, target, loss="mse")
+        return rep.loss, rep.weight_grad_norm, rep.bias_grad_norm, rep.preact_grad_norm
+
+    return net, step
+
+
+def _numpy_activation(name):
+    """Returns f(z) -> (h, dact) with dact = act'(z), computed the obvious NumPy way."""
+    if name == "tanh":
+        def f(z):
+            h = np.tanh(z)
+            return h, 1 - h * h
+    elif name == "relu":
+        def f(z):
+            return np.maximum(z, 0), (z > 0).astype(z.dtype)
+    elif name == "sigmoid":
+        def f(z):
+            h = 1 / (1 + np.exp(-z))
+            return h, h * (1 - h)
+    elif name == "identity":
+        def f(z):
+            return z, None
+    else:
+        raise SystemExit(f"activation {name!r} is not implemented in this benchmark")
+    return f
+
+
+def make_numpy_loop(cfg: Config, x, target, weights, biases):
+    act = _numpy_activation(cfg.activation)
+    L, B = cfg.layers, cfg.batch
+
+    def norm64(a):
+        return np.linalg.norm(a.astype(np.float64))
+
+    def step():
+        # forward: h_{l+1} = act(h_l @ W_l^T + b_l)    (B, in) x (in, out) -> (B, out)
+        hs, dacts = [x], []
+        for l in range(L):
+            z = hs[-1] @ weights[l].T + biases[l]
+            h, dact = act(z) if l < L - 1 else (z, None)  # last layer: identity
+            hs.append(h)
+            dacts.append(dact)
+        # mse: 0.5 * sum((out - target)^2) / B, dout = (out - target) / B
+        diff = hs[-1] - target
+        loss = 0.5 * float(np.sum(np.square(diff, dtype=np.float64))) / B
+        dh = diff * np.asarray(1.0 / B, dtype=x.dtype)
+        # backward, last layer first
+        wn, bn, pn = np.empty(L), np.empty(L), np.empty(L)
+        for l in reversed(range(L)):
+            delta = dh * dacts[l] if dacts[l] is not None else dh  # dL/dz_l (B, out)
+            dw = delta.T @ hs[l]  # (out, B) x (B, in) -> (out, in)
+            db = delta.sum(axis=0)  # (out,)
+            if l > 0:  # the input needs no gradient
+                dh = delta @ weights[l]  # (B, out) x (out, in) -> (B, in)
+            wn[l], bn[l], pn[l] = norm64(dw), norm64(db), norm64(delta)
+        return loss, wn, bn, pn
+
+    return step
+
+
+def make_torch(cfg: Config, x, target, weights, biases):
+    L, B = cfg.layers, cfg.batch
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
+            "identity": torch.nn.Identity}
+    dtype = getattr(torch, str(x.dtype))
+    linears, modules = [], []
+    for l in range(L):
+        out_f, in_f = weights[l].shape
+        lin = torch.nn.Linear(in_f, out_f, dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(weights[l]))
+            lin.bias.copy_(torch.from_numpy(biases[l]))
+        linears.append(lin)
+        modules.append(lin)
+        if l < L - 1:
+            modules.append(acts[cfg.activation]())
+    model = torch.nn.Sequential(*modules)
+
+    # A forward hook on each Linear registers a tensor hook on its output z_l (the
+    # pre-activation); the tensor hook records ||dL/dz_l|| in float64 during backward.
+    preact_norms = [None] * L
+
+    def attach(l):
+        def grad_hook(g):
+            preact_norms[l] = torch.linalg.vector_norm(g, dtype=torch.float64)
+
+        def forward_hook(module, inputs, z):
+            z.register_hook(grad_hook)
+
+        return forward_hook
+
+    for l, lin in enumerate(linears):
+        lin.register_forward_hook(attach(l))
+
+    xt, tt = torch.from_numpy(x), torch.from_numpy(target)
+    w_params = [lin.weight for lin in linears]
+    b_params = [lin.bias for lin in linears]
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(xt)  # (B, W)
+        loss = torch.nn.functional.mse_loss(out, tt, reduction="sum") * (0.5 / B)
+        loss.backward()
+        wn = torch._foreach_norm([p.grad for p in w_params], 2, dtype=torch.float64)
+        bn = torch._foreach_norm([p.grad for p in b_params], 2, dtype=torch.float64)
+        return loss.item(), wn, bn, list(preact_norms)
+
+    return model, step
+
+
+def make_jax(jax, cfg: Config, x, target, weights, biases):
+    jnp = jax.numpy
+    L, B = cfg.layers, cfg.batch
+    acts = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
+            "identity": lambda z: z}
+    act = acts[cfg.activation]
+
+    def loss_fn(params, probes, x, t):
+        h = x
+        for l, (w, b) in enumerate(params):
+            z = h @ w.T + b + probes[l]  # (B, out); probes are 0, d loss / d probe = dL/dz_l
+            h = act(z) if l < L - 1 else z
+        d = h - t
+        return 0.5 * jnp.sum(d * d) / B
+
+    def norm64(g):
+        g = g.astype(jnp.float64)
+        return jnp.sqrt(jnp.sum(g * g))
+
+    @jax.jit
+    def jit_step(params, probes, x, t):
+        loss, (g_params, g_probes) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+            params, probes, x, t)
+        wn = jnp.stack([norm64(gw) for gw, _ in g_params])
+        bn = jnp.stack([norm64(gb) for _, gb in g_params])
+        pn = jnp.stack([norm64(gz) for gz in g_probes])
+        return loss, wn, bn, pn
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in zip(weights, biases)]
+    probes = [jnp.zeros((B, w.shape[0]), dtype=x.dtype) for w in weights]
+    xj, tj = jnp.asarray(x), jnp.asarray(target)
+
+    def step():
+        return jax.block_until_ready(jit_step(params, probes, xj, tj))
+
+    return step
+
+
+def make_gemm_roofline(cfg: Config, x, weights):
+    """The 3 GEMMs per layer of the step and nothing else, on preallocated C-contiguous arrays.
+
+    SciPy's BLAS wrappers are Fortran-ordered, so each C-order product C = A @ B is issued as
+    C^T = B^T A^T on the transposed (Fortran-contiguous) views: no copies, results written in
+    place (checked below). Arguments are positional: f2py keyword parsing costs ~1 us a call.
+    The chain is real (z_l feeds layer l+1, dx_l feeds layer l-1) but has no elementwise work.
+    """
+    gemm = scipy_blas.sgemm if x.dtype == np.float32 else scipy_blas.dgemm
+    L, B = cfg.layers, cfg.batch
+    W = [np.ascontiguousarray(w) for w in weights]  # (out, in)
+    hs = [x.copy()] + [np.empty((B, w.shape[0]), x.dtype) for w in W]  # hs[l+1] = z_l (B, out)
+    dhs = [np.empty((B, w.shape[1]), x.dtype) for w in W] + [
+        np.ascontiguousarray(hs[-1])]  # dhs[l] = dx_l (B, in); dhs[L] = dout
+    dW = [np.empty_like(w) for w in W]  # (out, in)
+    rng = np.random.default_rng(1)
+    dhs[L][...] = rng.standard_normal(dhs[L].shape) / B
+
+    def step():
+        for l in range(L):
+            # z_l = h_l @ W_l^T : (B, in) x (in, out)        [z^T = W h^T]
+            gemm(1.0, W[l].T, hs[l].T, 0.0, hs[l + 1].T, 1, 0, 1)
+        for l in reversed(range(L)):
+            delta = dhs[l + 1]
+            # dW_l = delta^T @ h_l : (out, B) x (B, in)       [dW^T = h^T delta]
+            gemm(1.0, hs[l].T, delta.T, 0.0, dW[l].T, 0, 1, 1)
+            # dx_l = delta @ W_l : (B, out) x (out, in)       [dx^T = W^T delta^T]
+            gemm(1.0, W[l].T, delta.T, 0.0, dhs[l].T, 0, 0, 1)
+        return None
+
+    # Check once that the wrappers write in place and compute the right products.
+    step()
+    l = L - 1
+    for got, want, what in [(hs[l + 1], hs[l] @ W[l].T, "forward"),
+                            (dW[l], dhs[l + 1].T @ hs[l], "dW"),
+                            (dhs[l], dhs[l + 1] @ W[l], "dx")]:
+        tol = 1e-3 if x.dtype == np.float32 else 1e-10
+        scale = max(np.abs(want).max(), 1e-30)
+        if not np.abs(got - want).max() <= tol * scale:
+            raise RuntimeError(f"gemm roofline: {what} GEMM does not write its result in place")
+    return step
+
+
+def gemm_call_overhead_s(dtype) -> float:
+    """Seconds per call of a 1x1 GEMM through the same wrapper (Python + f2py + BLAS entry)."""
+    gemm = scipy_blas.sgemm if dtype == np.float32 else scipy_blas.dgemm
+    a, c = np.ones((1, 1), dtype), np.empty((1, 1), dtype)
+    n = 20000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        gemm(1.0, a, a, 0.0, c, 0, 0, 1)
+    return (time.perf_counter() - t0) / n
+
+
+# --------------------------------------------------------------------------------------------
+# Correctness check (untimed): every baseline's norms against vgkern's
+# --------------------------------------------------------------------------------------------
+
+
+def to_numpy(result):
+    loss, wn, bn, pn = result
+
+    def arr(v):
+        if isinstance(v, (list, tuple)):
+            return np.array([float(t) for t in v])
+        return np.asarray(v, dtype=np.float64)
+
+    return float(loss), arr(wn), arr(bn), arr(pn)
+
+
+def max_rel_diff(result, reference) -> float:
+    worst = 0.0
+    for a, b in zip(to_numpy(result), to_numpy(reference)):
+        a, b = np.atleast_1d(a), np.atleast_1d(b)
+        denom = np.maximum(np.abs(b), 1e-300)
+        worst = max(worst, float(np.max(np.abs(a - b) / denom)))
+    return worst
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timings:
+    samples: dict[str, list[float]] = field(default_factory=dict)  # name -> seconds per step
+    settle: dict[str, list[float]] = field(default_factory=dict)  # name -> idle wait after it
+
+
+def settle(min_s: float, max_s: float, window_s: float = 2e-3, busy: float = 0.05) -> float:
+    """Sleep until no thread of this process burns CPU (at most max_s); returns the wait.
+
+    After a threaded call, BLAS and framework pools keep their workers spinning for a while
+    (OpenBLAS: 2^28 cycles, ~0.1 s). A spinning pool of one library steals the cores of the
+    next library's pool, so each step starts only once the process is idle: a window of
+    window_s in which the process used less than busy * window_s of CPU time.
+    """
+    t0 = time.perf_counter()
+    time.sleep(min_s)
+    while time.perf_counter() - t0 < max_s:
+        c0, w0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        if time.process_time() - c0 < busy * (time.perf_counter() - w0):
+            break
+    return time.perf_counter() - t0
+
+
+def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float,
+                    max_settle_s: float) -> Timings:
+    """Rotating order: repetition r starts at implementation r % k, so every implementation
+    follows every other one equally often; before each step the process settles (idle)."""
+    names = list(steps)
+    k = len(names)
+    timings = Timings({n: [] for n in names}, {n: [] for n in names})
+    gc.collect()
+    gc.disable()
+    try:
+        prev = None
+        for r in range(warmup + reps):
+            order = names[r % k:] + names[:r % k]
+            for n in order:
+                waited = settle(gap_s, max_settle_s)
+                if r >= warmup and prev is not None:
+                    timings.settle[prev].append(waited)
+                t0 = time.perf_counter()
+                steps[n]()
+                t1 = time.perf_counter()
+                if r >= warmup:
+                    timings.samples[n].append(t1 - t0)
+                prev = n
+    finally:
+        gc.enable()
+    return timings
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def import_vgkern():
+    try:
+        import vgkern
+        vgkern.MLP  # noqa: B018  (a half-built package may import without it)
+        return vgkern
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"vgkern is not importable ({e}); install it first "
+                         "(pip install --no-build-isolation -e .)")
+
+
+def import_jax(enabled: bool):
+    if not enabled:
+        return None
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)  # float64 norms; arrays stay float32
+    jax.config.update("jax_platforms", "cpu")
+    return jax
+
+
+def versions(vgkern, jax) -> dict:
+    v = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "vgkern": getattr(vgkern, "__version__", None),
+        "vgkern_build_info": vgkern.build_info(),
+    }
+    if jax is not None:
+        import jaxlib
+        v["jax"] = jax.__version__
+        v["jaxlib"] = jaxlib.__version__
+    return v
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def bench_config(cfg, args, vgkern, jax, dtype, wanted):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((cfg.batch, cfg.width)).astype(dtype)
+    target = rng.standard_normal((cfg.batch, cfg.width)).astype(dtype)
+
+    steps = {}
+    net, steps["vgkern"] = make_vgkern(vgkern, cfg, x, target, stats=True)
+    if "vgkern_nostats" in wanted:
+        _, steps["vgkern_nostats"] = make_vgkern(vgkern, cfg, x, target, stats=False)
+    # Every baseline starts from vgkern's initial weights (copies), so the results can be checked.
+    weights = [np.array(w, dtype=dtype, copy=True) for w in net.weights]
+    biases = [np.array(b, dtype=dtype, copy=True) for b in net.biases]
+    if "numpy" in wanted:
+        steps["numpy"] = make_numpy_loop(cfg, x, target, weights, biases)
+    if "torch" in wanted:
+        _model, steps["torch"] = make_torch(cfg, x, target, weights, biases)
+    if "jax" in wanted and jax is not None:
+        steps["jax"] = make_jax(jax, cfg, x, target, weights, biases)
+    if "gemm" in wanted:
+        steps["gemm"] = make_gemm_roofline(cfg, x, weights)
+
+    # Compile / first-touch outside the timing, then check results against vgkern.
+    ref = steps["vgkern"]()
+    ref = (ref[0],) + tuple(np.array(a, copy=True) for a in ref[1:])
+    check = {n: max_rel_diff(steps[n](), ref) for n in ("numpy", "torch", "jax") if n in steps}
+
+    t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
+                        args.max_settle_ms / 1e3)
+
+    med = {n: float(np.median(s)) for n, s in t.samples.items()}
+    v = med["vgkern"]
+    impls = {}
+    for n, s in t.samples.items():
+        s = np.asarray(s)
+        paired = s / np.asarray(t.samples["vgkern"])
+        impls[n] = {
+            "label": IMPL_LABELS[n],
+            "median_ms": med[n] * 1e3,
+            "p25_ms": float(np.percentile(s, 25)) * 1e3,
+            "p75_ms": float(np.percentile(s, 75)) * 1e3,
+            "min_ms": float(s.min()) * 1e3,
+            "n": int(s.size),
+            "gflops": cfg.flops / med[n] / 1e9,
+            "ratio_vs_vgkern": med[n] / v,  # other median / vgkern median
+            "ratio_paired_median": float(np.median(paired)),  # median of per-rep ratios
+            # how long the process kept burning CPU after this step (spinning pools)
+            "settle_after_ms": float(np.median(t.settle[n])) * 1e3 if t.settle[n] else None,
+        }
+        if n in check:
+            impls[n]["max_rel_diff_vs_vgkern"] = check[n]
+
+    res = {
+        "config": {"name": cfg.name, "width": cfg.width, "batch": cfg.batch,
+                   "layers": cfg.layers, "activation": cfg.activation, "loss": "mse",
+                   "dtype": np.dtype(dtype).name, "gflop_per_step": cfg.flops / 1e9},
+        "impls": impls,
+    }
+    if "gemm" in med:
+        overhead_s = gemm_call_overhead_s(dtype) * 3 * cfg.layers
+        res["roofline_fraction"] = med["gemm"] / v
+        # The roofline time includes 3L Python->BLAS calls; this is the fraction without them
+        # (1x1-GEMM call time as the per-call cost, an upper bound).
+        res["roofline_fraction_minus_call_overhead"] = (med["gemm"] - overhead_s) / v
+        res["gemm_call_overhead_ms"] = overhead_s * 1e3
+    if "vgkern_nostats" in med:
+        res["stats_overhead"] = v / med["vgkern_nostats"] - 1.0  # (on - off) / off
+    res["targets"] = evaluate_targets(cfg, res)
+    return res
+
+
+def evaluate_targets(cfg, res) -> dict:
+    out = {}
+    if "stats_overhead" in res:
+        d = res["stats_overhead"]
+        out["stats_off"] = {"target": f"<= {STATS_OFF_TARGET:.0%}", "measured": d,
+                            "met": abs(d) <= STATS_OFF_TARGET}
+    t = TARGETS.get((cfg.width, cfg.batch, cfg.layers), {})
+    for name, goal in t.get("ratio", {}).items():
+        if name in res["impls"]:
+            r = res["impls"][name]["ratio_vs_vgkern"]
+            out[name] = {"target": f">= {goal:g}x", "measured": r, "met": r >= goal}
+    if "roofline" in t and "roofline_fraction" in res:
+        f = res["roofline_fraction"]
+        out["roofline"] = {"target": f">= {t['roofline']:.0%}", "measured": f,
+                           "met": f >= t["roofline"]}
+    return out
+
+
+def format_config(res, threads) -> str:
+    c = res["config"]
+    lines = [f"\n== {c['name']}  W={c['width']} B={c['batch']} L={c['layers']} {c['dtype']} mse, "
+             f"{threads} threads, {c['gflop_per_step']:.3f} GFLOP/step (3 GEMMs/layer)",
+             f"   {'implementation':<17}{'median ms':>10}{'p25-p75 ms':>18}{'vs vgkern':>11}"
+             f"{'GFLOP/s':>9}  {'target':<36}{'check':>9}{'spin ms':>9}"]
+    tg = res["targets"]
+    for n, r in res["impls"].items():
+        if n == "vgkern_nostats":
+            t = tg["stats_off"]
+            target = f"on-off {t['measured']:+.1%} ({t['target']}) {'ok' if t['met'] else 'MISS'}"
+        elif n == "gemm":
+            f = res["roofline_fraction"]
+            target = f"roofline {f:.0%}"
+            if "roofline" in tg:
+                t = tg["roofline"]
+                target += f" ({t['target']}) {'ok' if t['met'] else 'MISS'}"
+        elif n in tg:
+            t = tg[n]
+            target = f"{t['target']} {'ok' if t['met'] else 'MISS'}"
+        else:
+            target = ""
+        check = r.get("max_rel_diff_vs_vgkern")
+        check = f"{check:9.1e}" if check is not None else ""
+        spread = f"{r['p25_ms']:.3f}-{r['p75_ms']:.3f}"
+        spin = r.get("settle_after_ms")
+        spin = f"{spin:9.1f}" if spin is not None else ""
+        lines.append(f"   {r['label']:<17}{r['median_ms']:>10.3f}{spread:>18}"
+                     f"{r['ratio_vs_vgkern']:>10.2f}x{r['gflops']:>9.1f}  {target:<36}{check:>9}"
+                     f"{spin}")
+    note = ("check = max relative difference of loss and norms vs vgkern; spin = median wait "
+            "for the process to go idle after that step")
+    if "roofline_fraction" in res:
+        note = (f"roofline without the {res['gemm_call_overhead_ms']:.3f} ms of Python->BLAS "
+                f"calls: {res['roofline_fraction_minus_call_overhead']:.0%}; " + note)
+    lines.append(f"   ({note})")
+    return "\n".join(lines)
+
+
+def format_summary(results) -> str:
+    names = [n for n in IMPL_LABELS if any(n in r["impls"] for r in results)]
+    short = {"vgkern": "vgkern", "vgkern_nostats": "stats off", "numpy": "numpy",
+             "torch": "torch", "jax": "jax", "gemm": "gemm"}
+    head = f"{'config':<18}" + "".join(f"{short[n] + ' ms':>13}" for n in names)
+    head += f"{'x numpy':>9}{'x torch':>9}{'x jax':>8}{'roofline':>10}{'stats':>8}{'vg GF/s':>9}"
+    lines = ["\n== summary (medians; x = other / vgkern; roofline = gemm / vgkern; "
+             "stats = on vs off)", head]
+    for r in results:
+        im = r["impls"]
+        row = f"{r['config']['name']:<18}"
+        row += "".join(f"{im[n]['median_ms']:>13.3f}" if n in im else f"{'-':>13}"
+                       for n in names)
+        for n, w in (("numpy", 9), ("torch", 9), ("jax", 8)):
+            row += f"{im[n]['ratio_vs_vgkern']:>{w - 1}.2f}x" if n in im else f"{'-':>{w}}"
+        row += f"{r['roofline_fraction']:>10.0%}" if "roofline_fraction" in r else f"{'-':>10}"
+        row += f"{r['stats_overhead']:>+8.1%}" if "stats_overhead" in r else f"{'-':>8}"
+        row += f"{im['vgkern']['gflops']:>9.1f}"
+        lines.append(row)
+    misses = [f"{r['config']['name']} {k}" for r in results
+              for k, t in r["targets"].items() if not t["met"]]
+    lines.append("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", help="comma-separated WxBxL[:activation], e.g. 64x256x50 "
+                   "(default: " + ",".join(c.name for c in DEFAULT_CONFIGS) + ")")
+    p.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and torch")
+    p.add_argument("--reps", type=int, default=30, help="timed repetitions (>= 20; default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
+    p.add_argument("--gap-ms", type=float, default=1.0,
+                   help="minimum untimed sleep before each step (default 1)")
+    p.add_argument("--max-settle-ms", type=float, default=500.0,
+                   help="longest wait for spinning thread pools to go idle before a step "
+                        "(default 500; 0 disables settling)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
+    p.add_argument("--impls", help="comma-separated subset of: " + ",".join(
+        n for n in IMPL_LABELS if n != "vgkern") + " (vgkern always runs)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 reps, 2 warm-up")
+    p.add_argument("--json", default=str(Path(__file__).resolve().parent / "results_mlp.json"),
+                   help="output JSON path (default bench/results_mlp.json)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.warmup = 5, 2
+    elif args.reps < 20:
+        print(f"warning: --reps {args.reps} < 20; medians will be noisy", file=sys.stderr)
+
+    configs = parse_configs(args.configs)
+    wanted = set(IMPL_LABELS) if not args.impls else {"vgkern", *args.impls.split(",")}
+    if wanted - set(IMPL_LABELS):
+        raise SystemExit(f"--impls: unknown {sorted(wanted - set(IMPL_LABELS))}")
+    dtype = np.dtype(args.dtype).type
+
+    vgkern = import_vgkern()
+    jax = import_jax("jax" in wanted and not args.no_jax)
+    # Threads: torch's own pool, then every BLAS / OpenMP runtime loaded in this process
+    # (NumPy and SciPy each ship an OpenBLAS; torch has libgomp + MKL; vgkern uses SciPy's).
+    torch.set_num_threads(args.threads)
+    limiter = threadpool_limits(limits=args.threads)  # noqa: F841  (kept for the whole run)
+    if jax is not None and args.threads != os.cpu_count():
+        print(f"note: XLA:CPU sizes its own pool from the cores ({os.cpu_count()}), "
+              f"not --threads {args.threads}", file=sys.stderr)
+
+    meta = {
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "threads": args.threads, "reps": args.reps, "warmup": args.warmup,
+        "gap_ms": args.gap_ms, "max_settle_ms": args.max_settle_ms, "dtype": args.dtype,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(), "versions": versions(vgkern, jax),
+        "threadpools": [{k: i.get(k) for k in ("internal_api", "prefix", "version",
+                                               "num_threads", "filepath")}
+                        for i in threadpool_info()],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print(f"vgkern MLP step benchmark: {args.threads} threads, {args.dtype}, {args.reps} reps "
+          f"(+{args.warmup} warm-up), interleaved, medians; cpu: {meta['cpu']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()
+                                   if k != "vgkern_build_info"))
+
+    results = []
+    for cfg in configs:
+        res = bench_config(cfg, args, vgkern, jax, dtype, wanted)
+        results.append(res)
+        print(format_config(res, args.threads), flush=True)
+    print(format_summary(results))
+
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
