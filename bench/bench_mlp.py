@@ -18,9 +18,12 @@ Norms computed by every baseline, per layer l (float64): ||dL/dW_l||, ||dL/db_l|
 vgkern computes more (activation-gradient norms, forward statistics) in the same step.
 
 Timing: after warm-up, each repetition runs one step of every implementation in a rotating
-order (so each one follows each other one equally often), with a short untimed sleep before
-each step so that a spinning thread pool (OpenMP, Eigen) left behind by the previous step has
-gone idle. Reported numbers are medians; ratio = other median / vgkern median.
+order (so each one follows each other one equally often). Before each step the benchmark waits,
+untimed, until no thread of the process burns CPU any more: OpenBLAS workers spin ~0.1 s after
+a call (OpenMP and Eigen pools less), and NumPy's and SciPy's separate OpenBLAS pools, torch's
+OpenMP/MKL and XLA's pool would otherwise steal each other's cores (measured: the bare GEMMs run
+2x slower right after the NumPy loop). Reported numbers are medians; ratio = other median /
+vgkern median. Other processes' CPU use during the timing is measured and warned about.
 
 Run:  python bench/bench_mlp.py                  # all configurations, 2 threads
       python bench/bench_mlp.py --quick          # smoke run
@@ -364,13 +367,14 @@ class Timings:
     settle: dict[str, list[float]] = field(default_factory=dict)  # name -> idle wait after it
 
 
-def settle(min_s: float, max_s: float, window_s: float = 2e-3, busy: float = 0.05) -> float:
+def settle(min_s: float, max_s: float, window_s: float = 10e-3, busy: float = 0.3) -> float:
     """Sleep until no thread of this process burns CPU (at most max_s); returns the wait.
 
     After a threaded call, BLAS and framework pools keep their workers spinning for a while
     (OpenBLAS: 2^28 cycles, ~0.1 s). A spinning pool of one library steals the cores of the
     next library's pool, so each step starts only once the process is idle: a window of
-    window_s in which the process used less than busy * window_s of CPU time.
+    window_s in which the process used less than busy * window_s of CPU time. (Kernels that
+    account CPU time per 4 ms tick need windows of several ticks, hence 10 ms and 30 %.)
     """
     t0 = time.perf_counter()
     time.sleep(min_s)
@@ -380,6 +384,30 @@ def settle(min_s: float, max_s: float, window_s: float = 2e-3, busy: float = 0.0
         if time.process_time() - c0 < busy * (time.perf_counter() - w0):
             break
     return time.perf_counter() - t0
+
+
+class ForeignLoad:
+    """CPU time used by other processes while a block runs, in cores (Linux /proc/stat)."""
+
+    def __enter__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy_s(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        own = time.process_time() - self.own0
+        busy = self._busy_s()
+        self.cores = None if busy is None else max(0.0, (busy - self.busy0 - own) / wall)
+
+    @staticmethod
+    def _busy_s():
+        try:
+            f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+        total = sum(f[:8])  # user nice system idle iowait irq softirq steal
+        return (total - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float,
@@ -489,8 +517,9 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
     ref = (ref[0],) + tuple(np.array(a, copy=True) for a in ref[1:])
     check = {n: max_rel_diff(steps[n](), ref) for n in ("numpy", "torch", "jax") if n in steps}
 
-    t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
-                        args.max_settle_ms / 1e3)
+    with ForeignLoad() as foreign:
+        t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
+                            args.max_settle_ms / 1e3)
 
     med = {n: float(np.median(s)) for n, s in t.samples.items()}
     v = med["vgkern"]
@@ -519,6 +548,8 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
                    "layers": cfg.layers, "activation": cfg.activation, "loss": "mse",
                    "dtype": np.dtype(dtype).name, "gflop_per_step": cfg.flops / 1e9},
         "impls": impls,
+        # other processes' CPU use during the timing, in cores: should be ~0 for trusted numbers
+        "foreign_load_cores": foreign.cores,
     }
     if "gemm" in med:
         overhead_s = gemm_call_overhead_s(dtype) * 3 * cfg.layers
@@ -564,7 +595,7 @@ def format_config(res, threads) -> str:
             target = f"on-off {t['measured']:+.1%} ({t['target']}) {'ok' if t['met'] else 'MISS'}"
         elif n == "gemm":
             f = res["roofline_fraction"]
-            target = f"roofline {f:.0%}"
+            target = f"roofline {f:.1%}"
             if "roofline" in tg:
                 t = tg["roofline"]
                 target += f" ({t['target']}) {'ok' if t['met'] else 'MISS'}"
@@ -585,8 +616,11 @@ def format_config(res, threads) -> str:
             "for the process to go idle after that step")
     if "roofline_fraction" in res:
         note = (f"roofline without the {res['gemm_call_overhead_ms']:.3f} ms of Python->BLAS "
-                f"calls: {res['roofline_fraction_minus_call_overhead']:.0%}; " + note)
+                f"calls: {res['roofline_fraction_minus_call_overhead']:.1%}; " + note)
     lines.append(f"   ({note})")
+    if res.get("foreign_load_cores") and res["foreign_load_cores"] > 0.1:
+        lines.append(f"   WARNING: other processes used {res['foreign_load_cores']:.2f} cores "
+                     "during this measurement; the numbers are not reliable")
     return "\n".join(lines)
 
 
@@ -605,7 +639,7 @@ def format_summary(results) -> str:
                        for n in names)
         for n, w in (("numpy", 9), ("torch", 9), ("jax", 8)):
             row += f"{im[n]['ratio_vs_vgkern']:>{w - 1}.2f}x" if n in im else f"{'-':>{w}}"
-        row += f"{r['roofline_fraction']:>10.0%}" if "roofline_fraction" in r else f"{'-':>10}"
+        row += f"{r['roofline_fraction']:>10.1%}" if "roofline_fraction" in r else f"{'-':>10}"
         row += f"{r['stats_overhead']:>+8.1%}" if "stats_overhead" in r else f"{'-':>8}"
         row += f"{im['vgkern']['gflops']:>9.1f}"
         lines.append(row)

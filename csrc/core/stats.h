@@ -1,9 +1,11 @@
-// Float64 sums of squares that neither underflow nor overflow.
-// float data: squares of floats always fit a double (1e-45^2 and 3.4e38^2 are representable), so
-// one double accumulator is exact enough. double data: Blue's three-accumulator scheme as in
-// LAPACK's dnrm2 (3.10): tiny values are scaled up, huge ones down, the rest summed as is.
-// Written as element updates on plain doubles so that `#pragma omp simd reduction` loops stay
-// vectorised and the summation order is fixed by the code (deterministic for any thread count).
+// Float64 norms that neither underflow nor overflow, at the cost of one FMA per element.
+//
+// Fast path: squares summed in float64. For float data this is always exact enough: the square
+// of any float (1e-45 .. 3.4e38) is a normal double, so nothing under- or overflows. For double
+// data the fast sum is trusted when it lies in [2^-900, 2^900]: then every square lost to
+// underflow (< 2^-1074) is below 2^-170 of the total. Outside that range (vanishing or exploding
+// float64 gradients, NaN/Inf, all zeros) the norm is recomputed in two passes scaled by the
+// largest magnitude. Sums run in a fixed order, so results do not depend on thread counts.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -11,61 +13,30 @@
 
 namespace vgkern {
 
-struct SumSq {
-  double small = 0, medium = 0, big = 0;
-  void merge(const SumSq& o) { small += o.small; medium += o.medium; big += o.big; }
-  double norm() const;  // sqrt of the total, combined without over/underflow
-};
-
-namespace blue {
-constexpr double kSmallThreshold = 0x1p-511, kBigThreshold = 0x1p486;
-constexpr double kSmallScale = 0x1p537, kBigScale = 0x1p-538;
-}  // namespace blue
-
+// Sum of squares of n contiguous values, accumulated in float64 (vectorised, fixed order).
 template <class T>
-inline void sumsq_add(T v, double& small, double& medium, double& big) {
-  if constexpr (std::is_same_v<T, float>) {
-    const double d = v;
-    medium += d * d;
-    (void)small, (void)big;
-  } else {
-    const double a = std::fabs(v);
-    const bool is_big = a > blue::kBigThreshold, is_small = a < blue::kSmallThreshold;
-    // Select values, then update unconditionally: keeps the loop branch-free for the vectoriser.
-    const double vb = is_big ? v * blue::kBigScale : 0.0;
-    const double vs = is_small ? v * blue::kSmallScale : 0.0;
-    const double vm = (is_big | is_small) ? 0.0 : v;  // NaN lands here and propagates
-    big += vb * vb;
-    small += vs * vs;
-    medium += vm * vm;
-  }
+double sum_squares(const T* v, int64_t n);
+
+// sqrt(sum of squares) in two passes scaled by 2^-ilogb(max |v|): exact range, slow path.
+template <class T>
+double scaled_norm(const T* v, int64_t n);
+
+// Whether a float64 sum of squares of T values can be trusted as is.
+template <class T>
+inline bool sum_squares_trusted(double sumsq) {
+  if constexpr (std::is_same_v<T, float>) return !std::isnan(sumsq);  // float: always in range
+  return sumsq >= 0x1p-900 && sumsq <= 0x1p900;
 }
 
-inline double SumSq::norm() const {
-  using namespace blue;
-  if (big > 0) {
-    double total = big;
-    if (medium > 0 || std::isnan(medium)) total += (medium * kBigScale) * kBigScale;
-    return std::sqrt(total) / kBigScale;
-  }
-  if (small > 0) {
-    if (medium > 0 || std::isnan(medium)) {
-      const double y_med = std::sqrt(medium), y_small = std::sqrt(small) / kSmallScale;
-      const double y_max = std::fmax(y_med, y_small), y_min = std::fmin(y_med, y_small);
-      return y_max * std::sqrt(1.0 + (y_min / y_max) * (y_min / y_max));
-    }
-    return std::sqrt(small) / kSmallScale;
-  }
-  return std::sqrt(medium);
+// The norm from a fast sum of squares of v, falling back to scaled_norm(v) where needed.
+template <class T>
+inline double norm_from_sum_squares(double sumsq, const T* v, int64_t n) {
+  return sum_squares_trusted<T>(sumsq) ? std::sqrt(sumsq) : scaled_norm(v, n);
 }
 
-// Sum of squares of n contiguous values, fixed order.
 template <class T>
-SumSq sum_squares(const T* v, int64_t n) {
-  double small = 0, medium = 0, big = 0;
-#pragma omp simd reduction(+ : small, medium, big)
-  for (int64_t i = 0; i < n; ++i) sumsq_add(v[i], small, medium, big);
-  return SumSq{small, medium, big};
+inline double frobenius_norm(const T* v, int64_t n) {
+  return norm_from_sum_squares(sum_squares(v, n), v, n);
 }
 
 }  // namespace vgkern

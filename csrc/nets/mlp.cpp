@@ -114,6 +114,7 @@ class MLP final : public MLPBase {
     }
     grad_a_.resize(rows * widest);
     grad_b_.resize(rows * widest);
+    delta_.resize(rows * widest);
     rows_ = rows;
   }
 
@@ -150,8 +151,9 @@ class MLP final : public MLPBase {
       check_dtype(op, "input_grad", input_grad, dtype());
       check_shape(op, "input_grad", input_grad, {rows_, sizes_[0]});
     }
-    T* current = grad_a_.data();  // dh of layer l, turned into delta in place
+    T* current = grad_a_.data();  // dh of layer l
     T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
+    T* delta = delta_.data();     // dL/dz of layer l
     int64_t units = 0;            // log2 of the units the backward signal is carried in
     for (int64_t l = num_layers() - 1; l >= 0; --l) {
       const int64_t in = sizes_[l], out = sizes_[l + 1];
@@ -160,7 +162,7 @@ class MLP final : public MLPBase {
       const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
       BackwardStats bs;
       const int rescale = dense_backward_cpu<T>(
-          dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], current,
+          dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], delta,
           current, dact, x, params_.data() + weight_offsets_[l], rows_, in, out, log_scale,
           stats ? &bs : nullptr);
       fill_report_row(report.ptr<double>() + l * kNumReportColumns, l, bs, units, rescale);
@@ -198,7 +200,8 @@ class MLP final : public MLPBase {
   int64_t rows_ = 0;
   std::vector<T> x_;                        // (B, d_0) copy of the input
   std::vector<std::vector<T>> h_, dact_;    // per layer (B, d_{l+1}); no dact for identity
-  std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong backward buffers
+  std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong dh / dx buffers
+  std::vector<T> delta_;                    // (B, max d) dL/dz of the current layer
   std::vector<ForwardStats> forward_stats_;
   bool forward_done_ = false, forward_stats_valid_ = false;
   std::mutex busy_;

@@ -20,7 +20,7 @@ U* scratch(std::vector<U>& buffer, int64_t n) {
   return buffer.data();
 }
 thread_local std::vector<int32_t> t_col_nonzero;   // (out,) 1 where some example has h != 0
-thread_local std::vector<double> t_col_sums;       // (7, out) float64 column accumulators
+thread_local std::vector<double> t_col_sums;       // (3, out) float64 column accumulators
 thread_local std::vector<float> t_preact_f32;      // (B, out) z, only for robust_moments
 thread_local std::vector<double> t_preact_f64;
 template <class T> std::vector<T>& preact_scratch();
@@ -163,21 +163,22 @@ bool run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act
   return std::isfinite(sums.shifted_sumsq) && sums.shifted_sumsq >= smallest_trusted;
 }
 
-// delta = dh * dact (dact null: identity). Column accumulators (vertical adds only, no
-// horizontal reduction per row): float64 sums of delta (-> db) and sums of squares of dh and
-// delta, reduced over columns once at the end in a fixed order.
+// delta = dh * dact (dact null: identity), written out of place so that dh survives for the
+// rare scaled-norm fallback. Column accumulators (vertical adds only, no horizontal reduction
+// per row): float64 column sums of delta (-> db) and of the squares of dh and delta, reduced
+// over columns once at the end, in a fixed order.
+struct PrologueSums {
+  double dh_sumsq = 0, delta_sumsq = 0;
+};
+
 template <class T, bool HasDact, bool Stats>
-VGKERN_SIMD_CLONES void backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
-                                          int64_t cols, double* col_sums, SumSq& dh_sumsq,
-                                          SumSq& delta_sumsq) {
-  double* bias_sum = col_sums;
-  double* g_small = col_sums + cols * 1;
-  double* g_medium = col_sums + cols * 2;
-  double* g_big = col_sums + cols * 3;
-  double* d_small = col_sums + cols * 4;
-  double* d_medium = col_sums + cols * 5;
-  double* d_big = col_sums + cols * 6;
-  std::fill(col_sums, col_sums + cols * (Stats ? 7 : 1), 0.0);
+VGKERN_SIMD_CLONES void backward_prologue(T* __restrict delta, const T* __restrict dh,
+                                          const T* __restrict dact, int64_t rows, int64_t cols,
+                                          double* __restrict col_sums, PrologueSums& sums) {
+  double* __restrict bias_sum = col_sums;
+  double* __restrict dh_sq = col_sums + cols;
+  double* __restrict delta_sq = col_sums + 2 * cols;
+  std::fill(col_sums, col_sums + cols * (Stats ? 3 : 1), 0.0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* dh_row = dh + i * cols;
     const T* dact_row = HasDact ? dact + i * cols : nullptr;
@@ -190,38 +191,23 @@ VGKERN_SIMD_CLONES void backward_prologue(T* delta, const T* dh, const T* dact, 
       delta_row[j] = d;
       bias_sum[j] += d;
       if constexpr (Stats) {
-        sumsq_add(g, g_small[j], g_medium[j], g_big[j]);
-        sumsq_add(d, d_small[j], d_medium[j], d_big[j]);
+        dh_sq[j] += static_cast<double>(g) * static_cast<double>(g);
+        delta_sq[j] += static_cast<double>(d) * static_cast<double>(d);
       }
     }
   }
-  if constexpr (Stats) {
-    dh_sumsq = SumSq{};
-    delta_sumsq = SumSq{};
+  sums = PrologueSums{};
+  if constexpr (Stats)
     for (int64_t j = 0; j < cols; ++j) {
-      dh_sumsq.merge(SumSq{g_small[j], g_medium[j], g_big[j]});
-      delta_sumsq.merge(SumSq{d_small[j], d_medium[j], d_big[j]});
+      sums.dh_sumsq += dh_sq[j];
+      sums.delta_sumsq += delta_sq[j];
     }
-  }
 }
 
 template <class T>
 VGKERN_SIMD_CLONES void scale_in_place(T* v, int64_t n, T factor) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) v[i] *= factor;
-}
-
-template <class T>
-VGKERN_SIMD_CLONES SumSq sum_squares_clone(const T* v, int64_t n) {
-  return sum_squares(v, n);
-}
-
-// Rows of dw per GEMM tile: the tile (about 256 KiB) is still in L2 when its norm is taken.
-template <class T>
-int64_t dw_tile_rows(int64_t in, int64_t out) {
-  const int64_t target_bytes = 256 * 1024;
-  const int64_t rows = std::max<int64_t>(16, target_bytes / (std::max<int64_t>(in, 1) * sizeof(T)));
-  return std::min(rows, out);
 }
 
 }  // namespace
@@ -249,45 +235,41 @@ template <class T>
 int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
                         const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
                         BackwardStats* stats) {
-  double* col_sums = scratch(t_col_sums, 7 * out);
-  SumSq dh_sumsq, delta_sumsq;
+  double* col_sums = scratch(t_col_sums, 3 * out);
+  PrologueSums sums;
   const bool want = stats != nullptr || log_scale;
   if (dact && want)
-    backward_prologue<T, true, true>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
+    backward_prologue<T, true, true>(delta, dh, dact, rows, out, col_sums, sums);
   else if (dact)
-    backward_prologue<T, true, false>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
+    backward_prologue<T, true, false>(delta, dh, dact, rows, out, col_sums, sums);
   else if (want)
-    backward_prologue<T, false, true>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
+    backward_prologue<T, false, true>(delta, dh, dact, rows, out, col_sums, sums);
   else
-    backward_prologue<T, false, false>(delta, dh, dact, rows, out, col_sums, dh_sumsq, delta_sumsq);
+    backward_prologue<T, false, false>(delta, dh, dact, rows, out, col_sums, sums);
   for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(col_sums[j]);
 
+  const int64_t n = rows * out;
+  const double delta_norm = want ? norm_from_sum_squares(sums.delta_sumsq, delta, n) : 0.0;
   int rescale = 0;
-  const double delta_norm = delta_sumsq.norm();
   if (log_scale && std::isfinite(delta_norm) && delta_norm > 0) {
     rescale = std::ilogb(delta_norm);  // ||delta|| / 2^rescale in [1, 2): exact power-of-two scaling
     if (rescale != 0) {
       const T factor = static_cast<T>(std::ldexp(1.0, -rescale));
-      scale_in_place(delta, rows * out, factor);
+      scale_in_place(delta, n, factor);
       scale_in_place(db, out, factor);
     }
   }
+
+  // dw (out, in) = delta^T @ x in one GEMM, then its norm: measured faster than GEMM tiles
+  // normed while in L2 (bench/README.md), since small tiles cost the BLAS more than the re-read.
+  gemm<T>(true, false, out, in, rows, T(1), delta, out, x, in, T(0), dw, in);
   if (stats) {
-    stats->act_grad_norm = dh_sumsq.norm();
+    stats->act_grad_norm = norm_from_sum_squares(sums.dh_sumsq, dh, n);
     stats->preact_grad_norm = delta_norm;
-    stats->bias_grad_norm = sum_squares_clone(db, out).norm();
+    stats->bias_grad_norm = frobenius_norm(db, out);
+    stats->weight_grad_norm = frobenius_norm(dw, out * in);
     stats->rescale_log2 = rescale;
   }
-
-  // dw (out, in) = delta^T @ x, tile by tile so each tile's norm is taken while it is in cache.
-  SumSq dw_sumsq;
-  const int64_t tile = dw_tile_rows<T>(in, out);
-  for (int64_t j0 = 0; j0 < out; j0 += tile) {
-    const int64_t nj = std::min(tile, out - j0);
-    gemm<T>(true, false, nj, in, rows, T(1), delta + j0, out, x, in, T(0), dw + j0 * in, in);
-    if (stats) dw_sumsq.merge(sum_squares_clone(dw + j0 * in, nj * in));
-  }
-  if (stats) stats->weight_grad_norm = dw_sumsq.norm();
   if (dx) gemm<T>(false, false, rows, in, out, T(1), delta, out, w, in, T(0), dx, in);
   return rescale;
 }

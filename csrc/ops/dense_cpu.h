@@ -5,7 +5,7 @@
 //             h = act(z + b), dact = act'(z + b)          one epilogue pass over rows of h,
 //                                                          forward statistics in the same pass
 //   backward: delta (B, out) = dh * dact                  one prologue pass: ||dh||, ||delta||, db
-//             dw (out, in) = delta^T @ x                  GEMM in row tiles, ||dw|| per tile
+//             dw (out, in) = delta^T @ x                  GEMM, then ||dw|| while it is hot
 //             dx (B, in) = delta @ w                      GEMM (skipped when dx is null)
 #pragma once
 #include <cstdint>
@@ -34,7 +34,8 @@ template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats);
 
-// delta may alias dh (the MLP driver computes delta in place). dact may be null (identity).
+// delta (B, out) must not alias dh: dh is kept for the rare scaled-norm fallback of float64.
+// dact may be null (identity).
 // dx may be null (not needed below the first layer). log_scale renormalises delta by a power of
 // two so that ||delta|| is in [1, 2): exact, and keeps the signal inside the float range.
 // Returns rescale_log2 (0 without log_scale).

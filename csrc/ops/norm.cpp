@@ -8,7 +8,7 @@ namespace vgkern {
 double sum_squares_norm(const TensorView& a) {
   return dispatch("sum_squares_norm", a.device, a.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
-    return sum_squares(a.ptr<T>(), a.numel()).norm();
+    return frobenius_norm(a.ptr<T>(), a.numel());
   });
 }
 

@@ -1,0 +1,43 @@
+#include "core/stats.h"
+
+#include "core/simd.h"
+
+namespace vgkern {
+
+template <class T>
+VGKERN_SIMD_CLONES double sum_squares(const T* v, int64_t n) {
+  double total = 0;
+#pragma omp simd reduction(+ : total)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(v[i]);
+    total += d * d;
+  }
+  return total;
+}
+
+template <class T>
+double scaled_norm(const T* v, int64_t n) {
+  double max_abs = 0;
+  bool has_nan = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const double a = std::fabs(static_cast<double>(v[i]));
+    max_abs = a > max_abs ? a : max_abs;
+    has_nan |= std::isnan(a);
+  }
+  if (has_nan) return NAN;
+  if (max_abs == 0 || std::isinf(max_abs)) return max_abs;
+  const int e = std::ilogb(max_abs);
+  double total = 0;  // every scaled value is in [0, 2): no overflow, negligible underflow
+  for (int64_t i = 0; i < n; ++i) {
+    const double s = std::ldexp(static_cast<double>(v[i]), -e);
+    total += s * s;
+  }
+  return std::ldexp(std::sqrt(total), e);
+}
+
+template double sum_squares<float>(const float*, int64_t);
+template double sum_squares<double>(const double*, int64_t);
+template double scaled_norm<float>(const float*, int64_t);
+template double scaled_norm<double>(const double*, int64_t);
+
+}  // namespace vgkern
