@@ -289,11 +289,10 @@ def make_gemm_roofline(cfg: Config, x, weights):
     L, B = cfg.layers, cfg.batch
     W = [np.ascontiguousarray(w) for w in weights]  # (out, in)
     hs = [x.copy()] + [np.empty((B, w.shape[0]), x.dtype) for w in W]  # hs[l+1] = z_l (B, out)
-    dhs = [np.empty((B, w.shape[1]), x.dtype) for w in W] + [
-        np.ascontiguousarray(hs[-1])]  # dhs[l] = dx_l (B, in); dhs[L] = dout
+    dhs = [np.empty((B, w.shape[1]), x.dtype) for w in W]  # dhs[l] = dx_l (B, in)
+    dout = np.random.default_rng(1).standard_normal((B, W[-1].shape[0])) / B
+    dhs.append(dout.astype(x.dtype))  # dhs[L] = dL/d(out) (B, out)
     dW = [np.empty_like(w) for w in W]  # (out, in)
-    rng = np.random.default_rng(1)
-    dhs[L][...] = rng.standard_normal(dhs[L].shape) / B
 
     def step():
         for l in range(L):
@@ -365,6 +364,9 @@ def max_rel_diff(result, reference) -> float:
 class Timings:
     samples: dict[str, list[float]] = field(default_factory=dict)  # name -> seconds per step
     settle: dict[str, list[float]] = field(default_factory=dict)  # name -> idle wait after it
+    foreign: list[float] = field(default_factory=list)  # other processes' cores, kept reps
+    dropped: int = 0  # repetitions dropped because other processes used the CPU
+    loaded: int = 0  # repetitions kept although other processes used the CPU (out of retries)
 
 
 def settle(min_s: float, max_s: float, window_s: float = 10e-3, busy: float = 0.3) -> float:
@@ -410,32 +412,45 @@ class ForeignLoad:
         return (total - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float,
-                    max_settle_s: float) -> Timings:
+def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float, max_settle_s: float,
+                    max_foreign: float) -> Timings:
     """Rotating order: repetition r starts at implementation r % k, so every implementation
-    follows every other one equally often; before each step the process settles (idle)."""
+    follows every other one equally often; before each step the process settles (idle).
+    A repetition during which other processes used more than max_foreign cores is dropped and
+    run again, as long as the retries (3 * reps in all) allow; later ones are kept and counted."""
     names = list(steps)
     k = len(names)
-    timings = Timings({n: [] for n in names}, {n: [] for n in names})
+    t = Timings({n: [] for n in names}, {n: [] for n in names})
     gc.collect()
     gc.disable()
     try:
-        prev = None
-        for r in range(warmup + reps):
-            order = names[r % k:] + names[:r % k]
-            for n in order:
-                waited = settle(gap_s, max_settle_s)
-                if r >= warmup and prev is not None:
-                    timings.settle[prev].append(waited)
-                t0 = time.perf_counter()
-                steps[n]()
-                t1 = time.perf_counter()
-                if r >= warmup:
-                    timings.samples[n].append(t1 - t0)
-                prev = n
+        attempt, kept, budget = 0, 0, warmup + 4 * reps
+        while kept < reps:
+            order = names[attempt % k:] + names[:attempt % k]
+            times, waits = {}, {}
+            with ForeignLoad() as foreign:
+                for n in order:
+                    waits[n] = settle(gap_s, max_settle_s)  # idle wait before step n
+                    t0 = time.perf_counter()
+                    steps[n]()
+                    times[n] = time.perf_counter() - t0
+            attempt += 1
+            if attempt <= warmup:
+                continue
+            if foreign.cores is not None and foreign.cores > max_foreign:
+                if budget - attempt >= reps - kept:
+                    t.dropped += 1
+                    continue
+                t.loaded += 1
+            kept += 1
+            t.foreign.append(foreign.cores or 0.0)
+            for i, n in enumerate(order):
+                t.samples[n].append(times[n])
+                if i + 1 < k:  # the wait before the next step = how long n left pools spinning
+                    t.settle[n].append(waits[order[i + 1]])
     finally:
         gc.enable()
-    return timings
+    return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,9 +532,8 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
     ref = (ref[0],) + tuple(np.array(a, copy=True) for a in ref[1:])
     check = {n: max_rel_diff(steps[n](), ref) for n in ("numpy", "torch", "jax") if n in steps}
 
-    with ForeignLoad() as foreign:
-        t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
-                            args.max_settle_ms / 1e3)
+    t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
+                        args.max_settle_ms / 1e3, args.max_foreign_load)
 
     med = {n: float(np.median(s)) for n, s in t.samples.items()}
     v = med["vgkern"]
@@ -548,8 +562,11 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
                    "layers": cfg.layers, "activation": cfg.activation, "loss": "mse",
                    "dtype": np.dtype(dtype).name, "gflop_per_step": cfg.flops / 1e9},
         "impls": impls,
-        # other processes' CPU use during the timing, in cores: should be ~0 for trusted numbers
-        "foreign_load_cores": foreign.cores,
+        "reps_under_foreign_load": t.loaded,
+        # repetitions dropped (and rerun) because other processes used the CPU meanwhile
+        "reps_dropped_foreign_load": t.dropped,
+        # other processes' mean CPU use during the kept repetitions, in cores (should be ~0)
+        "foreign_load_cores": float(np.mean(t.foreign)) if t.foreign else None,
     }
     if "gemm" in med:
         overhead_s = gemm_call_overhead_s(dtype) * 3 * cfg.layers
@@ -582,7 +599,7 @@ def evaluate_targets(cfg, res) -> dict:
     return out
 
 
-def format_config(res, threads) -> str:
+def format_config(res, threads, reps) -> str:
     c = res["config"]
     lines = [f"\n== {c['name']}  W={c['width']} B={c['batch']} L={c['layers']} {c['dtype']} mse, "
              f"{threads} threads, {c['gflop_per_step']:.3f} GFLOP/step (3 GEMMs/layer)",
@@ -618,9 +635,12 @@ def format_config(res, threads) -> str:
         note = (f"roofline without the {res['gemm_call_overhead_ms']:.3f} ms of Python->BLAS "
                 f"calls: {res['roofline_fraction_minus_call_overhead']:.1%}; " + note)
     lines.append(f"   ({note})")
-    if res.get("foreign_load_cores") and res["foreign_load_cores"] > 0.1:
-        lines.append(f"   WARNING: other processes used {res['foreign_load_cores']:.2f} cores "
-                     "during this measurement; the numbers are not reliable")
+    if res["reps_dropped_foreign_load"]:
+        lines.append(f"   ({res['reps_dropped_foreign_load']} repetitions dropped and rerun: "
+                     "other processes used the CPU meanwhile)")
+    if res["reps_under_foreign_load"]:
+        lines.append(f"   WARNING: {res['reps_under_foreign_load']} of {reps} repetitions ran "
+                     "while other processes used the CPU; the numbers are not reliable")
     return "\n".join(lines)
 
 
@@ -662,6 +682,9 @@ def main(argv=None):
     p.add_argument("--max-settle-ms", type=float, default=500.0,
                    help="longest wait for spinning thread pools to go idle before a step "
                         "(default 500; 0 disables settling)")
+    p.add_argument("--max-foreign-load", type=float, default=0.1,
+                   help="drop and rerun a repetition during which other processes used more "
+                        "than this many cores (default 0.1; inf keeps all)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
     p.add_argument("--impls", help="comma-separated subset of: " + ",".join(
@@ -694,7 +717,8 @@ def main(argv=None):
     meta = {
         "argv": sys.argv[1:] if argv is None else list(argv),
         "threads": args.threads, "reps": args.reps, "warmup": args.warmup,
-        "gap_ms": args.gap_ms, "max_settle_ms": args.max_settle_ms, "dtype": args.dtype,
+        "gap_ms": args.gap_ms, "max_settle_ms": args.max_settle_ms,
+        "max_foreign_load": args.max_foreign_load, "dtype": args.dtype,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(), "versions": versions(vgkern, jax),
         "threadpools": [{k: i.get(k) for k in ("internal_api", "prefix", "version",
@@ -711,7 +735,7 @@ def main(argv=None):
     for cfg in configs:
         res = bench_config(cfg, args, vgkern, jax, dtype, wanted)
         results.append(res)
-        print(format_config(res, args.threads), flush=True)
+        print(format_config(res, args.threads, args.reps), flush=True)
     print(format_summary(results))
 
     out = Path(args.json)
