@@ -6,8 +6,9 @@ import sys
 import numpy as np
 
 
-def demo(depth=20, width=64, batch=128, seed=0, dtype="float32", out=sys.stdout):
+def demo(depth=20, width=64, batch=128, seed=0, dtype="float32", out=None):
     """Per-layer ||dL/dz|| (log10) of `depth`-layer MLPs, one column per activation."""
+    out = sys.stdout if out is None else out
     from . import MLP
 
     rng = np.random.default_rng(seed)

@@ -1,0 +1,72 @@
+"""Package-level behaviour: build information, BLAS hookup, CUDA seam, the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vgkern
+from vgkern import cli
+
+
+def test_build_info_reports_compiler_flags_blas_openmp_cuda():
+    info = vgkern.build_info()
+    for key in ("compiler", "cxx_flags", "openmp", "cuda", "blas_source", "blas_runtime", "version"):
+        assert key in info, key
+    assert "-O3" in info["cxx_flags"]
+    assert "cython_blas" in info["blas_source"]
+    assert isinstance(info["cuda"], bool)
+    # threadpoolctl (a test dependency) sees the BLAS that SciPy ships
+    assert any(pool.get("internal_api") for pool in info["blas_runtime"])
+    json.dumps(info, default=str)  # serialisable for benchmark records
+
+
+def test_cuda_seam_without_gpu():
+    if vgkern.cuda_available():
+        pytest.skip("a CUDA GPU is present; this test covers machines without one")
+    with pytest.raises(RuntimeError, match="cuda"):
+        vgkern.MLP([4, 4], device="cuda")
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
+        vgkern.MLP([4, 4], device="tpu")
+
+
+def test_gemm_uses_scipy_blas_for_large_products():
+    # A product big enough that any blocking bug would show; compared in float64.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((67, 301))
+    w = rng.standard_normal((129, 301))
+    b = rng.standard_normal(129)
+    h, _ = vgkern.ops.dense_forward(x, w, b, "identity")
+    np.testing.assert_allclose(h, x @ w.T + b, rtol=1e-12, atol=1e-12)
+
+
+def test_demo_prints_vanishing_sigmoid_gradient(capsys):
+    columns = cli.demo(depth=20, width=32, batch=64, seed=0)
+    out = capsys.readouterr().out
+    assert "sigmoid" in out and "tanh" in out and "relu" in out and "elu" in out
+    assert len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 20
+    # sigmoid's input-side gradient is orders of magnitude below its output side, far more
+    # than tanh's (the demo's point)
+    sig, tanh = columns["sigmoid"], columns["tanh"]
+    assert sig[-1] - sig[0] > 5.0
+    assert (sig[-1] - sig[0]) > 3 * (tanh[-1] - tanh[0])
+
+
+def test_cli_entry_points_run():
+    demo = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "5"],
+                          capture_output=True, text=True, check=True)
+    assert "layer" in demo.stdout
+    info = subprocess.run([sys.executable, "-m", "vgkern.cli", "info"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(info.stdout)["version"] == vgkern.__version__
+    bad = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "1"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "--depth" in bad.stderr
+
+
+def test_blas_threads_context_manager():
+    from threadpoolctl import threadpool_info
+
+    with vgkern.blas_threads(1):
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
