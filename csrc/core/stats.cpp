@@ -46,9 +46,44 @@ double scaled_norm(const T* v, int64_t n) {
   return std::ldexp(std::sqrt(total), e);
 }
 
+template <class T>
+void scaled_mean_std(const T* v, int64_t n, double* mean, double* std) {
+  double max_abs = 0, sum = 0;
+  bool has_nan = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = static_cast<double>(v[i]);
+    max_abs = std::fmax(max_abs, std::fabs(x));
+    sum += x;
+    has_nan |= std::isnan(x);
+  }
+  if (has_nan || !std::isfinite(max_abs)) {
+    *mean = has_nan ? NAN : sum / n;
+    *std = NAN;
+    return;
+  }
+  if (max_abs == 0) {
+    *mean = 0;
+    *std = 0;
+    return;
+  }
+  const int e = std::ilogb(max_abs);
+  double scaled_sum = 0;
+  for (int64_t i = 0; i < n; ++i) scaled_sum += std::ldexp(static_cast<double>(v[i]), -e);
+  const double scaled_mean = scaled_sum / n;
+  double scaled_m2 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double c = std::ldexp(static_cast<double>(v[i]), -e) - scaled_mean;
+    scaled_m2 += c * c;
+  }
+  *mean = std::ldexp(scaled_mean, e);
+  *std = std::ldexp(std::sqrt(scaled_m2 / n), e);
+}
+
 template double sum_squares<float>(const float*, int64_t);
 template double sum_squares<double>(const double*, int64_t);
 template double scaled_norm<float>(const float*, int64_t);
 template double scaled_norm<double>(const double*, int64_t);
+template void scaled_mean_std<float>(const float*, int64_t, double*, double*);
+template void scaled_mean_std<double>(const double*, int64_t, double*, double*);
 
 }  // namespace vgkern

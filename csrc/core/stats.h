@@ -34,6 +34,12 @@ inline double norm_from_sum_squares(double sumsq, const T* v, int64_t n) {
   return sum_squares_trusted<T>(sumsq) ? std::sqrt(sumsq) : scaled_norm(v, n);
 }
 
+// Float64 mean and population std of n values in two passes scaled by a power of two, so that
+// neither sums nor squares over- or underflow (any finite values). A NaN gives NaN; an infinity
+// gives mean +-inf (or NaN) and std NaN, as in NumPy and PyTorch.
+template <class T>
+void scaled_mean_std(const T* v, int64_t n, double* mean, double* std);
+
 template <class T>
 inline double frobenius_norm(const T* v, int64_t n) {
   return norm_from_sum_squares(sum_squares(v, n), v, n);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/blas.h"
+#include "core/scratch.h"
 #include "core/simd.h"
 #include "core/stats.h"
 #include "ops/activation_math.h"
@@ -13,15 +14,9 @@
 namespace vgkern {
 namespace {
 
-// Per-thread scratch that grows to the largest layer seen: no allocation in steady state.
-template <class U>
-U* scratch(std::vector<U>& buffer, int64_t n) {
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
 thread_local std::vector<int32_t> t_col_nonzero;   // (out,) 1 where some example has h != 0
 thread_local std::vector<double> t_col_sums;       // (3, out) float64 column accumulators
-thread_local std::vector<float> t_preact_f32;      // (B, out) z, only for robust_moments
+thread_local std::vector<float> t_preact_f32;      // (B, out) z, only for scaled_mean_std
 thread_local std::vector<double> t_preact_f64;
 template <class T> std::vector<T>& preact_scratch();
 template <> std::vector<float>& preact_scratch<float>() { return t_preact_f32; }
@@ -87,45 +82,9 @@ VGKERN_SIMD_CLONES int64_t count_dead_columns(const T* h, int64_t rows, int64_t 
   return dead;
 }
 
-// Float64 mean and population std of n values in two passes, scaled by a power of two so that
-// neither the sums nor the squares over- or underflow (any finite values, float or double).
-// A NaN gives NaN; an infinity gives mean +-inf (or NaN) and std NaN, as in NumPy and PyTorch.
-template <class T>
-void robust_moments(const T* z, int64_t n, ForwardStats* stats) {
-  double max_abs = 0, sum = 0;
-  bool has_nan = false;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(z[i]);
-    max_abs = std::fmax(max_abs, std::fabs(v));
-    sum += v;
-    has_nan |= std::isnan(v);
-  }
-  if (has_nan || !std::isfinite(max_abs)) {
-    stats->preact_mean = has_nan ? NAN : sum / n;
-    stats->preact_std = NAN;
-    return;
-  }
-  if (max_abs == 0) {
-    stats->preact_mean = 0;
-    stats->preact_std = 0;
-    return;
-  }
-  const int e = std::ilogb(max_abs);
-  double scaled_sum = 0;
-  for (int64_t i = 0; i < n; ++i) scaled_sum += std::ldexp(static_cast<double>(z[i]), -e);
-  const double scaled_mean = scaled_sum / n;
-  double scaled_m2 = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double c = std::ldexp(static_cast<double>(z[i]), -e) - scaled_mean;
-    scaled_m2 += c * c;
-  }
-  stats->preact_mean = std::ldexp(scaled_mean, e);
-  stats->preact_std = std::ldexp(std::sqrt(scaled_m2 / n), e);
-}
-
 // Returns false when the fast moments cannot be trusted: the sum of squares in T overflowed,
 // or is so small that squares below T's normal range may have been lost (or z had NaN/Inf).
-// The caller then recomputes the moments with robust_moments.
+// The caller then recomputes the moments with scaled_mean_std.
 template <class T, bool Stats>
 bool run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
                           ForwardStats* stats) {
@@ -228,7 +187,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
   T* z = scratch(preact_scratch<T>(), rows * out);
   for (int64_t i = 0; i < rows; ++i) std::copy(b, b + out, z + i * out);
   gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), z, out);
-  robust_moments(z, rows * out, stats);
+  scaled_mean_std(z, rows * out, &stats->preact_mean, &stats->preact_std);
 }
 
 template <class T>
