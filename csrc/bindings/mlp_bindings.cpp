@@ -38,19 +38,39 @@ void bind_mlp(py::module_& m) {
 
   py::class_<PyMLP>(m, "MLPCore")
       .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& acts,
-                       const std::vector<double>& alphas, const std::string& dtype) {
+                       const std::vector<double>& alphas, const std::string& dtype,
+                       bool batch_norm, bool bn_affine, double bn_momentum, double bn_eps) {
              if (alphas.size() != acts.size())
                fail<ValueError>("MLP: need one alpha per activation");
              std::vector<ActSpec> specs;
              for (size_t l = 0; l < acts.size(); ++l)
                specs.push_back(parse_activation(acts[l], alphas[l], "MLP: activation"));
-             return PyMLP{make_mlp(sizes, specs, parse_dtype(dtype))};
+             const BatchNormConfig bn{batch_norm, bn_affine, bn_momentum, bn_eps};
+             return PyMLP{make_mlp(sizes, specs, parse_dtype(dtype), bn)};
            }),
-           py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dtype"))
+           py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dtype"),
+           py::arg("batch_norm") = false, py::arg("bn_affine") = true,
+           py::arg("bn_momentum") = 0.1, py::arg("bn_eps") = 1e-5)
       .def_property_readonly("num_layers", [](PyMLP& self) { return self.net->num_layers(); })
       .def_property_readonly("num_params", [](PyMLP& self) { return self.net->num_params(); })
-      .def("weight_offset", [](PyMLP& self, int64_t l) { return self.net->weight_offset(l); })
-      .def("bias_offset", [](PyMLP& self, int64_t l) { return self.net->bias_offset(l); })
+      .def_property_readonly("layout",
+                             [](PyMLP& self) {
+                               // per layer: {weight, bias, gamma, beta, running}; -1 = absent
+                               py::list out;
+                               for (const LayerLayout& l : self.net->layout()) {
+                                 py::dict d;
+                                 d["weight"] = l.weight;
+                                 d["bias"] = l.bias;
+                                 d["gamma"] = l.gamma;
+                                 d["beta"] = l.beta;
+                                 d["running"] = l.running;
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      .def_property(
+          "training", [](PyMLP& self) { return self.net->training; },
+          [](PyMLP& self, bool on) { self.net->training = on; })
       .def_property(
           "stats", [](PyMLP& self) { return self.net->stats; },
           [](PyMLP& self, bool on) { self.net->stats = on; })
@@ -63,6 +83,18 @@ void bind_mlp(py::module_& m) {
                              [](py::object self) {
                                auto& net = *self.cast<PyMLP&>().net;
                                return flat_view(self, net.grads(), net.dtype(), net.num_params());
+                             })
+      .def_property_readonly("running_means",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyMLP&>().net;
+                               return flat_view(self, net.running_means(), net.dtype(),
+                                                net.num_running());
+                             })
+      .def_property_readonly("running_vars",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyMLP&>().net;
+                               return flat_view(self, net.running_vars(), net.dtype(),
+                                                net.num_running());
                              })
       .def(
           "forward",

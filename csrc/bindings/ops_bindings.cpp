@@ -5,6 +5,7 @@
 #include "bindings/arrays.h"
 #include "core/checks.h"
 #include "ops/activation.h"
+#include "ops/batchnorm.h"
 #include "ops/dense.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
@@ -110,6 +111,54 @@ py::tuple py_cross_entropy_loss(py::handle logits_obj, py::handle labels_obj) {
   return py::make_tuple(loss, dlogits_arr);
 }
 
+py::tuple py_batchnorm_forward(py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
+                               py::handle running_mean_obj, py::handle running_var_obj,
+                               bool training, double momentum, double eps) {
+  const char* op = "batchnorm_forward";
+  auto optional = [&](py::handle obj, const char* arg, bool writable) {
+    return obj.is_none() ? TensorView{} : view_of(obj, op, arg, writable);
+  };
+  const TensorView x = view_of(x_obj, op, "x");
+  const TensorView gamma = optional(gamma_obj, "gamma", false);
+  const TensorView beta = optional(beta_obj, "beta", false);
+  const TensorView running_mean = optional(running_mean_obj, "running_mean", training);
+  const TensorView running_var = optional(running_var_obj, "running_var", training);
+  check_shape(op, "x", x, {-1, -1});
+  TensorView y, mean, rstd;
+  py::array y_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &y);
+  py::array mean_arr = new_array(x.dtype, {x.dim(1)}, &mean);
+  py::array rstd_arr = new_array(x.dtype, {x.dim(1)}, &rstd);
+  {
+    py::gil_scoped_release release;
+    batchnorm_forward(y, mean, rstd, running_mean, running_var, x, gamma, beta,
+                      BatchNormSpec{training, momentum, eps});
+  }
+  return py::make_tuple(y_arr, mean_arr, rstd_arr);
+}
+
+py::tuple py_batchnorm_backward(py::handle dy_obj, py::handle x_obj, py::handle mean_obj,
+                                py::handle rstd_obj, py::handle gamma_obj, bool training) {
+  const char* op = "batchnorm_backward";
+  const TensorView dy = view_of(dy_obj, op, "dy");
+  const TensorView x = view_of(x_obj, op, "x");
+  const TensorView mean = view_of(mean_obj, op, "mean");
+  const TensorView rstd = view_of(rstd_obj, op, "rstd");
+  const TensorView gamma = gamma_obj.is_none() ? TensorView{} : view_of(gamma_obj, op, "gamma");
+  check_shape(op, "x", x, {-1, -1});
+  TensorView dx, dgamma, dbeta;
+  py::array dx_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &dx);
+  py::object dgamma_arr = py::none(), dbeta_arr = py::none();
+  if (gamma.present()) {
+    dgamma_arr = new_array(x.dtype, {x.dim(1)}, &dgamma);
+    dbeta_arr = new_array(x.dtype, {x.dim(1)}, &dbeta);
+  }
+  {
+    py::gil_scoped_release release;
+    batchnorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, training);
+  }
+  return py::make_tuple(dx_arr, dgamma_arr, dbeta_arr);
+}
+
 double py_sum_squares_norm(py::handle a_obj) {
   const TensorView a = view_of(a_obj, "sum_squares_norm", "a");
   py::gil_scoped_release release;
@@ -129,6 +178,11 @@ void bind_ops(py::module_& m) {
         py::arg("w"), py::arg("need_dx") = true);
   m.def("mse_loss", &py_mse_loss, py::arg("out"), py::arg("target"));
   m.def("cross_entropy_loss", &py_cross_entropy_loss, py::arg("logits"), py::arg("labels"));
+  m.def("batchnorm_forward", &py_batchnorm_forward, py::arg("x"), py::arg("gamma"),
+        py::arg("beta"), py::arg("running_mean"), py::arg("running_var"),
+        py::arg("training") = true, py::arg("momentum") = 0.1, py::arg("eps") = 1e-5);
+  m.def("batchnorm_backward", &py_batchnorm_backward, py::arg("dy"), py::arg("x"),
+        py::arg("mean"), py::arg("rstd"), py::arg("gamma"), py::arg("training") = true);
   m.def("sum_squares_norm", &py_sum_squares_norm, py::arg("a"));
 }
 

@@ -6,6 +6,7 @@
 
 #include "core/checks.h"
 #include "core/errors.h"
+#include "ops/batchnorm.h"
 #include "ops/dense_cpu.h"
 #include "ops/loss.h"
 
@@ -13,8 +14,9 @@ namespace vgkern {
 
 const char* const kReportColumnNames[kNumReportColumns] = {
     "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm",
-    "log10_weight_grad_norm", "log10_bias_grad_norm", "log10_preact_grad_norm",
-    "log10_act_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
+    "gamma_grad_norm", "beta_grad_norm", "log10_weight_grad_norm", "log10_bias_grad_norm",
+    "log10_preact_grad_norm", "log10_act_grad_norm", "log10_gamma_grad_norm",
+    "log10_beta_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
     "dead_fraction", "grad_log2_scale"};
 
 namespace {
@@ -45,29 +47,51 @@ class BusyGuard {
 template <class T>
 class MLP final : public MLPBase {
  public:
-  MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts)
-      : sizes_(sizes), acts_(acts) {
-    int64_t offset = 0;
-    for (size_t l = 0; l + 1 < sizes_.size(); ++l) {
-      weight_offsets_.push_back(offset);
-      offset += sizes_[l + 1] * sizes_[l];
-      bias_offsets_.push_back(offset);
-      offset += sizes_[l + 1];
+  MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
+      : sizes_(sizes), acts_(acts), bn_(bn) {
+    int64_t offset = 0, running = 0;
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      const int64_t width = sizes_[l + 1];
+      LayerLayout layer;
+      layer.weight = offset;
+      offset += width * sizes_[l];
+      if (is_batch_norm(l)) {
+        if (bn_.affine) {
+          layer.gamma = offset;
+          layer.beta = offset + width;
+          offset += 2 * width;
+        }
+        layer.running = running;
+        running += width;
+      } else {
+        layer.bias = offset;
+        offset += width;
+      }
+      layout_.push_back(layer);
     }
     params_.assign(offset, T(0));
     grads_.assign(offset, T(0));
+    for (int64_t l = 0; l < num_layers(); ++l)  // gamma = 1, beta = 0, as torch.nn.BatchNorm1d
+      if (layout_[l].gamma >= 0) std::fill_n(params_.data() + layout_[l].gamma, sizes_[l + 1], T(1));
+    running_mean_.assign(running, T(0));
+    running_var_.assign(running, T(1));
     h_.resize(num_layers());
     dact_.resize(num_layers());
+    xhat_.resize(num_layers());
+    mean_.resize(num_layers());
+    rstd_.resize(num_layers());
     forward_stats_.resize(num_layers());
   }
 
   DType dtype() const override { return dtype_of<T>(); }
   int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
-  int64_t weight_offset(int64_t l) const override { return weight_offsets_.at(l); }
-  int64_t bias_offset(int64_t l) const override { return bias_offsets_.at(l); }
+  const std::vector<LayerLayout>& layout() const override { return layout_; }
+  int64_t num_running() const override { return static_cast<int64_t>(running_mean_.size()); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
+  void* running_means() override { return running_mean_.data(); }
+  void* running_vars() override { return running_var_.data(); }
 
   void forward(const TensorView& out, const TensorView& x) override {
     BusyGuard guard(busy_, "MLP.forward");
@@ -111,6 +135,11 @@ class MLP final : public MLPBase {
     for (int64_t l = 0; l < num_layers(); ++l) {
       h_[l].resize(rows * sizes_[l + 1]);
       if (acts_[l].kind != Activation::identity) dact_[l].resize(rows * sizes_[l + 1]);
+      if (is_batch_norm(l)) {
+        xhat_[l].resize(rows * sizes_[l + 1]);
+        mean_[l].resize(sizes_[l + 1]);
+        rstd_[l].resize(sizes_[l + 1]);
+      }
     }
     grad_a_.resize(rows * widest);
     grad_b_.resize(rows * widest);
@@ -127,13 +156,25 @@ class MLP final : public MLPBase {
     check_arg(op, "out", out, x, {rows, sizes_.back()});
     ensure_workspace(rows);
     forward_done_ = false;
+    forward_training_ = training;
+    if (bn_.enabled && num_layers() > 1)
+      check_batchnorm_spec(op, BatchNormSpec{training, bn_.momentum, bn_.eps}, rows);
     std::copy(x.ptr<T>(), x.ptr<T>() + rows * sizes_[0], x_.data());
     const T* input = x_.data();
     for (int64_t l = 0; l < num_layers(); ++l) {
-      const T* w = params_.data() + weight_offsets_[l];
-      const T* b = params_.data() + bias_offsets_[l];
-      dense_forward_cpu<T>(h_[l].data(), dact_[l].data(), input, w, b, rows, sizes_[l],
-                           sizes_[l + 1], acts_[l], stats ? &forward_stats_[l] : nullptr);
+      const LayerLayout& layer = layout_[l];
+      const T* w = params_.data() + layer.weight;
+      ForwardStats* fs = stats ? &forward_stats_[l] : nullptr;
+      if (is_batch_norm(l)) {
+        dense_bn_forward_cpu<T>(h_[l].data(), dact_[l].data(), xhat_[l].data(), mean_[l].data(),
+                                rstd_[l].data(), running_mean_.data() + layer.running,
+                                running_var_.data() + layer.running, input, w, param(layer.gamma),
+                                param(layer.beta), rows, sizes_[l], sizes_[l + 1], acts_[l],
+                                BatchNormSpec{training, bn_.momentum, bn_.eps}, fs);
+      } else {
+        dense_forward_cpu<T>(h_[l].data(), dact_[l].data(), input, w, params_.data() + layer.bias,
+                             rows, sizes_[l], sizes_[l + 1], acts_[l], fs);
+      }
       input = h_[l].data();
     }
     forward_stats_valid_ = stats;
@@ -156,15 +197,23 @@ class MLP final : public MLPBase {
     T* delta = delta_.data();     // dL/dz of layer l
     int64_t units = 0;            // log2 of the units the backward signal is carried in
     for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const LayerLayout& layer = layout_[l];
       const int64_t in = sizes_[l], out = sizes_[l + 1];
       const T* x = l > 0 ? h_[l - 1].data() : x_.data();
       T* dx = l > 0 ? below : (input_grad.present() ? input_grad.ptr<T>() : nullptr);
       const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
+      const T* w = params_.data() + layer.weight;
+      T* dw = grads_.data() + layer.weight;
       BackwardStats bs;
-      const int rescale = dense_backward_cpu<T>(
-          dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], delta,
-          current, dact, x, params_.data() + weight_offsets_[l], rows_, in, out, log_scale,
-          stats ? &bs : nullptr);
+      BackwardStats* want = stats ? &bs : nullptr;
+      const int rescale =
+          is_batch_norm(l)
+              ? dense_bn_backward_cpu<T>(dx, dw, grad(layer.gamma), grad(layer.beta), delta,
+                                         current, dact, xhat_[l].data(), rstd_[l].data(),
+                                         param(layer.gamma), x, w, rows_, in, out,
+                                         forward_training_, log_scale, want)
+              : dense_backward_cpu<T>(dx, dw, grads_.data() + layer.bias, delta, current, dact,
+                                      x, w, rows_, in, out, log_scale, want);
       fill_report_row(report.ptr<double>() + l * kNumReportColumns, l, bs, units, rescale);
       units += rescale;
       std::swap(current, below);
@@ -180,6 +229,8 @@ class MLP final : public MLPBase {
       put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs.preact_grad_norm, units);
       put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs.bias_grad_norm, units + rescale);
       put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs.weight_grad_norm, units + rescale);
+      put_norm(row, kGammaGradNorm, kLog10GammaGradNorm, bs.gamma_grad_norm, units + rescale);
+      put_norm(row, kBetaGradNorm, kLog10BetaGradNorm, bs.beta_grad_norm, units + rescale);
     }
     if (forward_stats_valid_) {
       const ForwardStats& fs = forward_stats_[l];
@@ -191,26 +242,35 @@ class MLP final : public MLPBase {
     }
   }
 
+  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
+  T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
+  T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
+
   std::vector<int64_t> sizes_;
   std::vector<ActSpec> acts_;
-  std::vector<int64_t> weight_offsets_, bias_offsets_;
+  BatchNormConfig bn_;
+  std::vector<LayerLayout> layout_;
   std::vector<T> params_, grads_;
+  std::vector<T> running_mean_, running_var_;  // (sum of BN widths,) each
 
   // Workspaces for batches of rows_ examples.
   int64_t rows_ = 0;
   std::vector<T> x_;                        // (B, d_0) copy of the input
   std::vector<std::vector<T>> h_, dact_;    // per layer (B, d_{l+1}); no dact for identity
+  std::vector<std::vector<T>> xhat_;        // BN layers: normalised z (B, d_{l+1})
+  std::vector<std::vector<T>> mean_, rstd_;  // BN layers: (d_{l+1},) statistics used
   std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong dh / dx buffers
   std::vector<T> delta_;                    // (B, max d) dL/dz of the current layer
   std::vector<ForwardStats> forward_stats_;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
   std::mutex busy_;
 };
 
 }  // namespace
 
 std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
-                                  const std::vector<ActSpec>& acts, DType dtype) {
+                                  const std::vector<ActSpec>& acts, DType dtype,
+                                  BatchNormConfig bn) {
   if (sizes.size() < 2)
     fail<ValueError>("MLP: sizes must list at least two layer widths [d_0, ..., d_L], got ",
                      sizes.size());
@@ -226,8 +286,9 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
   if (acts.size() + 1 != sizes.size())
     fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
                      acts.size());
-  if (dtype == DType::f32) return std::make_unique<MLP<float>>(sizes, acts);
-  return std::make_unique<MLP<double>>(sizes, acts);
+  if (bn.enabled) check_batchnorm_spec("MLP", BatchNormSpec{false, bn.momentum, bn.eps}, 2);
+  if (dtype == DType::f32) return std::make_unique<MLP<float>>(sizes, acts, bn);
+  return std::make_unique<MLP<double>>(sizes, acts, bn);
 }
 
 }  // namespace vgkern

@@ -3,8 +3,9 @@
 // statistics fused into each layer's passes. Parameters and gradients live in two flat buffers
 // owned here (Python sees numpy views of them); workspaces are sized per batch and reused.
 //
-// Layer l = 0..L-1 maps d_l -> d_{l+1}: W_l (d_{l+1}, d_l) at weight_offset(l), then
-// b_l (d_{l+1},) at bias_offset(l), in the flat parameter (and gradient) buffer.
+// Layer l = 0..L-1 maps d_l -> d_{l+1}: W_l (d_{l+1}, d_l), then b_l (d_{l+1},) in the flat
+// parameter (and gradient) buffer. With batch norm, hidden layers (l < L-1) have no bias but
+// gamma_l, beta_l (d_{l+1},) (affine) after W_l, and running mean/var in two flat buffers.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,8 +20,9 @@ namespace vgkern {
 // Columns of the per-layer report (float64, L rows). Norms are linear; *_LOG10 are exact even
 // where the linear value under- or overflows (log-scale backward).
 enum ReportColumn : int {
-  kWeightGradNorm, kBiasGradNorm, kPreactGradNorm, kActGradNorm,
+  kWeightGradNorm, kBiasGradNorm, kPreactGradNorm, kActGradNorm, kGammaGradNorm, kBetaGradNorm,
   kLog10WeightGradNorm, kLog10BiasGradNorm, kLog10PreactGradNorm, kLog10ActGradNorm,
+  kLog10GammaGradNorm, kLog10BetaGradNorm,
   kPreactMean, kPreactStd, kSaturatedFraction, kZeroFraction, kDeadFraction,
   kGradLog2Scale,
   kNumReportColumns
@@ -29,16 +31,29 @@ extern const char* const kReportColumnNames[kNumReportColumns];
 
 enum class Loss { mse, cross_entropy };
 
+struct LayerLayout {
+  int64_t weight = 0;                     // offset of W_l in params/grads
+  int64_t bias = -1, gamma = -1, beta = -1;  // offsets, -1 where the layer has none
+  int64_t running = -1;                   // offset into running_means/running_vars, -1: no BN
+};
+
+struct BatchNormConfig {
+  bool enabled = false, affine = true;
+  double momentum = 0.1, eps = 1e-5;
+};
+
 class MLPBase {
  public:
   virtual ~MLPBase() = default;
   virtual DType dtype() const = 0;
   virtual int64_t num_layers() const = 0;
   virtual int64_t num_params() const = 0;
-  virtual int64_t weight_offset(int64_t layer) const = 0;
-  virtual int64_t bias_offset(int64_t layer) const = 0;
+  virtual const std::vector<LayerLayout>& layout() const = 0;
+  virtual int64_t num_running() const = 0;  // entries of each running-statistics buffer
   virtual void* params() = 0;
   virtual void* grads() = 0;
+  virtual void* running_means() = 0;
+  virtual void* running_vars() = 0;
 
   // x (B, d_0) -> out (B, d_L); the output stays valid until the next call.
   virtual void forward(const TensorView& out, const TensorView& x) = 0;
@@ -53,10 +68,12 @@ class MLPBase {
                       bool log_scale) = 0;
 
   bool stats = true;
+  bool training = true;  // batch norm: batch statistics (true) or running ones (false)
 };
 
 // sizes: d_0..d_L (all >= 1, at least two); acts: one per layer.
 std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
-                                  const std::vector<ActSpec>& acts, DType dtype);
+                                  const std::vector<ActSpec>& acts, DType dtype,
+                                  BatchNormConfig bn);
 
 }  // namespace vgkern

@@ -25,26 +25,16 @@ VGKERN_SIMD_CLONES void backward_loop(T* dz, const T* dh, const T* z, int64_t n,
 
 template <class T>
 void activation_forward_cpu(T* h, T* dact, const T* z, int64_t n, ActSpec act) {
-  const T alpha = static_cast<T>(act.alpha);
-  switch (act.kind) {
-    case Activation::identity: return forward_loop<T, Activation::identity>(h, dact, z, n, alpha);
-    case Activation::sigmoid: return forward_loop<T, Activation::sigmoid>(h, dact, z, n, alpha);
-    case Activation::tanh: return forward_loop<T, Activation::tanh>(h, dact, z, n, alpha);
-    case Activation::relu: return forward_loop<T, Activation::relu>(h, dact, z, n, alpha);
-    case Activation::elu: return forward_loop<T, Activation::elu>(h, dact, z, n, alpha);
-  }
+  with_activation(act.kind, [&](auto kind) {
+    forward_loop<T, decltype(kind)::value>(h, dact, z, n, static_cast<T>(act.alpha));
+  });
 }
 
 template <class T>
 void activation_backward_cpu(T* dz, const T* dh, const T* z, int64_t n, ActSpec act) {
-  const T alpha = static_cast<T>(act.alpha);
-  switch (act.kind) {
-    case Activation::identity: return backward_loop<T, Activation::identity>(dz, dh, z, n, alpha);
-    case Activation::sigmoid: return backward_loop<T, Activation::sigmoid>(dz, dh, z, n, alpha);
-    case Activation::tanh: return backward_loop<T, Activation::tanh>(dz, dh, z, n, alpha);
-    case Activation::relu: return backward_loop<T, Activation::relu>(dz, dh, z, n, alpha);
-    case Activation::elu: return backward_loop<T, Activation::elu>(dz, dh, z, n, alpha);
-  }
+  with_activation(act.kind, [&](auto kind) {
+    backward_loop<T, decltype(kind)::value>(dz, dh, z, n, static_cast<T>(act.alpha));
+  });
 }
 
 template void activation_forward_cpu<float>(float*, float*, const float*, int64_t, ActSpec);

@@ -3,6 +3,7 @@
 // e = exp(-2|z|) is 8e-9 at z = 10 in float32 where 1 - tanh(z)^2 would round to 0.
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "core/vecmath.h"
 #include "ops/activation.h"
@@ -35,6 +36,20 @@ inline void act_eval(T z, T alpha, T& h, T& d) {
     exp_expm1_nonpositive(zneg, e, em);
     h = z > T(0) ? z : alpha * em;
     d = z > T(0) ? T(1) : alpha * e;
+  }
+}
+
+// Calls body(std::integral_constant<Activation, K>{}) for the runtime kind, so that hot loops
+// are compiled once per activation with no per-element switch.
+template <class F>
+decltype(auto) with_activation(Activation kind, F&& body) {
+  using A = Activation;
+  switch (kind) {
+    case A::sigmoid: return body(std::integral_constant<A, A::sigmoid>{});
+    case A::tanh: return body(std::integral_constant<A, A::tanh>{});
+    case A::relu: return body(std::integral_constant<A, A::relu>{});
+    case A::elu: return body(std::integral_constant<A, A::elu>{});
+    default: return body(std::integral_constant<A, A::identity>{});
   }
 }
 

@@ -93,18 +93,9 @@ bool run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
   const T shift = n > 0 ? h[0] : T(0);
   EpilogueSums sums;
-  switch (act.kind) {
-#define VGKERN_EPILOGUE_CASE(KIND)                                                        \
-  case Activation::KIND:                                                                  \
-    forward_epilogue<T, Activation::KIND, Stats>(h, dact, n, alpha, threshold, shift, sums); \
-    break;
-    VGKERN_EPILOGUE_CASE(identity)
-    VGKERN_EPILOGUE_CASE(sigmoid)
-    VGKERN_EPILOGUE_CASE(tanh)
-    VGKERN_EPILOGUE_CASE(relu)
-    VGKERN_EPILOGUE_CASE(elu)
-#undef VGKERN_EPILOGUE_CASE
-  }
+  with_activation(act.kind, [&](auto kind) {
+    forward_epilogue<T, decltype(kind)::value, Stats>(h, dact, n, alpha, threshold, shift, sums);
+  });
   if (!Stats) return true;
   const double count = static_cast<double>(n);
   const double mean_shifted = sums.shifted_sum / count;

@@ -8,6 +8,7 @@
 //             dw (out, in) = delta^T @ x                  GEMM, then ||dw|| while it is hot
 //             dx (B, in) = delta @ w                      GEMM (skipped when dx is null)
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "ops/activation.h"
@@ -25,6 +26,7 @@ struct ForwardStats {  // of one layer's pre-activations z over all B * out entr
 // larger units). Without log_scale rescale_log2 is 0 and all four share dh's units.
 struct BackwardStats {
   double act_grad_norm = 0, preact_grad_norm = 0, bias_grad_norm = 0, weight_grad_norm = 0;
+  double gamma_grad_norm = NAN, beta_grad_norm = NAN;  // batch-norm layers only
   int rescale_log2 = 0;
 };
 

@@ -90,11 +90,18 @@ class MLP:
     init: one of INITS; "scaled_normal" draws W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2);
     other inits give zero biases unless bias_init (a constant) is given. `gain` scales the
     xavier and orthogonal inits; `alpha` is the ELU parameter. stats=False skips the statistics.
+
+    batch_norm=True puts batch normalization (as torch.nn.BatchNorm1d: bn_momentum, bn_eps,
+    bn_affine) between the GEMM and the activation of every hidden layer. Those layers have no
+    dense bias (it is redundant before BN: biases[l] is an empty array); their gamma and beta
+    live in bn_gammas / bn_betas (views into params), running statistics in running_means /
+    running_vars. train() / eval() switch between batch and running statistics.
     """
 
     def __init__(self, sizes, activation="tanh", init="xavier_normal", *,
                  output_activation="identity", dtype="float32", seed=0, sigma_w=1.0, sigma_b=0.0,
-                 bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True):
+                 bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True,
+                 batch_norm=False, bn_momentum=0.1, bn_eps=1e-5, bn_affine=True):
         self.sizes = _check_sizes(sizes)
         self.activation = _choice("activation", activation, ACTIVATIONS)
         self.output_activation = _choice("output_activation", output_activation, ACTIVATIONS)
@@ -114,26 +121,43 @@ class MLP:
 
         L = len(self.sizes) - 1
         acts = [self.activation] * (L - 1) + [self.output_activation]
-        self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name)
+        self.batch_norm = bool(batch_norm)
+        self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name,
+                                   self.batch_norm, bool(bn_affine), float(bn_momentum), float(bn_eps))
         self._core.stats = bool(stats)
         self._params = self._core.params  # flat views; the core owns the memory
         self._grads = self._core.grads
-        self.weights = ParameterList("weights", self._layer_views(self._params, "weight"))
-        self.biases = ParameterList("biases", self._layer_views(self._params, "bias"))
-        self.weight_grads = ParameterList("weight_grads", self._layer_views(self._grads, "weight"))
-        self.bias_grads = ParameterList("bias_grads", self._layer_views(self._grads, "bias"))
+        layout = self._core.layout
+        views = lambda flat, kind, name: ParameterList(name, self._layer_views(flat, layout, kind))
+        self.weights = views(self._params, "weight", "weights")
+        self.biases = views(self._params, "bias", "biases")
+        self.weight_grads = views(self._grads, "weight", "weight_grads")
+        self.bias_grads = views(self._grads, "bias", "bias_grads")
+        # Batch norm (hidden layers only): one entry per BN layer, in layer order.
+        bn_layers = [l for l in range(L) if layout[l]["running"] >= 0]
+        affine = [l for l in bn_layers if layout[l]["gamma"] >= 0]
+        pick = lambda lst, layers: ParameterList(lst._name, [lst[l] for l in layers])
+        self.bn_gammas = pick(views(self._params, "gamma", "bn_gammas"), affine)
+        self.bn_betas = pick(views(self._params, "beta", "bn_betas"), affine)
+        self.bn_gamma_grads = pick(views(self._grads, "gamma", "bn_gamma_grads"), affine)
+        self.bn_beta_grads = pick(views(self._grads, "beta", "bn_beta_grads"), affine)
+        self.running_means = pick(views(self._core.running_means, "running", "running_means"), bn_layers)
+        self.running_vars = pick(views(self._core.running_vars, "running", "running_vars"), bn_layers)
         self.input_grad = None
         self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
 
-    def _layer_views(self, flat, kind):
+    def _layer_views(self, flat, layout, kind):
+        """Per-layer views of `kind` into a flat buffer; empty (0,) arrays where a layer has none
+        (the bias of a batch-norm layer)."""
         views = []
-        for l in range(self.num_layers):
+        for l, offsets in enumerate(layout):
             fan_in, fan_out = self.sizes[l], self.sizes[l + 1]
-            if kind == "weight":
-                start = self._core.weight_offset(l)
+            start = offsets[kind]
+            if start < 0:
+                views.append(flat[:0])
+            elif kind == "weight":
                 views.append(flat[start:start + fan_out * fan_in].reshape(fan_out, fan_in))
             else:
-                start = self._core.bias_offset(l)
                 views.append(flat[start:start + fan_out])
         return views
 
@@ -143,7 +167,8 @@ class MLP:
             w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
                                           sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
             w[...] = w_value
-            b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+            if b.size:  # batch-norm layers have no bias (beta plays its role)
+                b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
 
     @property
     def num_layers(self):
@@ -158,6 +183,18 @@ class MLP:
     def grads(self):
         """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
         return self._grads
+
+    @property
+    def training(self):
+        """Batch norm uses batch statistics (True, the default) or the running ones (False)."""
+        return self._core.training
+
+    def train(self, mode=True):
+        self._core.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
     @property
     def stats(self):
@@ -199,4 +236,4 @@ class MLP:
 
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "
-                f"dtype={self.dtype.name!r})")
+                f"dtype={self.dtype.name!r}, batch_norm={self.batch_norm})")

@@ -10,6 +10,12 @@ dense_backward(dh, dact, x, w, need_dx=True) -> (dx, dw, db)
     delta = dh * dact; dw = delta.T @ x (out, in); db = delta.sum(0); dx = delta @ w (B, in) or None
 mse_loss(out, target) -> (loss, dout)           loss = 0.5 * sum((out - target)**2) / B
 cross_entropy_loss(logits, labels) -> (loss, dlogits)   labels: integers (B,) in [0, C)
+batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
+                  eps=1e-5) -> (y, mean, rstd)
+    x (N, C); gamma/beta (C,) or None (affine=False); running stats (C,) updated in place in
+    training mode (as torch.nn.BatchNorm1d), required in eval mode; rstd = 1/sqrt(var + eps)
+batchnorm_backward(dy, x, mean, rstd, gamma, training=True) -> (dx, dgamma, dbeta)
+    dgamma/dbeta are None when gamma is None
 sum_squares_norm(a) -> float                    float64 Frobenius norm without under/overflow
 
 Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
@@ -45,6 +51,17 @@ def mse_loss(out, target):
 
 def cross_entropy_loss(logits, labels):
     return _core.cross_entropy_loss(_c(logits), _c(labels))
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
+                      eps=1e-5):
+    # running statistics are updated in place: never copied, so they must be C-contiguous
+    return _core.batchnorm_forward(_c(x), _c(gamma), _c(beta), running_mean, running_var,
+                                   bool(training), float(momentum), float(eps))
+
+
+def batchnorm_backward(dy, x, mean, rstd, gamma, training=True):
+    return _core.batchnorm_backward(_c(dy), _c(x), _c(mean), _c(rstd), _c(gamma), bool(training))
 
 
 def sum_squares_norm(a):

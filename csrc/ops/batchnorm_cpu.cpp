@@ -1,0 +1,360 @@
+// Batch-norm kernels: the standalone ops and the fused dense -> BN -> activation layer.
+// Every pass runs over rows with per-column accumulators (vertical adds, no per-row horizontal
+// reductions), reduced over columns once, in a fixed order.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/errors.h"
+#include "core/scratch.h"
+#include "core/simd.h"
+#include "core/stats.h"
+#include "ops/activation_math.h"
+#include "ops/batchnorm.h"
+
+namespace vgkern {
+namespace {
+
+// One per-thread buffer per purpose, so that no two live arrays ever share storage.
+enum Slot { kS1, kS2, kColMean, kColVar, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
+            kCoefC, kXhat, kSaturated, kZeros, kNumSlots };
+
+template <class U>
+U* slot(Slot which, int64_t n) {
+  thread_local std::vector<U> buffers[kNumSlots];
+  return scratch(buffers[which], n);
+}
+
+// Shifted float64 column sums of z (rows, cols): s1 = sum (z - z_0j), s2 = sum (z - z_0j)^2.
+template <class T>
+VGKERN_SIMD_CLONES void column_sums(const T* z, int64_t rows, int64_t cols, double* s1,
+                                    double* s2) {
+  std::fill(s1, s1 + cols, 0.0);
+  std::fill(s2, s2 + cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z_row = z + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      const double c = static_cast<double>(z_row[j]) - static_cast<double>(z[j]);
+      s1[j] += c;
+      s2[j] += c * c;
+    }
+  }
+}
+
+// Batch mean and biased variance per column from the shifted sums.
+template <class T>
+void column_moments(const T* z, int64_t rows, int64_t cols, const double* s1, const double* s2,
+                    double* mean, double* var) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const double m = s1[j] / rows;
+    const double v = s2[j] / rows - m * m;
+    mean[j] = static_cast<double>(z[j]) + m;
+    var[j] = v > 0 || std::isnan(v) ? v : 0.0;
+  }
+}
+
+// The batch statistics (training) or the running ones (eval) as T: mean, rstd; and the running
+// update of training mode, exactly as torch.nn.BatchNorm1d (unbiased variance for running_var).
+template <class T>
+void batch_statistics(T* mean, T* rstd, T* running_mean, T* running_var, const double* col_mean,
+                      const double* col_var, int64_t rows, int64_t cols, BatchNormSpec bn) {
+  if (!bn.training) {
+    for (int64_t j = 0; j < cols; ++j) {
+      mean[j] = running_mean[j];
+      rstd[j] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[j]) + bn.eps));
+    }
+    return;
+  }
+  const double unbias = static_cast<double>(rows) / static_cast<double>(rows - 1);
+  for (int64_t j = 0; j < cols; ++j) {
+    mean[j] = static_cast<T>(col_mean[j]);
+    rstd[j] = static_cast<T>(1.0 / std::sqrt(col_var[j] + bn.eps));
+    if (running_mean) {
+      running_mean[j] = static_cast<T>((1 - bn.momentum) * running_mean[j] + bn.momentum * col_mean[j]);
+      running_var[j] =
+          static_cast<T>((1 - bn.momentum) * running_var[j] + bn.momentum * col_var[j] * unbias);
+    }
+  }
+}
+
+// xhat = (z - mean) * rstd (may overwrite z), y = gamma * xhat + beta, h = act(y),
+// dact = act'(y); per-column counts of saturated and zero activations.
+template <class T, Activation K, bool Stats>
+VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, const T* mean,
+                                           const T* rstd, const T* gamma, const T* beta,
+                                           int64_t rows, int64_t cols, T alpha,
+                                           T saturation_threshold, int32_t* saturated,
+                                           int32_t* zeros) {
+  constexpr bool kCountSaturated =
+      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
+  if (Stats) {
+    std::fill(saturated, saturated + cols, 0);
+    std::fill(zeros, zeros + cols, 0);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z_row = z + i * cols;
+    T* xhat_row = xhat + i * cols;
+    T* h_row = h + i * cols;
+    T* dact_row = K == Activation::identity ? nullptr : dact + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      const T xh = (z_row[j] - mean[j]) * rstd[j];
+      const T y = gamma ? gamma[j] * xh + beta[j] : xh;
+      T hv, dv;
+      act_eval<K>(y, alpha, hv, dv);
+      xhat_row[j] = xh;
+      h_row[j] = hv;
+      if constexpr (K != Activation::identity) dact_row[j] = dv;
+      if constexpr (Stats) {
+        if constexpr (kCountSaturated) saturated[j] += dv < saturation_threshold ? 1 : 0;
+        zeros[j] += hv == T(0) ? 1 : 0;
+      }
+    }
+  }
+}
+
+// g = dh * dact (the gradient at y), stored in g_out; column sums of g (-> dbeta), g * xhat
+// (-> dgamma) and, with Stats, of dh^2.
+template <class T, bool HasDact, bool Stats>
+VGKERN_SIMD_CLONES void backward_reduce(T* g_out, const T* dh, const T* dact, const T* xhat,
+                                        int64_t rows, int64_t cols, double* sum_g,
+                                        double* sum_gx, double* sum_dh_sq) {
+  std::fill(sum_g, sum_g + cols, 0.0);
+  std::fill(sum_gx, sum_gx + cols, 0.0);
+  std::fill(sum_dh_sq, sum_dh_sq + cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* dh_row = dh + i * cols;
+    const T* dact_row = HasDact ? dact + i * cols : nullptr;
+    const T* xhat_row = xhat + i * cols;
+    T* g_row = g_out + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      const T d = dh_row[j];
+      T g = d;
+      if constexpr (HasDact) g = d * dact_row[j];
+      g_row[j] = g;
+      sum_g[j] += g;
+      sum_gx[j] += static_cast<double>(g) * static_cast<double>(xhat_row[j]);
+      if constexpr (Stats) sum_dh_sq[j] += static_cast<double>(d) * static_cast<double>(d);
+    }
+  }
+}
+
+// In place over g: training dz = a (g - b - xhat c) with a = gamma rstd, b = dbeta / N,
+// c = dgamma / N; eval dz = a g. Column sums of dz^2.
+template <class T, bool Training>
+VGKERN_SIMD_CLONES void backward_dz(T* g_dz, const T* xhat, const T* a, const T* b, const T* c,
+                                    int64_t rows, int64_t cols, double* sum_dz_sq) {
+  std::fill(sum_dz_sq, sum_dz_sq + cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = g_dz + i * cols;
+    const T* xhat_row = xhat + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) {
+      T dz = a[j] * row[j];
+      if constexpr (Training) dz = a[j] * (row[j] - b[j] - xhat_row[j] * c[j]);
+      row[j] = dz;
+      sum_dz_sq[j] += static_cast<double>(dz) * static_cast<double>(dz);
+    }
+  }
+}
+
+double column_total(const double* v, int64_t n) {
+  double total = 0;
+  for (int64_t j = 0; j < n; ++j) total += v[j];
+  return total;
+}
+
+// The BN backward from g: dgamma, dbeta (when gamma), dz in place of g, ||dz||^2.
+template <class T>
+double batchnorm_backward_from_g(T* g_dz, T* dgamma, T* dbeta, const T* xhat, const T* rstd,
+                                 const T* gamma, const double* sum_g, const double* sum_gx,
+                                 int64_t rows, int64_t cols, bool training) {
+  T* a = slot<T>(kCoefA, cols);
+  T* b = slot<T>(kCoefB, cols);
+  T* c = slot<T>(kCoefC, cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    a[j] = gamma ? gamma[j] * rstd[j] : rstd[j];
+    b[j] = static_cast<T>(sum_g[j] / rows);
+    c[j] = static_cast<T>(sum_gx[j] / rows);
+    if (dgamma) {
+      dgamma[j] = static_cast<T>(sum_gx[j]);
+      dbeta[j] = static_cast<T>(sum_g[j]);
+    }
+  }
+  double* sum_dz_sq = slot<double>(kSumDzSq, cols);
+  if (training)
+    backward_dz<T, true>(g_dz, xhat, a, b, c, rows, cols, sum_dz_sq);
+  else
+    backward_dz<T, false>(g_dz, xhat, a, b, c, rows, cols, sum_dz_sq);
+  return column_total(sum_dz_sq, cols);
+}
+
+template <class T>
+VGKERN_SIMD_CLONES void scale_in_place(T* v, int64_t n, T factor) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) v[i] *= factor;
+}
+
+}  // namespace
+
+template <class T>
+void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
+                          T* running_var, const T* x, const T* w, const T* gamma, const T* beta,
+                          int64_t rows, int64_t in, int64_t out, ActSpec act, BatchNormSpec bn,
+                          ForwardStats* stats) {
+  // z = x W^T lands in xhat's buffer and is normalised in place.
+  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(0), xhat, out);
+  double* s1 = slot<double>(kS1, out);
+  double* s2 = slot<double>(kS2, out);
+  double* col_mean = slot<double>(kColMean, out);
+  double* col_var = slot<double>(kColVar, out);
+  if (bn.training || stats) {
+    column_sums(xhat, rows, out, s1, s2);
+    column_moments(xhat, rows, out, s1, s2, col_mean, col_var);
+  }
+  if (stats) {
+    // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
+    double grand_mean = 0;
+    for (int64_t j = 0; j < out; ++j) grand_mean += col_mean[j];
+    grand_mean /= out;
+    double m2 = 0;
+    for (int64_t j = 0; j < out; ++j) {
+      const double d = col_mean[j] - grand_mean;
+      m2 += rows * (col_var[j] + d * d);
+    }
+    stats->preact_mean = grand_mean;
+    stats->preact_std = std::sqrt(m2 / (static_cast<double>(rows) * out));
+    if (!std::isfinite(m2) || !sum_squares_trusted<T>(m2)) {
+      // Extreme, constant or non-finite z (or float64 squares that may have underflowed):
+      // xhat's buffer still holds z here.
+      scaled_mean_std(xhat, rows * out, &stats->preact_mean, &stats->preact_std);
+    }
+  }
+  batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, out, bn);
+
+  int32_t* saturated = slot<int32_t>(kSaturated, out);
+  int32_t* zeros = slot<int32_t>(kZeros, out);
+  const T alpha = static_cast<T>(act.alpha);
+  const T threshold = static_cast<T>(0.01 * max_derivative(act));
+  with_activation(act.kind, [&](auto kind) {
+    constexpr Activation K = decltype(kind)::value;
+    if (stats)
+      normalize_activate<T, K, true>(h, dact, xhat, xhat, mean, rstd, gamma, beta, rows, out,
+                                     alpha, threshold, saturated, zeros);
+    else
+      normalize_activate<T, K, false>(h, dact, xhat, xhat, mean, rstd, gamma, beta, rows, out,
+                                      alpha, threshold, saturated, zeros);
+  });
+  if (!stats) return;
+  int64_t saturated_total = 0, zeros_total = 0, dead = 0;
+  for (int64_t j = 0; j < out; ++j) {
+    saturated_total += saturated[j];
+    zeros_total += zeros[j];
+    dead += zeros[j] == rows;
+  }
+  const double n = static_cast<double>(rows) * out;
+  stats->saturated_fraction = saturated_total / n;
+  stats->zero_fraction = zeros_total / n;
+  stats->dead_fraction = static_cast<double>(dead) / out;
+}
+
+template <class T>
+int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh, const T* dact,
+                          const T* xhat, const T* rstd, const T* gamma, const T* x, const T* w,
+                          int64_t rows, int64_t in, int64_t out, bool training, bool log_scale,
+                          BackwardStats* stats) {
+  double* sum_g = slot<double>(kSumG, out);
+  double* sum_gx = slot<double>(kSumGx, out);
+  double* sum_dh_sq = slot<double>(kSumDhSq, out);
+  if (dact && stats)
+    backward_reduce<T, true, true>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
+  else if (dact)
+    backward_reduce<T, true, false>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
+  else if (stats)
+    backward_reduce<T, false, true>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
+  else
+    backward_reduce<T, false, false>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
+  const double dh_sumsq = column_total(sum_dh_sq, out);
+  const double dz_sumsq = batchnorm_backward_from_g(dz, dgamma, dbeta, xhat, rstd, gamma, sum_g,
+                                                    sum_gx, rows, out, training);
+  const int64_t n = rows * out;
+  const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
+  int rescale = 0;
+  if (log_scale && std::isfinite(dz_norm) && dz_norm > 0) {
+    rescale = std::ilogb(dz_norm);
+    if (rescale != 0) {
+      const T factor = static_cast<T>(std::ldexp(1.0, -rescale));
+      scale_in_place(dz, n, factor);
+      if (dgamma) {
+        scale_in_place(dgamma, out, factor);
+        scale_in_place(dbeta, out, factor);
+      }
+    }
+  }
+  gemm<T>(true, false, out, in, rows, T(1), dz, out, x, in, T(0), dw, in);
+  if (stats) {
+    stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
+    stats->preact_grad_norm = dz_norm;
+    stats->bias_grad_norm = NAN;  // no dense bias before batch norm
+    stats->weight_grad_norm = frobenius_norm(dw, out * in);
+    stats->gamma_grad_norm = dgamma ? frobenius_norm(dgamma, out) : NAN;
+    stats->beta_grad_norm = dgamma ? frobenius_norm(dbeta, out) : NAN;
+    stats->rescale_log2 = rescale;
+  }
+  if (dx) gemm<T>(false, false, rows, in, out, T(1), dz, out, w, in, T(0), dx, in);
+  return rescale;
+}
+
+template <class T>
+void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
+                           const T* gamma, const T* beta, int64_t rows, int64_t cols,
+                           BatchNormSpec bn) {
+  double* s1 = slot<double>(kS1, cols);
+  double* s2 = slot<double>(kS2, cols);
+  double* col_mean = slot<double>(kColMean, cols);
+  double* col_var = slot<double>(kColVar, cols);
+  if (bn.training) {
+    column_sums(x, rows, cols, s1, s2);
+    column_moments(x, rows, cols, s1, s2, col_mean, col_var);
+  }
+  batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
+  T* xhat = slot<T>(kXhat, rows * cols);
+  normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,
+                                                      rows, cols, T(1), T(0), nullptr, nullptr);
+}
+
+template <class T>
+void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* mean,
+                            const T* rstd, const T* gamma, int64_t rows, int64_t cols,
+                            bool training) {
+  T* xhat = slot<T>(kXhat, rows * cols);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) xhat[i * cols + j] = (x[i * cols + j] - mean[j]) * rstd[j];
+  double* sum_g = slot<double>(kSumG, cols);
+  double* sum_gx = slot<double>(kSumGx, cols);
+  double* unused = slot<double>(kSumDhSq, cols);
+  backward_reduce<T, false, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx, unused);
+  batchnorm_backward_from_g(dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx, rows, cols,
+                            training);
+}
+
+#define VGKERN_INSTANTIATE(T)                                                                 \
+  template void dense_bn_forward_cpu<T>(T*, T*, T*, T*, T*, T*, T*, const T*, const T*,       \
+                                        const T*, const T*, int64_t, int64_t, int64_t, ActSpec, \
+                                        BatchNormSpec, ForwardStats*);                        \
+  template int dense_bn_backward_cpu<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,     \
+                                        const T*, const T*, const T*, const T*, int64_t,      \
+                                        int64_t, int64_t, bool, bool, BackwardStats*);        \
+  template void batchnorm_forward_cpu<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,    \
+                                         int64_t, int64_t, BatchNormSpec);                    \
+  template void batchnorm_backward_cpu<T>(T*, T*, T*, const T*, const T*, const T*, const T*, \
+                                          const T*, int64_t, int64_t, bool);
+VGKERN_INSTANTIATE(float)
+VGKERN_INSTANTIATE(double)
+#undef VGKERN_INSTANTIATE
+
+}  // namespace vgkern
