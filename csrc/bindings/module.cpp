@@ -14,6 +14,7 @@ namespace py = pybind11;
 namespace vgkern {
 void bind_ops(py::module_& m);
 void bind_mlp(py::module_& m);
+void bind_recurrent(py::module_& m);
 py::dict build_info_dict();
 }  // namespace vgkern
 
@@ -59,4 +60,5 @@ PYBIND11_MODULE(_core, m) {
 
   bind_ops(m);
   bind_mlp(m);
+  bind_recurrent(m);
 }

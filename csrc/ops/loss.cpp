@@ -14,7 +14,8 @@ double mse_loss(const TensorView& dout, const TensorView& out, const TensorView&
   check_like(op, "dout", dout, "out", out);
   return dispatch(op, out.device, out.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
-    return mse_loss_cpu<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0), out.dim(1));
+    return mse_loss_cpu<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0), out.dim(1),
+                           out.dim(0));
   });
 }
 

@@ -15,8 +15,11 @@ double mse_loss(const TensorView& dout, const TensorView& out, const TensorView&
 double cross_entropy_loss(const TensorView& dlogits, const TensorView& logits,
                           const int64_t* labels, int64_t num_labels);
 
+// rows * cols entries; loss = 0.5 / batch * sum (out - target)^2, dout = (out - target) / batch
+// (batch = rows for a plain batch; the number of sequences for a loss over every time step).
 template <class T>
-double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_t cols);
+double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
+                    int64_t batch);
 template <class T>
 double cross_entropy_loss_cpu(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
                               int64_t cols);

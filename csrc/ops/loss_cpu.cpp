@@ -8,8 +8,9 @@
 namespace vgkern {
 
 template <class T>
-double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_t cols) {
-  const T inv_rows = T(1) / static_cast<T>(rows);
+double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
+                    int64_t batch) {
+  const T inv_batch = T(1) / static_cast<T>(batch);
   double sumsq = 0;
   int64_t non_finite = 0;
   const int64_t n = rows * cols;
@@ -17,7 +18,7 @@ double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_
   for (int64_t i = 0; i < n; ++i) {
     non_finite += std::isfinite(target[i]) ? 0 : 1;
     const T diff = out[i] - target[i];
-    dout[i] = diff * inv_rows;
+    dout[i] = diff * inv_batch;
     sumsq += static_cast<double>(diff) * static_cast<double>(diff);
   }
   if (non_finite) {
@@ -27,7 +28,7 @@ double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_
                      " non-finite entries, the first at [", i / cols, ", ", i % cols, "] = ",
                      target[i]);
   }
-  return 0.5 * sumsq / static_cast<double>(rows);
+  return 0.5 * sumsq / static_cast<double>(batch);
 }
 
 template <class T>
@@ -62,8 +63,10 @@ double cross_entropy_loss_cpu(T* dlogits, const T* logits, const int64_t* labels
   return total / static_cast<double>(rows);
 }
 
-template double mse_loss_cpu<float>(float*, const float*, const float*, int64_t, int64_t);
-template double mse_loss_cpu<double>(double*, const double*, const double*, int64_t, int64_t);
+template double mse_loss_cpu<float>(float*, const float*, const float*, int64_t, int64_t,
+                                    int64_t);
+template double mse_loss_cpu<double>(double*, const double*, const double*, int64_t, int64_t,
+                                     int64_t);
 template double cross_entropy_loss_cpu<float>(float*, const float*, const int64_t*, int64_t,
                                               int64_t);
 template double cross_entropy_loss_cpu<double>(double*, const double*, const int64_t*, int64_t,

@@ -15,7 +15,8 @@ connect_scipy_blas(_core)
 from . import ops  # noqa: E402
 from .info import blas_threads, build_info, cuda_available  # noqa: E402
 from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
-from .report import GradReport  # noqa: E402
+from .recurrent import LSTM, RNN  # noqa: E402
+from .report import GradReport, SequenceReport  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,9 @@ __all__ = [
     "LOSSES",
     "MLP",
     "GradReport",
+    "LSTM",
+    "RNN",
+    "SequenceReport",
     "blas_threads",
     "build_info",
     "cuda_available",

@@ -16,6 +16,14 @@ batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, mome
     training mode (as torch.nn.BatchNorm1d), required in eval mode; rstd = 1/sqrt(var + eps)
 batchnorm_backward(dy, x, mean, rstd, gamma, training=True) -> (dx, dgamma, dbeta)
     dgamma/dbeta are None when gamma is None
+lstm_cell_forward(x, h_prev, c_prev, weight_ih, weight_hh, bias) -> (h, c, gates)
+    x (B, I), h_prev/c_prev (B, H), weight_ih (4H, I), weight_hh (4H, H), bias (4H,);
+    gate order i, f, g, o as PyTorch; gates (B, 4H) = activated gates (saved for backward)
+lstm_cell_backward(dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh)
+    -> (dx, dh_prev, dc_prev, dweight_ih, dweight_hh, dbias)
+rnn_cell_forward(x, h_prev, weight_ih, weight_hh, bias, nonlinearity="tanh") -> h (B, H)
+rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh")
+    -> (dx, dh_prev, dweight_ih, dweight_hh, dbias)
 sum_squares_norm(a) -> float                    float64 Frobenius norm without under/overflow
 
 Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
@@ -62,6 +70,23 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, 
 
 def batchnorm_backward(dy, x, mean, rstd, gamma, training=True):
     return _core.batchnorm_backward(_c(dy), _c(x), _c(mean), _c(rstd), _c(gamma), bool(training))
+
+
+def lstm_cell_forward(x, h_prev, c_prev, weight_ih, weight_hh, bias):
+    return _core.lstm_cell_forward(*map(_c, (x, h_prev, c_prev, weight_ih, weight_hh, bias)))
+
+
+def lstm_cell_backward(dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh):
+    return _core.lstm_cell_backward(*map(_c, (dh, dc, gates, c, c_prev, x, h_prev, weight_ih,
+                                              weight_hh)))
+
+
+def rnn_cell_forward(x, h_prev, weight_ih, weight_hh, bias, nonlinearity="tanh"):
+    return _core.rnn_cell_forward(*map(_c, (x, h_prev, weight_ih, weight_hh, bias)), nonlinearity)
+
+
+def rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh"):
+    return _core.rnn_cell_backward(*map(_c, (dh, h, x, h_prev, weight_ih, weight_hh)), nonlinearity)
 
 
 def sum_squares_norm(a):

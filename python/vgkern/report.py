@@ -59,3 +59,59 @@ class GradReport:
         g = self.log10_preact_grad_norm
         return (f"GradReport(layers={self.num_layers}, loss={self.loss:.6g}, "
                 f"log10_preact_grad_norm first={g[0]:.3f} last={g[-1]:.3f})")
+
+
+SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
+WEIGHT_FIELDS = ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm")
+
+
+class SequenceReport:
+    """Per-time-step statistics of one backward pass through time (float64 arrays of length T).
+
+    h_grad_norm[t], c_grad_norm[t]   ||dL/dh_t||_F, ||dL/dc_t||_F over the batch: the total
+                                     gradient at step t, from its own loss and from later steps
+                                     (c: LSTM only, NaN for the RNN)
+    x_grad_norm[t]                   ||dL/dx_t||_F: the curve that shows vanishing through time
+    log10_<norm>                     log10 of the three norms (-inf for an exact 0)
+    forget_gate_mean[t]              mean forget-gate activation over B * H (LSTM; NaN for RNN)
+    saturated_fraction[t]            share of gate units (LSTM: i, f, g, o; RNN: hidden units)
+                                     whose derivative is below 1% of its maximum
+    weight_ih_grad_norm, weight_hh_grad_norm, bias_grad_norm (floats, and log10_ versions)
+    loss                             the step's loss (NaN after a plain backward)
+    """
+
+    __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
+
+    def __init__(self, table, weight_norms, loss=float("nan")):
+        table = np.asarray(table, dtype=np.float64)
+        for i, name in enumerate(SEQUENCE_FIELDS):
+            setattr(self, name, np.ascontiguousarray(table[:, i]))
+        for name, value in zip(WEIGHT_FIELDS, weight_norms):
+            setattr(self, name, float(value))
+            with np.errstate(divide="ignore"):
+                setattr(self, "log10_" + name, float(np.log10(value)))
+        self.loss = float(loss)
+
+    @property
+    def num_steps(self):
+        return len(self.h_grad_norm)
+
+    def as_dict(self):
+        out = {name: getattr(self, name) for name in self.__slots__}
+        return out
+
+    def to_pandas(self):
+        """Tidy DataFrame: one row per time step, column 'step' then every field."""
+        try:
+            import pandas as pd
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError("SequenceReport.to_pandas needs pandas: pip install pandas") from err
+        frame = pd.DataFrame({"step": np.arange(self.num_steps)})
+        for name in self.__slots__:
+            frame[name] = getattr(self, name)
+        return frame
+
+    def __repr__(self):
+        x = self.log10_x_grad_norm
+        return (f"SequenceReport(steps={self.num_steps}, loss={self.loss:.6g}, "
+                f"log10_x_grad_norm first={x[0]:.3f} last={x[-1]:.3f})")

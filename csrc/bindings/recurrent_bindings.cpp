@@ -1,0 +1,246 @@
+// vgkern._core.RecurrentCore (LSTM / RNN sequence drivers) and the cell ops; vgkern/recurrent.py
+// wraps them with the public API.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings/arrays.h"
+#include "core/checks.h"
+#include "nets/recurrent.h"
+#include "ops/lstm_cell.h"
+#include "ops/rnn_cell.h"
+
+namespace vgkern {
+
+namespace {
+
+struct PyRecurrent {
+  std::unique_ptr<RecurrentBase> net;
+  CellKind kind;
+  int64_t input_size, hidden_size;
+};
+
+TensorView optional_view(py::handle obj, const char* op, const char* arg) {
+  return obj.is_none() ? TensorView{} : view_of(obj, op, arg);
+}
+
+// Allocates the arrays a forward/backward returns; `x_seq` gives T and B (checked natively).
+struct Results {
+  py::object h_seq = py::none(), h_last = py::none(), c_last = py::none();
+  py::object report = py::none(), weights = py::none();
+  py::object x_grad = py::none(), h0_grad = py::none(), c0_grad = py::none();
+  SequenceOutputs views;
+};
+
+void allocate_forward(Results& r, const PyRecurrent& self, DType dtype, int64_t steps,
+                      int64_t rows) {
+  const int64_t H = self.hidden_size;
+  r.h_seq = new_array(dtype, {steps, rows, H}, &r.views.h_seq);
+  r.h_last = new_array(dtype, {rows, H}, &r.views.h_last);
+  if (self.kind == CellKind::lstm) r.c_last = new_array(dtype, {rows, H}, &r.views.c_last);
+}
+
+void allocate_backward(Results& r, const PyRecurrent& self, DType dtype, int64_t steps,
+                       int64_t rows) {
+  const int64_t H = self.hidden_size;
+  r.report = new_array(DType::f64, {steps, kNumSequenceColumns}, &r.views.report);
+  r.weights = new_array(DType::f64, {kNumWeightColumns}, &r.views.weight_report);
+  r.x_grad = new_array(dtype, {steps, rows, self.input_size}, &r.views.x_grad);
+  r.h0_grad = new_array(dtype, {rows, H}, &r.views.h0_grad);
+  if (self.kind == CellKind::lstm) r.c0_grad = new_array(dtype, {rows, H}, &r.views.c0_grad);
+}
+
+std::pair<int64_t, int64_t> steps_and_rows(const TensorView& x_seq) {
+  return x_seq.ndim == 3 ? std::make_pair(x_seq.dim(0), x_seq.dim(1)) : std::make_pair(int64_t(0), int64_t(0));
+}
+
+py::tuple py_lstm_cell_forward(py::handle x, py::handle h_prev, py::handle c_prev,
+                               py::handle w_ih, py::handle w_hh, py::handle bias) {
+  const char* op = "lstm_cell_forward";
+  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
+  const TensorView cv = view_of(c_prev, op, "c_prev"), wi = view_of(w_ih, op, "weight_ih");
+  const TensorView wh = view_of(w_hh, op, "weight_hh"), bv = view_of(bias, op, "bias");
+  const CellShape s = check_cell(op, xv, hv, wi, wh, bv, 4);
+  TensorView h, c, gates;
+  py::array h_arr = new_array(xv.dtype, {s.rows, s.hidden}, &h);
+  py::array c_arr = new_array(xv.dtype, {s.rows, s.hidden}, &c);
+  py::array g_arr = new_array(xv.dtype, {s.rows, 4 * s.hidden}, &gates);
+  {
+    py::gil_scoped_release release;
+    lstm_cell_forward(h, c, gates, xv, hv, cv, wi, wh, bv);
+  }
+  return py::make_tuple(h_arr, c_arr, g_arr);
+}
+
+py::tuple py_lstm_cell_backward(py::handle dh, py::handle dc, py::handle gates, py::handle c,
+                                py::handle c_prev, py::handle x, py::handle h_prev,
+                                py::handle w_ih, py::handle w_hh) {
+  const char* op = "lstm_cell_backward";
+  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
+  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
+  const TensorView dhv = view_of(dh, op, "dh"), dcv = view_of(dc, op, "dc");
+  const TensorView gv = view_of(gates, op, "gates"), cv = view_of(c, op, "c");
+  const TensorView cpv = view_of(c_prev, op, "c_prev");
+  const CellShape s = check_cell(op, xv, hv, wi, wh, TensorView{}, 4);
+  TensorView dx, dh_prev, dc_prev, dwi, dwh, db;
+  py::array dx_arr = new_array(xv.dtype, {s.rows, s.in}, &dx);
+  py::array dhp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dh_prev);
+  py::array dcp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dc_prev);
+  py::array dwi_arr = new_array(xv.dtype, {4 * s.hidden, s.in}, &dwi);
+  py::array dwh_arr = new_array(xv.dtype, {4 * s.hidden, s.hidden}, &dwh);
+  py::array db_arr = new_array(xv.dtype, {4 * s.hidden}, &db);
+  {
+    py::gil_scoped_release release;
+    lstm_cell_backward(dx, dh_prev, dc_prev, dwi, dwh, db, dhv, dcv, gv, cv, cpv, xv, hv, wi, wh);
+  }
+  return py::make_tuple(dx_arr, dhp_arr, dcp_arr, dwi_arr, dwh_arr, db_arr);
+}
+
+py::array py_rnn_cell_forward(py::handle x, py::handle h_prev, py::handle w_ih, py::handle w_hh,
+                              py::handle bias, const std::string& nonlinearity) {
+  const char* op = "rnn_cell_forward";
+  const Activation act = parse_rnn_nonlinearity(nonlinearity, "rnn_cell_forward: nonlinearity");
+  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
+  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
+  const TensorView bv = view_of(bias, op, "bias");
+  const CellShape s = check_cell(op, xv, hv, wi, wh, bv, 1);
+  TensorView h;
+  py::array h_arr = new_array(xv.dtype, {s.rows, s.hidden}, &h);
+  {
+    py::gil_scoped_release release;
+    rnn_cell_forward(h, xv, hv, wi, wh, bv, act);
+  }
+  return h_arr;
+}
+
+py::tuple py_rnn_cell_backward(py::handle dh, py::handle h, py::handle x, py::handle h_prev,
+                               py::handle w_ih, py::handle w_hh, const std::string& nonlinearity) {
+  const char* op = "rnn_cell_backward";
+  const Activation act = parse_rnn_nonlinearity(nonlinearity, "rnn_cell_backward: nonlinearity");
+  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
+  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
+  const TensorView dhv = view_of(dh, op, "dh"), houtv = view_of(h, op, "h");
+  const CellShape s = check_cell(op, xv, hv, wi, wh, TensorView{}, 1);
+  TensorView dx, dh_prev, dwi, dwh, db;
+  py::array dx_arr = new_array(xv.dtype, {s.rows, s.in}, &dx);
+  py::array dhp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dh_prev);
+  py::array dwi_arr = new_array(xv.dtype, {s.hidden, s.in}, &dwi);
+  py::array dwh_arr = new_array(xv.dtype, {s.hidden, s.hidden}, &dwh);
+  py::array db_arr = new_array(xv.dtype, {s.hidden}, &db);
+  {
+    py::gil_scoped_release release;
+    rnn_cell_backward(dx, dh_prev, dwi, dwh, db, dhv, houtv, xv, hv, wi, wh, act);
+  }
+  return py::make_tuple(dx_arr, dhp_arr, dwi_arr, dwh_arr, db_arr);
+}
+
+py::tuple results_tuple(const Results& r) {
+  return py::make_tuple(r.h_seq, r.h_last, r.c_last, r.report, r.weights, r.x_grad, r.h0_grad,
+                        r.c0_grad);
+}
+
+}  // namespace
+
+void bind_recurrent(py::module_& m) {
+  std::vector<std::string> columns(kSequenceColumnNames,
+                                   kSequenceColumnNames + kNumSequenceColumns);
+  m.attr("SEQUENCE_COLUMNS") = columns;
+
+  py::class_<PyRecurrent>(m, "RecurrentCore")
+      .def(py::init([](const std::string& kind, int64_t input_size, int64_t hidden_size,
+                       const std::string& nonlinearity, const std::string& dtype) {
+             const CellKind k = kind == "lstm" ? CellKind::lstm : CellKind::rnn;
+             const char* what = k == CellKind::lstm ? "LSTM: nonlinearity" : "RNN: nonlinearity";
+             const Activation act = parse_rnn_nonlinearity(nonlinearity, what);
+             if (dtype != "float32" && dtype != "float64")
+               fail<ValueError>(kind, ": dtype must be 'float32' or 'float64', got '", dtype, "'");
+             const DType dt = dtype == "float32" ? DType::f32 : DType::f64;
+             return PyRecurrent{make_recurrent(k, input_size, hidden_size, act, dt), k,
+                                input_size, hidden_size};
+           }),
+           py::arg("kind"), py::arg("input_size"), py::arg("hidden_size"),
+           py::arg("nonlinearity"), py::arg("dtype"))
+      .def_property(
+          "stats", [](PyRecurrent& self) { return self.net->stats; },
+          [](PyRecurrent& self, bool on) { self.net->stats = on; })
+      .def_property_readonly("params",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyRecurrent&>().net;
+                               const py::dtype dt = net.dtype() == DType::f32
+                                                        ? py::dtype::of<float>()
+                                                        : py::dtype::of<double>();
+                               return py::array(dt, {net.num_params()}, {dt.itemsize()},
+                                                net.params(), self);
+                             })
+      .def_property_readonly("grads",
+                             [](py::object self) {
+                               auto& net = *self.cast<PyRecurrent&>().net;
+                               const py::dtype dt = net.dtype() == DType::f32
+                                                        ? py::dtype::of<float>()
+                                                        : py::dtype::of<double>();
+                               return py::array(dt, {net.num_params()}, {dt.itemsize()},
+                                                net.grads(), self);
+                             })
+      .def("forward",
+           [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj) {
+             const char* op = self.kind == CellKind::lstm ? "LSTM.forward" : "RNN.forward";
+             const TensorView x = view_of(x_obj, op, "x_seq");
+             const TensorView h0 = optional_view(h0_obj, op, "h0");
+             const TensorView c0 = optional_view(c0_obj, op, "c0");
+             Results r;
+             auto [steps, rows] = steps_and_rows(x);
+             allocate_forward(r, self, x.dtype, steps, rows);
+             {
+               py::gil_scoped_release release;
+               self.net->forward(r.views, x, h0, c0);
+             }
+             return results_tuple(r);
+           })
+      .def("backward",
+           [](PyRecurrent& self, py::handle g_seq_obj, py::handle g_h_obj, py::handle g_c_obj,
+              int64_t steps, int64_t rows) {
+             const char* op = self.kind == CellKind::lstm ? "LSTM.backward" : "RNN.backward";
+             const TensorView g_seq = optional_view(g_seq_obj, op, "grad_h_seq");
+             const TensorView g_h = optional_view(g_h_obj, op, "grad_hT");
+             const TensorView g_c = optional_view(g_c_obj, op, "grad_cT");
+             Results r;
+             allocate_backward(r, self, self.net->dtype(), steps, rows);
+             {
+               py::gil_scoped_release release;
+               self.net->backward(r.views, g_seq, g_h, g_c);
+             }
+             return results_tuple(r);
+           })
+      .def("step", [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
+                      py::handle target_obj, bool every_step) {
+        const char* op = self.kind == CellKind::lstm ? "LSTM.step" : "RNN.step";
+        const TensorView x = view_of(x_obj, op, "x_seq");
+        const TensorView h0 = optional_view(h0_obj, op, "h0");
+        const TensorView c0 = optional_view(c0_obj, op, "c0");
+        const TensorView target = view_of(target_obj, op, "target");
+        Results r;
+        auto [steps, rows] = steps_and_rows(x);
+        allocate_forward(r, self, x.dtype, steps, rows);
+        allocate_backward(r, self, x.dtype, steps, rows);
+        double loss;
+        {
+          py::gil_scoped_release release;
+          loss = self.net->step(r.views, x, h0, c0, target, every_step);
+        }
+        return py::make_tuple(loss, results_tuple(r));
+      });
+
+  m.def("lstm_cell_forward", &py_lstm_cell_forward, py::arg("x"), py::arg("h_prev"),
+        py::arg("c_prev"), py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias"));
+  m.def("lstm_cell_backward", &py_lstm_cell_backward, py::arg("dh"), py::arg("dc"),
+        py::arg("gates"), py::arg("c"), py::arg("c_prev"), py::arg("x"), py::arg("h_prev"),
+        py::arg("weight_ih"), py::arg("weight_hh"));
+  m.def("rnn_cell_forward", &py_rnn_cell_forward, py::arg("x"), py::arg("h_prev"),
+        py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias"),
+        py::arg("nonlinearity") = "tanh");
+  m.def("rnn_cell_backward", &py_rnn_cell_backward, py::arg("dh"), py::arg("h"), py::arg("x"),
+        py::arg("h_prev"), py::arg("weight_ih"), py::arg("weight_hh"),
+        py::arg("nonlinearity") = "tanh");
+}
+
+}  // namespace vgkern

@@ -1,0 +1,315 @@
+#include "nets/recurrent.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/checks.h"
+#include "core/errors.h"
+#include "core/stats.h"
+#include "ops/loss.h"
+#include "ops/lstm_cell.h"
+#include "ops/rnn_cell.h"
+
+namespace vgkern {
+
+const char* const kSequenceColumnNames[kNumSequenceColumns] = {
+    "h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm", "log10_c_grad_norm",
+    "log10_x_grad_norm", "forget_gate_mean", "saturated_fraction"};
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double log10_norm(double norm) {
+  return norm > 0 ? std::log10(norm) : norm == 0 ? -std::numeric_limits<double>::infinity() : kNaN;
+}
+
+template <class T>
+class Recurrent final : public RecurrentBase {
+ public:
+  Recurrent(CellKind kind, int64_t in, int64_t hidden, Activation act)
+      : kind_(kind), in_(in), hidden_(hidden), gates_(kind == CellKind::lstm ? 4 * hidden : hidden),
+        act_(act) {
+    params_.assign(gates_ * (in_ + hidden_ + 1), T(0));
+    grads_.assign(params_.size(), T(0));
+  }
+
+  DType dtype() const override { return dtype_of<T>(); }
+  int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
+  void* params() override { return params_.data(); }
+  void* grads() override { return grads_.data(); }
+
+  void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
+               const TensorView& c0) override {
+    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    refuse_if_busy(lock, "forward");
+    run_forward(out, x_seq, h0, c0, name("forward"));
+  }
+
+  void backward(const SequenceOutputs& out, const TensorView& grad_h_seq,
+                const TensorView& grad_h_last, const TensorView& grad_c_last) override {
+    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    refuse_if_busy(lock, "backward");
+    const std::string op = name("backward");
+    if (!forward_done_)
+      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
+    const T* g_seq = optional_grad(op, "grad_h_seq", grad_h_seq, {steps_, rows_, hidden_});
+    const T* g_h = optional_grad(op, "grad_hT", grad_h_last, {rows_, hidden_});
+    const T* g_c = optional_grad(op, "grad_cT", grad_c_last, {rows_, hidden_});
+    if (g_c && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (grad_cT)");
+    run_backward(out, g_seq, g_h, g_c, op);
+  }
+
+  double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
+              const TensorView& c0, const TensorView& target, bool every_step) override {
+    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    refuse_if_busy(lock, "step");
+    const std::string op = name("step");
+    run_forward(out, x_seq, h0, c0, op);
+    const int64_t rows = every_step ? steps_ * rows_ : rows_;
+    check_dtype(op.c_str(), "target", target, dtype());
+    if (every_step)
+      check_shape(op.c_str(), "target", target, {steps_, rows_, hidden_});
+    else
+      check_shape(op.c_str(), "target", target, {rows_, hidden_});
+    const T* prediction = every_step ? h_all_.data() + rows_ * hidden_ : last_hidden();
+    T* grad = loss_grad_.data();
+    const double loss = mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_);
+    run_backward(out, every_step ? grad : nullptr, every_step ? nullptr : grad, nullptr, op);
+    return loss;
+  }
+
+ private:
+  std::string name(const char* method) const {
+    return std::string(kind_ == CellKind::lstm ? "LSTM." : "RNN.") + method;
+  }
+  void refuse_if_busy(const std::unique_lock<std::mutex>& lock, const char* method) const {
+    if (!lock.owns_lock())
+      fail<DeviceError>(name(method), ": this net is already running in another thread; one net "
+                                      "may be used by one thread at a time");
+  }
+  const T* last_hidden() const { return h_all_.data() + steps_ * rows_ * hidden_; }
+
+  const T* optional_grad(const std::string& op, const char* arg, const TensorView& g,
+                         std::initializer_list<int64_t> shape) const {
+    if (!g.present()) return nullptr;
+    check_dtype(op.c_str(), arg, g, dtype());
+    check_shape(op.c_str(), arg, g, shape);
+    return g.ptr<T>();
+  }
+
+  void ensure_workspace(int64_t steps, int64_t rows) {
+    if (steps == steps_ && rows == rows_) return;
+    forward_done_ = false;
+    steps_ = rows_ = 0;  // stay 0 if an allocation below throws
+    const int64_t n = rows * hidden_;
+    x_.resize(steps * rows * in_);
+    h_all_.resize((steps + 1) * n);
+    gates_all_.resize(steps * rows * gates_);
+    dpre_.resize(steps * rows * gates_);
+    loss_grad_.resize(steps * n);
+    for (auto* v : {&dh_next_, &dh_spare_, &dh_total_, &dc_total_, &dc_next_, &dc_spare_})
+      v->resize(n);
+    if (kind_ == CellKind::lstm) {
+      c_all_.resize((steps + 1) * n);
+      tanh_c_.resize(steps * n);
+    }
+    forget_sum_.resize(steps);
+    saturated_.resize(steps);
+    steps_ = steps;
+    rows_ = rows;
+  }
+
+  void run_forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
+                   const TensorView& c0, const std::string& name) {
+    const char* op = name.c_str();
+    check_dtype(op, "x_seq", x_seq, dtype());
+    check_shape(op, "x_seq", x_seq, {-1, -1, in_});
+    const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
+    if (steps == 0) fail<ValueError>(op, ": x_seq must have at least one time step, got shape ", x_seq.shape_str());
+    if (rows == 0) fail<ValueError>(op, ": x_seq must have at least one sequence (batch > 0), got shape ", x_seq.shape_str());
+    blas_int(steps * rows, "steps * batch");
+    for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"h0", &h0}, {"c0", &c0}})
+      if (t->present()) {
+        check_dtype(op, arg, *t, dtype());
+        check_shape(op, arg, *t, {rows, hidden_});
+      }
+    if (c0.present() && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (c0)");
+    ensure_workspace(steps, rows);
+    forward_done_ = false;
+    const int64_t n = rows * hidden_;
+    std::copy(x_seq.ptr<T>(), x_seq.ptr<T>() + steps * rows * in_, x_.data());
+    copy_or_zero(h_all_.data(), h0, n);
+    if (kind_ == CellKind::lstm) copy_or_zero(c_all_.data(), c0, n);
+
+    const T* w_ih = params_.data();
+    const T* w_hh = w_ih + gates_ * in_;
+    const T* bias = w_hh + gates_ * hidden_;
+    // The input projection of all steps at once: pre (T * B, G) = bias + X W_ih^T.
+    T* pre = kind_ == CellKind::lstm ? gates_all_.data() : h_all_.data() + n;
+    for (int64_t r = 0; r < steps * rows; ++r) std::copy(bias, bias + gates_, pre + r * gates_);
+    gemm<T>(false, true, steps * rows, gates_, in_, T(1), x_.data(), in_, w_ih, in_, T(1), pre,
+            gates_);
+    for (int64_t t = 0; t < steps; ++t) {
+      T* pre_t = pre + t * rows * gates_;
+      const T* h_prev = h_all_.data() + t * n;
+      gemm<T>(false, true, rows, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_, T(1),
+              pre_t, gates_);
+      if (kind_ == CellKind::lstm) {
+        GateStats gs;
+        lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n, h_all_.data() + (t + 1) * n,
+                                  tanh_c_.data() + t * n, c_all_.data() + t * n, rows, hidden_,
+                                  stats ? &gs : nullptr);
+        forget_sum_[t] = gs.forget_sum;
+        saturated_[t] = gs.saturated;
+      } else {
+        rnn_forward_cpu<T>(pre_t, n, act_, stats ? &saturated_[t] : nullptr);  // pre_t is h_t
+      }
+    }
+    forward_stats_valid_ = stats;
+    if (out.h_seq.present()) std::copy(h_all_.data() + n, h_all_.data() + (steps + 1) * n, out.h_seq.ptr<T>());
+    if (out.h_last.present()) std::copy(last_hidden(), last_hidden() + n, out.h_last.ptr<T>());
+    if (out.c_last.present()) std::copy(c_all_.data() + steps * n, c_all_.data() + (steps + 1) * n, out.c_last.ptr<T>());
+    forward_done_ = true;
+  }
+
+  static void copy_or_zero(T* dst, const TensorView& src, int64_t n) {
+    if (src.present())
+      std::copy(src.ptr<T>(), src.ptr<T>() + n, dst);
+    else
+      std::fill(dst, dst + n, T(0));
+  }
+
+  void run_backward(const SequenceOutputs& out, const T* grad_h_seq, const T* grad_h_last,
+                    const T* grad_c_last, const std::string& name) {
+    const char* op = name.c_str();
+    check_dtype(op, "report", out.report, DType::f64);
+    check_shape(op, "report", out.report, {steps_, kNumSequenceColumns});
+    const int64_t n = rows_ * hidden_;
+    const T* w_ih = params_.data();
+    const T* w_hh = w_ih + gates_ * in_;
+    T* dw_ih = grads_.data();
+    T* dw_hh = dw_ih + gates_ * in_;
+    T* dbias = dw_hh + gates_ * hidden_;
+    T* dh_next = dh_next_.data();  // dL/dh_t arriving through the recurrence
+    T* dh_spare = dh_spare_.data();
+    T* dc_next = dc_next_.data();  // dL/dc_t arriving from step t + 1 (LSTM)
+    T* dc_spare = dc_spare_.data();
+    copy_or_zero_ptr(dh_next, grad_h_last, n);
+    copy_or_zero_ptr(dc_next, grad_c_last, n);
+    double* report = out.report.ptr<double>();
+    for (int64_t t = steps_ - 1; t >= 0; --t) {
+      const T* g_seq = grad_h_seq ? grad_h_seq + t * n : nullptr;
+      T* dpre_t = dpre_.data() + t * rows_ * gates_;
+      double dh_sumsq = 0, dc_sumsq = 0;
+      double* row = report + t * kNumSequenceColumns;
+      if (kind_ == CellKind::lstm) {
+        lstm_gates_backward_cpu<T>(dpre_t, dc_spare, dh_total_.data(), dc_total_.data(), dh_next,
+                                   g_seq, dc_next, gates_all_.data() + t * rows_ * gates_,
+                                   c_all_.data() + t * n, tanh_c_.data() + t * n, rows_,
+                                   hidden_, &dh_sumsq, &dc_sumsq);
+        std::swap(dc_next, dc_spare);
+        row[kCGradNorm] = norm_from_sum_squares(dc_sumsq, dc_total_.data(), n);
+      } else {
+        rnn_backward_cpu<T>(dpre_t, dh_total_.data(), dh_next, g_seq,
+                            h_all_.data() + (t + 1) * n, n, act_, &dh_sumsq);
+        row[kCGradNorm] = kNaN;
+      }
+      row[kHGradNorm] = norm_from_sum_squares(dh_sumsq, dh_total_.data(), n);
+      gemm<T>(false, false, rows_, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
+              dh_spare, hidden_);
+      std::swap(dh_next, dh_spare);
+    }
+    // Weight gradients and dx of all steps at once.
+    const int64_t all_rows = steps_ * rows_;
+    gemm<T>(true, false, gates_, in_, all_rows, T(1), dpre_.data(), gates_, x_.data(), in_, T(0),
+            dw_ih, in_);
+    gemm<T>(true, false, gates_, hidden_, all_rows, T(1), dpre_.data(), gates_, h_all_.data(),
+            hidden_, T(0), dw_hh, hidden_);
+    std::vector<double>& sums = bias_sums_;
+    sums.resize(gates_);
+    column_sums_into<T>(dbias, dpre_.data(), all_rows, gates_, sums.data());
+    T* dx = out.x_grad.present() ? out.x_grad.ptr<T>() : nullptr;
+    if (!dx) {
+      x_grad_.resize(all_rows * in_);
+      dx = x_grad_.data();
+    }
+    gemm<T>(false, false, all_rows, in_, gates_, T(1), dpre_.data(), gates_, w_ih, in_, T(0), dx,
+            in_);
+    for (int64_t t = 0; t < steps_; ++t) {
+      double* row = report + t * kNumSequenceColumns;
+      row[kXGradNorm] = frobenius_norm(dx + t * rows_ * in_, rows_ * in_);
+      row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
+      row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
+      row[kLog10XGradNorm] = log10_norm(row[kXGradNorm]);
+      const bool fwd = forward_stats_valid_;
+      row[kForgetGateMean] = fwd && kind_ == CellKind::lstm ? forget_sum_[t] / n : kNaN;
+      row[kGateSaturatedFraction] =
+          fwd ? static_cast<double>(saturated_[t]) / (rows_ * gates_) : kNaN;
+    }
+    if (out.weight_report.present()) {
+      double* w = out.weight_report.ptr<double>();
+      w[kWeightIhNorm] = frobenius_norm(dw_ih, gates_ * in_);
+      w[kWeightHhNorm] = frobenius_norm(dw_hh, gates_ * hidden_);
+      w[kBiasNorm] = frobenius_norm(dbias, gates_);
+    }
+    if (out.h0_grad.present()) std::copy(dh_next, dh_next + n, out.h0_grad.ptr<T>());
+    if (out.c0_grad.present()) std::copy(dc_next, dc_next + n, out.c0_grad.ptr<T>());
+  }
+
+  static void copy_or_zero_ptr(T* dst, const T* src, int64_t n) {
+    if (src)
+      std::copy(src, src + n, dst);
+    else
+      std::fill(dst, dst + n, T(0));
+  }
+
+  const CellKind kind_;
+  const int64_t in_, hidden_, gates_;
+  const Activation act_;
+  std::vector<T> params_, grads_;
+
+  // Workspaces for steps_ x rows_ (sequence length x batch).
+  int64_t steps_ = 0, rows_ = 0;
+  std::vector<T> x_;          // (T, B, I) copy of the input
+  std::vector<T> h_all_;      // (T + 1, B, H): h_0 (initial state), h_1 .. h_T
+  std::vector<T> c_all_;      // (T + 1, B, H) LSTM cell states
+  std::vector<T> gates_all_;  // (T, B, 4H) LSTM activated gates
+  std::vector<T> tanh_c_;     // (T, B, H) LSTM tanh(c_t)
+  std::vector<T> dpre_;       // (T, B, G) gradients of the pre-activations
+  std::vector<T> loss_grad_;  // (T, B, H) loss gradients of step()
+  std::vector<T> dh_next_, dh_spare_, dh_total_, dc_total_, dc_next_, dc_spare_;  // (B, H)
+  std::vector<T> x_grad_;     // (T, B, I) when the caller does not want dx
+  std::vector<double> bias_sums_;
+  std::vector<double> forget_sum_;
+  std::vector<int64_t> saturated_;
+  bool forward_done_ = false, forward_stats_valid_ = false;
+  std::mutex busy_;
+};
+
+}  // namespace
+
+std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
+                                              int64_t hidden_size, Activation nonlinearity,
+                                              DType dtype) {
+  const char* what = kind == CellKind::lstm ? "LSTM" : "RNN";
+  if (input_size < 1) fail<ValueError>(what, ": input_size must be a positive integer, got ", input_size);
+  if (hidden_size < 1) fail<ValueError>(what, ": hidden_size must be a positive integer, got ", hidden_size);
+  blas_int(4 * hidden_size, "4 * hidden_size");
+  blas_int(input_size, "input_size");
+  if (4.0 * hidden_size * (input_size + hidden_size + 1) > 1e11)
+    fail<ValueError>(what, ": input_size ", input_size, " and hidden_size ", hidden_size,
+                     " ask for more than the 1e11 parameters supported");
+  if (dtype == DType::f32)
+    return std::make_unique<Recurrent<float>>(kind, input_size, hidden_size, nonlinearity);
+  return std::make_unique<Recurrent<double>>(kind, input_size, hidden_size, nonlinearity);
+}
+
+}  // namespace vgkern

@@ -1,0 +1,58 @@
+// Whole-sequence drivers for the LSTM and the Elman RNN: one native call runs the forward over
+// all T steps, one the whole backpropagation through time, with per-step statistics.
+// The input projection x_t W_ih^T of every step is one GEMM over all T * B rows (likewise
+// dW_ih, dW_hh and dx after BPTT); only h_{t-1} W_hh^T and dpre_t W_hh run per step.
+//
+// Parameters (flat): weight_ih (G, I), weight_hh (G, H), bias (G,), with G = 4H (LSTM, gates
+// i, f, g, o as PyTorch) or H (RNN).
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "core/tensor.h"
+#include "ops/activation.h"
+
+namespace vgkern {
+
+enum class CellKind { lstm, rnn };
+
+// Per-step report columns (float64, T rows).
+enum SequenceColumn : int {
+  kHGradNorm, kCGradNorm, kXGradNorm, kLog10HGradNorm, kLog10CGradNorm, kLog10XGradNorm,
+  kForgetGateMean, kGateSaturatedFraction,
+  kNumSequenceColumns
+};
+extern const char* const kSequenceColumnNames[kNumSequenceColumns];
+// Per-weight gradient norms (float64, 3 entries).
+enum WeightColumn : int { kWeightIhNorm, kWeightHhNorm, kBiasNorm, kNumWeightColumns };
+
+struct SequenceOutputs {  // where results land; absent views are not written
+  TensorView h_seq, h_last, c_last;                  // (T, B, H), (B, H), (B, H)
+  TensorView report, weight_report;                  // (T, columns), (3,)
+  TensorView x_grad, h0_grad, c0_grad;               // (T, B, I), (B, H), (B, H)
+};
+
+class RecurrentBase {
+ public:
+  virtual ~RecurrentBase() = default;
+  virtual DType dtype() const = 0;
+  virtual int64_t num_params() const = 0;
+  virtual void* params() = 0;
+  virtual void* grads() = 0;
+  virtual void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
+                       const TensorView& c0) = 0;
+  // grad_h_seq (T, B, H), grad_h_last, grad_c_last (B, H): each may be absent (zero).
+  virtual void backward(const SequenceOutputs& out, const TensorView& grad_h_seq,
+                        const TensorView& grad_h_last, const TensorView& grad_c_last) = 0;
+  // forward + mse loss on the last hidden state (target (B, H)) or on every step
+  // (target (T, B, H), every_step) + backward. Returns the loss.
+  virtual double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
+                      const TensorView& c0, const TensorView& target, bool every_step) = 0;
+  bool stats = true;
+};
+
+std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
+                                              int64_t hidden_size, Activation nonlinearity,
+                                              DType dtype);
+
+}  // namespace vgkern

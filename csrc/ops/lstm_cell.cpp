@@ -1,0 +1,62 @@
+// lstm_cell_forward / lstm_cell_backward: checks and dispatch (math in lstm_cell_cpu.cpp).
+#include "ops/lstm_cell.h"
+
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "core/checks.h"
+#include "core/dispatch.h"
+#include "ops/rnn_cell.h"
+
+namespace vgkern {
+
+void lstm_cell_forward(const TensorView& h, const TensorView& c, const TensorView& gates,
+                       const TensorView& x, const TensorView& h_prev, const TensorView& c_prev,
+                       const TensorView& w_ih, const TensorView& w_hh, const TensorView& bias) {
+  const char* op = "lstm_cell_forward";
+  const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, bias, 4);
+  check_arg(op, "c_prev", c_prev, x, {s.rows, s.hidden});
+  check_arg(op, "h", h, x, {s.rows, s.hidden});
+  check_arg(op, "c", c, x, {s.rows, s.hidden});
+  check_arg(op, "gates", gates, x, {s.rows, 4 * s.hidden});
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::value_type;
+    std::vector<T> tanh_c(s.rows * s.hidden);
+    cell_preactivations_cpu<T>(gates.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
+                               w_hh.ptr<T>(), bias.ptr<T>(), s.rows, s.in, s.hidden,
+                               4 * s.hidden);
+    lstm_gates_forward_cpu<T>(gates.ptr<T>(), c.ptr<T>(), h.ptr<T>(), tanh_c.data(),
+                              c_prev.ptr<T>(), s.rows, s.hidden, nullptr);
+  });
+}
+
+void lstm_cell_backward(const TensorView& dx, const TensorView& dh_prev,
+                        const TensorView& dc_prev, const TensorView& dw_ih,
+                        const TensorView& dw_hh, const TensorView& dbias, const TensorView& dh,
+                        const TensorView& dc, const TensorView& gates, const TensorView& c,
+                        const TensorView& c_prev, const TensorView& x, const TensorView& h_prev,
+                        const TensorView& w_ih, const TensorView& w_hh) {
+  const char* op = "lstm_cell_backward";
+  const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, TensorView{}, 4);
+  for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"dh", &dh}, {"dc", &dc},
+                        {"c", &c}, {"c_prev", &c_prev}})
+    check_arg(op, arg, *t, x, {s.rows, s.hidden});
+  check_arg(op, "gates", gates, x, {s.rows, 4 * s.hidden});
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::value_type;
+    const int64_t n = s.rows * s.hidden;
+    std::vector<T> tanh_c(n), dpre(4 * n), dh_total(n), dc_total(n);
+    for (int64_t i = 0; i < n; ++i) tanh_c[i] = std::tanh(c.ptr<T>()[i]);
+    lstm_gates_backward_cpu<T>(dpre.data(), dc_prev.ptr<T>(), dh_total.data(), dc_total.data(),
+                               dh.ptr<T>(), nullptr, dc.ptr<T>(), gates.ptr<T>(),
+                               c_prev.ptr<T>(), tanh_c.data(), s.rows, s.hidden, nullptr,
+                               nullptr);
+    cell_weight_backward_cpu<T>(dx.ptr<T>(), dh_prev.ptr<T>(), dw_ih.ptr<T>(), dw_hh.ptr<T>(),
+                                dbias.ptr<T>(), dpre.data(), x.ptr<T>(), h_prev.ptr<T>(),
+                                w_ih.ptr<T>(), w_hh.ptr<T>(), s.rows, s.in, s.hidden,
+                                4 * s.hidden);
+  });
+}
+
+}  // namespace vgkern

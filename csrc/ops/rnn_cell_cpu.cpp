@@ -1,0 +1,134 @@
+#include <algorithm>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/scratch.h"
+#include "core/simd.h"
+#include "ops/activation_math.h"
+#include "ops/rnn_cell.h"
+
+namespace vgkern {
+namespace {
+
+template <class T, Activation K, bool Stats>
+VGKERN_SIMD_CLONES int64_t rnn_forward_loop(T* pre_h, int64_t n) {
+  int64_t saturated = 0;
+#pragma omp simd reduction(+ : saturated)
+  for (int64_t i = 0; i < n; ++i) {
+    T h, d;
+    act_eval<K>(pre_h[i], T(1), h, d);
+    pre_h[i] = h;
+    if constexpr (Stats && K == Activation::tanh) saturated += d < T(0.01) ? 1 : 0;
+  }
+  return saturated;
+}
+
+template <class T, Activation K>
+VGKERN_SIMD_CLONES double rnn_backward_loop(T* dpre, T* dh_total, const T* dh_a, const T* dh_b,
+                                            const T* h, int64_t n) {
+  double sumsq = 0;
+#pragma omp simd reduction(+ : sumsq)
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = dh_a[i] + dh_b[i];
+    const T d = K == Activation::tanh ? T(1) - h[i] * h[i] : (h[i] > T(0) ? T(1) : T(0));
+    dpre[i] = g * d;
+    dh_total[i] = g;
+    sumsq += static_cast<double>(g) * static_cast<double>(g);
+  }
+  return sumsq;
+}
+
+template <class T>
+VGKERN_SIMD_CLONES void add_column_sums(double* sums, const T* m, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = m + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) sums[j] += row[j];
+  }
+}
+
+}  // namespace
+
+template <class T>
+void rnn_forward_cpu(T* pre_h, int64_t n, Activation act, int64_t* saturated) {
+  const bool relu = act == Activation::relu;
+  int64_t count = 0;
+  if (relu)
+    rnn_forward_loop<T, Activation::relu, false>(pre_h, n);
+  else if (saturated)
+    count = rnn_forward_loop<T, Activation::tanh, true>(pre_h, n);
+  else
+    rnn_forward_loop<T, Activation::tanh, false>(pre_h, n);
+  if (saturated) *saturated = count;
+}
+
+template <class T>
+void rnn_backward_cpu(T* dpre, T* dh_total, const T* dh_a, const T* dh_b, const T* h, int64_t n,
+                      Activation act, double* dh_sumsq) {
+  thread_local std::vector<T> zeros;
+  if (!dh_b) {
+    T* z = scratch(zeros, n);
+    std::fill(z, z + n, T(0));
+    dh_b = z;
+  }
+  const double sumsq = act == Activation::relu
+                           ? rnn_backward_loop<T, Activation::relu>(dpre, dh_total, dh_a, dh_b, h, n)
+                           : rnn_backward_loop<T, Activation::tanh>(dpre, dh_total, dh_a, dh_b, h, n);
+  if (dh_sumsq) *dh_sumsq = sumsq;
+}
+
+template <class T>
+void cell_preactivations_cpu(T* pre, const T* x, const T* h_prev, const T* w_ih, const T* w_hh,
+                             const T* bias, int64_t rows, int64_t in, int64_t hidden,
+                             int64_t gates) {
+  for (int64_t i = 0; i < rows; ++i) std::copy(bias, bias + gates, pre + i * gates);
+  gemm<T>(false, true, rows, gates, in, T(1), x, in, w_ih, in, T(1), pre, gates);
+  gemm<T>(false, true, rows, gates, hidden, T(1), h_prev, hidden, w_hh, hidden, T(1), pre, gates);
+}
+
+template <class T>
+void cell_weight_backward_cpu(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, const T* dpre,
+                              const T* x, const T* h_prev, const T* w_ih, const T* w_hh,
+                              int64_t rows, int64_t in, int64_t hidden, int64_t gates) {
+  gemm<T>(false, false, rows, in, gates, T(1), dpre, gates, w_ih, in, T(0), dx, in);
+  gemm<T>(false, false, rows, hidden, gates, T(1), dpre, gates, w_hh, hidden, T(0), dh_prev,
+          hidden);
+  gemm<T>(true, false, gates, in, rows, T(1), dpre, gates, x, in, T(0), dw_ih, in);
+  gemm<T>(true, false, gates, hidden, rows, T(1), dpre, gates, h_prev, hidden, T(0), dw_hh,
+          hidden);
+  std::vector<double> sums(gates, 0.0);
+  add_column_sums(sums.data(), dpre, rows, gates);
+  for (int64_t j = 0; j < gates; ++j) dbias[j] = static_cast<T>(sums[j]);
+}
+
+template <class T>
+void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums) {
+  std::fill(scratch_sums, scratch_sums + cols, 0.0);
+  add_column_sums(scratch_sums, m, rows, cols);
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(scratch_sums[j]);
+}
+
+template void rnn_forward_cpu<float>(float*, int64_t, Activation, int64_t*);
+template void rnn_forward_cpu<double>(double*, int64_t, Activation, int64_t*);
+template void rnn_backward_cpu<float>(float*, float*, const float*, const float*, const float*,
+                                      int64_t, Activation, double*);
+template void rnn_backward_cpu<double>(double*, double*, const double*, const double*,
+                                       const double*, int64_t, Activation, double*);
+template void cell_preactivations_cpu<float>(float*, const float*, const float*, const float*,
+                                             const float*, const float*, int64_t, int64_t,
+                                             int64_t, int64_t);
+template void cell_preactivations_cpu<double>(double*, const double*, const double*,
+                                              const double*, const double*, const double*,
+                                              int64_t, int64_t, int64_t, int64_t);
+template void cell_weight_backward_cpu<float>(float*, float*, float*, float*, float*,
+                                              const float*, const float*, const float*,
+                                              const float*, const float*, int64_t, int64_t,
+                                              int64_t, int64_t);
+template void cell_weight_backward_cpu<double>(double*, double*, double*, double*, double*,
+                                               const double*, const double*, const double*,
+                                               const double*, const double*, int64_t, int64_t,
+                                               int64_t, int64_t);
+template void column_sums_into<float>(float*, const float*, int64_t, int64_t, double*);
+template void column_sums_into<double>(double*, const double*, int64_t, int64_t, double*);
+
+}  // namespace vgkern

@@ -1,0 +1,159 @@
+"""LSTM and Elman RNN over whole sequences: one native call for the forward over all T steps,
+one for the whole backpropagation through time, reporting per-step gradient norms
+(SequenceReport)."""
+import numbers
+
+import numpy as np
+
+from . import _core
+from .mlp import _as_input, _choice, _dtype_name
+from .report import SequenceReport
+
+RECURRENT_LOSSES = ("mse", "mse_sequence")
+
+
+class _Recurrent:
+    _kind = None  # "lstm" or "rnn"
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, nonlinearity, dtype, seed, stats, device):
+        name = self._kind.upper()
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name}: {arg} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {value}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.dtype = np.dtype(_dtype_name(dtype))
+        _core.check_device(name, device)
+        self.device = device
+        self._core = _core.RecurrentCore(self._kind, self.input_size, self.hidden_size,
+                                         nonlinearity, self.dtype.name)
+        self._core.stats = bool(stats)
+        G, I, H = self._gates * self.hidden_size, self.input_size, self.hidden_size
+        self._params, self._grads = self._core.params, self._core.grads
+        split = lambda flat: (flat[:G * I].reshape(G, I), flat[G * I:G * (I + H)].reshape(G, H),
+                              flat[G * (I + H):])
+        self.weight_ih, self.weight_hh, self.bias = split(self._params)
+        self.weight_ih_grad, self.weight_hh_grad, self.bias_grad = split(self._grads)
+        self.x_grad = self.h0_grad = self.c0_grad = None
+        self._shape = (0, 0)  # (T, B) of the last forward
+        # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(H)
+        self.weight_ih[...] = rng.uniform(-bound, bound, (G, I))
+        self.weight_hh[...] = rng.uniform(-bound, bound, (G, H))
+        self.bias[...] = rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)
+
+    @property
+    def params(self):
+        """weight_ih, weight_hh, bias as one flat array; writes take effect."""
+        return self._params
+
+    @property
+    def grads(self):
+        return self._grads
+
+    @property
+    def stats(self):
+        return self._core.stats
+
+    @stats.setter
+    def stats(self, on):
+        self._core.stats = bool(on)
+
+    def _state(self, value, what):
+        return None if value is None else _as_input(value, f"{self._kind.upper()}.{what}")
+
+    def _forward(self, x_seq, h0, c0):
+        x_seq = _as_input(x_seq, f"{self._kind.upper()}.forward: x_seq", ndim=3)
+        results = self._core.forward(x_seq, self._state(h0, "forward: h0"),
+                                     self._state(c0, "forward: c0"))
+        self._shape = x_seq.shape[:2]
+        return results
+
+    def _backward(self, grad_h_seq, grad_hT, grad_cT):
+        name = self._kind.upper()
+        g_seq = None if grad_h_seq is None else _as_input(grad_h_seq, f"{name}.backward: grad_h_seq", 3)
+        results = self._core.backward(g_seq, self._state(grad_hT, "backward: grad_hT"),
+                                      self._state(grad_cT, "backward: grad_cT"), *self._shape)
+        return self._report(results)
+
+    def _report(self, results, loss=float("nan")):
+        _, _, _, table, weights, self.x_grad, self.h0_grad, self.c0_grad = results
+        return SequenceReport(table, weights, loss)
+
+    def step(self, x_seq, target, loss="mse", h0=None, c0=None):
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss.
+
+        loss="mse": on the last hidden state, target (B, H): 0.5 * mean over the batch of the
+        squared error summed over units. loss="mse_sequence": on every step, target (T, B, H):
+        0.5 / B * the squared error summed over steps, examples and units."""
+        name = self._kind.upper()
+        _choice("loss", loss, RECURRENT_LOSSES)
+        x_seq = _as_input(x_seq, f"{name}.step: x_seq", ndim=3)
+        target = _as_input(target, f"{name}.step: target", ndim=3 if loss == "mse_sequence" else 2)
+        value, results = self._core.step(x_seq, self._state(h0, "step: h0"),
+                                         self._state(c0, "step: c0"), target,
+                                         loss == "mse_sequence")
+        self._shape = x_seq.shape[:2]
+        self.last_output = results[0]
+        return self._report(results, value)
+
+
+class LSTM(_Recurrent):
+    """LSTM over whole sequences, gate order and layout as torch.nn.LSTM (one layer):
+    weight_ih (4H, I), weight_hh (4H, H), bias (4H,) = torch's bias_ih + bias_hh.
+    forget_bias is added to the forget-gate slice bias[H:2H] after the PyTorch-style init."""
+
+    _kind, _gates = "lstm", 4
+
+    def __init__(self, input_size, hidden_size, dtype="float32", seed=0, forget_bias=0.0,
+                 stats=True, device="cpu"):
+        super().__init__(input_size, hidden_size, "tanh", dtype, seed, stats, device)
+        if not isinstance(forget_bias, numbers.Real) or not np.isfinite(forget_bias):
+            raise ValueError(f"LSTM: forget_bias must be a finite number, got {forget_bias!r}")
+        self.bias[self.hidden_size:2 * self.hidden_size] += forget_bias
+
+    def forward(self, x_seq, h0=None, c0=None):
+        """x_seq (T, B, I) -> (h_seq (T, B, H), (h_T, c_T)); h0, c0 (B, H) default to zeros."""
+        h_seq, h_last, c_last, *_ = self._forward(x_seq, h0, c0)
+        return h_seq, (h_last, c_last)
+
+    def backward(self, grad_h_seq=None, grad_hT=None, grad_cT=None):
+        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T, dL/dc_T (B, H) -> SequenceReport.
+        Gradients land in weight_ih_grad, weight_hh_grad, bias_grad, x_grad, h0_grad, c0_grad."""
+        return self._backward(grad_h_seq, grad_hT, grad_cT)
+
+    def __repr__(self):
+        return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name!r})"
+
+
+class RNN(_Recurrent):
+    """Elman RNN h_t = act(W_ih x_t + W_hh h_{t-1} + b), act "tanh" or "relu", as torch.nn.RNN
+    (one layer): weight_ih (H, I), weight_hh (H, H), bias (H,) = torch's bias_ih + bias_hh."""
+
+    _kind, _gates = "rnn", 1
+
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", dtype="float32", seed=0,
+                 stats=True, device="cpu"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
+
+    def forward(self, x_seq, h0=None):
+        """x_seq (T, B, I) -> (h_seq (T, B, H), h_T); h0 (B, H) defaults to zeros."""
+        h_seq, h_last, *_ = self._forward(x_seq, h0, None)
+        return h_seq, h_last
+
+    def backward(self, grad_h_seq=None, grad_hT=None):
+        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T (B, H) -> SequenceReport."""
+        return self._backward(grad_h_seq, grad_hT, None)
+
+    def step(self, x_seq, target, loss="mse", h0=None):
+        return super().step(x_seq, target, loss, h0, None)
+
+    def __repr__(self):
+        return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"nonlinearity={self.nonlinearity!r}, dtype={self.dtype.name!r})")
