@@ -51,6 +51,12 @@ inline py::array new_array(DType dtype, const std::vector<int64_t>& shape, Tenso
   return a;
 }
 
+// A 1-D numpy view of a buffer owned by a native object; `owner` keeps that object alive.
+inline py::array flat_view(py::object owner, void* data, DType dtype, int64_t n) {
+  const py::dtype dt = dtype == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  return py::array(dt, {n}, {dt.itemsize()}, data, owner);
+}
+
 // Integer class labels (B,) as int64, converted on purpose from any integer dtype.
 inline py::array_t<int64_t> labels_of(const py::handle& obj, const char* op) {
   if (!py::isinstance<py::array>(obj))

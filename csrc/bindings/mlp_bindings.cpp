@@ -20,12 +20,6 @@ DType parse_dtype(const std::string& name) {
   fail<ValueError>("MLP: dtype must be 'float32' or 'float64', got '", name, "'");
 }
 
-// A numpy view of a buffer owned by the net; `owner` keeps the net alive.
-py::array flat_view(py::object owner, void* data, DType dtype, int64_t n) {
-  const py::dtype dt = dtype == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
-  return py::array(dt, {n}, {dt.itemsize()}, data, owner);
-}
-
 py::array new_report(const MLPBase& net, TensorView* view) {
   return new_array(DType::f64, {net.num_layers(), kNumReportColumns}, view);
 }

@@ -166,20 +166,12 @@ void bind_recurrent(py::module_& m) {
       .def_property_readonly("params",
                              [](py::object self) {
                                auto& net = *self.cast<PyRecurrent&>().net;
-                               const py::dtype dt = net.dtype() == DType::f32
-                                                        ? py::dtype::of<float>()
-                                                        : py::dtype::of<double>();
-                               return py::array(dt, {net.num_params()}, {dt.itemsize()},
-                                                net.params(), self);
+                               return flat_view(self, net.params(), net.dtype(), net.num_params());
                              })
       .def_property_readonly("grads",
                              [](py::object self) {
                                auto& net = *self.cast<PyRecurrent&>().net;
-                               const py::dtype dt = net.dtype() == DType::f32
-                                                        ? py::dtype::of<float>()
-                                                        : py::dtype::of<double>();
-                               return py::array(dt, {net.num_params()}, {dt.itemsize()},
-                                                net.grads(), self);
+                               return flat_view(self, net.grads(), net.dtype(), net.num_params());
                              })
       .def("forward",
            [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj) {

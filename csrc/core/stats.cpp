@@ -79,11 +79,31 @@ void scaled_mean_std(const T* v, int64_t n, double* mean, double* std) {
   *std = std::ldexp(std::sqrt(scaled_m2 / n), e);
 }
 
+template <class T>
+VGKERN_SIMD_CLONES void scale_in_place(T* v, int64_t n, T factor) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) v[i] *= factor;
+}
+
+template <class T>
+int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, int64_t>> arrays) {
+  if (!std::isfinite(norm) || norm <= 0) return 0;
+  const int e = std::ilogb(norm);
+  if (e == 0) return 0;
+  const T factor = static_cast<T>(std::ldexp(1.0, -e));
+  for (auto [data, n] : arrays)
+    if (data) scale_in_place(data, n, factor);
+  return e;
+}
+
 template double sum_squares<float>(const float*, int64_t);
 template double sum_squares<double>(const double*, int64_t);
 template double scaled_norm<float>(const float*, int64_t);
 template double scaled_norm<double>(const double*, int64_t);
 template void scaled_mean_std<float>(const float*, int64_t, double*, double*);
 template void scaled_mean_std<double>(const double*, int64_t, double*, double*);
+template int renormalize_power_of_two<float>(double, std::initializer_list<std::pair<float*, int64_t>>);
+template int renormalize_power_of_two<double>(double,
+                                              std::initializer_list<std::pair<double*, int64_t>>);
 
 }  // namespace vgkern

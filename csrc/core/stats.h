@@ -9,6 +9,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <type_traits>
 
 namespace vgkern {
@@ -39,6 +41,12 @@ inline double norm_from_sum_squares(double sumsq, const T* v, int64_t n) {
 // gives mean +-inf (or NaN) and std NaN, as in NumPy and PyTorch.
 template <class T>
 void scaled_mean_std(const T* v, int64_t n, double* mean, double* std);
+
+// Log-scale backward: multiplies each (pointer, length) array by 2^-e with e = ilogb(norm), so
+// that a signal of this norm lands in [1, 2); exact (a power of two). Returns e (0 when the
+// norm is 0 or not finite: nothing to renormalise).
+template <class T>
+int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, int64_t>> arrays);
 
 template <class T>
 inline double frobenius_norm(const T* v, int64_t n) {

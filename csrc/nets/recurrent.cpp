@@ -216,13 +216,13 @@ class Recurrent final : public RecurrentBase {
                                    c_all_.data() + t * n, tanh_c_.data() + t * n, rows_,
                                    hidden_, &dh_sumsq, &dc_sumsq);
         std::swap(dc_next, dc_spare);
-        row[kCGradNorm] = norm_from_sum_squares(dc_sumsq, dc_total_.data(), n);
+        if (stats) row[kCGradNorm] = norm_from_sum_squares(dc_sumsq, dc_total_.data(), n);
       } else {
         rnn_backward_cpu<T>(dpre_t, dh_total_.data(), dh_next, g_seq,
                             h_all_.data() + (t + 1) * n, n, act_, &dh_sumsq);
         row[kCGradNorm] = kNaN;
       }
-      row[kHGradNorm] = norm_from_sum_squares(dh_sumsq, dh_total_.data(), n);
+      if (stats) row[kHGradNorm] = norm_from_sum_squares(dh_sumsq, dh_total_.data(), n);
       gemm<T>(false, false, rows_, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
               dh_spare, hidden_);
       std::swap(dh_next, dh_spare);
@@ -245,7 +245,8 @@ class Recurrent final : public RecurrentBase {
             in_);
     for (int64_t t = 0; t < steps_; ++t) {
       double* row = report + t * kNumSequenceColumns;
-      row[kXGradNorm] = frobenius_norm(dx + t * rows_ * in_, rows_ * in_);
+      if (!stats) row[kHGradNorm] = row[kCGradNorm] = kNaN;
+      row[kXGradNorm] = stats ? frobenius_norm(dx + t * rows_ * in_, rows_ * in_) : kNaN;
       row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
       row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
       row[kLog10XGradNorm] = log10_norm(row[kXGradNorm]);
@@ -256,9 +257,9 @@ class Recurrent final : public RecurrentBase {
     }
     if (out.weight_report.present()) {
       double* w = out.weight_report.ptr<double>();
-      w[kWeightIhNorm] = frobenius_norm(dw_ih, gates_ * in_);
-      w[kWeightHhNorm] = frobenius_norm(dw_hh, gates_ * hidden_);
-      w[kBiasNorm] = frobenius_norm(dbias, gates_);
+      w[kWeightIhNorm] = stats ? frobenius_norm(dw_ih, gates_ * in_) : kNaN;
+      w[kWeightHhNorm] = stats ? frobenius_norm(dw_hh, gates_ * hidden_) : kNaN;
+      w[kBiasNorm] = stats ? frobenius_norm(dbias, gates_) : kNaN;
     }
     if (out.h0_grad.present()) std::copy(dh_next, dh_next + n, out.h0_grad.ptr<T>());
     if (out.c0_grad.present()) std::copy(dc_next, dc_next + n, out.c0_grad.ptr<T>());

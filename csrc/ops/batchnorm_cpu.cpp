@@ -193,11 +193,6 @@ double batchnorm_backward_from_g(T* g_dz, T* dgamma, T* dbeta, const T* xhat, co
   return column_total(sum_dz_sq, cols);
 }
 
-template <class T>
-VGKERN_SIMD_CLONES void scale_in_place(T* v, int64_t n, T factor) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) v[i] *= factor;
-}
 
 }  // namespace
 
@@ -283,18 +278,8 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
                                                     sum_gx, rows, out, training);
   const int64_t n = rows * out;
   const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
-  int rescale = 0;
-  if (log_scale && std::isfinite(dz_norm) && dz_norm > 0) {
-    rescale = std::ilogb(dz_norm);
-    if (rescale != 0) {
-      const T factor = static_cast<T>(std::ldexp(1.0, -rescale));
-      scale_in_place(dz, n, factor);
-      if (dgamma) {
-        scale_in_place(dgamma, out, factor);
-        scale_in_place(dbeta, out, factor);
-      }
-    }
-  }
+  const int rescale =
+      log_scale ? renormalize_power_of_two<T>(dz_norm, {{dz, n}, {dgamma, out}, {dbeta, out}}) : 0;
   gemm<T>(true, false, out, in, rows, T(1), dz, out, x, in, T(0), dw, in);
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);

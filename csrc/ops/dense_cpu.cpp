@@ -154,11 +154,6 @@ VGKERN_SIMD_CLONES void backward_prologue(T* __restrict delta, const T* __restri
     }
 }
 
-template <class T>
-VGKERN_SIMD_CLONES void scale_in_place(T* v, int64_t n, T factor) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) v[i] *= factor;
-}
 
 }  // namespace
 
@@ -200,15 +195,9 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
 
   const int64_t n = rows * out;
   const double delta_norm = want ? norm_from_sum_squares(sums.delta_sumsq, delta, n) : 0.0;
-  int rescale = 0;
-  if (log_scale && std::isfinite(delta_norm) && delta_norm > 0) {
-    rescale = std::ilogb(delta_norm);  // ||delta|| / 2^rescale in [1, 2): exact power-of-two scaling
-    if (rescale != 0) {
-      const T factor = static_cast<T>(std::ldexp(1.0, -rescale));
-      scale_in_place(delta, n, factor);
-      scale_in_place(db, out, factor);
-    }
-  }
+  // ||delta|| / 2^rescale lands in [1, 2)
+  const int rescale =
+      log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
 
   // dw (out, in) = delta^T @ x in one GEMM, then its norm: measured faster than GEMM tiles
   // normed while in L2 (bench/README.md), since small tiles cost the BLAS more than the re-read.

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _core
 from .init import INITS, draw_layer
+from ._params import NativeParameters, ParameterList
 from .report import GradReport
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
@@ -52,38 +53,7 @@ def _as_input(value, what, ndim=2):
     return np.ascontiguousarray(value)
 
 
-class ParameterList:
-    """Per-layer numpy views into a net's flat buffer. `lst[i][...] = a` writes in place;
-    `lst[i] = a` copies `a` in after checking shape and dtype."""
-
-    def __init__(self, name, arrays):
-        self._name = name
-        self._arrays = arrays
-
-    def __len__(self):
-        return len(self._arrays)
-
-    def __getitem__(self, i):
-        return self._arrays[i]
-
-    def __iter__(self):
-        return iter(self._arrays)
-
-    def __setitem__(self, i, value):
-        target = self._arrays[i]
-        value = np.asarray(value)
-        if value.shape != target.shape:
-            raise ValueError(f"{self._name}[{i}] must have shape {target.shape}, got {value.shape}")
-        if value.dtype != target.dtype:
-            raise TypeError(f"{self._name}[{i}] must have dtype {target.dtype}, got {value.dtype} "
-                            "(vgkern never casts silently)")
-        target[...] = value
-
-    def __repr__(self):
-        return f"ParameterList({self._name}: {[a.shape for a in self._arrays]})"
-
-
-class MLP:
+class MLP(NativeParameters):
     """Dense network sizes[0] -> ... -> sizes[-1]: L = len(sizes) - 1 layers, W_l (d_{l+1}, d_l)
     as in torch.nn.Linear. Hidden layers apply `activation`, the last `output_activation`.
 
@@ -175,16 +145,6 @@ class MLP:
         return len(self.sizes) - 1
 
     @property
-    def params(self):
-        """All parameters as one flat array (W_0, b_0, W_1, ...); writes take effect."""
-        return self._params
-
-    @property
-    def grads(self):
-        """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
-        return self._grads
-
-    @property
     def training(self):
         """Batch norm uses batch statistics (True, the default) or the running ones (False)."""
         return self._core.training
@@ -195,14 +155,6 @@ class MLP:
 
     def eval(self):
         return self.train(False)
-
-    @property
-    def stats(self):
-        return self._core.stats
-
-    @stats.setter
-    def stats(self, on):
-        self._core.stats = bool(on)
 
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""

@@ -6,13 +6,14 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._params import NativeParameters
 from .mlp import _as_input, _choice, _dtype_name
 from .report import SequenceReport
 
 RECURRENT_LOSSES = ("mse", "mse_sequence")
 
 
-class _Recurrent:
+class _Recurrent(NativeParameters):
     _kind = None  # "lstm" or "rnn"
     _gates = 1
 
@@ -44,23 +45,6 @@ class _Recurrent:
         self.weight_ih[...] = rng.uniform(-bound, bound, (G, I))
         self.weight_hh[...] = rng.uniform(-bound, bound, (G, H))
         self.bias[...] = rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)
-
-    @property
-    def params(self):
-        """weight_ih, weight_hh, bias as one flat array; writes take effect."""
-        return self._params
-
-    @property
-    def grads(self):
-        return self._grads
-
-    @property
-    def stats(self):
-        return self._core.stats
-
-    @stats.setter
-    def stats(self, on):
-        self._core.stats = bool(on)
 
     def _state(self, value, what):
         return None if value is None else _as_input(value, f"{self._kind.upper()}.{what}")
