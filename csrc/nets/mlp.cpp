@@ -115,11 +115,21 @@ class MLP final : public MLPBase {
               int64_t num_labels, bool log_scale) override {
     BusyGuard guard(busy_, "MLP.step");
     const char* op = "MLP.step";
+    if (loss == Loss::mse) {  // refuse a bad target before the forward overwrites the last one
+      check_dtype(op, "target", target, dtype());
+      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
+    }
     run_forward(out, x, op);
     TensorView dout = out;
     dout.data = grad_a_.data();
-    const double value = loss == Loss::mse ? mse_loss(dout, out, target)
-                                           : cross_entropy_loss(dout, out, labels, num_labels);
+    double value;
+    try {
+      value = loss == Loss::mse ? mse_loss(dout, out, target)
+                                : cross_entropy_loss(dout, out, labels, num_labels);
+    } catch (...) {
+      forward_done_ = false;  // a refused step leaves no half-used forward behind
+      throw;
+    }
     run_backward(report, input_grad, log_scale, op);
     return value;
   }

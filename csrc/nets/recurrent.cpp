@@ -72,16 +72,25 @@ class Recurrent final : public RecurrentBase {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
     refuse_if_busy(lock, "step");
     const std::string op = name("step");
+    // Refuse a bad target before the forward overwrites the state of the last one.
+    check_dtype(op.c_str(), "target", target, dtype());
+    const int64_t steps = x_seq.ndim == 3 ? x_seq.dim(0) : -1;
+    const int64_t batch = x_seq.ndim == 3 ? x_seq.dim(1) : -1;
+    if (every_step)
+      check_shape(op.c_str(), "target", target, {steps, batch, hidden_});
+    else
+      check_shape(op.c_str(), "target", target, {batch, hidden_});
     run_forward(out, x_seq, h0, c0, op);
     const int64_t rows = every_step ? steps_ * rows_ : rows_;
-    check_dtype(op.c_str(), "target", target, dtype());
-    if (every_step)
-      check_shape(op.c_str(), "target", target, {steps_, rows_, hidden_});
-    else
-      check_shape(op.c_str(), "target", target, {rows_, hidden_});
     const T* prediction = every_step ? h_all_.data() + rows_ * hidden_ : last_hidden();
     T* grad = loss_grad_.data();
-    const double loss = mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_);
+    double loss;
+    try {
+      loss = mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_);
+    } catch (...) {
+      forward_done_ = false;  // a refused step leaves no half-used forward behind
+      throw;
+    }
     run_backward(out, every_step ? grad : nullptr, every_step ? nullptr : grad, nullptr, op);
     return loss;
   }
