@@ -365,3 +365,188 @@ def mlp_reference(weights, biases, x, activation="tanh", output_activation="iden
 
     return Reference(out=out, zs=zs, hs=hs, loss=float(loss_value), grad_out=grad_out,
                      dW=dW, db=db, dz=dz, dh=dh, dx=dx, report=report, **report)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalization (issue 3)
+# --------------------------------------------------------------------------------------------
+#
+# Conventions of the API contract: BN sits on every hidden layer l < L-1 between the GEMM and
+# the activation, z_l = h_{l-1} @ W_l.T (no dense bias on BN layers),
+# y_l = gamma_l * (z_l - mu) / sqrt(var + eps) + beta_l, h_l = act(y_l). Train mode normalises
+# with the batch mean and the biased batch variance and updates the running statistics like
+# torch.nn.BatchNorm1d (running_var with the unbiased variance); eval mode uses the running
+# statistics. The last layer stays z = h @ W.T + b, out = output_activation(z).
+
+BN_NORM_FIELDS = ("gamma_grad_norm", "beta_grad_norm")
+BN_LOG10_FIELDS = tuple("log10_" + f for f in BN_NORM_FIELDS)
+BN_REPORT_ARRAY_FIELDS = REPORT_ARRAY_FIELDS + BN_NORM_FIELDS + BN_LOG10_FIELDS
+
+
+def batchnorm_forward(x, gamma=None, beta=None, running_mean=None, running_var=None,
+                      training=True, momentum=0.1, eps=1e-5):
+    """Batch norm over the rows of x (N, C), in the dtype of x. Pure: the running statistics
+    passed in are not modified; the updated ones are returned.
+
+    Returns a Reference with y, mean, var (biased batch variance in train mode, running_var in
+    eval mode), rstd = 1/sqrt(var + eps), xhat = (x - mean) * rstd and the new running_mean /
+    running_var (None when none were given; unchanged copies in eval mode)."""
+    x = np.asarray(x)
+    dt = x.dtype
+    n = x.shape[0]
+    if training:
+        if n < 2:
+            raise ValueError(f"batch norm in training mode needs a batch of at least 2, got {n}")
+        mean = np.mean(x, axis=0)
+        centered = x - mean
+        var = np.mean(centered * centered, axis=0)  # two-pass, biased (ddof = 0)
+        new_rm = new_rv = None
+        if running_mean is not None:
+            new_rm = ((1 - momentum) * np.asarray(running_mean, dtype=dt)
+                      + momentum * mean).astype(dt)
+        if running_var is not None:
+            unbiased = var * n / (n - 1)
+            new_rv = ((1 - momentum) * np.asarray(running_var, dtype=dt)
+                      + momentum * unbiased).astype(dt)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch norm in eval mode needs running_mean and running_var")
+        mean = np.asarray(running_mean, dtype=dt).copy()
+        var = np.asarray(running_var, dtype=dt).copy()
+        new_rm, new_rv = mean.copy(), var.copy()
+    rstd = (1 / np.sqrt(var + eps)).astype(dt)
+    xhat = (x - mean) * rstd
+    if gamma is not None:
+        y = xhat * np.asarray(gamma, dtype=dt) + np.asarray(beta, dtype=dt)
+    else:
+        y = xhat.copy()
+    return Reference(y=y.astype(dt), mean=mean.astype(dt), var=np.asarray(var, dt),
+                     rstd=rstd, xhat=xhat, running_mean=new_rm, running_var=new_rv)
+
+
+def batchnorm_backward(dy, x, mean, rstd, gamma=None, training=True):
+    """(dx, dgamma, dbeta); dgamma and dbeta are None when gamma is None (affine=False).
+
+    train: dbeta = sum dy, dgamma = sum dy * xhat,
+           dx = gamma * rstd / N * (N dy - sum dy - xhat * sum(dy * xhat));
+    eval:  dx = dy * gamma * rstd (mean and rstd are the running ones: constants)."""
+    dy = np.asarray(dy)
+    x = np.asarray(x, dtype=dy.dtype)
+    n = x.shape[0]
+    xhat = (x - np.asarray(mean, dtype=dy.dtype)) * np.asarray(rstd, dtype=dy.dtype)
+    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)
+    g = np.ones_like(dbeta) if gamma is None else np.asarray(gamma, dtype=dy.dtype)
+    if training:
+        dx = (g * rstd / n) * (n * dy - dbeta - xhat * dgamma)
+    else:
+        dx = dy * (g * rstd)
+    if gamma is None:
+        return dx, None, None
+    return dx, dgamma, dbeta
+
+
+def bn_mlp_reference(weights, biases, x, gammas=None, betas=None, running_means=None,
+                     running_vars=None, activation="tanh", output_activation="identity",
+                     alpha=1.0, *, training=True, momentum=0.1, eps=1e-5, grad_out=None,
+                     target=None, loss=None, dtype=np.float64):
+    """Whole BN-MLP forward and backward (see the section comment above).
+
+    weights: L arrays; biases: L entries of which only the last is used (the hidden ones may be
+    None or empty); gammas / betas: L-1 arrays, or None for bn_affine=False; running_means /
+    running_vars: L-1 arrays (the state before this forward). Either ``grad_out`` or
+    (``target``, ``loss``).
+
+    Returns a Reference with out, zs (pre-BN z_l; z of the last layer), ys (what the activation
+    is applied to: y_l on BN layers, z on the last), hs, bn (the batchnorm_forward caches),
+    running_means / running_vars (after this forward), loss, grad_out, dW, db (None on BN
+    layers), dgamma, dbeta (None on the last layer or without affine), dz (dL/dz_l, pre-BN),
+    dy (dL/d(act input)), dh, dx and every GradReport statistic (bias_grad_norm NaN on BN
+    layers, gamma/beta norms NaN where there is no such parameter)."""
+    num_layers = len(weights)
+    affine = gammas is not None
+    x = np.asarray(x, dtype=dtype)
+    running_means = [None] * (num_layers - 1) if running_means is None else running_means
+    running_vars = [None] * (num_layers - 1) if running_vars is None else running_vars
+
+    zs, ys, hs, caches, new_rm, new_rv = [], [], [], [], [], []
+    h = x
+    for l in range(num_layers):
+        w = np.asarray(weights[l], dtype=dtype)
+        name = layer_activation(l, num_layers, activation, output_activation)
+        if l < num_layers - 1:
+            z = h @ w.T
+            c = batchnorm_forward(
+                z, None if not affine else np.asarray(gammas[l], dtype),
+                None if not affine else np.asarray(betas[l], dtype),
+                None if running_means[l] is None else np.asarray(running_means[l], dtype),
+                None if running_vars[l] is None else np.asarray(running_vars[l], dtype),
+                training=training, momentum=momentum, eps=eps)
+            y = c.y
+            caches.append(c)
+            new_rm.append(c.running_mean)
+            new_rv.append(c.running_var)
+        else:
+            z = h @ w.T + np.asarray(biases[l], dtype=dtype)
+            y = z
+        h = act(y, name, alpha)
+        zs.append(z)
+        ys.append(y)
+        hs.append(h)
+    out = h
+
+    loss_value = np.nan
+    if loss is not None:
+        loss_value, grad_out = loss_and_grad(out, target, loss)
+    if grad_out is None:
+        raise ValueError("pass grad_out or (target, loss)")
+    grad_out = np.asarray(grad_out, dtype=dtype)
+
+    dW, db, dgamma, dbeta, dz, dy, dh = ([None] * num_layers for _ in range(7))
+    g = grad_out
+    for l in reversed(range(num_layers)):
+        name = layer_activation(l, num_layers, activation, output_activation)
+        w = np.asarray(weights[l], dtype=dtype)
+        h_prev = hs[l - 1] if l > 0 else x
+        dh[l] = g
+        dy[l] = g * act_derivative(ys[l], name, alpha)
+        if l < num_layers - 1:
+            c = caches[l]
+            dz[l], dgamma[l], dbeta[l] = batchnorm_backward(
+                dy[l], zs[l], c.mean, c.rstd,
+                np.asarray(gammas[l], dtype) if affine else None, training=training)
+        else:
+            dz[l] = dy[l]
+            db[l] = dz[l].sum(axis=0)
+        dW[l] = dz[l].T @ h_prev
+        g = dz[l] @ w
+    dx = g
+
+    def norms(arrays, log=False):
+        vals = []
+        for a in arrays:
+            if a is None:
+                vals.append(np.nan)
+            else:
+                n = frobenius_norm(a)
+                vals.append(safe_log10(n) if log else n)
+        return np.array(vals, dtype=np.float64)
+
+    groups = {"weight_grad_norm": dW, "bias_grad_norm": db, "preact_grad_norm": dz,
+              "act_grad_norm": dh, "gamma_grad_norm": dgamma, "beta_grad_norm": dbeta}
+    report = {}
+    for field, arrays in groups.items():
+        report[field] = norms(arrays)
+        report["log10_" + field] = norms(arrays, log=True)
+    # fractions from h = act(y); preact_mean / preact_std from the pre-BN z
+    stats = forward_statistics(ys, hs, activation, output_activation, alpha)
+    stats["preact_mean"] = np.array([np.mean(np.asarray(z, np.float64)) for z in zs])
+    stats["preact_std"] = np.array([np.std(np.asarray(z, np.float64)) for z in zs])
+    report.update(stats)
+    report["grad_log2_scale"] = np.zeros(num_layers)
+
+    return Reference(x=x, gammas=None if not affine else [np.asarray(g, dtype) for g in gammas],
+                     out=out, zs=zs, ys=ys, hs=hs, bn=caches, running_means=new_rm,
+                     running_vars=new_rv, loss=float(loss_value), grad_out=grad_out, dW=dW,
+                     db=db, dgamma=dgamma, dbeta=dbeta, dz=dz, dy=dy, dh=dh, dx=dx,
+                     report=report, **report)
