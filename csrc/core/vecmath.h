@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace vgkern {
 
@@ -57,7 +58,8 @@ template <class T>
 inline T pow2_normal(int32_t k) {
   using C = ExpConstants<T>;
   using Int = typename C::Int;
-  Int bits = static_cast<Int>(k + C::exponent_bias) << C::mantissa_bits;
+  using UInt = std::make_unsigned_t<Int>;
+  const UInt bits = static_cast<UInt>(k + C::exponent_bias) << C::mantissa_bits;
   T out;
   std::memcpy(&out, &bits, sizeof(T));
   return out;
@@ -69,7 +71,8 @@ inline void exp_expm1_nonpositive(T x, T& exp_x, T& expm1_x) {
   using C = ExpConstants<T>;
   x = x < C::lowest ? C::lowest : x;  // NaN stays NaN (the comparison is false)
   x = x > T(0) ? T(0) : x;
-  const T k_real = (x * C::log2e + C::round_magic) - C::round_magic;  // round to nearest
+  T k_real = (x * C::log2e + C::round_magic) - C::round_magic;  // round to nearest
+  k_real = k_real == k_real ? k_real : T(0);  // NaN x: keep the int conversion defined (result stays NaN)
   const T r = (x - k_real * C::ln2_hi) - k_real * C::ln2_lo;
   // expm1(r) = r + r^2 (1/2! + r (1/3! + ... + r / degree!)) by Horner.
   const T em_r = r + r * r * taylor_tail<T, 2, C::degree>(r);
