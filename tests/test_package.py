@@ -42,26 +42,35 @@ def test_gemm_uses_scipy_blas_for_large_products():
 
 
 def test_demo_prints_vanishing_sigmoid_gradient(capsys):
-    columns = cli.demo(depth=20, width=32, batch=64, seed=0)
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    summary = cli.demo(depths=(5, 10, 20), width=32, batch=64, seed=0, png=None)
     out = capsys.readouterr().out
     assert "sigmoid" in out and "tanh" in out and "relu" in out and "elu" in out
-    assert len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 20
+    assert "LSTM" in out and "RNN" in out
+    # one line per depth in each of the three tables
+    assert len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 3 * 3
     # sigmoid's input-side gradient is orders of magnitude below its output side, far more
     # than tanh's (the demo's point)
-    sig, tanh = columns["sigmoid"], columns["tanh"]
-    assert sig[-1] - sig[0] > 5.0
-    assert (sig[-1] - sig[0]) > 3 * (tanh[-1] - tanh[0])
+    mlp = summary[(summary["model"] == "mlp") & (summary["depth"] == 20) & ~summary["batch_norm"]]
+    ratio = mlp.set_index("activation")["log10_ratio_first_last"]
+    assert ratio["sigmoid"] < -5.0
+    assert ratio["sigmoid"] < 3 * ratio["tanh"]
 
 
-def test_cli_entry_points_run():
-    demo = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "5"],
-                          capture_output=True, text=True, check=True)
-    assert "layer" in demo.stdout
+def test_cli_entry_points_run(tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "demo.png"
+    demo = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "5,10",
+                           "-o", str(png)], capture_output=True, text=True, check=True,
+                          cwd=tmp_path)
+    assert "depth" in demo.stdout and png.is_file()
     info = subprocess.run([sys.executable, "-m", "vgkern.cli", "info"],
                           capture_output=True, text=True, check=True)
     assert json.loads(info.stdout)["version"] == vgkern.__version__
     bad = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "1"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "--depth" in bad.stderr
 
 

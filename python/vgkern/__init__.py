@@ -18,6 +18,16 @@ from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
 from .recurrent import LSTM, RNN  # noqa: E402
 from .report import GradReport, SequenceReport  # noqa: E402
 
+# Sweeps and plots: pandas, pyarrow, matplotlib, tqdm, scikit-learn and dask are imported only
+# when used (pip install 'vgkern[sweep]'), so `import vgkern` needs numpy and scipy only.
+# Note: `vgkern.sweep` is the function; the module is sys.modules["vgkern.sweep"].
+from .sweep import (  # noqa: E402
+    SweepInterrupted, read_results, sweep, sweep_configs, sweep_summary,
+)
+from .plots import (  # noqa: E402
+    plot_gain_vs_depth, plot_gradient_heatmap, plot_gradient_norms, plot_sweep,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,4 +43,13 @@ __all__ = [
     "build_info",
     "cuda_available",
     "ops",
+    "SweepInterrupted",
+    "plot_gain_vs_depth",
+    "plot_gradient_heatmap",
+    "plot_gradient_norms",
+    "plot_sweep",
+    "read_results",
+    "sweep",
+    "sweep_configs",
+    "sweep_summary",
 ]

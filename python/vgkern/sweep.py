@@ -63,9 +63,20 @@ once, as one checksummed record written with a single write(), to a journal ``<o
 recognised and dropped). The output file itself is rebuilt from everything finished -- written
 to a temporary file in the same folder, fsync'ed, then moved over the output with os.replace --
 at most every ``flush_interval`` seconds and at the end, so it is always a complete, readable
-file that is never more than a few seconds behind. Re-running skips finished configurations
-(``resume=True``, matched by config_id, reading both the output and the journal); a clean end
-removes the journal. Ctrl-C stops, saves everything finished and raises SweepInterrupted.
+file that is never more than a few seconds behind (the rebuild interval grows to 4x the last
+rebuild's duration for very large files). Journal records reach the operating system at once
+(a killed process loses nothing) and the disk at the next rebuild's fsync (a power cut loses at
+most one interval). Re-running skips finished configurations (``resume=True``, matched by
+config_id, reading both the output and the journal); a clean end removes the journal; a lock
+on the journal refuses a second sweep on the same output. Ctrl-C stops, saves everything
+finished and raises SweepInterrupted.
+
+Throughput: configurations run on a thread pool (one per core by default) with BLAS limited to
+one thread; vgkern releases the GIL in every native call. Within a process, configurations that
+share a seed share one draw of the initial weights' random stream and of the input batches, and
+each thread reuses its networks (rewriting every parameter), so a sweep pays for the network
+and the random numbers once, not once per configuration; the results are byte-identical to
+constructing vgkern.MLP(..., seed=seed) for every configuration.
 """
 import concurrent.futures as cf
 import contextlib
@@ -80,7 +91,9 @@ import numbers
 import os
 import struct
 import sys
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -399,10 +412,207 @@ def digits_data():
     return x, labels
 
 
+class _LRU:
+    """A small thread-safe LRU cache (values are treated as read-only)."""
+
+    def __init__(self, size):
+        self._size, self._data, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = make()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+        return value
+
+
+_BATCHES = _LRU(64)  # configurations that differ only in the network share their batches
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
 def _digits_batch(c, step):
-    x, labels = digits_data()
-    idx = np.random.default_rng([c["seed"], step]).choice(len(x), size=c["batch"], replace=False)
-    return x[idx].astype(c["dtype"]), labels[idx]
+    def make():
+        x, labels = digits_data()
+        idx = np.random.default_rng([c["seed"], step]).choice(len(x), size=c["batch"], replace=False)
+        return _readonly(x[idx].astype(c["dtype"]), labels[idx])
+    return _BATCHES.get(("digits", c["seed"], step, c["batch"], c["dtype"]), make)
+
+
+def _gaussian_batch(c, step, x_shape, t_shape):
+    def make():
+        rng = np.random.default_rng([c["seed"], step])
+        return _readonly(rng.standard_normal(x_shape).astype(c["dtype"]),
+                         rng.standard_normal(t_shape).astype(c["dtype"]))
+    return _BATCHES.get(("gaussian", c["seed"], step, x_shape, t_shape, c["dtype"]), make)
+
+
+# Weight init without redrawing. The normal-family inits of vgkern.MLP scale one stream of
+# standard normals, numpy.random.default_rng(seed).standard_normal, consumed layer by layer
+# (W_l, then b_l for scaled_normal): the stream depends on the seed only, not on the activation,
+# batch norm, init or depth. A sweep therefore draws each seed's stream once per process and
+# scales slices of it exactly as vgkern.init.draw_layer does (the same float64 products, then
+# the same cast), and it reuses one net object per thread and architecture, rewriting all of
+# its parameters. A self-check per init compares the result with vgkern.MLP byte for byte
+# and falls back to constructing vgkern.MLP when they differ.
+_NORMAL_INITS = ("xavier_normal", "he_normal", "lecun_normal", "scaled_normal")
+_STREAM_MAX_VALUES = 1 << 23  # per seed (64 MiB); larger nets are initialised by vgkern.MLP
+_STREAM_MAX_TOTAL = 1 << 24   # all seeds (128 MiB)
+_NET_POOL_BYTES = 64 << 20    # parameters of the nets kept per thread
+
+
+class _NormalStreams:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._streams = OrderedDict()  # seed -> [rng, values, lock]
+
+    def get(self, seed, n):
+        """At least n standard normals of default_rng(seed) (a read-only array), or None."""
+        if n > _STREAM_MAX_VALUES:
+            return None
+        with self._lock:
+            entry = self._streams.get(seed)
+            if entry is None:
+                entry = self._streams[seed] = [np.random.default_rng(seed), np.empty(0),
+                                               threading.Lock()]
+            self._streams.move_to_end(seed)
+        values = entry[1]
+        if len(values) < n:
+            with entry[2]:
+                values = entry[1]
+                if len(values) < n:
+                    cap = min(max(n, 2 * len(values)), _STREAM_MAX_VALUES)
+                    grown = np.empty(cap)
+                    grown[:len(values)] = values
+                    grown[len(values):] = entry[0].standard_normal(cap - len(values))
+                    grown.setflags(write=False)
+                    entry[1] = values = grown
+            with self._lock:  # keep the total bounded: drop the least recently used seeds
+                total = sum(len(e[1]) for e in self._streams.values())
+                while total > _STREAM_MAX_TOTAL and len(self._streams) > 1:
+                    _, old = self._streams.popitem(last=False)
+                    total -= len(old[1])
+        return values
+
+
+_STREAMS = _NormalStreams()
+_LOCAL = threading.local()
+_INIT_CHECKED = {}
+
+
+def _normal_plan(init, sizes, sigma_w, sigma_b):
+    """[(weight offset, shape, scale, bias offset or -1, bias scale)], stream length -- the
+    draws of vgkern.init.draw_layer, layer by layer."""
+    plan, off = [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        if init == "xavier_normal":
+            scale = 1.0 * np.sqrt(2.0 / (fan_in + fan_out))
+        elif init == "he_normal":
+            scale = np.sqrt(2.0 / fan_in)
+        elif init == "lecun_normal":
+            scale = np.sqrt(1.0 / fan_in)
+        else:
+            scale = sigma_w / np.sqrt(fan_in)
+        w_off, off = off, off + fan_out * fan_in
+        b_off = -1
+        if init == "scaled_normal":
+            b_off, off = off, off + fan_out
+        plan.append((w_off, (fan_out, fan_in), scale, b_off, sigma_b))
+    return plan, off
+
+
+def _bare_mlp_class():
+    from .mlp import MLP
+
+    class _BareMLP(MLP):
+        """vgkern.MLP whose constructor leaves the weights to the caller."""
+
+        def _initialize(self, *args, **kwargs):
+            pass
+
+    return _BareMLP
+
+
+@functools.lru_cache(maxsize=1)
+def _bare_mlp():
+    return _bare_mlp_class()
+
+
+def _fill_params(net, plan, stream, batch_norm):
+    net.params[...] = 0
+    for l, (w_off, shape, scale, b_off, b_scale) in enumerate(plan):
+        n = shape[0] * shape[1]
+        net.weights[l][...] = scale * stream[w_off:w_off + n].reshape(shape)
+        bias = net.biases[l]
+        if b_off >= 0 and bias.size:
+            bias[...] = b_scale * stream[b_off:b_off + shape[0]]
+    for g in net.bn_gammas:
+        g[...] = 1
+    for m in net.running_means:
+        m[...] = 0
+    for v in net.running_vars:
+        v[...] = 1
+
+
+def _init_reproduces_mlp(init):
+    """Self-check: the stream path gives vgkern.MLP's parameters, byte for byte."""
+    ok = _INIT_CHECKED.get(init)
+    if ok is None:
+        from .mlp import MLP
+
+        sizes, extra = [5, 4, 3, 2], {}
+        if init == "scaled_normal":
+            extra = dict(sigma_w=1.3, sigma_b=0.2)
+        ok = True
+        for bn in (False, True):
+            want = MLP(sizes, activation="tanh", init=init, seed=12345, batch_norm=bn, **extra)
+            net = _bare_mlp()(sizes, activation="tanh", init=init, seed=0, batch_norm=bn)
+            plan, n = _normal_plan(init, sizes, extra.get("sigma_w", 1.0), extra.get("sigma_b", 0.0))
+            _fill_params(net, plan, np.random.default_rng(12345).standard_normal(n), bn)
+            ok = ok and net.params.tobytes() == want.params.tobytes()
+        _INIT_CHECKED[init] = ok
+    return ok
+
+
+def _make_mlp(c, sizes):
+    """vgkern.MLP for configuration c with the weights of MLP(..., seed=c["seed"])."""
+    from .mlp import MLP
+
+    init, bn = c["init"], c["batch_norm"]
+    extra = dict(sigma_w=c["sigma_w"], sigma_b=c["sigma_b"]) if init == "scaled_normal" else {}
+    if init in _NORMAL_INITS and _init_reproduces_mlp(init):
+        plan, n = _normal_plan(init, sizes, c["sigma_w"], c["sigma_b"])
+        stream = _STREAMS.get(c["seed"], n)
+        if stream is not None:
+            pool = getattr(_LOCAL, "nets", None)
+            if pool is None:
+                pool = _LOCAL.nets = OrderedDict()
+            key = (tuple(sizes), c["activation"], bn, c["dtype"])
+            net = pool.pop(key, None)
+            if net is None:
+                net = _bare_mlp()(sizes, activation=c["activation"], init=init,
+                                  dtype=c["dtype"], batch_norm=bn)
+            pool[key] = net
+            size = lambda m: m.params.nbytes + m.grads.nbytes
+            total = sum(size(m) for m in pool.values())
+            while total > _NET_POOL_BYTES and len(pool) > 1:
+                _, old = pool.popitem(last=False)
+                total -= size(old)
+            net.init = init
+            net.train()
+            _fill_params(net, plan, stream, bn)
+            return net
+    return MLP(sizes, activation=c["activation"], init=init, dtype=c["dtype"], seed=c["seed"],
+               batch_norm=bn, **extra)
 
 
 def _sgd(net, lr, dtype):
@@ -436,9 +646,8 @@ def run_config(c):
     if c["model"] == "mlp":
         digits = c["data"] == "digits"
         sizes = [DIGITS_FEATURES] + [W] * (L - 1) + [DIGITS_CLASSES] if digits else [W] * (L + 1)
-        extra = dict(sigma_w=c["sigma_w"], sigma_b=c["sigma_b"]) if c["init"] == "scaled_normal" else {}
-        net = MLP(sizes, activation=c["activation"], init=c["init"], dtype=dtype, seed=c["seed"],
-                  batch_norm=c["batch_norm"], **extra)
+        net = _make_mlp(c, sizes)
+        rep = None
         for s in range(steps):
             if s:
                 if c["log_scale"]:
@@ -448,9 +657,7 @@ def run_config(c):
                 x, target = _digits_batch(c, s)
                 rep = net.step(x, target, loss="cross_entropy", log_scale=c["log_scale"])
             else:
-                rng = np.random.default_rng([c["seed"], s])
-                x = rng.standard_normal((B, W)).astype(dtype)
-                target = rng.standard_normal((B, W)).astype(dtype)
+                x, target = _gaussian_batch(c, s, (B, W), (B, W))
                 rep = net.step(x, target, loss="mse", log_scale=c["log_scale"])
             block = out[s * L:(s + 1) * L]
             block[:, 0] = rep.loss
@@ -478,9 +685,7 @@ def run_config(c):
             rep = net.backward(None, grad_hT=readout.input_grad)
             loss = rrep.loss
         else:
-            rng = np.random.default_rng([c["seed"], s])
-            x_seq = rng.standard_normal((L, B, W)).astype(dtype)
-            target = rng.standard_normal((B, W)).astype(dtype)
+            x_seq, target = _gaussian_batch(c, s, (L, B, W), (B, W))
             rep = net.step(x_seq, target, loss="mse")
             loss = rep.loss
         block = out[s * L:(s + 1) * L]
@@ -589,8 +794,6 @@ def _read_file(path, fmt, schema, what="output"):
 
             found = pq.read_schema(path)
         else:
-            import pyarrow.csv as pcsv
-
             with open(path, "r", encoding="utf-8", newline="") as f:
                 names = next(csv.reader([f.readline()]), [])
             found = pa.schema([pa.field(n, schema.field(n).type if n in schema.names
@@ -893,7 +1096,7 @@ def _run(todo, *, workers, executor, batch_size, blas_threads, on_result):
     """Run configurations, calling on_result(config, array) in this thread as each finishes."""
     by_id = {c["config_id"]: c for c in todo}
     if executor is None and workers == 1:  # serial, in this thread
-        with _limit_blas(blas_threads or _cpu_count()):
+        with _limit_blas(blas_threads or 1):
             for c in todo:
                 for cid, arr in run_batch([c]):
                     on_result(by_id[cid], arr)
@@ -962,7 +1165,7 @@ def _progress_bar(total, progress, resumed):
 
 
 def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batch_size=None,
-          progress=None, flush_interval=2.0, blas_threads=None, **keys):
+          progress=None, flush_interval=2.0, blas_threads=None, log=None, **keys):
     """Run a grid of configurations and return the tidy table (pandas DataFrame): one row per
     (configuration, step, layer), see the module docstring for the grid keys and the columns.
 
@@ -972,13 +1175,15 @@ def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batc
         atomic rebuilds, see the module docstring); resume=True (default) skips configurations
         already there, resume=False starts the file afresh.
     workers: threads (default: the number of cores); each configuration runs in one thread with
-        the GIL released inside vgkern and BLAS limited to blas_threads (default 1; the cores when
-        workers=1, which runs everything in this thread).
+        the GIL released inside vgkern and BLAS limited to blas_threads (default 1: at the
+        widths of a sweep, one configuration per core beats threaded small GEMMs; raise it for
+        wide layers). workers=1 runs everything in this thread; ignored when executor is given.
     executor: any concurrent.futures.Executor (e.g. ProcessPoolExecutor, or a Dask
         client.get_executor()); one task per batch_size configurations (default: 1 for threads,
         about 8 tasks per worker otherwise); results stream back and are saved as they arrive.
     progress: a tqdm bar on stderr (None: only when stderr is a terminal).
     flush_interval: seconds between rebuilds of the output file (0: after every configuration).
+    log: a callable taking one line of text (e.g. print) for messages such as what was resumed.
 
     Returns the rows of the grid's configurations in grid order (including resumed ones). On
     Ctrl-C raises SweepInterrupted (a KeyboardInterrupt) after saving everything finished.
@@ -1003,6 +1208,8 @@ def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batc
         _format_of(out)
     if any(c["data"] == "digits" for c in configs):
         digits_data()  # fails early without scikit-learn, and loads once for all threads
+    if progress:
+        _require("tqdm", why="progress=True")
 
     store = _Store(out, resume, flush_interval) if out is not None else None
     results = {}  # config_id -> array, for configurations finished in this call
@@ -1010,6 +1217,9 @@ def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batc
     todo = [c for c in configs if c["config_id"] not in done_before]
     todo.sort(key=_cost, reverse=True)  # longest first: no straggler at the end
     resumed = len(configs) - len(todo)
+    if log is not None and store is not None and resumed:
+        log(f"resuming: {resumed} of {len(configs)} configurations are already finished in "
+            f"{store.path}; running the other {len(todo)}")
     bar = _progress_bar(len(todo), progress, resumed)
 
     def on_result(config, array):

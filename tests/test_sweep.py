@@ -1,0 +1,809 @@
+"""vgkern.sweep, the sweep/plot/summary/demo commands and the plots.
+
+What is checked:
+* the sweep table is bit-identical to running each configuration by hand (MLP.step, LSTM/RNN
+  step, the documented data and SGD), for serial, threaded and Dask (LocalCluster, 2 processes
+  on loopback) execution;
+* nothing is lost: a sweep killed with SIGKILL (or stopped with SIGINT / Ctrl-C) mid-run and
+  then resumed ends with every configuration exactly once, and the file is readable at any
+  time; torn journal records are dropped; resume skips finished configurations;
+* bad input fails with a clear error before any work starts;
+* the seed's claims on fixed seeds (sigmoid vanishes, He-ReLU keeps gain ~1, BN changes sigmoid);
+* the CLI and the plots (files exist, are big enough, have non-blank pixels).
+
+Kept small for CI (2 cores): tiny grids, one module-scoped Dask cluster.
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import vgkern
+from vgkern import cli
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+S = sys.modules["vgkern.sweep"]  # the module (vgkern.sweep is the function)
+
+STATS = [c for c in S.STAT_COLUMNS]
+REC_FIELDS = ["h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm",
+              "log10_c_grad_norm", "log10_x_grad_norm", "forget_gate_mean", "saturated_fraction"]
+
+
+# --------------------------------------------------------------------------------------------
+# An independent re-implementation of what one configuration computes (the documented recipe)
+# --------------------------------------------------------------------------------------------
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.data / 16.0
+    sd = x.std(0)
+    sd[sd == 0] = 1.0
+    return (x - x.mean(0)) / sd, d.target.astype(np.int64)
+
+
+def reference(c):
+    """-> {column: array over the configuration's rows, in (step, layer) order}."""
+    dtype, B, W, L, steps, lr = c["dtype"], c["batch"], c["width"], c["depth"], c["steps"], c["lr"]
+    rows = {name: [] for name in STATS}
+
+    def add(rep_values, n):
+        for name in STATS:
+            rows[name].append(np.asarray(rep_values.get(name, np.full(n, np.nan)), np.float64)
+                              * np.ones(n))
+
+    def data(step, d_in, d_out):
+        rng = np.random.default_rng([c["seed"], step])
+        if c["data"] == "digits":
+            x, y = _digits()
+            idx = rng.choice(len(x), size=B, replace=False)
+            return x[idx].astype(dtype), y[idx]
+        return (rng.standard_normal((B, d_in)).astype(dtype),
+                rng.standard_normal((B, d_out)).astype(dtype))
+
+    if c["model"] == "mlp":
+        digits = c["data"] == "digits"
+        sizes = [64] + [W] * (L - 1) + [10] if digits else [W] * (L + 1)
+        kw = dict(sigma_w=c["sigma_w"], sigma_b=c["sigma_b"]) if c["init"] == "scaled_normal" else {}
+        net = vgkern.MLP(sizes, activation=c["activation"], init=c["init"], dtype=dtype,
+                         seed=c["seed"], batch_norm=c["batch_norm"], **kw)
+        rep = None
+        for s in range(steps):
+            if s:
+                if c["log_scale"]:
+                    for l, e in enumerate(rep.grad_log2_scale):
+                        for g in (net.weight_grads[l], net.bias_grads[l]):
+                            np.ldexp(g, int(e), out=g)
+                        if c["batch_norm"] and l < L - 1:
+                            for g in (net.bn_gamma_grads[l], net.bn_beta_grads[l]):
+                                np.ldexp(g, int(e), out=g)
+                net.params -= lr * net.grads
+            x, t = data(s, sizes[0], sizes[-1])
+            rep = net.step(x, t, loss="cross_entropy" if digits else "mse",
+                           log_scale=c["log_scale"])
+            values = {f: getattr(rep, f) for f in vgkern.report.FIELDS}
+            values["loss"] = rep.loss
+            add(values, L)
+    else:
+        digits = c["data"] == "digits"
+        I = 8 if digits else W
+        if c["model"] == "lstm":
+            net = vgkern.LSTM(I, W, dtype=dtype, seed=c["seed"], forget_bias=c["forget_bias"])
+        else:
+            net = vgkern.RNN(I, W, nonlinearity=c["activation"], dtype=dtype, seed=c["seed"])
+        head = vgkern.MLP([W, 10], activation="identity", dtype=dtype, seed=c["seed"]) if digits else None
+        for s in range(steps):
+            if s:
+                net.params -= lr * net.grads
+                if head is not None:
+                    head.params -= lr * head.grads
+            if digits:
+                x, y = data(s, None, None)
+                x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
+                out = net.forward(x_seq)
+                h_last = out[1][0] if c["model"] == "lstm" else out[1]
+                hrep = head.step(np.ascontiguousarray(h_last), y, loss="cross_entropy",
+                                 input_grad=True)
+                rep = net.backward(None, grad_hT=head.input_grad)
+                loss = hrep.loss
+            else:
+                rng = np.random.default_rng([c["seed"], s])
+                x_seq = rng.standard_normal((L, B, W)).astype(dtype)
+                t = rng.standard_normal((B, W)).astype(dtype)
+                rep = net.step(x_seq, t, loss="mse")
+                loss = rep.loss
+            values = {f: getattr(rep, f) for f in REC_FIELDS}
+            for f in ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm"):
+                values[f] = getattr(rep, f)
+                values["log10_" + f] = getattr(rep, "log10_" + f)
+            values["loss"] = loss
+            add(values, L)
+    return {name: np.concatenate(v) for name, v in rows.items()}
+
+
+EXACT_GRID = [
+    dict(model="mlp", depth=[2, 3], width=8, batch=16, activation=["sigmoid", "relu"],
+         init=["xavier_normal", "scaled_normal"], sigma_w=1.5, sigma_b=0.1,
+         batch_norm=[False, True], steps=2, lr=0.05, seed=[0, 1]),
+    dict(model="mlp", data="digits", depth=3, width=8, batch=32, activation="elu", steps=2,
+         log_scale=[False, True], dtype=["float32", "float64"]),
+    dict(model=["lstm", "rnn"], seq_len=[3, 5], width=6, batch=4, activation=["tanh", "relu"],
+         steps=2, lr=0.1),
+    dict(model=["lstm", "rnn"], data="digits", width=6, batch=16, steps=2),
+    dict(depth=3, width=8, batch=16, activation="tanh", batch_norm=[False, True], steps=2,
+         init=["he_normal", "lecun_normal", "he_uniform", "xavier_uniform", "orthogonal"]),
+]
+
+
+def assert_matches_reference(frame, configs):
+    assert frame["config_id"].tolist() == [c["config_id"] for c in configs
+                                           for _ in range(c["steps"] * c["depth"])]
+    for c in configs:
+        rows = frame[frame["config_id"] == c["config_id"]]
+        assert rows["step"].tolist() == [s for s in range(c["steps"]) for _ in range(c["depth"])]
+        assert rows["layer"].tolist() == list(range(c["depth"])) * c["steps"]
+        for key in S.CONFIG_COLUMNS:
+            got, want = rows[key].iloc[0], c[key]
+            if want is None or (isinstance(want, float) and math.isnan(want)):
+                assert pd.isna(got), (key, got)
+            else:
+                assert got == want, (key, got, want)
+        ref = reference(c)
+        for name in STATS:
+            got = rows[name].to_numpy(np.float64)
+            # bit-identical: same bytes (NaN patterns included)
+            assert got.tobytes() == ref[name].tobytes(), (c, name, got, ref[name])
+
+
+@pytest.fixture(scope="module")
+def exact_configs():
+    return vgkern.sweep_configs(EXACT_GRID)
+
+
+@pytest.fixture(scope="module")
+def serial_table(exact_configs):
+    return vgkern.sweep(EXACT_GRID, workers=1)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       silence_logs=50)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_grid_expansion_counts_and_canonical_configs(exact_configs):
+    by_model = pd.Series([c["model"] for c in exact_configs]).value_counts().to_dict()
+    # MLP: 2 depths x 2 acts x (xavier + scaled) x 2 BN x 2 seeds = 32, digits: 2 x 2 = 4,
+    # other inits: 5 x 2 = 10; LSTM: 2 lengths + digits; RNN: 2 acts x 2 lengths + 1 digits
+    assert by_model == {"mlp": 46, "rnn": 5, "lstm": 3}
+    lstm = [c for c in exact_configs if c["model"] == "lstm"]
+    assert all(c["activation"] is None and c["init"] is None and not c["batch_norm"] for c in lstm)
+    assert sorted(c["depth"] for c in lstm) == [3, 5, 8]  # digits: T = 8 rows of the image
+    xav = [c for c in exact_configs if c["init"] == "xavier_normal"]
+    assert all(math.isnan(c["sigma_w"]) for c in xav)  # sigma only for scaled_normal
+    # duplicates collapse: listing the same value twice or a key that does not apply
+    assert len(vgkern.sweep_configs(depth=[3, 3], activation=["tanh", "tanh"])) == 1
+    assert len(vgkern.sweep_configs([dict(model=["mlp", "lstm"], depth=4,
+                                          batch_norm=[False, True])])) == 3
+
+
+def test_config_id_is_sha256_of_canonical_json_and_stable_across_processes():
+    c = vgkern.sweep_configs(depth=7, activation="elu", init="scaled_normal", sigma_w=1.5)[0]
+    canon = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in c.items() if k != "config_id"}
+    canon["schema"] = S.SCHEMA_VERSION
+    import hashlib
+
+    want = hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()
+                          ).hexdigest()[:16]
+    assert c["config_id"] == want
+    code = ("import vgkern; print(vgkern.sweep_configs(depth=7, activation='elu', "
+            "init='scaled_normal', sigma_w=1.5)[0]['config_id'])")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == want
+    # equal values in other spellings give the same id
+    assert vgkern.sweep_configs(depth=np.int64(7), activation="ELU", init="scaled_normal",
+                                sigma_w=1.5, sigma_b=0, lr=0.01)[0]["config_id"] == want
+
+
+def test_serial_sweep_is_bit_identical_to_running_each_configuration(serial_table, exact_configs):
+    assert_matches_reference(serial_table, exact_configs)
+
+
+def test_threaded_sweep_is_bit_identical(serial_table, exact_configs):
+    threaded = vgkern.sweep(EXACT_GRID, workers=2)
+    assert_matches_reference(threaded, exact_configs)
+    pd.testing.assert_frame_equal(threaded, serial_table, check_exact=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:  # a user's executor
+        mine = vgkern.sweep(EXACT_GRID, executor=pool, batch_size=4)
+    pd.testing.assert_frame_equal(mine, serial_table, check_exact=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning",
+                            "ignore::UserWarning")
+def test_dask_sweep_is_bit_identical_and_streams_to_the_output(serial_table, exact_configs,
+                                                               dask_client, tmp_path):
+    out = tmp_path / "dask.parquet"
+    table = vgkern.sweep(EXACT_GRID, executor=dask_client.get_executor(pure=False),
+                         out=str(out), flush_interval=0)
+    assert_matches_reference(table, exact_configs)
+    pd.testing.assert_frame_equal(table, serial_table, check_exact=True)
+    pd.testing.assert_frame_equal(vgkern.read_results(out), serial_table, check_exact=True)
+    assert not os.path.exists(str(out) + ".journal")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning",
+                            "ignore::UserWarning")
+def test_cli_scheduler_runs_on_a_dask_cluster(dask_client, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    address = dask_client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    rc = cli.main(["sweep", "--depth", "2..4", "--activation", "tanh,relu", "--width", "8",
+                   "--batch", "8", "--out", str(out), "--scheduler", address, "--no-progress"])
+    assert rc == 0
+    got = vgkern.read_results(out)
+    want = vgkern.sweep(depth=[2, 3, 4], activation=["tanh", "relu"], width=8, batch=8)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert "on the Dask scheduler at tcp://127.0.0.1" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning",
+                            "ignore::UserWarning")
+def test_cli_dask_local_cluster(tmp_path):
+    out = tmp_path / "local.parquet"
+    proc = subprocess.run([sys.executable, "-m", "vgkern.cli", "sweep", "--depth", "2,3",
+                           "--width", "8", "--batch", "8", "--seed", "0..2", "--dask-local", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "local Dask cluster of 2 processes" in proc.stderr
+    want = vgkern.sweep(depth=[2, 3], width=8, batch=8, seed=[0, 1, 2])
+    pd.testing.assert_frame_equal(vgkern.read_results(out), want, check_exact=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing is lost
+# --------------------------------------------------------------------------------------------
+
+KILL_GRID = dict(depth=30, width=64, batch=128, steps=3,
+                 activation=["sigmoid", "tanh", "relu", "elu"], seed=list(range(20)))
+KILL_ARGS = ["--depth", "30", "--width", "64", "--batch", "128", "--steps", "3",
+             "--activation", "sigmoid,tanh,relu,elu", "--seed", "0..19", "--workers", "1",
+             "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def kill_reference():
+    return vgkern.sweep(**KILL_GRID, workers=2)
+
+
+def _sweep_cmd(out, *extra):
+    return [sys.executable, "-m", "vgkern.cli", "sweep", *KILL_ARGS, "--out", str(out), *extra]
+
+
+def _finished_ids(out):
+    frame = vgkern.read_results(out)
+    return frame, frame.groupby("config_id").size()
+
+
+def _output_configs(out):
+    import pyarrow.parquet as pq
+
+    try:
+        return len(set(pq.read_table(out, columns=["config_id"]).column(0).to_pylist()))
+    except (OSError, ValueError):
+        return 0
+
+
+def _journal_ids(out):
+    path = str(out) + ".journal"
+    try:
+        with open(path, "rb") as f:
+            return {c["config_id"] for c, _ in S._read_journal(f, path)[0]}
+    except (OSError, ValueError):
+        return set()
+
+
+def _journal_records(out):
+    return len(_journal_ids(out))
+
+
+def _assert_complete(out, configs):
+    frame, counts = _finished_ids(out)
+    assert sorted(counts.index) == sorted(c["config_id"] for c in configs)
+    for c in configs:  # each configuration exactly once: steps * depth rows
+        assert counts[c["config_id"]] == c["steps"] * c["depth"]
+    assert not frame.duplicated(["config_id", "step", "layer"]).any()
+    assert not os.path.exists(str(out) + ".journal")
+    return frame
+
+
+def _run_until(cmd, predicate, sig, timeout=120):
+    """Start the sweep, send `sig` once predicate() holds; -> (returncode, stderr)."""
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        t0 = time.time()
+        try:
+            while proc.poll() is None and not predicate():
+                assert time.time() - t0 < timeout, "timeout waiting for the sweep"
+                time.sleep(0.01)
+            assert proc.poll() is None, ("the sweep ended before it could be stopped: "
+                                         + proc.stderr.read())
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("flush", ["0.1", "1000"], ids=["frequent-rebuilds", "journal-only"])
+def test_sigkill_mid_run_then_resume_keeps_every_configuration_exactly_once(
+        tmp_path, flush, kill_reference):
+    out = tmp_path / "kill.parquet"
+    configs = vgkern.sweep_configs(**KILL_GRID)
+    if flush == "1000":  # the output is rebuilt only at the end: everything is in the journal
+        ready = lambda: _journal_records(out) >= 4
+    else:
+        ready = lambda: _output_configs(out) >= 4
+    rc, _ = _run_until(_sweep_cmd(out, "--flush-interval", flush), ready, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    # The output is readable right after the kill and holds only whole configurations.
+    frame, counts = _finished_ids(out)
+    assert (counts == 90).all()
+    if flush == "1000":
+        assert len(counts) == 0
+    else:
+        assert len(counts) >= 4
+    # (a kill between a rebuild and the journal reset leaves records in both: counted once)
+    before = len(set(counts.index) | _journal_ids(out))
+    assert 4 <= before < len(configs)
+    # Resume: the same command skips what is finished (output and journal) and completes.
+    done = subprocess.run(_sweep_cmd(out, "--flush-interval", flush), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {before} of {len(configs)} configurations are already finished" in done.stderr
+    frame = _assert_complete(out, configs)
+    # and the values are those of an uninterrupted run
+    pd.testing.assert_frame_equal(frame, kill_reference, check_exact=True)
+
+
+def test_sigint_stops_cleanly_and_keeps_everything_finished(tmp_path, kill_reference):
+    out = tmp_path / "int.csv"
+    configs = vgkern.sweep_configs(**KILL_GRID)
+    # two worker threads: Ctrl-C reaches the main thread while the workers compute
+    rc, err = _run_until(_sweep_cmd(out, "--flush-interval", "1000", "--workers", "2"),
+                         lambda: _journal_records(out) >= 3, signal.SIGINT)
+    assert rc == 130, err
+    assert "interrupted:" in err and "run the same command again to resume" in err
+    frame, counts = _finished_ids(out)  # everything finished is in the output file now
+    assert len(counts) >= 3 and (counts == 90).all()
+    assert not os.path.exists(str(out) + ".journal")
+    done = subprocess.run(_sweep_cmd(out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {len(counts)} of {len(configs)}" in done.stderr
+    frame = _assert_complete(out, configs)
+    pd.testing.assert_frame_equal(frame, kill_reference, check_exact=True)
+
+
+def test_torn_journal_records_are_dropped_on_resume(tmp_path):
+    out = tmp_path / "torn.parquet"
+    grid = dict(depth=[2, 3, 4], width=8, batch=8, seed=[0, 1])
+    configs = vgkern.sweep_configs(**grid)
+    full = vgkern.sweep(**grid)
+    vgkern.sweep(**grid, out=str(out))
+    # Simulate a run killed after two configurations: the output holds nothing yet, the journal
+    # two whole records and a third one cut short, then garbage.
+    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    records = [S._journal_record(
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()},
+        S.run_config(c)) for c in configs[:3]]
+    with open(str(out) + ".journal", "wb") as f:
+        f.write(S._JOURNAL_MAGIC + records[0] + records[1] + records[2][:len(records[2]) // 2])
+    calls = []
+    real = S.run_config
+    try:
+        S.run_config = lambda c: calls.append(c["config_id"]) or real(c)
+        table = vgkern.sweep(**grid, out=str(out), workers=1)
+    finally:
+        S.run_config = real
+    assert sorted(calls) == sorted(c["config_id"] for c in configs[2:])  # 2 resumed, 4 run
+    pd.testing.assert_frame_equal(table, full, check_exact=True)
+    _assert_complete(out, configs)
+    # a damaged (bit-flipped) record is dropped as well
+    rec = bytearray(records[0])
+    rec[-3] ^= 0xFF
+    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    with open(str(out) + ".journal", "wb") as f:
+        f.write(S._JOURNAL_MAGIC + bytes(rec) + records[1])
+    with open(str(out) + ".journal", "rb") as f:
+        assert S._read_journal(f, "j")[0] == []
+
+
+def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypatch):
+    out = tmp_path / "r.parquet"
+    small = dict(depth=[2, 4], width=8, batch=8, activation=["tanh", "relu"])
+    vgkern.sweep(**small, out=str(out))
+    calls = []
+    real = S.run_config
+    monkeypatch.setattr(S, "run_config", lambda c: calls.append(c) or real(c))
+    bigger = dict(small, depth=[2, 3, 4])
+    lines = []
+    table = vgkern.sweep(**bigger, out=str(out), log=lines.append)
+    assert sorted(c["depth"] for c in calls) == [3, 3]  # only the new depth ran
+    assert lines == [f"resuming: 4 of 6 configurations are already finished in {out}; "
+                     "running the other 2"]
+    want = vgkern.sweep(**bigger)
+    pd.testing.assert_frame_equal(table, want, check_exact=True)
+    pd.testing.assert_frame_equal(vgkern.read_results(out), want, check_exact=True)
+    # a narrower grid returns its own rows; the file keeps everything
+    calls.clear()
+    narrow = vgkern.sweep(**dict(small, depth=[3]), out=str(out))
+    assert calls == [] and set(narrow["depth"]) == {3}
+    assert len(vgkern.read_results(out)) == len(want)
+    # resume=False starts afresh
+    vgkern.sweep(**dict(small, depth=[3]), out=str(out), resume=False)
+    assert set(vgkern.read_results(out)["depth"]) == {3}
+
+
+def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monkeypatch):
+    out = tmp_path / "i.parquet"
+    grid = dict(depth=[2, 3, 4, 5], width=8, batch=8)
+    real = S.run_config
+    seen = []
+
+    def flaky(c):
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        seen.append(c)
+        return real(c)
+
+    monkeypatch.setattr(S, "run_config", flaky)
+    with pytest.raises(vgkern.SweepInterrupted) as info:
+        vgkern.sweep(**grid, out=str(out), workers=1)
+    stop = info.value
+    assert isinstance(stop, KeyboardInterrupt)
+    assert (stop.finished, stop.total) == (2, 4)
+    assert stop.results["config_id"].nunique() == 2
+    assert vgkern.read_results(out)["config_id"].nunique() == 2
+    monkeypatch.setattr(S, "run_config", real)
+    pd.testing.assert_frame_equal(vgkern.sweep(**grid, out=str(out)), vgkern.sweep(**grid),
+                                  check_exact=True)
+
+
+def test_a_failing_configuration_keeps_the_finished_ones(tmp_path, monkeypatch):
+    out = tmp_path / "f.parquet"
+    real = S.run_config
+
+    def bad(c):
+        if c["depth"] == 3:
+            raise ValueError("boom")
+        return real(c)
+
+    monkeypatch.setattr(S, "run_config", bad)
+    with pytest.raises(RuntimeError, match=r"configuration \w+ .*'depth': 3.* failed: ValueError: boom"):
+        vgkern.sweep(depth=[5, 3, 2], width=8, batch=8, out=str(out), workers=1)
+    # longest first: depth 5 ran and is saved, depth 2 never started
+    assert set(vgkern.read_results(out)["depth"]) == {5}
+
+
+def test_progress_bar_and_process_pool(tmp_path, capsys):
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    grid = dict(depth=[2, 3], width=8, batch=8, seed=[0, 1, 2])
+    want = vgkern.sweep(**grid, progress=True)
+    err = capsys.readouterr().err
+    assert "vgkern sweep" in err and "6/6" in err and "config/s" in err
+    assert vgkern.sweep(**grid, progress=None) is not None  # not a terminal: quiet
+    assert capsys.readouterr().err == ""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = vgkern.sweep(**grid, executor=pool, out=str(tmp_path / "p.parquet"))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_second_sweep_on_the_same_output_is_refused(tmp_path):
+    pytest.importorskip("fcntl")
+    import fcntl
+
+    out = tmp_path / "lock.parquet"
+    with open(str(out) + ".journal", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another vgkern sweep is writing"):
+            vgkern.sweep(depth=2, width=4, batch=4, out=str(out))
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: clear errors, before any work starts
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dept=[2]), r"unknown grid key 'dept' \(did you mean 'depth'\?\)"),
+    (dict(activation="sigmiod"), r"unknown value 'sigmiod' \(did you mean 'sigmoid'\?\)"),
+    (dict(init="glorot"), r"grid key 'init': unknown value 'glorot'"),
+    (dict(model="gru"), r"grid key 'model': unknown value 'gru'"),
+    (dict(data="mnist"), r"grid key 'data': unknown value 'mnist'"),
+    (dict(dtype="float16"), r"grid key 'dtype': expected 'float32' or 'float64'"),
+    (dict(depth=[]), r"grid key 'depth' has no values"),
+    (dict(depth=0), r"grid key 'depth': expected an integer >= 1, got 0"),
+    (dict(depth=2.5), r"grid key 'depth': expected an integer, got 2.5"),
+    (dict(width=True), r"grid key 'width': expected an integer, got True"),
+    (dict(seed=-1), r"grid key 'seed': expected an integer >= 0"),
+    (dict(batch_norm="yes"), r"grid key 'batch_norm': expected True or False"),
+    (dict(lr=float("nan")), r"grid key 'lr': expected a finite number"),
+    (dict(sigma_w=1.5), r"sigma_w and sigma_b apply to init 'scaled_normal' only"),
+    (dict(init="scaled_normal", sigma_w=0), r"grid key 'sigma_w': expected a number > 0"),
+    (dict(model="lstm", batch_norm=True), r"grid key 'batch_norm' applies to model 'mlp' only"),
+    (dict(forget_bias=1.0), r"grid key 'forget_bias' applies to model 'lstm' only"),
+    (dict(model="rnn", activation="sigmoid"), r"the RNN's activation must be 'tanh' or 'relu'"),
+    (dict(batch_norm=True, batch=1), r"batch_norm=True needs batch >= 2"),
+    (dict(data="digits", batch=5000), r"batch must be <= 1797"),
+    (dict(depth={"a": 1}), r"expected a value or a list of values, got a dict"),
+])
+def test_bad_grids_fail_clearly(kwargs, message, tmp_path):
+    out = tmp_path / "never.parquet"
+    with pytest.raises(ValueError, match=message):
+        vgkern.sweep(out=str(out), **kwargs)
+    assert not out.exists() and not os.path.exists(str(out) + ".journal")
+
+
+def test_empty_grids_and_bad_arguments_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="the grid is empty"):
+        vgkern.sweep([])
+    with pytest.raises(ValueError, match="given both in the grid and as arguments"):
+        vgkern.sweep({"depth": 2}, depth=3)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        vgkern.sweep(depth=2, workers=0)
+    with pytest.raises(ValueError, match="executor must be a concurrent.futures.Executor"):
+        vgkern.sweep(depth=2, executor=object())
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "run_config", lambda c: pytest.fail("work started"))
+    with pytest.raises(ValueError, match=r"unknown format; the name must end in \.parquet"):
+        vgkern.sweep(depth=2, out=str(tmp_path / "r.xlsx"))
+    with pytest.raises(ValueError, match="does not exist"):
+        vgkern.sweep(depth=2, out=str(tmp_path / "no" / "such" / "r.parquet"))
+    (tmp_path / "d.parquet").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        vgkern.sweep(depth=2, out=str(tmp_path / "d.parquet"))
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        with pytest.raises(ValueError, match="not writable"):
+            vgkern.sweep(depth=2, out=str(ro / "r.parquet"))
+    # an existing file with another schema, or not a Parquet file at all, is left untouched
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"layer": [0, 1], "grad": [1.0, 2.0]}), other)
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match=r"different schema.*missing columns \['config_id'"):
+        vgkern.sweep(depth=2, out=str(other))
+    assert other.read_bytes() == before and not os.path.exists(str(other) + ".journal")
+    csv = tmp_path / "other.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="different schema"):
+        vgkern.sweep(depth=2, out=str(csv))
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="not a readable PARQUET file"):
+        vgkern.sweep(depth=2, out=str(junk))
+    # ... unless the user asks to overwrite
+    monkeypatch.undo()
+    vgkern.sweep(depth=2, width=4, batch=4, out=str(other), resume=False)
+    assert len(vgkern.read_results(other)) == 2
+
+
+def test_import_vgkern_needs_no_optional_dependency():
+    code = """
+import sys
+for name in ("pandas", "pyarrow", "matplotlib", "tqdm", "sklearn", "distributed", "dask"):
+    sys.modules[name] = None          # makes `import name` fail
+import numpy as np, vgkern
+net = vgkern.MLP([4, 4, 4], seed=0)
+rep = net.step(np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32))
+print(len(vgkern.sweep_configs(depth=[2, 3])))
+try:
+    vgkern.sweep(depth=2)
+except ImportError as err:
+    print("ImportError:", err)
+try:
+    vgkern.plot_sweep(None)
+except ImportError as err:
+    print("ImportError:", err)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "2"
+    assert "pip install 'vgkern[sweep]'" in lines[1] and "pandas" in lines[1]
+    assert "matplotlib" in lines[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Results and the seed's claims
+# --------------------------------------------------------------------------------------------
+
+def test_summary_gain_is_the_least_squares_slope(serial_table):
+    summary = vgkern.sweep_summary(serial_table)
+    assert len(summary) == serial_table.groupby(["config_id", "step"]).ngroups
+    for _, row in summary.sample(8, random_state=0).iterrows():
+        rows = serial_table[(serial_table["config_id"] == row["config_id"])
+                            & (serial_table["step"] == row["step"])]
+        col = "log10_preact_grad_norm" if row["model"] == "mlp" else "log10_x_grad_norm"
+        y = rows[col].to_numpy()
+        slope = np.polyfit(rows["layer"].to_numpy(float), y, 1)[0]
+        assert row["slope"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
+        assert row["gain"] == pytest.approx(10 ** -slope, rel=1e-9)
+        assert row["log10_ratio_first_last"] == pytest.approx(y[0] - y[-1], abs=1e-12)
+        assert row["gain_stat"] == col
+
+
+@pytest.fixture(scope="module")
+def claims():
+    grid = [dict(depth=30, activation=["sigmoid", "tanh", "relu", "elu"], init="xavier_normal",
+                 batch_norm=[False, True], seed=[0, 1, 2]),
+            dict(depth=30, activation="relu", init="he_normal", seed=[0, 1, 2, 3, 4])]
+    return vgkern.sweep_summary(vgkern.sweep(grid))
+
+
+def test_claim_sigmoid_vanishes_far_more_than_tanh_relu_elu_at_depth_30(claims):
+    s = claims[(claims["init"] == "xavier_normal") & ~claims["batch_norm"]]
+    ratio = s.groupby("activation")["log10_ratio_first_last"]
+    worst_sigmoid = ratio.max()["sigmoid"]  # the sigmoid seed that vanishes least
+    for act in ("tanh", "relu", "elu"):
+        # input-layer vs output-layer gradient: > 10 orders of magnitude further apart for sigmoid
+        assert worst_sigmoid < ratio.min()[act] - 10, (act, ratio.describe())
+    assert worst_sigmoid < -15
+
+
+def test_claim_relu_with_he_init_keeps_the_gain_within_a_few_percent_of_1(claims):
+    he = claims[claims["init"] == "he_normal"]
+    assert len(he) == 5
+    assert (abs(he["gain"] - 1) < 0.05).all(), he["gain"].tolist()
+    assert abs(he["gain"].mean() - 1) < 0.03
+    xavier_relu = claims[(claims["init"] == "xavier_normal") & (claims["activation"] == "relu")
+                         & ~claims["batch_norm"]]
+    assert (xavier_relu["gain"] < 0.8).all()  # Glorot halves the ReLU signal: clearly not 1
+
+
+def test_claim_batch_norm_changes_the_sigmoid_gain(claims):
+    sig = claims[claims["activation"] == "sigmoid"].groupby("batch_norm")["gain"]
+    plain, with_bn = sig.mean()[False], sig.mean()[True]
+    assert plain < 0.3 and with_bn > 0.9  # ~0.23 vs ~1.0
+    assert sig.max()[False] < sig.min()[True]
+
+
+# --------------------------------------------------------------------------------------------
+# CLI and plots
+# --------------------------------------------------------------------------------------------
+
+def assert_png(path, min_bytes=20_000, min_colored=0.01):
+    import matplotlib.image as mpimg
+
+    assert os.path.isfile(path), path
+    assert os.path.getsize(path) > min_bytes
+    img = mpimg.imread(path)
+    rgb = img[..., :3]
+    assert rgb.shape[0] > 300 and rgb.shape[1] > 400
+    non_white = (rgb < 0.95).any(axis=-1).mean()
+    assert non_white > 0.03, non_white  # axes, lines and heatmaps, not a blank page
+    colored = (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.2).mean()
+    assert colored > min_colored, colored  # coloured lines / heatmap cells
+
+
+def test_cli_sweep_writes_parquet_csv_and_prints_a_summary(tmp_path, capsys):
+    pq_out, csv_out, summ = tmp_path / "r.parquet", tmp_path / "r.csv", tmp_path / "s.csv"
+    args = ["sweep", "--depth", "2..6:2", "--activation", "sigmoid", "relu", "--batch-norm",
+            "both", "--width", "8", "--batch", "16", "--seed", "0,1", "--init", "scaled_normal",
+            "--sigma-w", "1.5", "--sigma-b", "0.05", "--no-progress"]
+    assert cli.main(args + ["--out", str(pq_out), "--summary", str(summ)]) == 0
+    out = capsys.readouterr().out
+    assert "gain/layer" in out and "sigmoid" in out and "24 configurations" in out
+    assert cli.main(args + ["--out", str(csv_out)]) == 0
+    a, b = vgkern.read_results(pq_out), vgkern.read_results(csv_out)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)  # CSV round-trips exactly
+    want = vgkern.sweep(depth=[2, 4, 6], activation=["sigmoid", "relu"],
+                        batch_norm=[False, True], width=8, batch=16, seed=[0, 1],
+                        init="scaled_normal", sigma_w=1.5, sigma_b=0.05)
+    pd.testing.assert_frame_equal(a, want, check_exact=True)
+    summary = pd.read_csv(summ)
+    assert len(summary) == 24 and {"gain", "slope", "ratio_first_last"} <= set(summary.columns)
+    # the same command again resumes: nothing to do
+    assert cli.main(args + ["--out", str(pq_out)]) == 0
+    assert "resuming: 24 of 24" in capsys.readouterr().err
+    # dry run
+    assert cli.main(args + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("24 configurations")
+
+
+def test_cli_sweep_errors_are_clear(tmp_path, capsys):
+    def err(*args):
+        rc = cli.main(["sweep", *args])
+        assert rc == 2
+        return capsys.readouterr().err
+
+    assert "unknown value 'swish'" in err("--activation", "swish", "--out", str(tmp_path / "a.parquet"))
+    assert "--out is required" in err("--depth", "2")
+    assert "does not exist" in err("--depth", "2", "--out", str(tmp_path / "x" / "a.parquet"))
+    assert "bad range" in err("--depth", "5..2", "--out", str(tmp_path / "a.parquet"))
+    assert "expected on/off" in err("--batch-norm", "maybe", "--out", str(tmp_path / "a.parquet"))
+    (tmp_path / "other.csv").write_text("x,y\n1,2\n")
+    assert "different schema" in err("--depth", "2", "--out", str(tmp_path / "other.csv"))
+    with pytest.raises(SystemExit):  # no silent abbreviations: --dept is not --depth
+        cli.main(["sweep", "--dept", "3", "--out", str(tmp_path / "a.parquet")])
+    assert "unrecognized arguments: --dept" in capsys.readouterr().err
+
+
+def test_cli_plot_and_summary(tmp_path, capsys):
+    res = tmp_path / "r.parquet"
+    vgkern.sweep([dict(depth=[2, 4, 8], activation=["sigmoid", "tanh"], batch_norm=[False, True],
+                       width=16, batch=32, seed=[0, 1]),
+                  dict(model=["lstm", "rnn"], seq_len=[4, 8], width=16, batch=32)], out=str(res))
+    fig = tmp_path / "fig.png"
+    assert cli.main(["plot", str(res), "-o", str(fig)]) == 0
+    assert_png(fig)
+    fig2 = tmp_path / "fig2.png"
+    assert cli.main(["plot", str(res), "-o", str(fig2), "--depth", "4", "--where",
+                     "batch_norm=off", "activation=sigmoid,tanh"]) == 0
+    assert_png(fig2)
+    capsys.readouterr()
+    assert cli.main(["summary", str(res), "-o", str(tmp_path / "s.parquet")]) == 0
+    assert "gain/layer" in capsys.readouterr().out
+    assert cli.main(["plot", str(res), "-o", str(fig), "--depth", "5"]) == 2
+    assert "no mlp rows with depth=5; depths in the table: [2, 4, 8]" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path / "missing.parquet"), "-o", str(fig)]) == 2
+
+
+def test_plot_functions_return_figures(serial_table, tmp_path):
+    from matplotlib.figure import Figure
+
+    f1 = vgkern.plot_gradient_norms(serial_table, depth=3, where={"data": "gaussian"})
+    f2 = vgkern.plot_gradient_heatmap(serial_table, where={"data": "gaussian", "seed": 0})
+    f3 = vgkern.plot_gain_vs_depth(vgkern.sweep_summary(serial_table))
+    f4 = vgkern.plot_gradient_norms(serial_table, model="recurrent", step=1)
+    for i, f in enumerate((f1, f2, f3, f4)):
+        assert isinstance(f, Figure)
+        f.savefig(tmp_path / f"f{i}.png", dpi=100)
+        assert_png(tmp_path / f"f{i}.png", min_bytes=10_000, min_colored=0.002)
+    with pytest.raises(ValueError, match="no rows with step=7"):
+        vgkern.plot_gradient_norms(serial_table, step=7)
+    with pytest.raises(ValueError, match="where: no column 'colour'"):
+        vgkern.plot_gradient_norms(serial_table, where={"colour": "red"})
+
+
+def test_cli_demo_is_a_small_sweep_with_a_summary_and_a_png(tmp_path):
+    png = tmp_path / "demo.png"
+    proc = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "-o", str(png),
+                           "--out", str(tmp_path / "demo.parquet")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "vgkern demo: 100 configurations" in out
+    for word in ("sigmoid+BN", "tanh", "relu", "elu", "LSTM", "RNN tanh", f"wrote {png}"):
+        assert word in out, word
+    assert_png(png)
+    table = vgkern.read_results(tmp_path / "demo.parquet")
+    assert set(table["model"]) == {"mlp", "lstm", "rnn"}
+    assert sorted(table.loc[table["model"] == "mlp", "depth"].unique()) == list(range(5, 51, 5))
