@@ -17,6 +17,14 @@ runs in this one process on the same shapes, dtype, weights, inputs and thread c
 Norms computed by every baseline, per layer l (float64): ||dL/dW_l||, ||dL/db_l||, ||dL/dz_l||.
 vgkern computes more (activation-gradient norms, forward statistics) in the same step.
 
+Batch-norm configurations (":bn", e.g. 64x256x50:tanh:bn) put BatchNorm1d between the GEMM and
+the activation of every hidden layer, in train mode (batch statistics, running statistics
+updated): z_l = h W_l^T (no bias), y_l = gamma_l * BN(z_l) + beta_l, h = act(y_l); the last
+layer stays Linear (with bias). The baselines follow: torch Linear(bias=False) -> BatchNorm1d ->
+act, the NumPy loop and JAX with a hand-written BN (two-reduction backward), the same GEMMs for
+the roofline (BN adds none). Norms then also cover ||dL/dgamma_l|| and ||dL/dbeta_l||, and
+||dL/db_l|| only exists for the last layer.
+
 Timing: after warm-up, each repetition runs one step of every implementation in a rotating
 order (so each one follows each other one equally often). Before each step the benchmark waits,
 untimed, until no thread of the process burns CPU any more: OpenBLAS workers spin ~0.1 s after
@@ -28,6 +36,7 @@ vgkern median. Other processes' CPU use during the timing is measured and warned
 Run:  python bench/bench_mlp.py                  # all configurations, 2 threads
       python bench/bench_mlp.py --quick          # smoke run
       python bench/bench_mlp.py --configs 64x256x50 --threads 2 --reps 50
+      python bench/bench_mlp.py --configs 64x256x50:tanh:bn,256x256x50:tanh:bn
 """
 from __future__ import annotations
 
@@ -58,10 +67,16 @@ class Config:
     batch: int  # B
     layers: int  # L dense layers, sizes [W] * (L + 1)
     activation: str  # hidden activation; the last layer is identity
+    batch_norm: bool = False  # BatchNorm1d (train mode) between GEMM and activation, hidden layers
 
     @property
     def name(self) -> str:
-        return f"{self.width}x{self.batch}x{self.layers}:{self.activation}"
+        bn = ":bn" if self.batch_norm else ""
+        return f"{self.width}x{self.batch}x{self.layers}:{self.activation}{bn}"
+
+    @property
+    def key(self) -> tuple[int, int, int, bool]:
+        return self.width, self.batch, self.layers, self.batch_norm
 
     @property
     def sizes(self) -> list[int]:
@@ -75,15 +90,20 @@ class Config:
 
 
 DEFAULT_CONFIGS = [Config(64, 256, 50, "tanh"), Config(256, 256, 50, "tanh"),
-                   Config(1024, 64, 10, "relu")]
+                   Config(1024, 64, 10, "relu"),
+                   Config(64, 256, 50, "tanh", batch_norm=True),
+                   Config(256, 256, 50, "tanh", batch_norm=True)]
 
 # Targets from the issue. "ratio": other / vgkern must be >= the value; "roofline":
-# gemm / vgkern >= value; "stats_off": |on - off| / off <= value.
+# gemm / vgkern >= value; "stats_off": |on - off| / off <= value. Keys: Config.key
+# (width, batch, layers, batch_norm); the batch-norm targets are from the batch-norm issue.
 STATS_OFF_TARGET = 0.03
 TARGETS = {
-    (64, 256, 50): {"ratio": {"torch": 3.0, "numpy": 2.0, "jax": 1.5}, "roofline": 0.60},
-    (256, 256, 50): {"roofline": 0.85},
-    (1024, 64, 10): {"roofline": 0.90},
+    (64, 256, 50, False): {"ratio": {"torch": 3.0, "numpy": 2.0, "jax": 1.5}, "roofline": 0.60},
+    (256, 256, 50, False): {"roofline": 0.85},
+    (1024, 64, 10, False): {"roofline": 0.90},
+    (64, 256, 50, True): {"ratio": {"torch": 3.0, "numpy": 2.0}},
+    (256, 256, 50, True): {"ratio": {"torch": 2.0}, "roofline": 0.85},
 }
 
 IMPL_LABELS = {
@@ -97,40 +117,61 @@ IMPL_LABELS = {
 
 
 def parse_configs(text: str | None) -> list[Config]:
-    """'64x256x50' or '64x256x50:tanh', comma separated. Without an activation, a default
-    configuration with the same shape gives it, else tanh."""
+    """'64x256x50', '64x256x50:tanh', '64x256x50:tanh:bn' or '64x256x50:bn' (batch norm),
+    comma separated. Without an activation, a default configuration with the same shape (and
+    batch norm or not) gives it, else tanh."""
     if not text:
         return list(DEFAULT_CONFIGS)
     configs = []
     for item in text.split(","):
         item = item.strip()
-        shape, _, act = item.partition(":")
+        shape, *tags = item.split(":")
+        batch_norm = "bn" in tags
+        acts = [t for t in tags if t != "bn"]
         try:
             w, b, l = (int(v) for v in shape.lower().split("x"))
+            (act,) = acts or [None]
         except ValueError:
-            raise SystemExit(f"--configs: expected WxBxL[:activation], got {item!r}")
-        if not act:
+            raise SystemExit(f"--configs: expected WxBxL[:activation][:bn], got {item!r}")
+        if batch_norm and l < 2:
+            raise SystemExit(f"--configs: batch norm sits on hidden layers, needs L >= 2: {item!r}")
+        if act is None:
             act = next((c.activation for c in DEFAULT_CONFIGS
-                        if (c.width, c.batch, c.layers) == (w, b, l)), "tanh")
-        configs.append(Config(w, b, l, act))
+                        if c.key == (w, b, l, batch_norm)), "tanh")
+        configs.append(Config(w, b, l, act, batch_norm))
     return configs
 
 
 # --------------------------------------------------------------------------------------------
 # Implementations. Each make_* returns a zero-argument step function; calling it once runs one
-# complete step and returns (loss, weight_norms, bias_norms, preact_norms) in its own types
-# (converted by to_numpy() for the correctness check, outside the timed region).
-# Shapes: x (B, W), target (B, W), weights[l] (out, in) like nn.Linear, biases[l] (out,).
+# complete step and returns (loss, weight_norms, bias_norms, preact_norms) in its own types,
+# with batch norm followed by (gamma_norms, beta_norms) of the L - 1 hidden layers (converted
+# by to_numpy() for the correctness check, outside the timed region).
+# Shapes: x (B, W), target (B, W), weights[l] (out, in) like nn.Linear, biases[l] (out,);
+# with batch norm biases[l] is empty on the hidden (BN) layers, gammas[l], betas[l] (out,).
+# BN as in torch.nn.BatchNorm1d (train mode): batch mean, biased variance, eps 1e-5; running
+# mean/variance (unbiased) updated with momentum 0.1 in every step.
 # --------------------------------------------------------------------------------------------
+
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1
 
 
 def make_vgkern(vgkern, cfg: Config, x, target, stats: bool):
-    net = vgkern.MLP(cfg.sizes, activation=cfg.activation, dtype=str(x.dtype), seed=0)
+    net = vgkern.MLP(cfg.sizes, activation=cfg.activation, dtype=str(x.dtype), seed=0,
+                     batch_norm=cfg.batch_norm, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM)
     net.stats = stats
 
-    def step():
-        rep = net.step(x, target, loss="mse")
-        return rep.loss, rep.weight_grad_norm, rep.bias_grad_norm, rep.preact_grad_norm
+    if not cfg.batch_norm:
+        def step():
+            rep = net.step(x, target, loss="mse")
+            return rep.loss, rep.weight_grad_norm, rep.bias_grad_norm, rep.preact_grad_norm
+    else:
+        # bias_grad_norm is NaN on BN layers, gamma/beta norms on the last layer (see
+        # vgkern_reference(), which drops them for the check)
+        def step():
+            rep = net.step(x, target, loss="mse")
+            return (rep.loss, rep.weight_grad_norm, rep.bias_grad_norm, rep.preact_grad_norm,
+                    rep.gamma_grad_norm, rep.beta_grad_norm)
 
     return net, step
 
@@ -189,26 +230,92 @@ def make_numpy_loop(cfg: Config, x, target, weights, biases):
     return step
 
 
-def make_torch(cfg: Config, x, target, weights, biases):
+def make_numpy_loop_bn(cfg: Config, x, target, weights, biases, gammas, betas):
+    """The NumPy loop with batch norm on the hidden layers, forward and backward by hand."""
+    act = _numpy_activation(cfg.activation)
+    L, B = cfg.layers, cfg.batch
+    H = L - 1  # hidden (BN) layers
+    running_means = [np.zeros_like(g) for g in gammas]
+    running_vars = [np.ones_like(g) for g in gammas]
+
+    def norm64(a):
+        return np.linalg.norm(a.astype(np.float64))
+
+    def step():
+        # forward, hidden layers: z = h W^T, y = gamma * (z - mu) * rstd + beta, h = act(y)
+        hs, saved = [x], []
+        for l in range(H):
+            z = hs[-1] @ weights[l].T  # (B, in) x (in, out) -> (B, out)
+            mu = z.mean(axis=0)
+            zc = z - mu
+            var = np.mean(zc * zc, axis=0)  # biased, for normalising
+            rstd = 1 / np.sqrt(var + BN_EPS)
+            xhat = zc * rstd
+            h, dact = act(gammas[l] * xhat + betas[l])
+            running_means[l] *= 1 - BN_MOMENTUM
+            running_means[l] += BN_MOMENTUM * mu
+            running_vars[l] *= 1 - BN_MOMENTUM
+            running_vars[l] += (BN_MOMENTUM * B / (B - 1)) * var  # unbiased
+            hs.append(h)
+            saved.append((xhat, rstd, dact))
+        out = hs[-1] @ weights[H].T + biases[H]  # last layer: Linear with bias, identity
+        # mse: 0.5 * sum((out - target)^2) / B, dout = (out - target) / B
+        diff = out - target
+        loss = 0.5 * float(np.sum(np.square(diff, dtype=np.float64))) / B
+        delta = diff * np.asarray(1.0 / B, dtype=x.dtype)  # dL/dz of the last layer
+        wn, pn = np.empty(L), np.empty(L)
+        gn, betan = np.empty(H), np.empty(H)
+        wn[H] = norm64(delta.T @ hs[H])  # (out, B) x (B, in) -> (out, in)
+        bn = [norm64(delta.sum(axis=0))]  # the only bias
+        pn[H] = norm64(delta)
+        dh = delta @ weights[H]  # (B, out) x (out, in) -> (B, in)
+        # backward through the hidden layers, two-reduction BN backward: dbeta = sum dy,
+        # dgamma = sum dy * xhat, dz = gamma * rstd / B * (B dy - dbeta - xhat dgamma)
+        for l in reversed(range(H)):
+            xhat, rstd, dact = saved[l]
+            dy = dh * dact
+            dbeta = dy.sum(axis=0)
+            dgamma = (dy * xhat).sum(axis=0)
+            delta = (gammas[l] * rstd / B) * (B * dy - dbeta - xhat * dgamma)  # dL/dz_l
+            dw = delta.T @ hs[l]
+            if l > 0:  # the input needs no gradient
+                dh = delta @ weights[l]
+            wn[l], pn[l] = norm64(dw), norm64(delta)
+            gn[l], betan[l] = norm64(dgamma), norm64(dbeta)
+        return loss, wn, bn, pn, gn, betan
+
+    return step
+
+
+def make_torch(cfg: Config, x, target, weights, biases, gammas=(), betas=()):
     L, B = cfg.layers, cfg.batch
     acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
             "identity": torch.nn.Identity}
     dtype = getattr(torch, str(x.dtype))
-    linears, modules = [], []
+    linears, bn_layers, modules = [], [], []
     for l in range(L):
         out_f, in_f = weights[l].shape
-        lin = torch.nn.Linear(in_f, out_f, dtype=dtype)
+        with_bn = cfg.batch_norm and l < L - 1  # Linear(bias=False) -> BatchNorm1d -> act
+        lin = torch.nn.Linear(in_f, out_f, bias=not with_bn, dtype=dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(weights[l]))
-            lin.bias.copy_(torch.from_numpy(biases[l]))
+            if not with_bn:
+                lin.bias.copy_(torch.from_numpy(biases[l]))
         linears.append(lin)
         modules.append(lin)
+        if with_bn:
+            norm = torch.nn.BatchNorm1d(out_f, eps=BN_EPS, momentum=BN_MOMENTUM, dtype=dtype)
+            with torch.no_grad():
+                norm.weight.copy_(torch.from_numpy(gammas[l]))
+                norm.bias.copy_(torch.from_numpy(betas[l]))
+            bn_layers.append(norm)
+            modules.append(norm)
         if l < L - 1:
             modules.append(acts[cfg.activation]())
-    model = torch.nn.Sequential(*modules)
+    model = torch.nn.Sequential(*modules)  # train mode: BN uses and updates batch statistics
 
     # A forward hook on each Linear registers a tensor hook on its output z_l (the
-    # pre-activation); the tensor hook records ||dL/dz_l|| in float64 during backward.
+    # pre-activation, before BN); the tensor hook records ||dL/dz_l|| in float64 during backward.
     preact_norms = [None] * L
 
     def attach(l):
@@ -225,7 +332,9 @@ def make_torch(cfg: Config, x, target, weights, biases):
 
     xt, tt = torch.from_numpy(x), torch.from_numpy(target)
     w_params = [lin.weight for lin in linears]
-    b_params = [lin.bias for lin in linears]
+    b_params = [lin.bias for lin in linears if lin.bias is not None]
+    gamma_params = [norm.weight for norm in bn_layers]
+    beta_params = [norm.bias for norm in bn_layers]
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -234,45 +343,71 @@ def make_torch(cfg: Config, x, target, weights, biases):
         loss.backward()
         wn = torch._foreach_norm([p.grad for p in w_params], 2, dtype=torch.float64)
         bn = torch._foreach_norm([p.grad for p in b_params], 2, dtype=torch.float64)
-        return loss.item(), wn, bn, list(preact_norms)
+        if not bn_layers:
+            return loss.item(), wn, bn, list(preact_norms)
+        gn = torch._foreach_norm([p.grad for p in gamma_params], 2, dtype=torch.float64)
+        betan = torch._foreach_norm([p.grad for p in beta_params], 2, dtype=torch.float64)
+        return loss.item(), wn, bn, list(preact_norms), gn, betan
 
     return model, step
 
 
-def make_jax(jax, cfg: Config, x, target, weights, biases):
+def make_jax(jax, cfg: Config, x, target, weights, biases, gammas=(), betas=()):
     jnp = jax.numpy
     L, B = cfg.layers, cfg.batch
+    H = L - 1 if cfg.batch_norm else 0  # layers 0 .. H-1 have BN (and no bias)
     acts = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
             "identity": lambda z: z}
     act = acts[cfg.activation]
 
     def loss_fn(params, probes, x, t):
-        h = x
-        for l, (w, b) in enumerate(params):
-            z = h @ w.T + b + probes[l]  # (B, out); probes are 0, d loss / d probe = dL/dz_l
-            h = act(z) if l < L - 1 else z
+        h, batch_stats = x, []
+        # probes are 0 and added to each z_l (B, out), so d loss / d probe_l = dL/dz_l
+        for l, w in enumerate(params["w"]):
+            if l < H:  # y = gamma * (z - mu) * rstd + beta, z without bias
+                z = h @ w.T + probes[l]
+                mu = jnp.mean(z, axis=0)
+                var = jnp.mean(jnp.square(z - mu), axis=0)  # biased, for normalising
+                y = params["gamma"][l] * (z - mu) * jax.lax.rsqrt(var + BN_EPS) + params["beta"][l]
+                batch_stats.append((mu, var))
+            else:
+                y = h @ w.T + params["b"][l - H] + probes[l]
+            h = act(y) if l < L - 1 else y
         d = h - t
-        return 0.5 * jnp.sum(d * d) / B
+        return 0.5 * jnp.sum(d * d) / B, batch_stats
 
     def norm64(g):
         g = g.astype(jnp.float64)
         return jnp.sqrt(jnp.sum(g * g))
 
     @jax.jit
-    def jit_step(params, probes, x, t):
-        loss, (g_params, g_probes) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
-            params, probes, x, t)
-        wn = jnp.stack([norm64(gw) for gw, _ in g_params])
-        bn = jnp.stack([norm64(gb) for _, gb in g_params])
-        pn = jnp.stack([norm64(gz) for gz in g_probes])
-        return loss, wn, bn, pn
+    def jit_step(params, running, probes, x, t):
+        (loss, batch_stats), (g_params, g_probes) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(params, probes, x, t)
+        wn = jnp.stack([norm64(g) for g in g_params["w"]])
+        bn = jnp.stack([norm64(g) for g in g_params["b"]])
+        pn = jnp.stack([norm64(g) for g in g_probes])
+        if not H:
+            return (loss, wn, bn, pn), running
+        gn = jnp.stack([norm64(g) for g in g_params["gamma"]])
+        betan = jnp.stack([norm64(g) for g in g_params["beta"]])
+        m = BN_MOMENTUM
+        running = [((1 - m) * rm + m * mu, (1 - m) * rv + (m * B / (B - 1)) * var)
+                   for (rm, rv), (mu, var) in zip(running, batch_stats)]
+        return (loss, wn, bn, pn, gn, betan), running
 
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in zip(weights, biases)]
+    params = {"w": [jnp.asarray(w) for w in weights],
+              "b": [jnp.asarray(b) for b in biases[H:]],
+              "gamma": [jnp.asarray(g) for g in gammas[:H]],
+              "beta": [jnp.asarray(b) for b in betas[:H]]}
+    running = [(jnp.zeros_like(g), jnp.ones_like(g)) for g in params["gamma"]]
     probes = [jnp.zeros((B, w.shape[0]), dtype=x.dtype) for w in weights]
     xj, tj = jnp.asarray(x), jnp.asarray(target)
 
     def step():
-        return jax.block_until_ready(jit_step(params, probes, xj, tj))
+        nonlocal running
+        result, running = jax.block_until_ready(jit_step(params, running, probes, xj, tj))
+        return result
 
     return step
 
@@ -336,22 +471,42 @@ def gemm_call_overhead_s(dtype) -> float:
 
 
 def to_numpy(result):
-    loss, wn, bn, pn = result
+    loss, *norms = result
 
     def arr(v):
         if isinstance(v, (list, tuple)):
             return np.array([float(t) for t in v])
         return np.asarray(v, dtype=np.float64)
 
-    return float(loss), arr(wn), arr(bn), arr(pn)
+    return (float(loss), *(arr(v) for v in norms))
+
+
+def vgkern_reference(cfg: Config, result):
+    """vgkern's result as the reference for the check (copied: the report arrays are reused).
+    With batch norm, vgkern reports NaN for parameters a layer does not have (the bias of the
+    BN layers, gamma and beta of the last layer); the baselines return only the existing ones."""
+    loss, *norms = to_numpy(result)
+    if cfg.batch_norm:
+        H = cfg.layers - 1
+        wn, bn, pn, gn, betan = norms
+        norms = [wn, bn[H:], pn, gn[:H], betan[:H]]
+    return (loss, *(np.array(a, copy=True) for a in norms))
 
 
 def max_rel_diff(result, reference) -> float:
+    """Largest relative difference of loss and norms; inf for a NaN or a length mismatch."""
     worst = 0.0
-    for a, b in zip(to_numpy(result), to_numpy(reference)):
+    result = to_numpy(result)
+    if len(result) != len(reference):
+        return float("inf")
+    for a, b in zip(result, reference):
         a, b = np.atleast_1d(a), np.atleast_1d(b)
-        denom = np.maximum(np.abs(b), 1e-300)
-        worst = max(worst, float(np.max(np.abs(a - b) / denom)))
+        if a.shape != b.shape:
+            return float("inf")
+        d = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+        if np.isnan(d).any():
+            return float("inf")
+        worst = max(worst, float(np.max(d)))
     return worst
 
 
@@ -516,20 +671,25 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
     if "vgkern_nostats" in wanted:
         _, steps["vgkern_nostats"] = make_vgkern(vgkern, cfg, x, target, stats=False)
     # Every baseline starts from vgkern's initial weights (copies), so the results can be checked.
+    # With batch norm, biases[l] is empty on the BN layers and gammas/betas hold L - 1 arrays.
     weights = [np.array(w, dtype=dtype, copy=True) for w in net.weights]
     biases = [np.array(b, dtype=dtype, copy=True) for b in net.biases]
+    gammas = [np.array(g, dtype=dtype, copy=True) for g in net.bn_gammas]
+    betas = [np.array(b, dtype=dtype, copy=True) for b in net.bn_betas]
     if "numpy" in wanted:
-        steps["numpy"] = make_numpy_loop(cfg, x, target, weights, biases)
+        if cfg.batch_norm:
+            steps["numpy"] = make_numpy_loop_bn(cfg, x, target, weights, biases, gammas, betas)
+        else:
+            steps["numpy"] = make_numpy_loop(cfg, x, target, weights, biases)
     if "torch" in wanted:
-        _model, steps["torch"] = make_torch(cfg, x, target, weights, biases)
+        _model, steps["torch"] = make_torch(cfg, x, target, weights, biases, gammas, betas)
     if "jax" in wanted and jax is not None:
-        steps["jax"] = make_jax(jax, cfg, x, target, weights, biases)
+        steps["jax"] = make_jax(jax, cfg, x, target, weights, biases, gammas, betas)
     if "gemm" in wanted:
-        steps["gemm"] = make_gemm_roofline(cfg, x, weights)
+        steps["gemm"] = make_gemm_roofline(cfg, x, weights)  # BN adds no GEMM
 
     # Compile / first-touch outside the timing, then check results against vgkern.
-    ref = steps["vgkern"]()
-    ref = (ref[0],) + tuple(np.array(a, copy=True) for a in ref[1:])
+    ref = vgkern_reference(cfg, steps["vgkern"]())
     check = {n: max_rel_diff(steps[n](), ref) for n in ("numpy", "torch", "jax") if n in steps}
 
     t = run_interleaved(steps, args.reps, args.warmup, args.gap_ms / 1e3,
@@ -559,7 +719,8 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
 
     res = {
         "config": {"name": cfg.name, "width": cfg.width, "batch": cfg.batch,
-                   "layers": cfg.layers, "activation": cfg.activation, "loss": "mse",
+                   "layers": cfg.layers, "activation": cfg.activation,
+                   "batch_norm": cfg.batch_norm, "loss": "mse",
                    "dtype": np.dtype(dtype).name, "gflop_per_step": cfg.flops / 1e9},
         "impls": impls,
         "reps_under_foreign_load": t.loaded,
@@ -587,7 +748,7 @@ def evaluate_targets(cfg, res) -> dict:
         d = res["stats_overhead"]
         out["stats_off"] = {"target": f"<= {STATS_OFF_TARGET:.0%}", "measured": d,
                             "met": abs(d) <= STATS_OFF_TARGET}
-    t = TARGETS.get((cfg.width, cfg.batch, cfg.layers), {})
+    t = TARGETS.get(cfg.key, {})
     for name, goal in t.get("ratio", {}).items():
         if name in res["impls"]:
             r = res["impls"][name]["ratio_vs_vgkern"]
@@ -601,8 +762,9 @@ def evaluate_targets(cfg, res) -> dict:
 
 def format_config(res, threads, reps) -> str:
     c = res["config"]
-    lines = [f"\n== {c['name']}  W={c['width']} B={c['batch']} L={c['layers']} {c['dtype']} mse, "
-             f"{threads} threads, {c['gflop_per_step']:.3f} GFLOP/step (3 GEMMs/layer)",
+    bn = ", batch norm (train)" if c["batch_norm"] else ""
+    lines = [f"\n== {c['name']}  W={c['width']} B={c['batch']} L={c['layers']} {c['dtype']} mse"
+             f"{bn}, {threads} threads, {c['gflop_per_step']:.3f} GFLOP/step (3 GEMMs/layer)",
              f"   {'implementation':<17}{'median ms':>10}{'p25-p75 ms':>18}{'vs vgkern':>11}"
              f"{'GFLOP/s':>9}  {'target':<36}{'check':>9}{'spin ms':>9}"]
     tg = res["targets"]
@@ -648,13 +810,13 @@ def format_summary(results) -> str:
     names = [n for n in IMPL_LABELS if any(n in r["impls"] for r in results)]
     short = {"vgkern": "vgkern", "vgkern_nostats": "stats off", "numpy": "numpy",
              "torch": "torch", "jax": "jax", "gemm": "gemm"}
-    head = f"{'config':<18}" + "".join(f"{short[n] + ' ms':>13}" for n in names)
+    head = f"{'config':<20}" + "".join(f"{short[n] + ' ms':>13}" for n in names)
     head += f"{'x numpy':>9}{'x torch':>9}{'x jax':>8}{'roofline':>10}{'stats':>8}{'vg GF/s':>9}"
     lines = ["\n== summary (medians; x = other / vgkern; roofline = gemm / vgkern; "
              "stats = on vs off)", head]
     for r in results:
         im = r["impls"]
-        row = f"{r['config']['name']:<18}"
+        row = f"{r['config']['name']:<20}"
         row += "".join(f"{im[n]['median_ms']:>13.3f}" if n in im else f"{'-':>13}"
                        for n in names)
         for n, w in (("numpy", 9), ("torch", 9), ("jax", 8)):
@@ -672,7 +834,7 @@ def format_summary(results) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", help="comma-separated WxBxL[:activation], e.g. 64x256x50 "
+    p.add_argument("--configs", help="comma-separated WxBxL[:activation][:bn], e.g. 64x256x50 "
                    "(default: " + ",".join(c.name for c in DEFAULT_CONFIGS) + ")")
     p.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and torch")
     p.add_argument("--reps", type=int, default=30, help="timed repetitions (>= 20; default 30)")
