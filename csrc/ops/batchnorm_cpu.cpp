@@ -18,7 +18,7 @@ namespace vgkern {
 namespace {
 
 // One per-thread buffer per purpose, so that no two live arrays ever share storage.
-enum Slot { kS1, kS2, kColMean, kColVar, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
+enum Slot { kColMean, kColVar, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
             kCoefC, kXhat, kSaturated, kZeros, kNumSlots };
 
 template <class U>
@@ -27,33 +27,28 @@ U* slot(Slot which, int64_t n) {
   return scratch(buffers[which], n);
 }
 
-// Shifted float64 column sums of z (rows, cols): s1 = sum (z - z_0j), s2 = sum (z - z_0j)^2.
+// Float64 column mean and biased variance of z (rows, cols) in two passes over the rows (the
+// block is in cache): means first, then squared deviations from them.
 template <class T>
-VGKERN_SIMD_CLONES void column_sums(const T* z, int64_t rows, int64_t cols, double* s1,
-                                    double* s2) {
-  std::fill(s1, s1 + cols, 0.0);
-  std::fill(s2, s2 + cols, 0.0);
+VGKERN_SIMD_CLONES void column_moments(const T* z, int64_t rows, int64_t cols, double* mean,
+                                       double* var) {
+  std::fill(mean, mean + cols, 0.0);
+  std::fill(var, var + cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z_row = z + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) mean[j] += static_cast<double>(z_row[j]);
+  }
+  for (int64_t j = 0; j < cols; ++j) mean[j] /= rows;
   for (int64_t i = 0; i < rows; ++i) {
     const T* z_row = z + i * cols;
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) {
-      const double c = static_cast<double>(z_row[j]) - static_cast<double>(z[j]);
-      s1[j] += c;
-      s2[j] += c * c;
+      const double c = static_cast<double>(z_row[j]) - mean[j];
+      var[j] += c * c;
     }
   }
-}
-
-// Batch mean and biased variance per column from the shifted sums.
-template <class T>
-void column_moments(const T* z, int64_t rows, int64_t cols, const double* s1, const double* s2,
-                    double* mean, double* var) {
-  for (int64_t j = 0; j < cols; ++j) {
-    const double m = s1[j] / rows;
-    const double v = s2[j] / rows - m * m;
-    mean[j] = static_cast<double>(z[j]) + m;
-    var[j] = v > 0 || std::isnan(v) ? v : 0.0;
-  }
+  for (int64_t j = 0; j < cols; ++j) var[j] /= rows;
 }
 
 // The batch statistics (training) or the running ones (eval) as T: mean, rstd; and the running
@@ -203,13 +198,10 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
                           ForwardStats* stats) {
   // z = x W^T lands in xhat's buffer and is normalised in place.
   gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(0), xhat, out);
-  double* s1 = slot<double>(kS1, out);
-  double* s2 = slot<double>(kS2, out);
   double* col_mean = slot<double>(kColMean, out);
   double* col_var = slot<double>(kColVar, out);
   if (bn.training || stats) {
-    column_sums(xhat, rows, out, s1, s2);
-    column_moments(xhat, rows, out, s1, s2, col_mean, col_var);
+    column_moments(xhat, rows, out, col_mean, col_var);
   }
   if (stats) {
     // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
@@ -298,13 +290,10 @@ template <class T>
 void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
                            const T* gamma, const T* beta, int64_t rows, int64_t cols,
                            BatchNormSpec bn) {
-  double* s1 = slot<double>(kS1, cols);
-  double* s2 = slot<double>(kS2, cols);
   double* col_mean = slot<double>(kColMean, cols);
   double* col_var = slot<double>(kColVar, cols);
   if (bn.training) {
-    column_sums(x, rows, cols, s1, s2);
-    column_moments(x, rows, cols, s1, s2, col_mean, col_var);
+    column_moments(x, rows, cols, col_mean, col_var);
   }
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
