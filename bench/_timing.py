@@ -1,7 +1,7 @@
-"""Timing helpers shared by the benchmarks (copied verbatim from bench_mlp.py, which keeps its
-own copies for now): interleaved repetitions in a rotating order, an untimed wait before each
-step until the process's thread pools stop spinning, other processes' CPU use per repetition,
-and the correctness-check helpers (relative difference of loss and norms).
+"""Timing helpers shared by bench_mlp.py and bench_lstm.py: interleaved repetitions in a
+rotating order, an untimed wait before each step until the process's thread pools stop
+spinning, other processes' CPU use per repetition, and the correctness-check helpers (relative
+difference of loss and norms).
 
 See bench/README.md ("Fairness notes") for why the benchmarks wait for idle pools.
 """

@@ -41,13 +41,12 @@ Run:  python bench/bench_mlp.py                  # all configurations, 2 threads
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,10 @@ import scipy
 import scipy.linalg.blas as scipy_blas
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import (cpu_model, gemm_call_overhead_s, max_rel_diff,  # noqa: E402
+                     run_interleaved, to_numpy)
 
 # --------------------------------------------------------------------------------------------
 # Configurations and targets
@@ -454,31 +457,9 @@ def make_gemm_roofline(cfg: Config, x, weights):
     return step
 
 
-def gemm_call_overhead_s(dtype) -> float:
-    """Seconds per call of a 1x1 GEMM through the same wrapper (Python + f2py + BLAS entry)."""
-    gemm = scipy_blas.sgemm if dtype == np.float32 else scipy_blas.dgemm
-    a, c = np.ones((1, 1), dtype), np.empty((1, 1), dtype)
-    n = 20000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        gemm(1.0, a, a, 0.0, c, 0, 0, 1)
-    return (time.perf_counter() - t0) / n
-
-
 # --------------------------------------------------------------------------------------------
 # Correctness check (untimed): every baseline's norms against vgkern's
 # --------------------------------------------------------------------------------------------
-
-
-def to_numpy(result):
-    loss, *norms = result
-
-    def arr(v):
-        if isinstance(v, (list, tuple)):
-            return np.array([float(t) for t in v])
-        return np.asarray(v, dtype=np.float64)
-
-    return (float(loss), *(arr(v) for v in norms))
 
 
 def vgkern_reference(cfg: Config, result):
@@ -493,119 +474,9 @@ def vgkern_reference(cfg: Config, result):
     return (loss, *(np.array(a, copy=True) for a in norms))
 
 
-def max_rel_diff(result, reference) -> float:
-    """Largest relative difference of loss and norms; inf for a NaN or a length mismatch."""
-    worst = 0.0
-    result = to_numpy(result)
-    if len(result) != len(reference):
-        return float("inf")
-    for a, b in zip(result, reference):
-        a, b = np.atleast_1d(a), np.atleast_1d(b)
-        if a.shape != b.shape:
-            return float("inf")
-        d = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
-        if np.isnan(d).any():
-            return float("inf")
-        worst = max(worst, float(np.max(d)))
-    return worst
-
-
 # --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Timings:
-    samples: dict[str, list[float]] = field(default_factory=dict)  # name -> seconds per step
-    settle: dict[str, list[float]] = field(default_factory=dict)  # name -> idle wait after it
-    foreign: list[float] = field(default_factory=list)  # other processes' cores, kept reps
-    dropped: int = 0  # repetitions dropped because other processes used the CPU
-    loaded: int = 0  # repetitions kept although other processes used the CPU (out of retries)
-
-
-def settle(min_s: float, max_s: float, window_s: float = 10e-3, busy: float = 0.3) -> float:
-    """Sleep until no thread of this process burns CPU (at most max_s); returns the wait.
-
-    After a threaded call, BLAS and framework pools keep their workers spinning for a while
-    (OpenBLAS: 2^28 cycles, ~0.1 s). A spinning pool of one library steals the cores of the
-    next library's pool, so each step starts only once the process is idle: a window of
-    window_s in which the process used less than busy * window_s of CPU time. (Kernels that
-    account CPU time per 4 ms tick need windows of several ticks, hence 10 ms and 30 %.)
-    """
-    t0 = time.perf_counter()
-    time.sleep(min_s)
-    while time.perf_counter() - t0 < max_s:
-        c0, w0 = time.process_time(), time.perf_counter()
-        time.sleep(window_s)
-        if time.process_time() - c0 < busy * (time.perf_counter() - w0):
-            break
-    return time.perf_counter() - t0
-
-
-class ForeignLoad:
-    """CPU time used by other processes while a block runs, in cores (Linux /proc/stat)."""
-
-    def __enter__(self):
-        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy_s(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.t0
-        own = time.process_time() - self.own0
-        busy = self._busy_s()
-        self.cores = None if busy is None else max(0.0, (busy - self.busy0 - own) / wall)
-
-    @staticmethod
-    def _busy_s():
-        try:
-            f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
-        total = sum(f[:8])  # user nice system idle iowait irq softirq steal
-        return (total - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float, max_settle_s: float,
-                    max_foreign: float) -> Timings:
-    """Rotating order: repetition r starts at implementation r % k, so every implementation
-    follows every other one equally often; before each step the process settles (idle).
-    A repetition during which other processes used more than max_foreign cores is dropped and
-    run again, as long as the retries (3 * reps in all) allow; later ones are kept and counted."""
-    names = list(steps)
-    k = len(names)
-    t = Timings({n: [] for n in names}, {n: [] for n in names})
-    gc.collect()
-    gc.disable()
-    try:
-        attempt, kept, budget = 0, 0, warmup + 4 * reps
-        while kept < reps:
-            order = names[attempt % k:] + names[:attempt % k]
-            times, waits = {}, {}
-            with ForeignLoad() as foreign:
-                for n in order:
-                    waits[n] = settle(gap_s, max_settle_s)  # idle wait before step n
-                    t0 = time.perf_counter()
-                    steps[n]()
-                    times[n] = time.perf_counter() - t0
-            attempt += 1
-            if attempt <= warmup:
-                continue
-            if foreign.cores is not None and foreign.cores > max_foreign:
-                if budget - attempt >= reps - kept:
-                    t.dropped += 1
-                    continue
-                t.loaded += 1
-            kept += 1
-            t.foreign.append(foreign.cores or 0.0)
-            for i, n in enumerate(order):
-                t.samples[n].append(times[n])
-                if i + 1 < k:  # the wait before the next step = how long n left pools spinning
-                    t.settle[n].append(waits[order[i + 1]])
-    finally:
-        gc.enable()
-    return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,16 +520,6 @@ def versions(vgkern, jax) -> dict:
         v["jax"] = jax.__version__
         v["jaxlib"] = jaxlib.__version__
     return v
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def bench_config(cfg, args, vgkern, jax, dtype, wanted):
