@@ -92,37 +92,37 @@ void bind_mlp(py::module_& m) {
                              })
       .def(
           "forward",
-          [](PyMLP& self, py::handle x_obj, int64_t out_width) {
+          [](PyMLP& self, py::handle x_obj) {
             const TensorView x = view_of(x_obj, "MLP.forward", "x");
             TensorView out;
-            py::array out_arr = new_array(x.dtype, {x.ndim == 2 ? x.dim(0) : 0, out_width}, &out);
+            py::array out_arr =
+                new_array(x.dtype, {x.ndim == 2 ? x.dim(0) : 0, self.net->sizes().back()}, &out);
             py::gil_scoped_release release;
             self.net->forward(out, x);
             return out_arr;
           },
-          py::arg("x"), py::arg("out_width"))
+          py::arg("x"))
       .def(
           "backward",
-          [](PyMLP& self, py::handle grad_obj, bool log_scale, int64_t input_rows,
-             int64_t input_width) {
+          [](PyMLP& self, py::handle grad_obj, bool log_scale, bool want_input_grad) {
             const TensorView grad_out = view_of(grad_obj, "MLP.backward", "grad_out");
             TensorView report, input_grad;
             py::array report_arr = new_report(*self.net, &report);
             py::object input_grad_arr = py::none();
-            if (input_rows >= 0)
-              input_grad_arr = new_array(self.net->dtype(), {input_rows, input_width}, &input_grad);
+            if (want_input_grad && grad_out.ndim == 2)  // rows of grad_out: checked natively
+              input_grad_arr = new_array(self.net->dtype(),
+                                         {grad_out.dim(0), self.net->sizes().front()}, &input_grad);
             {
               py::gil_scoped_release release;
               self.net->backward(report, input_grad, grad_out, log_scale);
             }
             return py::make_tuple(report_arr, input_grad_arr);
           },
-          py::arg("grad_out"), py::arg("log_scale"), py::arg("input_rows"),
-          py::arg("input_width"))
+          py::arg("grad_out"), py::arg("log_scale"), py::arg("input_grad"))
       .def(
           "step",
           [](PyMLP& self, py::handle x_obj, py::handle target_obj, const std::string& loss_name,
-             int64_t out_width, bool log_scale, bool want_input_grad) {
+             bool log_scale, bool want_input_grad) {
             const char* op = "MLP.step";
             const TensorView x = view_of(x_obj, op, "x");
             const int64_t rows = x.ndim == 2 ? x.dim(0) : 0;
@@ -139,7 +139,7 @@ void bind_mlp(py::module_& m) {
               fail<ValueError>(op, ": loss must be 'mse' or 'cross_entropy', got '", loss_name, "'");
             }
             TensorView out, report, input_grad;
-            py::array out_arr = new_array(x.dtype, {rows, out_width}, &out);
+            py::array out_arr = new_array(x.dtype, {rows, self.net->sizes().back()}, &out);
             py::array report_arr = new_report(*self.net, &report);
             py::object input_grad_arr = py::none();
             if (want_input_grad && x.ndim == 2)
@@ -154,8 +154,8 @@ void bind_mlp(py::module_& m) {
             }
             return py::make_tuple(value, out_arr, report_arr, input_grad_arr);
           },
-          py::arg("x"), py::arg("target"), py::arg("loss"), py::arg("out_width"),
-          py::arg("log_scale"), py::arg("input_grad"));
+          py::arg("x"), py::arg("target"), py::arg("loss"), py::arg("log_scale"),
+          py::arg("input_grad"));
 }
 
 }  // namespace vgkern

@@ -189,14 +189,14 @@ void bind_recurrent(py::module_& m) {
              return results_tuple(r);
            })
       .def("backward",
-           [](PyRecurrent& self, py::handle g_seq_obj, py::handle g_h_obj, py::handle g_c_obj,
-              int64_t steps, int64_t rows) {
+           [](PyRecurrent& self, py::handle g_seq_obj, py::handle g_h_obj, py::handle g_c_obj) {
              const char* op = self.kind == CellKind::lstm ? "LSTM.backward" : "RNN.backward";
              const TensorView g_seq = optional_view(g_seq_obj, op, "grad_h_seq");
              const TensorView g_h = optional_view(g_h_obj, op, "grad_hT");
              const TensorView g_c = optional_view(g_c_obj, op, "grad_cT");
              Results r;
-             allocate_backward(r, self, self.net->dtype(), steps, rows);
+             allocate_backward(r, self, self.net->dtype(), self.net->last_steps(),
+                               self.net->last_batch());
              {
                py::gil_scoped_release release;
                self.net->backward(r.views, g_seq, g_h, g_c);

@@ -86,6 +86,7 @@ class MLP final : public MLPBase {
   DType dtype() const override { return dtype_of<T>(); }
   int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
+  const std::vector<int64_t>& sizes() const override { return sizes_; }
   const std::vector<LayerLayout>& layout() const override { return layout_; }
   int64_t num_running() const override { return static_cast<int64_t>(running_mean_.size()); }
   void* params() override { return params_.data(); }

@@ -48,6 +48,7 @@ class MLPBase {
   virtual DType dtype() const = 0;
   virtual int64_t num_layers() const = 0;
   virtual int64_t num_params() const = 0;
+  virtual const std::vector<int64_t>& sizes() const = 0;  // d_0 .. d_L
   virtual const std::vector<LayerLayout>& layout() const = 0;
   virtual int64_t num_running() const = 0;  // entries of each running-statistics buffer
   virtual void* params() = 0;

@@ -45,6 +45,8 @@ class Recurrent final : public RecurrentBase {
   int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
+  int64_t last_steps() const override { return steps_; }
+  int64_t last_batch() const override { return rows_; }
 
   void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                const TensorView& c0) override {

@@ -96,16 +96,6 @@ VGKERN_SIMD_CLONES void lstm_backward_rows(T* dpre, T* dc_prev, T* dh_total, T* 
   *dc_sumsq = sc;
 }
 
-// An absent input reads as zeros (a per-thread buffer that is only ever read).
-template <class T>
-const T* zeros_if_null(const T* p, int64_t n) {
-  thread_local std::vector<T> zeros;
-  if (p) return p;
-  T* z = scratch(zeros, n);
-  std::fill(z, z + n, T(0));
-  return z;
-}
-
 }  // namespace
 
 template <class T>

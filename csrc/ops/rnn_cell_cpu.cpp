@@ -65,12 +65,7 @@ void rnn_forward_cpu(T* pre_h, int64_t n, Activation act, int64_t* saturated) {
 template <class T>
 void rnn_backward_cpu(T* dpre, T* dh_total, const T* dh_a, const T* dh_b, const T* h, int64_t n,
                       Activation act, double* dh_sumsq) {
-  thread_local std::vector<T> zeros;
-  if (!dh_b) {
-    T* z = scratch(zeros, n);
-    std::fill(z, z + n, T(0));
-    dh_b = z;
-  }
+  dh_b = zeros_if_null(dh_b, n);
   const double sumsq = act == Activation::relu
                            ? rnn_backward_loop<T, Activation::relu>(dpre, dh_total, dh_a, dh_b, h, n)
                            : rnn_backward_loop<T, Activation::tanh>(dpre, dh_total, dh_a, dh_b, h, n);
@@ -87,6 +82,13 @@ void cell_preactivations_cpu(T* pre, const T* x, const T* h_prev, const T* w_ih,
 }
 
 template <class T>
+void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums) {
+  std::fill(scratch_sums, scratch_sums + cols, 0.0);
+  add_column_sums(scratch_sums, m, rows, cols);
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(scratch_sums[j]);
+}
+
+template <class T>
 void cell_weight_backward_cpu(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, const T* dpre,
                               const T* x, const T* h_prev, const T* w_ih, const T* w_hh,
                               int64_t rows, int64_t in, int64_t hidden, int64_t gates) {
@@ -96,17 +98,10 @@ void cell_weight_backward_cpu(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, c
   gemm<T>(true, false, gates, in, rows, T(1), dpre, gates, x, in, T(0), dw_ih, in);
   gemm<T>(true, false, gates, hidden, rows, T(1), dpre, gates, h_prev, hidden, T(0), dw_hh,
           hidden);
-  std::vector<double> sums(gates, 0.0);
-  add_column_sums(sums.data(), dpre, rows, gates);
-  for (int64_t j = 0; j < gates; ++j) dbias[j] = static_cast<T>(sums[j]);
+  thread_local std::vector<double> sums;
+  column_sums_into(dbias, dpre, rows, gates, scratch(sums, gates));
 }
 
-template <class T>
-void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums) {
-  std::fill(scratch_sums, scratch_sums + cols, 0.0);
-  add_column_sums(scratch_sums, m, rows, cols);
-  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(scratch_sums[j]);
-}
 
 template void rnn_forward_cpu<float>(float*, int64_t, Activation, int64_t*);
 template void rnn_forward_cpu<double>(double*, int64_t, Activation, int64_t*);

@@ -159,7 +159,7 @@ class MLP(NativeParameters):
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
         x = _as_input(x, "MLP.forward: x")
-        return self._core.forward(x, self.sizes[-1])
+        return self._core.forward(x)
 
     def backward(self, grad_out, log_scale=False, input_grad=False):
         """grad_out = dL/d(out) (B, sizes[-1]) for the last forward -> GradReport.
@@ -169,8 +169,7 @@ class MLP(NativeParameters):
         signal at every layer by a power of two: the log10_ norms stay exact where the gradients
         underflow, and stored gradients are the true ones times 2**-report.grad_log2_scale[l]."""
         grad_out = _as_input(grad_out, "MLP.backward: grad_out")
-        rows = grad_out.shape[0] if input_grad else -1
-        table, self.input_grad = self._core.backward(grad_out, bool(log_scale), rows, self.sizes[0])
+        table, self.input_grad = self._core.backward(grad_out, bool(log_scale), bool(input_grad))
         return GradReport(table)
 
     def step(self, x, target, loss="mse", log_scale=False, input_grad=False):
@@ -183,7 +182,7 @@ class MLP(NativeParameters):
         _choice("loss", loss, LOSSES)
         target = _as_input(target, "MLP.step: target", ndim=2 if loss == "mse" else 1)
         value, self.last_output, table, self.input_grad = self._core.step(
-            x, target, loss, self.sizes[-1], bool(log_scale), bool(input_grad))
+            x, target, loss, bool(log_scale), bool(input_grad))
         return GradReport(table, loss=value)
 
     def __repr__(self):

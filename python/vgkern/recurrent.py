@@ -38,7 +38,6 @@ class _Recurrent(NativeParameters):
         self.weight_ih, self.weight_hh, self.bias = split(self._params)
         self.weight_ih_grad, self.weight_hh_grad, self.bias_grad = split(self._grads)
         self.x_grad = self.h0_grad = self.c0_grad = None
-        self._shape = (0, 0)  # (T, B) of the last forward
         # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(H)
@@ -53,14 +52,13 @@ class _Recurrent(NativeParameters):
         x_seq = _as_input(x_seq, f"{self._kind.upper()}.forward: x_seq", ndim=3)
         results = self._core.forward(x_seq, self._state(h0, "forward: h0"),
                                      self._state(c0, "forward: c0"))
-        self._shape = x_seq.shape[:2]
         return results
 
     def _backward(self, grad_h_seq, grad_hT, grad_cT):
         name = self._kind.upper()
         g_seq = None if grad_h_seq is None else _as_input(grad_h_seq, f"{name}.backward: grad_h_seq", 3)
         results = self._core.backward(g_seq, self._state(grad_hT, "backward: grad_hT"),
-                                      self._state(grad_cT, "backward: grad_cT"), *self._shape)
+                                      self._state(grad_cT, "backward: grad_cT"))
         return self._report(results)
 
     def _report(self, results, loss=float("nan")):
@@ -80,7 +78,6 @@ class _Recurrent(NativeParameters):
         value, results = self._core.step(x_seq, self._state(h0, "step: h0"),
                                          self._state(c0, "step: c0"), target,
                                          loss == "mse_sequence")
-        self._shape = x_seq.shape[:2]
         self.last_output = results[0]
         return self._report(results, value)
 
