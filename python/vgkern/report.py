@@ -6,7 +6,33 @@ from . import _core
 FIELDS = tuple(_core.REPORT_COLUMNS)
 
 
-class GradReport:
+class _Report:
+    """as_dict / to_pandas shared by the reports: every slot, one row per `_index` entry."""
+
+    __slots__ = ()
+    _index = None  # name of the row-index column: "layer" or "step"
+
+    def __len__(self):
+        return len(getattr(self, self.__slots__[0]))
+
+    def as_dict(self):
+        """{field: float64 array, or float for scalars such as loss}."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def to_pandas(self):
+        """Tidy DataFrame: one row per entry, the index column then every field (scalars
+        repeated); needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(f"{type(self).__name__}.to_pandas needs pandas: pip install pandas") from err
+        frame = pd.DataFrame({self._index: np.arange(len(self))})
+        for name in self.__slots__:
+            frame[name] = getattr(self, name)
+        return frame
+
+
+class GradReport(_Report):
     """Float64 arrays of length L (layer 0 = input side), one attribute per statistic.
 
     weight_grad_norm, bias_grad_norm   ||dL/dW_l||_F, ||dL/db_l||
@@ -24,6 +50,7 @@ class GradReport:
     """
 
     __slots__ = FIELDS + ("loss",)
+    _index = "layer"
 
     def __init__(self, table, loss=float("nan")):
         table = np.asarray(table, dtype=np.float64)
@@ -35,25 +62,7 @@ class GradReport:
 
     @property
     def num_layers(self):
-        return len(self.weight_grad_norm)
-
-    def as_dict(self):
-        """{field: float64 array of length L}, plus 'loss'."""
-        out = {name: getattr(self, name) for name in FIELDS}
-        out["loss"] = self.loss
-        return out
-
-    def to_pandas(self):
-        """Tidy DataFrame: one row per layer, column 'layer' then every field (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("GradReport.to_pandas needs pandas: pip install pandas") from err
-        frame = pd.DataFrame({"layer": np.arange(self.num_layers)})
-        for name in FIELDS:
-            frame[name] = getattr(self, name)
-        frame["loss"] = self.loss
-        return frame
+        return len(self)
 
     def __repr__(self):
         g = self.log10_preact_grad_norm
@@ -65,7 +74,7 @@ SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
 WEIGHT_FIELDS = ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm")
 
 
-class SequenceReport:
+class SequenceReport(_Report):
     """Per-time-step statistics of one backward pass through time (float64 arrays of length T).
 
     h_grad_norm[t], c_grad_norm[t]   ||dL/dh_t||_F, ||dL/dc_t||_F over the batch: the total
@@ -81,6 +90,7 @@ class SequenceReport:
     """
 
     __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
+    _index = "step"
 
     def __init__(self, table, weight_norms, loss=float("nan")):
         table = np.asarray(table, dtype=np.float64)
@@ -94,22 +104,7 @@ class SequenceReport:
 
     @property
     def num_steps(self):
-        return len(self.h_grad_norm)
-
-    def as_dict(self):
-        out = {name: getattr(self, name) for name in self.__slots__}
-        return out
-
-    def to_pandas(self):
-        """Tidy DataFrame: one row per time step, column 'step' then every field."""
-        try:
-            import pandas as pd
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("SequenceReport.to_pandas needs pandas: pip install pandas") from err
-        frame = pd.DataFrame({"step": np.arange(self.num_steps)})
-        for name in self.__slots__:
-            frame[name] = getattr(self, name)
-        return frame
+        return len(self)
 
     def __repr__(self):
         x = self.log10_x_grad_norm
