@@ -233,6 +233,24 @@ def assert_fractions_within(report, bounds, name=""):
 # Small utilities
 # --------------------------------------------------------------------------------------------
 
+def central_difference(f, arrays, h=1e-6):
+    """d f / d a for every entry of every array in ``arrays`` (modified in place and restored),
+    by central differences in float64."""
+    grads = []
+    for a in arrays:
+        g = np.zeros(a.shape, dtype=np.float64)
+        for idx in np.ndindex(a.shape):
+            orig = a[idx]
+            a[idx] = orig + h
+            f_plus = f()
+            a[idx] = orig - h
+            f_minus = f()
+            a[idx] = orig
+            g[idx] = (f_plus - f_minus) / (2 * h)
+        grads.append(g)
+    return grads
+
+
 def random_weights(rng, sizes, dtype, scale=None):
     """Weights (out, in) ~ N(0, scale^2), scale = 1/sqrt(fan_in) by default; biases ~ N(0, 0.1^2)."""
     ws, bs = [], []

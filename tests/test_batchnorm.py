@@ -40,7 +40,8 @@ from vgkern import ops
 
 import reference as R
 from conftest import (DTYPE_IDS, DTYPES, assert_fractions_within, assert_rel_rule, assert_rule,
-                      eps, fraction_bounds, max_abs, max_abs_error, oracle_dtype, reduction_rtol)
+                      central_difference, eps, fraction_bounds, max_abs, max_abs_error,
+                      oracle_dtype, reduction_rtol)
 
 NP_DTYPE = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64,
@@ -205,22 +206,6 @@ def test_batchnorm_forward_large_offset_float32(rng):
 # --------------------------------------------------------------------------------------------
 
 H = 1e-6
-
-
-def central_difference(f, arrays, h=H):
-    grads = []
-    for a in arrays:
-        g = np.zeros(a.shape, dtype=np.float64)
-        for idx in np.ndindex(a.shape):
-            orig = a[idx]
-            a[idx] = orig + h
-            f_plus = f()
-            a[idx] = orig - h
-            f_minus = f()
-            a[idx] = orig
-            g[idx] = (f_plus - f_minus) / (2 * h)
-        grads.append(g)
-    return grads
 
 
 def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0, rtol=1e-5):

@@ -14,28 +14,11 @@ import vgkern
 from vgkern import ops
 
 import reference as R
-from conftest import ACTIVATION_CONFIGS, ACTIVATION_IDS, INITS, LOSSES
+from conftest import ACTIVATION_CONFIGS, ACTIVATION_IDS, INITS, LOSSES, central_difference
 
 H = 1e-6          # finite-difference step (parameters are O(1))
 RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
 KINK_MARGIN = 1e-3
-
-
-def central_difference(f, arrays, h=H):
-    """d f / d a for every entry of every array in ``arrays`` (modified in place and restored)."""
-    grads = []
-    for a in arrays:
-        g = np.zeros(a.shape, dtype=np.float64)
-        for idx in np.ndindex(a.shape):
-            orig = a[idx]
-            a[idx] = orig + h
-            f_plus = f()
-            a[idx] = orig - h
-            f_minus = f()
-            a[idx] = orig
-            g[idx] = (f_plus - f_minus) / (2 * h)
-        grads.append(g)
-    return grads
 
 
 def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):

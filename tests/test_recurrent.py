@@ -48,7 +48,7 @@ import vgkern
 from vgkern import ops
 
 import reference_recurrent as RR
-from conftest import oracle_dtype
+from conftest import central_difference, oracle_dtype
 
 NP_DTYPE = {"float32": np.float32, "float64": np.float64}
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
@@ -562,22 +562,6 @@ def test_cell_ops_match_torch_cells(dtype, kind):
 
 FD_STEP = 1e-6
 FD_RTOL = 1e-6
-
-
-def central_difference(f, arrays, h=FD_STEP):
-    grads = []
-    for a in arrays:
-        g = np.zeros(a.shape)
-        for idx in np.ndindex(a.shape):
-            orig = a[idx]
-            a[idx] = orig + h
-            fp = f()
-            a[idx] = orig - h
-            fm = f()
-            a[idx] = orig
-            g[idx] = (fp - fm) / (2 * h)
-        grads.append(g)
-    return grads
 
 
 def assert_matches_fd(analytic, numeric, name, f_scale=1.0):
