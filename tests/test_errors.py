@@ -671,3 +671,25 @@ def test_ops_non_contiguous_correct_or_refused(dtype):
         except (ValueError, TypeError):
             continue
         np.testing.assert_array_equal(h, h_ref, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes that cannot fit in memory are refused before anything is allocated
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: vgkern.MLP([100_000, 100_000, 3]),                      # 2e10 parameters
+    lambda: vgkern.LSTM(100_000, 100_000),
+    lambda: vgkern.RNN(300_000, 300_000),
+    lambda: vgkern.MLP([3, 10**5, 2]).forward(np.zeros((10**5, 3), np.float32)),  # workspace
+    lambda: ops.dense_forward(np.zeros((10**5, 1), np.float32), np.zeros((10**5, 1), np.float32),
+                              np.zeros(10**5, np.float32), activation="tanh"),  # (1e5, 1e5) out
+], ids=["mlp-params", "lstm-params", "rnn-params", "mlp-workspace", "op-output"])
+def test_sizes_larger_than_physical_memory_are_memory_errors(make):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(MemoryError, match=all_of("GiB", "physical memory")):
+        make()
+    # refused before allocating: the peak resident size did not grow by the request (> 20 GB)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # KiB: 1 GiB

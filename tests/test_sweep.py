@@ -335,8 +335,9 @@ def _assert_complete(out, configs):
     return frame
 
 
-def _run_until(cmd, predicate, sig, timeout=120):
-    """Start the sweep, send `sig` once predicate() holds; -> (returncode, stderr)."""
+def _run_until(cmd, predicate, sig, timeout=120, extra_delay=0.0):
+    """Start the sweep, send `sig` once predicate() holds (and `extra_delay` seconds have
+    passed after that); -> (returncode, stderr)."""
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True) as proc:
         t0 = time.time()
@@ -344,6 +345,7 @@ def _run_until(cmd, predicate, sig, timeout=120):
             while proc.poll() is None and not predicate():
                 assert time.time() - t0 < timeout, "timeout waiting for the sweep"
                 time.sleep(0.01)
+            time.sleep(extra_delay)
             assert proc.poll() is None, ("the sweep ended before it could be stopped: "
                                          + proc.stderr.read())
             proc.send_signal(sig)
@@ -383,6 +385,44 @@ def test_sigkill_mid_run_then_resume_keeps_every_configuration_exactly_once(
     assert f"resuming: {before} of {len(configs)} configurations are already finished" in done.stderr
     frame = _assert_complete(out, configs)
     # and the values are those of an uninterrupted run
+    pd.testing.assert_frame_equal(frame, kill_reference, check_exact=True)
+
+
+def _finished_or_journaled(out):
+    if not os.path.exists(out):
+        return set()
+    frame, counts = _finished_ids(out)
+    # the output is readable after every kill and holds whole, unique configurations only
+    assert (counts == 90).all()
+    assert not frame.duplicated(["config_id", "step", "layer"]).any()
+    return set(counts.index) | _journal_ids(out)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_repeated_sigkills_at_random_moments_lose_and_duplicate_nothing(
+        tmp_path, suffix, kill_reference):
+    """Kill the same sweep again and again, each time after it has finished a random number of
+    further configurations plus a random extra delay (so kills land between configurations,
+    inside a configuration and during output rebuilds), then let it finish."""
+    out = tmp_path / f"kills.{suffix}"
+    configs = vgkern.sweep_configs(**KILL_GRID)
+    rng = np.random.default_rng(7)
+    finished = set()
+    for _ in range(5):
+        target = len(finished) + int(rng.integers(1, 6))
+        progressed = lambda: len(_journal_ids(out) | _finished_or_journaled(out)) >= target
+        rc, _ = _run_until(_sweep_cmd(out, "--flush-interval", "0.05"), progressed,
+                           signal.SIGKILL, extra_delay=float(rng.uniform(0, 0.3)))
+        assert rc == -signal.SIGKILL
+        now = _finished_or_journaled(out)
+        assert finished <= now  # nothing finished is ever lost
+        finished = now
+    assert 5 <= len(finished) < len(configs)
+    done = subprocess.run(_sweep_cmd(out, "--flush-interval", "0.05"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {len(finished)} of {len(configs)}" in done.stderr
+    frame = _assert_complete(out, configs)
     pd.testing.assert_frame_equal(frame, kill_reference, check_exact=True)
 
 

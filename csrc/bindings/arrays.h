@@ -4,9 +4,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
 #include <vector>
 
 #include "core/errors.h"
+#include "core/memory.h"
 #include "core/tensor.h"
 
 namespace vgkern {
@@ -40,6 +42,14 @@ inline TensorView view_of(const py::handle& obj, const char* op, const char* arg
 
 // A new C-contiguous array of the given dtype and shape, and its view.
 inline py::array new_array(DType dtype, const std::vector<int64_t>& shape, TensorView* view) {
+  double elements = 1;
+  std::string shape_str = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    elements *= static_cast<double>(shape[i]);
+    shape_str += (i ? ", " : "") + std::to_string(shape[i]);
+  }
+  check_fits_in_memory(elements, dtype == DType::f32 ? 4 : 8,
+                       ("an output array of shape " + shape_str + ")").c_str());
   py::array a = dtype == DType::f32 ? py::array(py::dtype::of<float>(), shape)
                                     : py::array(py::dtype::of<double>(), shape);
   if (view) {

@@ -1,4 +1,5 @@
-// Exceptions that reach Python as TypeError / ValueError / RuntimeError (see bindings/module.cpp).
+// Exceptions that reach Python as TypeError / ValueError / RuntimeError / MemoryError
+// (see bindings/module.cpp).
 // Every message names the op, the argument, what was expected and what was given.
 #pragma once
 #include <sstream>
@@ -10,6 +11,7 @@ namespace vgkern {
 struct TypeError : std::runtime_error { using std::runtime_error::runtime_error; };
 struct ValueError : std::runtime_error { using std::runtime_error::runtime_error; };
 struct DeviceError : std::runtime_error { using std::runtime_error::runtime_error; };
+struct MemoryError : std::runtime_error { using std::runtime_error::runtime_error; };
 
 template <class... Parts>
 std::string concat(const Parts&... parts) {

@@ -6,6 +6,7 @@
 
 #include "core/checks.h"
 #include "core/errors.h"
+#include "core/memory.h"
 #include "ops/batchnorm.h"
 #include "ops/dense_cpu.h"
 #include "ops/loss.h"
@@ -140,6 +141,10 @@ class MLP final : public MLPBase {
     if (rows == rows_) return;
     int64_t widest = 0;
     for (int64_t d : sizes_) widest = std::max(widest, d);
+    // x copy, then per layer h, dact and xhat (at most), then the three (B, widest) buffers
+    double elements = sizes_[0] + 3.0 * widest;
+    for (size_t i = 1; i < sizes_.size(); ++i) elements += 3.0 * sizes_[i];
+    check_fits_in_memory(elements * rows, sizeof(T), "MLP.forward: the workspace for this batch");
     forward_done_ = false;
     rows_ = 0;  // stays 0 if an allocation below throws
     x_.resize(rows * sizes_[0]);
@@ -292,8 +297,8 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
     blas_int(sizes[i], "layer width");
     if (i > 0) total += static_cast<double>(sizes[i]) * (sizes[i - 1] + 1);
   }
-  if (total > 1e11)  // refuse before allocating: ~400 GB of float32 parameters
-    fail<ValueError>("MLP: sizes ask for ", total, " parameters, more than the 1e11 supported");
+  // parameters and their gradients, refused before allocating when they cannot fit
+  check_fits_in_memory(2 * total, dtype == DType::f32 ? 4 : 8, "MLP: sizes");
   if (acts.size() + 1 != sizes.size())
     fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
                      acts.size());

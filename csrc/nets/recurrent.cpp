@@ -11,6 +11,7 @@
 
 #include "core/blas.h"
 #include "core/checks.h"
+#include "core/memory.h"
 #include "core/errors.h"
 #include "core/stats.h"
 #include "ops/loss.h"
@@ -116,11 +117,15 @@ class Recurrent final : public RecurrentBase {
     return g.ptr<T>();
   }
 
-  void ensure_workspace(int64_t steps, int64_t rows) {
+  void ensure_workspace(const char* op, int64_t steps, int64_t rows) {
     if (steps == steps_ && rows == rows_) return;
+    const int64_t n = rows * hidden_;
+    // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
+    const double per_step = static_cast<double>(rows) * (in_ + 2.0 * gates_ + 4.0 * hidden_);
+    check_fits_in_memory(per_step * (steps + 1), sizeof(T),
+                         concat(op, ": the workspace for x_seq").c_str());
     forward_done_ = false;
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
-    const int64_t n = rows * hidden_;
     x_.resize(steps * rows * in_);
     h_all_.resize((steps + 1) * n);
     gates_all_.resize(steps * rows * gates_);
@@ -153,7 +158,7 @@ class Recurrent final : public RecurrentBase {
         check_shape(op, arg, *t, {rows, hidden_});
       }
     if (c0.present() && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (c0)");
-    ensure_workspace(steps, rows);
+    ensure_workspace(op, steps, rows);
     forward_done_ = false;
     const int64_t n = rows * hidden_;
     std::copy(x_seq.ptr<T>(), x_seq.ptr<T>() + steps * rows * in_, x_.data());
@@ -316,9 +321,10 @@ std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
   if (hidden_size < 1) fail<ValueError>(what, ": hidden_size must be a positive integer, got ", hidden_size);
   blas_int(4 * hidden_size, "4 * hidden_size");
   blas_int(input_size, "input_size");
-  if (4.0 * hidden_size * (input_size + hidden_size + 1) > 1e11)
-    fail<ValueError>(what, ": input_size ", input_size, " and hidden_size ", hidden_size,
-                     " ask for more than the 1e11 parameters supported");
+  // parameters and their gradients, refused before allocating when they cannot fit
+  const double gates = kind == CellKind::lstm ? 4.0 * hidden_size : 1.0 * hidden_size;
+  check_fits_in_memory(2 * gates * (input_size + hidden_size + 1), dtype == DType::f32 ? 4 : 8,
+                       concat(what, ": input_size and hidden_size").c_str());
   if (dtype == DType::f32)
     return std::make_unique<Recurrent<float>>(kind, input_size, hidden_size, nonlinearity);
   return std::make_unique<Recurrent<double>>(kind, input_size, hidden_size, nonlinearity);

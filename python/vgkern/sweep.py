@@ -785,17 +785,27 @@ def _format_of(path):
 
 def _read_file(path, fmt, schema, what="output"):
     """Read a results file written by a sweep, checking its schema against ours."""
+    path = os.fspath(path)
+    try:
+        # One open file for the schema and the data: a sweep running at the same time replaces
+        # the output with os.replace, and reading it by name twice could mix two versions.
+        with open(path, "rb") as f:
+            return _read_open_file(f, path, fmt, schema, what)
+    except OSError as err:
+        raise _error(f"{what} file {path!r} could not be read ({err}); pass another path or "
+                     "overwrite it (resume=False / --overwrite)") from err
+
+
+def _read_open_file(f, path, fmt, schema, what):
     import pyarrow as pa
 
-    path = os.fspath(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            found = pq.read_schema(path)
+            found = pq.read_schema(f)
         else:
-            with open(path, "r", encoding="utf-8", newline="") as f:
-                names = next(csv.reader([f.readline()]), [])
+            names = next(csv.reader([f.readline().decode("utf-8")]), [])
             found = pa.schema([pa.field(n, schema.field(n).type if n in schema.names
                                         else pa.string()) for n in names])
     except (OSError, UnicodeDecodeError, pa.ArrowException, ValueError) as err:
@@ -816,15 +826,16 @@ def _read_file(path, fmt, schema, what="output"):
         raise _error(f"{what} file {path!r} has a different schema than this version of "
                      f"vgkern.sweep writes ({'; '.join(parts)}); pass another path or overwrite it "
                      "(resume=False / --overwrite)")
+    f.seek(0)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path).select(schema.names)
+            table = pq.read_table(f).select(schema.names)
         else:
             import pyarrow.csv as pcsv
 
-            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            table = pcsv.read_csv(f, convert_options=pcsv.ConvertOptions(
                 column_types=schema, strings_can_be_null=True)).select(schema.names)
         return table.cast(schema)
     except (OSError, pa.ArrowException, ValueError) as err:
