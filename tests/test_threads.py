@@ -1,0 +1,463 @@
+"""Threads: separate nets (and the low-level ops) run concurrently with results bit-identical to
+serial runs; one net used from two threads at once is refused with a clear RuntimeError and is
+left intact.
+
+Every native call releases the GIL, so the Python threads below really do run the kernels at
+the same time (on however many cores there are). Any shared mutable state in the C++ core (a
+static scratch buffer, a cached workspace, a BLAS handle) would show up as a wrong bit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import vgkern
+from vgkern import ops
+
+# The fragment of the BusyGuard message (csrc/nets/mlp.cpp, csrc/nets/recurrent.cpp):
+#   "MLP.step: this MLP is already running in another thread; one net may be used by ..."
+#   "LSTM.forward: this net is already running in another thread; one net may be used by ..."
+REFUSAL = "already running in another thread"
+BARRIER_TIMEOUT = 60.0  # seconds; a hang in a worker fails the test instead of blocking CI
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Pin the BLAS (OpenBLAS, via threadpoolctl) to one thread for this module.
+
+    The serial and the concurrent runs must do exactly the same floating-point operations. With
+    a multi-threaded OpenBLAS the split of a GEMM over its thread pool can depend on how many
+    pool threads are free when the call comes in, and 8 Python threads x N BLAS threads would
+    oversubscribe the (often 2) cores and make the test slow. One BLAS thread per caller is
+    also what vgkern.sweep uses. The concurrency under test is that of the Python threads; the
+    limit is process-wide, so it holds in every worker thread."""
+    with vgkern.blas_threads(1):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Bit-exact comparison of nested results
+# --------------------------------------------------------------------------------------------
+
+def _leaves(obj, path="result"):
+    """(path, value) for every array / number inside nested tuples, lists and dicts."""
+    if isinstance(obj, dict):
+        for key in obj:
+            yield from _leaves(obj[key], f"{path}[{key!r}]")
+    elif isinstance(obj, (tuple, list)):
+        for i, item in enumerate(obj):
+            yield from _leaves(item, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def _bits(value):
+    if value is None:
+        return ("None",)
+    a = np.asarray(value)
+    return (a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes())
+
+
+def assert_bit_identical(got, want, what):
+    got_leaves, want_leaves = list(_leaves(got)), list(_leaves(want))
+    assert [p for p, _ in got_leaves] == [p for p, _ in want_leaves], f"{what}: structure differs"
+    for (path, g), (_, w) in zip(got_leaves, want_leaves):
+        if _bits(g) != _bits(w):
+            g_arr, w_arr = np.asarray(g), np.asarray(w)
+            detail = ""
+            if g_arr.shape == w_arr.shape and g_arr.dtype == w_arr.dtype and g_arr.size:
+                diff = np.abs(g_arr.astype(np.float64) - w_arr.astype(np.float64))
+                detail = f" (max |diff| {np.nanmax(diff) if np.isfinite(diff).any() else diff})"
+            pytest.fail(f"{what}: {path} is not bit-identical to the serial run{detail}")
+
+
+def _run_concurrently(fn, args, rounds=1):
+    """fn(arg) for every arg, all in their own thread, started together by a Barrier; `rounds`
+    times over. Returns the results of every round (a list of lists, in args order)."""
+    out = []
+    for _ in range(rounds):
+        barrier = threading.Barrier(len(args))
+
+        def gated(arg):
+            barrier.wait(timeout=BARRIER_TIMEOUT)
+            return fn(arg)
+
+        with ThreadPoolExecutor(max_workers=len(args)) as pool:
+            out.append(list(pool.map(gated, args)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Many threads, one net each: training runs equal serial runs bit for bit
+# --------------------------------------------------------------------------------------------
+
+STEPS = 6
+LR = 0.05
+
+# (name, constructor kwargs, loss, batch): each job builds its own net inside its thread.
+MLP_JOBS = (
+    ("mlp-f32-tanh", dict(sizes=[48, 96, 96, 96, 12], activation="tanh", dtype="float32", seed=1), "mse", 64),
+    ("mlp-f64-relu", dict(sizes=[48, 96, 96, 96, 12], activation="relu", dtype="float64", seed=2), "mse", 64),
+    ("mlp-f32-bn", dict(sizes=[48, 96, 96, 12], activation="tanh", dtype="float32", seed=3, batch_norm=True), "mse", 64),
+    ("mlp-f64-bn-ce", dict(sizes=[48, 96, 96, 12], activation="elu", dtype="float64", seed=4, batch_norm=True), "cross_entropy", 64),
+    ("mlp-f32-sigmoid-ce", dict(sizes=[48, 80, 80, 12], activation="sigmoid", dtype="float32", seed=5), "cross_entropy", 48),
+)
+RECURRENT_JOBS = (
+    ("lstm-f32", "LSTM", dict(input_size=12, hidden_size=40, dtype="float32", seed=6, forget_bias=1.0), "mse", (16, 12)),
+    ("lstm-f64-seq", "LSTM", dict(input_size=12, hidden_size=40, dtype="float64", seed=7), "mse_sequence", (16, 12)),
+    ("rnn-f32-tanh", "RNN", dict(input_size=12, hidden_size=48, dtype="float32", seed=8), "mse", (20, 12)),
+    ("rnn-f64-relu-seq", "RNN", dict(input_size=12, hidden_size=48, dtype="float64", seed=9, nonlinearity="relu"), "mse_sequence", (20, 12)),
+)
+ALL_JOBS = tuple(j[0] for j in MLP_JOBS) + tuple(j[0] for j in RECURRENT_JOBS)
+
+
+def _train_mlp(job, sync):
+    name, kwargs, loss, batch = job
+    net = vgkern.MLP(**kwargs)
+    rng = np.random.default_rng(kwargs["seed"] + 100)
+    d_in, d_out = net.sizes[0], net.sizes[-1]
+    x = rng.standard_normal((batch, d_in)).astype(net.dtype)
+    if loss == "mse":
+        target = rng.standard_normal((batch, d_out)).astype(net.dtype)
+    else:
+        target = rng.integers(0, d_out, batch)
+    history = []
+    for _ in range(STEPS):
+        sync()
+        rep = net.step(x, target, loss=loss, input_grad=True)
+        history.append((rep.as_dict(), net.last_output.copy(), net.input_grad.copy(),
+                        net.grads.copy()))
+        net.params -= LR * net.grads  # in place on the native buffer (see _params.py)
+    grad_out = rng.standard_normal((batch, d_out)).astype(net.dtype)
+    out = net.forward(x)
+    rep = net.backward(grad_out, log_scale=True)
+    final = dict(params=net.params.copy(), forward=out, backward=rep.as_dict(),
+                 weights=[w.copy() for w in net.weights])
+    if net.batch_norm:
+        final["running_means"] = [m.copy() for m in net.running_means]
+        final["running_vars"] = [v.copy() for v in net.running_vars]
+        final["eval_forward"] = net.eval().forward(x)
+    return dict(history=history, final=final)
+
+
+def _train_recurrent(job, sync):
+    name, cls, kwargs, loss, (T, B) = job
+    net = getattr(vgkern, cls)(**kwargs)
+    rng = np.random.default_rng(kwargs["seed"] + 100)
+    x = rng.standard_normal((T, B, net.input_size)).astype(net.dtype)
+    tshape = (T, B, net.hidden_size) if loss == "mse_sequence" else (B, net.hidden_size)
+    target = rng.standard_normal(tshape).astype(net.dtype)
+    h0 = 0.1 * rng.standard_normal((B, net.hidden_size)).astype(net.dtype)
+    history = []
+    for _ in range(STEPS):
+        sync()
+        rep = net.step(x, target, loss=loss, h0=h0)
+        history.append((rep.as_dict(), net.last_output.copy(), net.x_grad.copy(),
+                        net.h0_grad.copy(), net.grads.copy()))
+        net.params -= LR * net.grads
+    fwd = net.forward(x, h0)
+    rep = net.backward(grad_h_seq=rng.standard_normal((T, B, net.hidden_size)).astype(net.dtype))
+    final = dict(params=net.params.copy(), forward=fwd, backward=rep.as_dict(),
+                 weight_hh=net.weight_hh.copy())
+    return dict(history=history, final=final)
+
+
+def _train(name, sync=lambda: None):
+    """Build the named net and train it STEPS steps; sync() runs before every step."""
+    for job in MLP_JOBS:
+        if job[0] == name:
+            return _train_mlp(job, sync)
+    for job in RECURRENT_JOBS:
+        if job[0] == name:
+            return _train_recurrent(job, sync)
+    raise KeyError(name)
+
+
+def test_separate_nets_in_many_threads_match_serial_runs():
+    # 9 jobs, each a different net, plus a second copy of three of them: 12 threads at once
+    # (two copies of one configuration must also agree with each other).
+    names = list(ALL_JOBS) + ["mlp-f32-tanh", "mlp-f32-bn", "lstm-f32"]
+    serial = {name: _train(name) for name in ALL_JOBS}
+    for round_results in _run_concurrently(_train, names, rounds=2):
+        for name, got in zip(names, round_results):
+            assert_bit_identical(got, serial[name], f"{name} (concurrent)")
+
+
+def test_separate_nets_in_lock_step_match_serial_runs():
+    # One net per thread, the threads taking their steps in lock step (a Barrier before every
+    # step), so that every step of every net overlaps a step of each of the others.
+    names = list(ALL_JOBS)
+    serial = {name: _train(name) for name in names}
+    barrier = threading.Barrier(len(names))
+    sync = lambda: barrier.wait(timeout=BARRIER_TIMEOUT)
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        results = list(pool.map(lambda name: _train(name, sync), names))
+    for name, got in zip(names, results):
+        assert_bit_identical(got, serial[name], f"{name} (lock-stepped)")
+
+
+# --------------------------------------------------------------------------------------------
+# The low-level ops from many threads
+# --------------------------------------------------------------------------------------------
+
+OP_ACTIVATIONS = (("tanh", 1.0), ("sigmoid", 1.0), ("relu", 1.0), ("elu", 0.7), ("identity", 1.0))
+
+
+def _ops_run(seed):
+    """Every op of vgkern.ops once, on inputs drawn from `seed` (float32 for even seeds,
+    float64 for odd), chained as a net would chain them. Returns every output."""
+    dtype = np.float32 if seed % 2 == 0 else np.float64
+    rng = np.random.default_rng(seed)
+    draw = lambda *shape: rng.standard_normal(shape).astype(dtype)
+    act, alpha = OP_ACTIVATIONS[seed % len(OP_ACTIVATIONS)]
+    B, I, O, H = 40 + seed, 33, 57, 24
+    out = {}
+    z = 3 * draw(B, O)
+    out["activation_forward"] = ops.activation_forward(z, act, alpha)
+    out["activation_backward"] = ops.activation_backward(draw(B, O), z, act, alpha)
+    x, w, b = draw(B, I), draw(O, I), draw(O)
+    h, dact = ops.dense_forward(x, w, b, act, alpha)
+    out["dense_forward"] = (h, dact)
+    out["dense_forward_nobias"] = ops.dense_forward(x, w, None, act, alpha)
+    out["dense_backward"] = ops.dense_backward(draw(B, O), dact, x, w)
+    out["dense_backward_nodx"] = ops.dense_backward(draw(B, O), dact, x, w, need_dx=False)
+    out["mse_loss"] = ops.mse_loss(h, draw(B, O))
+    out["cross_entropy_loss"] = ops.cross_entropy_loss(h, rng.integers(0, O, B))
+    gamma, beta = 1 + 0.1 * draw(O), 0.1 * draw(O)
+    running_mean, running_var = np.zeros(O, dtype), np.ones(O, dtype)
+    y, mean, rstd = ops.batchnorm_forward(h, gamma, beta, running_mean, running_var)
+    out["batchnorm_forward"] = (y, mean, rstd, running_mean, running_var)
+    out["batchnorm_backward"] = ops.batchnorm_backward(draw(B, O), h, mean, rstd, gamma)
+    out["batchnorm_forward_eval"] = ops.batchnorm_forward(h, gamma, beta, running_mean,
+                                                          running_var, training=False)
+    h_prev, c_prev = draw(B, H), draw(B, H)
+    w_ih, w_hh, bias = 0.3 * draw(4 * H, I), 0.3 * draw(4 * H, H), draw(4 * H)
+    hl, cl, gates = ops.lstm_cell_forward(x, h_prev, c_prev, w_ih, w_hh, bias)
+    out["lstm_cell_forward"] = (hl, cl, gates)
+    out["lstm_cell_backward"] = ops.lstm_cell_backward(draw(B, H), draw(B, H), gates, cl, c_prev,
+                                                       x, h_prev, w_ih, w_hh)
+    nl = "tanh" if seed % 3 else "relu"
+    hr = ops.rnn_cell_forward(x, h_prev, w_ih[:H], w_hh[:H], bias[:H], nl)
+    out["rnn_cell_forward"] = hr
+    out["rnn_cell_backward"] = ops.rnn_cell_backward(draw(B, H), hr, x, h_prev, w_ih[:H],
+                                                     w_hh[:H], nl)
+    out["sum_squares_norm"] = (ops.sum_squares_norm(h), ops.sum_squares_norm(gates),
+                               ops.sum_squares_norm(np.float64(1e-200) * draw(7, 5).astype(np.float64)))
+    return out
+
+
+def _ops_repeated(seed, repeats=4, sync=None):
+    """_ops_run(seed) `repeats` times; every repeat must give the same bits."""
+    results = []
+    for _ in range(repeats):
+        if sync is not None:
+            sync()
+        results.append(_ops_run(seed))
+    for later in results[1:]:
+        assert_bit_identical(later, results[0], f"ops (seed {seed}, repeated in one thread)")
+    return results[0]
+
+
+def test_ops_from_many_threads_match_serial():
+    seeds = list(range(8))
+    serial = {seed: _ops_run(seed) for seed in seeds}
+    barrier = threading.Barrier(len(seeds))
+    sync = lambda: barrier.wait(timeout=BARRIER_TIMEOUT)
+    with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
+        results = list(pool.map(lambda s: _ops_repeated(s, sync=sync), seeds))
+    for seed, got in zip(seeds, results):
+        assert_bit_identical(got, serial[seed], f"ops (seed {seed}, concurrent)")
+
+
+def test_one_op_from_many_threads_on_shared_inputs():
+    # Several threads reading the same input arrays (ops never write their inputs, apart from
+    # batchnorm_forward's running statistics, which get one copy per thread here).
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((96, 64)).astype(np.float32)
+    w = rng.standard_normal((80, 64)).astype(np.float32)
+    b = rng.standard_normal(80).astype(np.float32)
+    x_before, w_before = x.copy(), w.copy()
+
+    def work(_):
+        h, dact = ops.dense_forward(x, w, b, "tanh")
+        grads = ops.dense_backward(np.ones_like(h), dact, x, w)
+        rm, rv = np.zeros(80, np.float32), np.ones(80, np.float32)
+        bn = ops.batchnorm_forward(h, None, None, rm, rv)
+        return (h, dact, grads, bn, rm, rv, ops.sum_squares_norm(x))
+
+    want = work(None)
+    for round_results in _run_concurrently(work, list(range(8)), rounds=3):
+        for got in round_results:
+            assert_bit_identical(got, want, "dense/batchnorm on shared inputs")
+    assert_bit_identical((x, w), (x_before, w_before), "shared inputs after the threads")
+
+
+# --------------------------------------------------------------------------------------------
+# One net, several threads: refused with a RuntimeError, never corrupted
+# --------------------------------------------------------------------------------------------
+
+def _mlp_case(sizes, batch, seed=0):
+    net = vgkern.MLP(sizes, activation="tanh", dtype="float32", seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+    target = rng.standard_normal((batch, sizes[-1]), dtype=np.float32)
+    grad_out = rng.standard_normal((batch, sizes[-1]), dtype=np.float32)
+    calls = {
+        "forward": lambda: net.forward(x),
+        "step": lambda: net.step(x, target).as_dict(),
+        "backward": lambda: net.backward(grad_out).as_dict(),
+    }
+    return net, x, calls
+
+
+def _lstm_case(T, B, I, H, seed=0):
+    net = vgkern.LSTM(I, H, dtype="float32", seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((T, B, I), dtype=np.float32)
+    target = rng.standard_normal((B, H), dtype=np.float32)
+    grad_h = rng.standard_normal((B, H), dtype=np.float32)
+    calls = {
+        "forward": lambda: net.forward(x),
+        "step": lambda: net.step(x, target).as_dict(),
+        "backward": lambda: net.backward(grad_hT=grad_h).as_dict(),
+    }
+    return net, x, calls
+
+
+# Sized so that one call takes a few milliseconds with the GIL released: calls from 4 threads
+# overlap, and the test stays well under a second per round.
+ONE_NET_CASES = {
+    "mlp": lambda: _mlp_case([192, 192, 192, 192, 16], batch=192),
+    "lstm": lambda: _lstm_case(T=24, B=32, I=16, H=64),
+}
+
+
+def _expected(net, calls):
+    """Serial results of every call, and the gradients each of step and backward leaves. A
+    forward or a step of the same x leaves the net in the same state, so a backward after
+    either gives the same report; step and backward overwrite the gradients (they never
+    accumulate).
+
+    The calls return only what the native call itself produced (outputs, reports): copying
+    net.grads after the call returns would race, in the test, with the next thread's call."""
+    want = {"forward": calls["forward"](), "step": calls["step"]()}
+    want["step_grads"] = net.grads.copy()
+    want["backward"] = calls["backward"]()
+    want["backward_grads"] = net.grads.copy()
+    params = net.params.copy()
+    # Repeat in another order: the serial results do not depend on the order of the calls.
+    assert_bit_identical(calls["backward"](), want["backward"], "serial backward after backward")
+    assert_bit_identical(calls["step"](), want["step"], "serial step after backward")
+    assert_bit_identical(calls["forward"](), want["forward"], "serial forward after step")
+    return want, params
+
+
+def _storm(calls, want, n_threads=4, calls_per_thread=10):
+    """n_threads threads, released together by a Barrier, each making calls_per_thread calls
+    (forward, step and backward in turn, each thread starting at another one). Every call must
+    succeed with the serial result or be refused with the BusyGuard's RuntimeError. Returns
+    the number of refusals."""
+    names = ("step", "forward", "backward")
+    barrier = threading.Barrier(n_threads)
+
+    def worker(i):
+        barrier.wait(timeout=BARRIER_TIMEOUT)
+        outcomes = []
+        for k in range(calls_per_thread):
+            name = names[(i + k) % len(names)]
+            try:
+                outcomes.append((name, calls[name]()))
+            except RuntimeError as err:
+                assert REFUSAL in str(err), f"{name}: unexpected RuntimeError: {err}"
+                outcomes.append((name, None))
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        per_thread = list(pool.map(worker, range(n_threads)))
+    refusals = 0
+    for i, outcomes in enumerate(per_thread):
+        for k, (name, got) in enumerate(outcomes):
+            if got is None:
+                refusals += 1
+            else:
+                assert_bit_identical(got, want[name], f"thread {i} call {k} ({name}) in the storm")
+    return refusals
+
+
+@pytest.mark.parametrize("case", sorted(ONE_NET_CASES))
+def test_one_net_from_many_threads_is_refused_never_corrupted(case):
+    net, _, calls = ONE_NET_CASES[case]()
+    want, params = _expected(net, calls)
+    refusals = 0
+    # Overlap is all but certain in the first round (4 threads, GIL released for milliseconds
+    # per call); a few more rounds make a refusal-free storm practically impossible. The
+    # refusal itself is also checked deterministically in the test below.
+    for _ in range(8):
+        refusals += _storm(calls, want)
+        if refusals:
+            break
+    assert refusals > 0, "4 threads hammering one net were never refused: no overlap?"
+    # The net is intact: the parameters are untouched and serial calls give the serial results.
+    assert_bit_identical(net.params, params, f"{case}: params after the storm")
+    assert_bit_identical(calls["backward"](), want["backward"], f"{case}: backward after the storm")
+    assert_bit_identical(net.grads, want["backward_grads"], f"{case}: grads of that backward")
+    assert_bit_identical(calls["forward"](), want["forward"], f"{case}: forward after the storm")
+    assert_bit_identical(calls["step"](), want["step"], f"{case}: step after the storm")
+    assert_bit_identical(net.grads, want["step_grads"], f"{case}: grads of that step")
+
+
+LONG_CASES = {
+    # one forward takes ~0.1 s on one core: a long window in which another call must be refused
+    "mlp": lambda: (_mlp_case([1024, 1024, 1024, 1024], batch=512), np.zeros((1, 1024), np.float32)),
+    "lstm": lambda: (_lstm_case(T=400, B=64, I=32, H=128), np.zeros((2, 1, 32), np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_CASES))
+def test_call_during_a_long_forward_is_refused(case):
+    """Thread A runs one long forward; the main thread probes the same net with a tiny forward
+    until A is done. A probe that lands while A is inside the native call must be refused; a
+    probe before A got in (or after) succeeds with the tiny forward's serial result, and then A,
+    if refused, retries. So the test cannot flake: it only needs one probe inside A's call,
+    and A's call lasts far longer than one probe."""
+    (net, x, calls), x_probe = LONG_CASES[case]()
+    want_long = calls["forward"]()
+    want_probe = net.forward(x_probe)
+    for attempt in range(5):
+        started = threading.Event()
+
+        def long_forward():
+            started.set()
+            while True:
+                try:
+                    return calls["forward"]()
+                except RuntimeError as err:  # the probe got in first: retry
+                    assert REFUSAL in str(err), err
+                    time.sleep(0.001)
+
+        refusals = probes = 0
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(long_forward)
+            assert started.wait(timeout=BARRIER_TIMEOUT)
+            while not future.done():
+                probes += 1
+                try:
+                    got = net.forward(x_probe)
+                except RuntimeError as err:
+                    message = str(err)
+                    assert REFUSAL in message, f"unexpected RuntimeError: {message}"
+                    assert message.startswith(("MLP.forward:", "LSTM.forward:")), message
+                    refusals += 1
+                    break
+                assert_bit_identical(got, want_probe, f"{case}: probe forward")
+            got_long = future.result(timeout=BARRIER_TIMEOUT)
+        assert_bit_identical(got_long, want_long, f"{case}: the long forward")
+        if refusals:
+            break
+    assert refusals == 1, f"{case}: no probe was refused in 5 long forwards ({probes} probes)"
+    # Intact afterwards: forward, step and backward give their serial results.
+    assert_bit_identical(calls["forward"](), want_long, f"{case}: forward afterwards")
