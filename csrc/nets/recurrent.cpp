@@ -206,8 +206,18 @@ class Recurrent final : public RecurrentBase {
   void run_backward(const SequenceOutputs& out, const T* grad_h_seq, const T* grad_h_last,
                     const T* grad_c_last, const std::string& name) {
     const char* op = name.c_str();
+    // The caller sized these from the last forward before this call took the lock; a forward
+    // from another thread in between would make them too small: refuse instead of overflowing.
     check_dtype(op, "report", out.report, DType::f64);
-    check_shape(op, "report", out.report, {steps_, kNumSequenceColumns});
+    const bool sized_for_this_forward =
+        out.report.dim(0) == steps_ && out.report.dim(1) == kNumSequenceColumns &&
+        (!out.x_grad.present() || (out.x_grad.dim(0) == steps_ && out.x_grad.dim(1) == rows_ &&
+                                   out.x_grad.dim(2) == in_)) &&
+        (!out.h0_grad.present() || out.h0_grad.dim(0) == rows_) &&
+        (!out.c0_grad.present() || out.c0_grad.dim(0) == rows_);
+    if (!sized_for_this_forward)
+      fail<DeviceError>(op, ": the last forward changed (T, B) while this call was starting; "
+                        "another thread is using this net (use one net per thread)");
     const int64_t n = rows_ * hidden_;
     const T* w_ih = params_.data();
     const T* w_hh = w_ih + gates_ * in_;
