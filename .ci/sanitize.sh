@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole CPU test suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer
+# (CMake option VGKERN_SANITIZE). Python itself is not instrumented, so the sanitizer runtimes
+# are preloaded. Any report fails the run: UBSan aborts on the first error
+# (-fno-sanitize-recover), and both runtimes also write to log files that are checked at the
+# end, because pytest captures the stderr of passing tests. Leak detection is off here (CPython
+# keeps objects alive until exit); leaks are checked by .ci/leak_check.py and
+# .ci/valgrind_check.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/vgkern-sanitize.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+# shellcheck disable=SC1091
+. "$work/venv/bin/activate"
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet ".[test]" -Ccmake.define.VGKERN_SANITIZE=ON \
+  -Ccmake.define.VGKERN_CUDA=OFF -Cbuild-dir="$work/build"
+
+mkdir "$work/logs"
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$work/logs/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$work/logs/ubsan"
+status=0
+# run from outside the source tree so the installed (sanitized) package is the one imported
+(cd "$work" && python -m pytest -q -p no:cacheprovider -c "$OLDPWD/pyproject.toml" \
+  --rootdir "$OLDPWD" "$OLDPWD/tests") || status=$?
+unset LD_PRELOAD
+
+if compgen -G "$work/logs/*" > /dev/null; then
+  echo "sanitize: sanitizer reports:" >&2
+  cat "$work"/logs/* >&2
+  exit 1
+fi
+echo "sanitize: pytest exit status $status, no sanitizer reports"
+exit "$status"
