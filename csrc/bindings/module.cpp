@@ -59,6 +59,11 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("op"), py::arg("device"));
   m.def("build_info", &build_info_dict);
+  m.def("set_flush_denormal", [](bool on) {
+    g_flush_denormal = on;
+    return kCanFlushDenormal;
+  });
+  m.def("flush_denormal", [] { return kCanFlushDenormal && g_flush_denormal.load(); });
 
   bind_ops(m);
   bind_mlp(m);

@@ -4,6 +4,7 @@
 #pragma once
 #include <utility>
 
+#include "core/denormals.h"
 #include "core/errors.h"
 #include "core/tensor.h"
 
@@ -33,6 +34,7 @@ decltype(auto) dispatch(const char* op, Device device, DType dtype, F&& body) {
       fail<DeviceError>(op, ": device 'cuda' requested but no CUDA GPU is visible");
     fail<DeviceError>(op, ": no CUDA kernel for this op in vgkern ", "0.1 (CPU only so far)");
   }
+  DenormalsFlushed flushed;
   if (dtype == DType::f32) return body(KernelTag<float, Device::cpu>{});
   return body(KernelTag<double, Device::cpu>{});
 }

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/checks.h"
+#include "core/denormals.h"
 #include "core/errors.h"
 #include "core/memory.h"
 #include "ops/batchnorm.h"
@@ -33,6 +34,7 @@ void put_norm(double* row, int linear_col, int log10_col, double measured, int64
 }
 
 // Holds the net for one call; a second thread gets a clear error instead of a data race.
+// Subnormals are flushed for the duration of the call (core/denormals.h).
 class BusyGuard {
  public:
   explicit BusyGuard(std::mutex& m, const char* what) : lock_(m, std::try_to_lock) {
@@ -43,6 +45,7 @@ class BusyGuard {
 
  private:
   std::unique_lock<std::mutex> lock_;
+  DenormalsFlushed flushed_;
 };
 
 template <class T>

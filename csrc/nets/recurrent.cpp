@@ -11,6 +11,7 @@
 
 #include "core/blas.h"
 #include "core/checks.h"
+#include "core/denormals.h"
 #include "core/memory.h"
 #include "core/errors.h"
 #include "core/stats.h"
@@ -52,6 +53,7 @@ class Recurrent final : public RecurrentBase {
   void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                const TensorView& c0) override {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    DenormalsFlushed flushed;  // core/denormals.h
     refuse_if_busy(lock, "forward");
     run_forward(out, x_seq, h0, c0, name("forward"));
   }
@@ -59,6 +61,7 @@ class Recurrent final : public RecurrentBase {
   void backward(const SequenceOutputs& out, const TensorView& grad_h_seq,
                 const TensorView& grad_h_last, const TensorView& grad_c_last) override {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    DenormalsFlushed flushed;  // core/denormals.h
     refuse_if_busy(lock, "backward");
     const std::string op = name("backward");
     if (!forward_done_)
@@ -73,6 +76,7 @@ class Recurrent final : public RecurrentBase {
   double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
               const TensorView& c0, const TensorView& target, bool every_step) override {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    DenormalsFlushed flushed;  // core/denormals.h
     refuse_if_busy(lock, "step");
     const std::string op = name("step");
     // Refuse a bad target before the forward overwrites the state of the last one.

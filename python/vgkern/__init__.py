@@ -13,7 +13,8 @@ from ._blas import connect_scipy_blas
 connect_scipy_blas(_core)
 
 from . import ops  # noqa: E402
-from .info import blas_threads, build_info, cuda_available  # noqa: E402
+from .info import (  # noqa: E402
+    blas_threads, build_info, cuda_available, flush_denormal, set_flush_denormal)
 from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
 from .recurrent import LSTM, RNN  # noqa: E402
 from .report import GradReport, SequenceReport  # noqa: E402
@@ -42,6 +43,8 @@ __all__ = [
     "blas_threads",
     "build_info",
     "cuda_available",
+    "flush_denormal",
+    "set_flush_denormal",
     "ops",
     "SweepInterrupted",
     "plot_gain_vs_depth",

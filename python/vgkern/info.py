@@ -35,6 +35,7 @@ def build_info():
         blas_source="scipy.linalg.cython_blas (sgemm, dgemm)",
         blas_runtime=_blas_runtime(),
         cuda_devices=_core.cuda_device_count() if _core.cuda_compiled() else 0,
+        flush_denormal=flush_denormal(),
     )
     return info
 
@@ -48,3 +49,25 @@ def blas_threads(n):
         raise ImportError("vgkern.blas_threads needs threadpoolctl: pip install threadpoolctl") from err
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
+
+
+def set_flush_denormal(mode):
+    """Flush subnormal numbers to zero inside vgkern's kernels (True) or keep IEEE gradual
+    underflow (False, the default), for every thread; like `torch.set_flush_denormal`. Returns
+    whether this CPU supports flushing (x86 with SSE2).
+
+    Vanishing gradients walk into the subnormal range (below 1.2e-38 in float32), where x86
+    arithmetic is 20-100x slower: a float32 sigmoid MLP at depth 100 or an LSTM backward over
+    300 steps runs 8-18x slower there. With flushing those values become exactly 0 and the
+    step keeps its speed; norms are then exact only down to the normal range (use float64 or
+    `log_scale=True` to measure below it). With more than one BLAS thread the BLAS workers
+    still see the subnormals they produce themselves (their floating-point state is their own).
+    """
+    if not isinstance(mode, (bool, np.bool_)):
+        raise TypeError(f"set_flush_denormal: mode must be a bool, got {type(mode).__name__}")
+    return _core.set_flush_denormal(bool(mode))
+
+
+def flush_denormal():
+    """Whether vgkern's kernels flush subnormal numbers to zero (see `set_flush_denormal`)."""
+    return _core.flush_denormal()
