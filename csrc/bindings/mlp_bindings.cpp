@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/arrays.h"
+#include "core/checks.h"
 #include "nets/mlp.h"
 
 namespace vgkern {
@@ -18,6 +19,12 @@ DType parse_dtype(const std::string& name) {
   if (name == "float32") return DType::f32;
   if (name == "float64") return DType::f64;
   fail<ValueError>("MLP: dtype must be 'float32' or 'float64', got '", name, "'");
+}
+
+// x (B, d_0) with the net's dtype, checked before any output of B rows is allocated.
+void check_input(const MLPBase& net, const char* op, const TensorView& x) {
+  check_dtype(op, "x", x, net.dtype());
+  check_shape(op, "x", x, {-1, net.sizes().front()});
 }
 
 py::array new_report(const MLPBase& net, TensorView* view) {
@@ -94,9 +101,9 @@ void bind_mlp(py::module_& m) {
           "forward",
           [](PyMLP& self, py::handle x_obj) {
             const TensorView x = view_of(x_obj, "MLP.forward", "x");
+            check_input(*self.net, "MLP.forward", x);
             TensorView out;
-            py::array out_arr =
-                new_array(x.dtype, {x.ndim == 2 ? x.dim(0) : 0, self.net->sizes().back()}, &out);
+            py::array out_arr = new_array(x.dtype, {x.dim(0), self.net->sizes().back()}, &out);
             py::gil_scoped_release release;
             self.net->forward(out, x);
             return out_arr;
@@ -109,7 +116,10 @@ void bind_mlp(py::module_& m) {
             TensorView report, input_grad;
             py::array report_arr = new_report(*self.net, &report);
             py::object input_grad_arr = py::none();
-            if (want_input_grad && grad_out.ndim == 2)  // rows of grad_out: checked natively
+            // rows of grad_out: checked natively; a grad_out of another dtype or width is refused
+            // there too, before input_grad is needed (so it is not allocated for one)
+            if (want_input_grad && grad_out.ndim == 2 && grad_out.dtype == self.net->dtype() &&
+                grad_out.dim(1) == self.net->sizes().back())
               input_grad_arr = new_array(self.net->dtype(),
                                          {grad_out.dim(0), self.net->sizes().front()}, &input_grad);
             {
@@ -125,7 +135,8 @@ void bind_mlp(py::module_& m) {
              bool log_scale, bool want_input_grad) {
             const char* op = "MLP.step";
             const TensorView x = view_of(x_obj, op, "x");
-            const int64_t rows = x.ndim == 2 ? x.dim(0) : 0;
+            check_input(*self.net, op, x);
+            const int64_t rows = x.dim(0);
             Loss loss;
             TensorView target;
             py::array_t<int64_t> labels;

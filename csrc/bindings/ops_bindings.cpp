@@ -52,8 +52,12 @@ py::tuple py_dense_forward(py::handle x_obj, py::handle w_obj, py::handle b_obj,
   const TensorView w = view_of(w_obj, op, "w");
   const TensorView b = b_obj.is_none() ? TensorView{} : view_of(b_obj, op, "b");
   const ActSpec act = parse_activation(activation, alpha, "dense_forward: activation");
+  // checked before the outputs (x rows, w rows) are allocated: an empty x (10**12, 0) with a
+  // mismatched w is a ValueError, not a request for a huge output
   check_shape(op, "x", x, {-1, -1});
-  check_shape(op, "w", w, {-1, -1});
+  check_dtype(op, "w", w, x.dtype);
+  check_shape(op, "w", w, {-1, x.dim(1)});
+  if (b.present()) check_arg(op, "b", b, x, {w.dim(0)});
   TensorView h, dact;
   py::array h_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &h);
   py::array dact_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &dact);
@@ -124,6 +128,7 @@ py::tuple py_batchnorm_forward(py::handle x_obj, py::handle gamma_obj, py::handl
   const TensorView running_mean = optional(running_mean_obj, "running_mean", training);
   const TensorView running_var = optional(running_var_obj, "running_var", training);
   check_shape(op, "x", x, {-1, -1});
+  check_batchnorm_spec(op, BatchNormSpec{training, momentum, eps}, x.dim(0));  // before allocating
   TensorView y, mean, rstd;
   py::array y_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &y);
   py::array mean_arr = new_array(x.dtype, {x.dim(1)}, &mean);
@@ -145,6 +150,7 @@ py::tuple py_batchnorm_backward(py::handle dy_obj, py::handle x_obj, py::handle 
   const TensorView rstd = view_of(rstd_obj, op, "rstd");
   const TensorView gamma = gamma_obj.is_none() ? TensorView{} : view_of(gamma_obj, op, "gamma");
   check_shape(op, "x", x, {-1, -1});
+  check_arg(op, "mean", mean, x, {x.dim(1)});  // before allocating outputs of x's width
   TensorView dx, dgamma, dbeta;
   py::array dx_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &dx);
   py::object dgamma_arr = py::none(), dbeta_arr = py::none();

@@ -50,8 +50,13 @@ void allocate_backward(Results& r, const PyRecurrent& self, DType dtype, int64_t
   if (self.kind == CellKind::lstm) r.c0_grad = new_array(dtype, {rows, H}, &r.views.c0_grad);
 }
 
-std::pair<int64_t, int64_t> steps_and_rows(const TensorView& x_seq) {
-  return x_seq.ndim == 3 ? std::make_pair(x_seq.dim(0), x_seq.dim(1)) : std::make_pair(int64_t(0), int64_t(0));
+// x_seq (T, B, I) with the net's dtype, checked before the outputs of T * B rows are allocated;
+// returns T and B.
+std::pair<int64_t, int64_t> steps_and_rows(const PyRecurrent& self, const char* op,
+                                           const TensorView& x_seq) {
+  check_dtype(op, "x_seq", x_seq, self.net->dtype());
+  check_shape(op, "x_seq", x_seq, {-1, -1, self.input_size});
+  return std::make_pair(x_seq.dim(0), x_seq.dim(1));
 }
 
 py::tuple py_lstm_cell_forward(py::handle x, py::handle h_prev, py::handle c_prev,
@@ -180,7 +185,7 @@ void bind_recurrent(py::module_& m) {
              const TensorView h0 = optional_view(h0_obj, op, "h0");
              const TensorView c0 = optional_view(c0_obj, op, "c0");
              Results r;
-             auto [steps, rows] = steps_and_rows(x);
+             auto [steps, rows] = steps_and_rows(self, op, x);
              allocate_forward(r, self, x.dtype, steps, rows);
              {
                py::gil_scoped_release release;
@@ -211,7 +216,7 @@ void bind_recurrent(py::module_& m) {
         const TensorView c0 = optional_view(c0_obj, op, "c0");
         const TensorView target = view_of(target_obj, op, "target");
         Results r;
-        auto [steps, rows] = steps_and_rows(x);
+        auto [steps, rows] = steps_and_rows(self, op, x);
         allocate_forward(r, self, x.dtype, steps, rows);
         allocate_backward(r, self, x.dtype, steps, rows);
         double loss;

@@ -21,6 +21,8 @@ void dense_forward(const TensorView& h, const TensorView& dact, const TensorView
   if (b.present()) check_arg(op, "b", b, x, {out});
   check_arg(op, "h", h, x, {rows, out});
   check_arg(op, "dact", dact, x, {rows, out});
+  // Empty outputs: nothing to compute (and no zero bias of `out` entries to allocate for them).
+  if (rows == 0 || out == 0) return;
   dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     std::vector<T> zero_bias(b.present() ? 0 : out, T(0));

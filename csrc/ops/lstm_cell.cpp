@@ -1,6 +1,7 @@
 // lstm_cell_forward / lstm_cell_backward: checks and dispatch (math in lstm_cell_cpu.cpp).
 #include "ops/lstm_cell.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -20,6 +21,9 @@ void lstm_cell_forward(const TensorView& h, const TensorView& c, const TensorVie
   check_arg(op, "h", h, x, {s.rows, s.hidden});
   check_arg(op, "c", c, x, {s.rows, s.hidden});
   check_arg(op, "gates", gates, x, {s.rows, 4 * s.hidden});
+  // Empty outputs: return before the kernels, whose loops over the rows would be all that is
+  // left (minutes for an empty (10**12, 0) input).
+  if (s.rows == 0 || s.hidden == 0) return;
   dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     std::vector<T> tanh_c(s.rows * s.hidden);
@@ -43,6 +47,20 @@ void lstm_cell_backward(const TensorView& dx, const TensorView& dh_prev,
                         {"c", &c}, {"c_prev", &c_prev}})
     check_arg(op, arg, *t, x, {s.rows, s.hidden});
   check_arg(op, "gates", gates, x, {s.rows, 4 * s.hidden});
+  check_arg(op, "dx", dx, x, {s.rows, s.in});
+  check_arg(op, "dh_prev", dh_prev, x, {s.rows, s.hidden});
+  check_arg(op, "dc_prev", dc_prev, x, {s.rows, s.hidden});
+  check_arg(op, "dweight_ih", dw_ih, x, {4 * s.hidden, s.in});
+  check_arg(op, "dweight_hh", dw_hh, x, {4 * s.hidden, s.hidden});
+  check_arg(op, "dbias", dbias, x, {4 * s.hidden});
+  if (s.rows == 0 || s.hidden == 0) {  // no gate: zero gradients, without a loop over the rows
+    dispatch(op, x.device, x.dtype, [&](auto tag) {
+      using T = typename decltype(tag)::value_type;
+      for (const TensorView* t : {&dx, &dh_prev, &dc_prev, &dw_ih, &dw_hh, &dbias})
+        std::fill(t->ptr<T>(), t->ptr<T>() + t->numel(), T(0));
+    });
+    return;
+  }
   dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     const int64_t n = s.rows * s.hidden;

@@ -1,5 +1,9 @@
 """Parameters held by a native object: per-layer numpy views into one flat buffer."""
+import numbers
+
 import numpy as np
+
+from . import _checks
 
 
 class ParameterList:
@@ -20,18 +24,67 @@ class ParameterList:
         return iter(self._arrays)
 
     def __setitem__(self, i, value):
-        target = self._arrays[i]
-        value = np.asarray(value)
-        if value.shape != target.shape:
-            raise ValueError(f"{self._name}[{i}] must have shape {target.shape}, got {value.shape}")
-        if value.dtype != target.dtype:
-            raise TypeError(f"{self._name}[{i}] must have dtype {target.dtype}, got {value.dtype} "
-                            "(vgkern never casts silently)")
-        target[...] = value
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"{self._name} indices must be integers, got {i!r} "
+                            f"({type(i).__name__}); assign layers one at a time")
+        _copy_into(f"{self._name}[{i}]", self._arrays[i], value)
+
+    def assign(self, values):
+        """`net.weights = [w_0, ..., w_{L-1}]`: every entry is checked before any is written."""
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or (
+                isinstance(values, np.ndarray) and values.ndim == 0):
+            raise TypeError(f"{self._name} must be assigned a list of {len(self)} arrays, got "
+                            f"{type(values).__name__}")
+        if len(values) != len(self):
+            raise ValueError(f"{self._name} must be assigned a list of {len(self)} arrays, got "
+                             f"{len(values)}")
+        checked = [_checked(f"{self._name}[{i}]", t, v)
+                   for i, (t, v) in enumerate(zip(self._arrays, values))]
+        for target, value in zip(self._arrays, checked):
+            target[...] = value
 
     def __repr__(self):
         return f"ParameterList({self._name}: {[a.shape for a in self._arrays]})"
 
+
+
+def _checked(what, target, value):
+    value = np.asarray(value)
+    if value.dtype.kind not in "biufc":
+        raise TypeError(f"{what} must be a numeric array of dtype {target.dtype}, got "
+                        f"{type(value).__name__} of dtype {value.dtype}")
+    if value.shape != target.shape:
+        raise ValueError(f"{what} must have shape {target.shape}, got {value.shape}")
+    if value.dtype != target.dtype:
+        raise TypeError(f"{what} must have dtype {target.dtype}, got {value.dtype} "
+                        "(vgkern never casts silently)")
+    return value
+
+
+def _copy_into(what, target, value):
+    target[...] = _checked(what, target, value)
+
+
+class Bound:
+    """A parameter attribute (a view, or a ParameterList of views, into the native buffer):
+    `net.attr = value` copies value in after checking it, as `net.params = ...` does, instead of
+    rebinding the name to an array the net never reads. `net.attr -= x` (in place, then the same
+    object assigned back) keeps working."""
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj, value):
+        current = getattr(obj, self.slot)
+        if value is current:
+            return
+        if isinstance(current, ParameterList):
+            current.assign(value)
+        else:
+            _copy_into(self.name, current, value)
 
 
 class NativeParameters:
@@ -47,7 +100,7 @@ class NativeParameters:
     def params(self, value):
         # `net.params -= lr * net.grads` works in place and then assigns the same array back
         if value is not self._params:
-            ParameterList("params", [self._params])[0] = value
+            _copy_into("params", self._params, value)
 
     @property
     def grads(self):
@@ -61,4 +114,4 @@ class NativeParameters:
 
     @stats.setter
     def stats(self, on):
-        self._core.stats = bool(on)
+        self._core.stats = _checks.flag(f"{type(self).__name__}.stats", on)

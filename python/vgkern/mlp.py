@@ -1,55 +1,59 @@
 """MLP: a stack of dense layers whose forward, backward and whole training step each run in one
 native call, reporting per-layer gradient statistics (GradReport)."""
-import numbers
+from collections.abc import Mapping, Set
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 from .init import INITS, draw_layer
-from ._params import NativeParameters, ParameterList
+from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
 LOSSES = ("mse", "cross_entropy")
 
 
-def _choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"MLP: {name} must be one of {', '.join(map(repr, options))}, got {value!r}")
-    return value
+def _choice(name, value, options, owner="MLP"):
+    return _checks.choice(f"{owner}: {name}", value, options)
 
 
-def _dtype_name(dtype):
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in ("float32", "float64"):
-        raise ValueError(f"MLP: dtype must be 'float32' or 'float64', got {dtype!r}")
-    return name
+def _dtype_name(dtype, owner="MLP"):
+    return _checks.dtype_name(f"{owner}: dtype", dtype)
 
 
 def _check_sizes(sizes):
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-        raise TypeError(f"MLP: sizes must be a list of layer widths [d_0, ..., d_L], got {type(sizes).__name__}")
+    if isinstance(sizes, (str, bytes, Mapping, Set)) or not hasattr(sizes, "__len__") or (
+            isinstance(sizes, np.ndarray) and sizes.ndim != 1):
+        raise TypeError("MLP: sizes must be a list of layer widths [d_0, ..., d_L], got "
+                        f"{type(sizes).__name__}" + (f" of shape {sizes.shape}"
+                                                     if isinstance(sizes, np.ndarray) else ""))
     if len(sizes) < 2:
         raise ValueError(f"MLP: sizes must list at least two widths [d_0, ..., d_L], got {list(sizes)!r}")
     out = []
     for i, d in enumerate(sizes):
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-            raise TypeError(f"MLP: sizes[{i}] must be an integer, got {d!r} ({type(d).__name__})")
-        if d < 1:
-            raise ValueError(f"MLP: sizes[{i}] must be a positive integer, got {d}")
-        out.append(int(d))
+        if type(d) is int and 1 <= d <= _checks.INT_MAX:  # the common case, fast for deep nets
+            out.append(d)
+        else:
+            out.append(_checks.size(f"MLP: sizes[{i}]", d))
     return out
 
 
-def _as_input(value, what, ndim=2):
-    """A numpy array, C-contiguous (copied on purpose if not); the dtype is checked natively."""
+def _as_input(value, what, ndim=2, dtype=None, shape=None):
+    """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
+    first (dtype; shape, where `shape` gives a size, None for any) so that a wrong one is refused
+    without copying it; contiguous ones are checked natively."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
     if value.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
+    if value.flags.c_contiguous:
+        return value
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{what} must have dtype {np.dtype(dtype).name}, got {value.dtype} "
+                        "(vgkern never casts silently)")
+    if shape is not None and any(e is not None and e != d for e, d in zip(shape, value.shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+        raise ValueError(f"{what} must have shape {want}, got {value.shape}")
     return np.ascontiguousarray(value)
 
 
@@ -68,6 +72,10 @@ class MLP(NativeParameters):
     running_vars. train() / eval() switch between batch and running statistics.
     """
 
+    # per-layer views into params (and the running statistics); `net.weights = [...]` copies in
+    weights, biases, bn_gammas, bn_betas = Bound(), Bound(), Bound(), Bound()
+    running_means, running_vars = Bound(), Bound()
+
     def __init__(self, sizes, activation="tanh", init="xavier_normal", *,
                  output_activation="identity", dtype="float32", seed=0, sigma_w=1.0, sigma_b=0.0,
                  bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True,
@@ -77,42 +85,51 @@ class MLP(NativeParameters):
         self.output_activation = _choice("output_activation", output_activation, ACTIVATIONS)
         self.init = _choice("init", init, INITS)
         self.dtype = np.dtype(_dtype_name(dtype))
-        for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b), ("gain", gain), ("alpha", alpha)):
-            if not isinstance(value, numbers.Real) or not np.isfinite(value):
-                raise ValueError(f"MLP: {name} must be a finite number, got {value!r}")
-        if bias_init is not None and (not isinstance(bias_init, numbers.Real) or not np.isfinite(bias_init)):
-            raise ValueError(f"MLP: bias_init must be None or a finite number, got {bias_init!r}")
+        for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b), ("gain", gain),
+                            ("alpha", alpha)):
+            _checks.real(f"MLP: {name}", value)
+        if bias_init is not None:
+            _checks.fits_dtype("MLP: bias_init", _checks.real("MLP: bias_init", bias_init),
+                               self.dtype)
         if bias_init is not None and init == "scaled_normal":
             raise ValueError("MLP: bias_init does not apply to init='scaled_normal', whose biases "
                              f"are N(0, sigma_b^2); got bias_init={bias_init!r}")
-        _core.check_device("MLP", device)
+        _checks.rng("MLP: seed", seed)  # refused before anything is allocated
+        _core.check_device("MLP", _checks.device("MLP", device))
         self.device = device
         self.alpha = float(alpha)
 
         L = len(self.sizes) - 1
         acts = [self.activation] * (L - 1) + [self.output_activation]
-        self.batch_norm = bool(batch_norm)
+        self.batch_norm = _checks.flag("MLP: batch_norm", batch_norm)
+        bn_momentum = _checks.real("MLP: bn_momentum", bn_momentum, finite=False)
+        bn_eps = _checks.real("MLP: bn_eps", bn_eps, finite=False)
+        if self.batch_norm and not 0 <= bn_momentum <= 1:
+            raise ValueError(f"MLP: bn_momentum must be in [0, 1], got {bn_momentum!r}")
+        if self.batch_norm and not 0 < bn_eps < float("inf"):
+            raise ValueError(f"MLP: bn_eps must be a finite number > 0, got {bn_eps!r}")
         self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name,
-                                   self.batch_norm, bool(bn_affine), float(bn_momentum), float(bn_eps))
-        self._core.stats = bool(stats)
+                                   self.batch_norm, _checks.flag("MLP: bn_affine", bn_affine),
+                                   bn_momentum, bn_eps)
+        self._core.stats = _checks.flag("MLP: stats", stats)
         self._params = self._core.params  # flat views; the core owns the memory
         self._grads = self._core.grads
         layout = self._core.layout
         views = lambda flat, kind, name: ParameterList(name, self._layer_views(flat, layout, kind))
-        self.weights = views(self._params, "weight", "weights")
-        self.biases = views(self._params, "bias", "biases")
+        self._weights = views(self._params, "weight", "weights")
+        self._biases = views(self._params, "bias", "biases")
         self.weight_grads = views(self._grads, "weight", "weight_grads")
         self.bias_grads = views(self._grads, "bias", "bias_grads")
         # Batch norm (hidden layers only): one entry per BN layer, in layer order.
         bn_layers = [l for l in range(L) if layout[l]["running"] >= 0]
         affine = [l for l in bn_layers if layout[l]["gamma"] >= 0]
         pick = lambda lst, layers: ParameterList(lst._name, [lst[l] for l in layers])
-        self.bn_gammas = pick(views(self._params, "gamma", "bn_gammas"), affine)
-        self.bn_betas = pick(views(self._params, "beta", "bn_betas"), affine)
+        self._bn_gammas = pick(views(self._params, "gamma", "bn_gammas"), affine)
+        self._bn_betas = pick(views(self._params, "beta", "bn_betas"), affine)
         self.bn_gamma_grads = pick(views(self._grads, "gamma", "bn_gamma_grads"), affine)
         self.bn_beta_grads = pick(views(self._grads, "beta", "bn_beta_grads"), affine)
-        self.running_means = pick(views(self._core.running_means, "running", "running_means"), bn_layers)
-        self.running_vars = pick(views(self._core.running_vars, "running", "running_vars"), bn_layers)
+        self._running_means = pick(views(self._core.running_means, "running", "running_means"), bn_layers)
+        self._running_vars = pick(views(self._core.running_vars, "running", "running_vars"), bn_layers)
         self.input_grad = None
         self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
 
@@ -133,9 +150,17 @@ class MLP(NativeParameters):
 
     def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
         rng = np.random.default_rng(seed)
-        for w, b in zip(self.weights, self.biases):
-            w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
-                                          sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
+        limit = float(np.finfo(self.dtype).max)
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            with np.errstate(over="ignore"):  # checked below, with a message that says why
+                w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
+                                              sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
+            for value in (w_value, b_value):
+                if value is not None and value.size and not np.abs(value).max() <= limit:
+                    raise ValueError(
+                        f"MLP: the initial parameters of layer {l} overflow {self.dtype.name} "
+                        f"(init={self.init!r}, gain={gain!r}, sigma_w={sigma_w!r}, "
+                        f"sigma_b={sigma_b!r}); use a smaller scale")
             w[...] = w_value
             if b.size:  # batch-norm layers have no bias (beta plays its role)
                 b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
@@ -150,7 +175,7 @@ class MLP(NativeParameters):
         return self._core.training
 
     def train(self, mode=True):
-        self._core.training = bool(mode)
+        self._core.training = _checks.flag("MLP.train: mode", mode)
         return self
 
     def eval(self):
@@ -158,7 +183,7 @@ class MLP(NativeParameters):
 
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
-        x = _as_input(x, "MLP.forward: x")
+        x = _as_input(x, "MLP.forward: x", dtype=self.dtype, shape=(None, self.sizes[0]))
         return self._core.forward(x)
 
     def backward(self, grad_out, log_scale=False, input_grad=False):
@@ -168,8 +193,11 @@ class MLP(NativeParameters):
         input_grad=True dL/dx lands in self.input_grad. log_scale=True renormalises the backward
         signal at every layer by a power of two: the log10_ norms stay exact where the gradients
         underflow, and stored gradients are the true ones times 2**-report.grad_log2_scale[l]."""
-        grad_out = _as_input(grad_out, "MLP.backward: grad_out")
-        table, self.input_grad = self._core.backward(grad_out, bool(log_scale), bool(input_grad))
+        log_scale = _checks.flag("MLP.backward: log_scale", log_scale)
+        input_grad = _checks.flag("MLP.backward: input_grad", input_grad)
+        grad_out = _as_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
+                             shape=(None, self.sizes[-1]))
+        table, self.input_grad = self._core.backward(grad_out, log_scale, input_grad)
         return GradReport(table)
 
     def step(self, x, target, loss="mse", log_scale=False, input_grad=False):
@@ -178,11 +206,17 @@ class MLP(NativeParameters):
         loss="mse": target (B, sizes[-1]) with the net's dtype, loss = 0.5 * mean over the batch
         of the squared error summed over outputs. loss="cross_entropy": target = integer class
         labels (B,), softmax cross-entropy averaged over the batch."""
-        x = _as_input(x, "MLP.step: x")
         _choice("loss", loss, LOSSES)
-        target = _as_input(target, "MLP.step: target", ndim=2 if loss == "mse" else 1)
+        log_scale = _checks.flag("MLP.step: log_scale", log_scale)
+        input_grad = _checks.flag("MLP.step: input_grad", input_grad)
+        x = _as_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]))
+        if loss == "mse":
+            target = _as_input(target, "MLP.step: target", dtype=self.dtype,
+                               shape=(x.shape[0], self.sizes[-1]))
+        else:  # integer labels of any integer dtype (converted natively)
+            target = _as_input(target, "MLP.step: target", ndim=1, shape=(x.shape[0],))
         value, self.last_output, table, self.input_grad = self._core.step(
-            x, target, loss, bool(log_scale), bool(input_grad))
+            x, target, loss, log_scale, input_grad)
         return GradReport(table, loss=value)
 
     def __repr__(self):

@@ -1,12 +1,10 @@
 """LSTM and Elman RNN over whole sequences: one native call for the forward over all T steps,
 one for the whole backpropagation through time, reporting per-step gradient norms
 (SequenceReport)."""
-import numbers
-
 import numpy as np
 
-from . import _core
-from ._params import NativeParameters
+from . import _checks, _core
+from ._params import Bound, NativeParameters
 from .mlp import _as_input, _choice, _dtype_name
 from .report import SequenceReport
 
@@ -17,46 +15,54 @@ class _Recurrent(NativeParameters):
     _kind = None  # "lstm" or "rnn"
     _gates = 1
 
+    # views into params; `net.weight_ih = w` copies in (checked), as `net.params = ...` does
+    weight_ih, weight_hh, bias = Bound(), Bound(), Bound()
+
     def __init__(self, input_size, hidden_size, nonlinearity, dtype, seed, stats, device):
         name = self._kind.upper()
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name}: {arg} must be an integer, got {value!r}")
-            if value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value}")
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.dtype = np.dtype(_dtype_name(dtype))
-        _core.check_device(name, device)
+        self.input_size = _checks.size(f"{name}: input_size", input_size)
+        self.hidden_size = _checks.size(f"{name}: hidden_size", hidden_size,
+                                        high=_checks.INT_MAX // self._gates)
+        self.dtype = np.dtype(_dtype_name(dtype, name))
+        rng = _checks.rng(f"{name}: seed", seed)
+        _core.check_device(name, _checks.device(name, device))
         self.device = device
         self._core = _core.RecurrentCore(self._kind, self.input_size, self.hidden_size,
                                          nonlinearity, self.dtype.name)
-        self._core.stats = bool(stats)
+        self._core.stats = _checks.flag(f"{name}: stats", stats)
         G, I, H = self._gates * self.hidden_size, self.input_size, self.hidden_size
         self._params, self._grads = self._core.params, self._core.grads
         split = lambda flat: (flat[:G * I].reshape(G, I), flat[G * I:G * (I + H)].reshape(G, H),
                               flat[G * (I + H):])
-        self.weight_ih, self.weight_hh, self.bias = split(self._params)
+        self._weight_ih, self._weight_hh, self._bias = split(self._params)
         self.weight_ih_grad, self.weight_hh_grad, self.bias_grad = split(self._grads)
         self.x_grad = self.h0_grad = self.c0_grad = None
         # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
-        rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(H)
         self.weight_ih[...] = rng.uniform(-bound, bound, (G, I))
         self.weight_hh[...] = rng.uniform(-bound, bound, (G, H))
         self.bias[...] = rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)
 
-    def _state(self, value, what):
-        return None if value is None else _as_input(value, f"{self._kind.upper()}.{what}")
+    def _state(self, value, what, rows=None):
+        return None if value is None else _as_input(
+            value, f"{self._kind.upper()}.{what}", dtype=self.dtype, shape=(rows, self.hidden_size))
+
+    def _sequence(self, x_seq, what):
+        return _as_input(x_seq, f"{self._kind.upper()}.{what}: x_seq", ndim=3, dtype=self.dtype,
+                         shape=(None, None, self.input_size))
 
     def _forward(self, x_seq, h0, c0):
-        x_seq = _as_input(x_seq, f"{self._kind.upper()}.forward: x_seq", ndim=3)
-        results = self._core.forward(x_seq, self._state(h0, "forward: h0"),
-                                     self._state(c0, "forward: c0"))
+        x_seq = self._sequence(x_seq, "forward")
+        B = x_seq.shape[1]
+        results = self._core.forward(x_seq, self._state(h0, "forward: h0", B),
+                                     self._state(c0, "forward: c0", B))
         return results
 
     def _backward(self, grad_h_seq, grad_hT, grad_cT):
         name = self._kind.upper()
-        g_seq = None if grad_h_seq is None else _as_input(grad_h_seq, f"{name}.backward: grad_h_seq", 3)
+        g_seq = None if grad_h_seq is None else _as_input(
+            grad_h_seq, f"{name}.backward: grad_h_seq", 3, dtype=self.dtype,
+            shape=(None, None, self.hidden_size))
         results = self._core.backward(g_seq, self._state(grad_hT, "backward: grad_hT"),
                                       self._state(grad_cT, "backward: grad_cT"))
         return self._report(results)
@@ -72,12 +78,14 @@ class _Recurrent(NativeParameters):
         squared error summed over units. loss="mse_sequence": on every step, target (T, B, H):
         0.5 / B * the squared error summed over steps, examples and units."""
         name = self._kind.upper()
-        _choice("loss", loss, RECURRENT_LOSSES)
-        x_seq = _as_input(x_seq, f"{name}.step: x_seq", ndim=3)
-        target = _as_input(target, f"{name}.step: target", ndim=3 if loss == "mse_sequence" else 2)
-        value, results = self._core.step(x_seq, self._state(h0, "step: h0"),
-                                         self._state(c0, "step: c0"), target,
-                                         loss == "mse_sequence")
+        _choice("loss", loss, RECURRENT_LOSSES, owner=f"{name}.step")
+        x_seq = self._sequence(x_seq, "step")
+        T, B = x_seq.shape[:2]
+        every = loss == "mse_sequence"
+        target = _as_input(target, f"{name}.step: target", ndim=3 if every else 2,
+                           dtype=self.dtype, shape=((T,) if every else ()) + (B, self.hidden_size))
+        value, results = self._core.step(x_seq, self._state(h0, "step: h0", B),
+                                         self._state(c0, "step: c0", B), target, every)
         self.last_output = results[0]
         return self._report(results, value)
 
@@ -91,9 +99,9 @@ class LSTM(_Recurrent):
 
     def __init__(self, input_size, hidden_size, dtype="float32", seed=0, forget_bias=0.0,
                  stats=True, device="cpu"):
+        forget_bias = _checks.real("LSTM: forget_bias", forget_bias)
         super().__init__(input_size, hidden_size, "tanh", dtype, seed, stats, device)
-        if not isinstance(forget_bias, numbers.Real) or not np.isfinite(forget_bias):
-            raise ValueError(f"LSTM: forget_bias must be a finite number, got {forget_bias!r}")
+        _checks.fits_dtype("LSTM: forget_bias", abs(forget_bias) + 2.0, self.dtype)  # + the init
         self.bias[self.hidden_size:2 * self.hidden_size] += forget_bias
 
     def forward(self, x_seq, h0=None, c0=None):
@@ -118,9 +126,7 @@ class RNN(_Recurrent):
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", dtype="float32", seed=0,
                  stats=True, device="cpu"):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
 
     def forward(self, x_seq, h0=None):

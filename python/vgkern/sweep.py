@@ -101,6 +101,7 @@ from .init import INITS
 from .report import FIELDS as REPORT_FIELDS
 
 SCHEMA_VERSION = 1
+_INT64_MAX = 2**63 - 1
 MODELS = ("mlp", "lstm", "rnn")
 DATASETS = ("gaussian", "digits")
 RNN_ACTIVATIONS = ("tanh", "relu")
@@ -168,6 +169,14 @@ def _error(message):
     return ValueError(f"vgkern.sweep: {message}")
 
 
+def _float(x):
+    """float(x), with ints beyond the float range as +-inf instead of an OverflowError."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
 def _require(*modules, why="vgkern.sweep"):
     import importlib
 
@@ -188,7 +197,8 @@ def _require(*modules, why="vgkern.sweep"):
 def _as_values(key, value):
     if isinstance(value, dict):
         raise _error(f"grid key {key!r}: expected a value or a list of values, got a dict")
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or (
+            isinstance(value, np.ndarray) and value.ndim == 0):
         return [value]
     values = list(value)
     if not values:
@@ -198,7 +208,7 @@ def _as_values(key, value):
 
 def _norm_value(key, v):
     """One value of a grid key, checked and put in canonical form."""
-    if isinstance(v, np.generic):
+    if isinstance(v, (np.generic, np.ndarray)) and np.ndim(v) == 0:
         v = v.item()
     kind = "int" if key == "seq_len" else CONFIG_TYPES[key]
     bad = lambda expected: _error(f"grid key {key!r}: expected {expected}, got {v!r}")
@@ -216,8 +226,8 @@ def _norm_value(key, v):
         return v.lower()
     if key == "dtype":
         try:
-            name = np.dtype(v).name
-        except TypeError:
+            name = np.dtype(v).name if v is not None else None  # numpy reads None as float64
+        except (TypeError, ValueError):
             name = None
         if name not in ("float32", "float64"):
             raise bad("'float32' or 'float64'")
@@ -229,18 +239,32 @@ def _norm_value(key, v):
     if kind in ("int", _INT):
         if key == "seq_len" and v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or (
-                isinstance(v, float) and not v.is_integer()):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise bad("an integer")
+        if not isinstance(v, numbers.Integral):  # 2.0 is 2; 2.5, Fraction(5, 2) and inf are not
+            try:
+                whole = int(v)
+            except (OverflowError, ValueError):
+                raise bad("an integer") from None
+            if whole != v:
+                raise bad("an integer")
+            v = whole
         v = int(v)
         low = 0 if key == "seed" else 1
         if v < low:
             raise bad(f"an integer >= {low}")
+        if v > _INT64_MAX:  # the table's int64 columns
+            raise bad(f"an integer <= {_INT64_MAX}")
         return v
     # floats
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise bad("a finite number")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an int beyond the float range
+        raise bad("a finite number") from None
+    if not math.isfinite(v):
+        raise bad("a finite number")
     if key == "sigma_w" and v <= 0:
         raise bad("a number > 0")
     if key in ("sigma_b", "lr") and v < 0:
@@ -370,7 +394,48 @@ def sweep_configs(grid=None, **keys):
     return configs
 
 
+def _min_bytes(c):
+    """A lower bound of the memory one configuration takes: parameters and their gradients,
+    one activation per layer (or step) for the batch, the input batch and the result rows, plus
+    ~100 bytes of bookkeeping per layer. Only what certainly gets allocated, so that a refusal on
+    this bound is never wrong."""
+    item = 4 if c["dtype"] == "float32" else 8
+    W, B, L = c["width"], c["batch"], c["depth"]
+    digits = c["data"] == "digits"
+    if c["model"] == "mlp":  # sizes [W] * (L + 1), or [64] + [W] * (L - 1) + [10] for digits
+        if digits:
+            params = (DIGITS_FEATURES + 1) * DIGITS_CLASSES if L == 1 else (
+                W * (DIGITS_FEATURES + 1) + (L - 2) * W * (W + 1) + DIGITS_CLASSES * (W + 1))
+            acts, data = (L - 1) * B * W, 0  # the digits batches are small
+        else:
+            params, acts, data = L * W * (W + 1), L * B * W, B * W * 8 * 2  # x, target: float64
+    else:
+        I = 8 if digits else W
+        params = (4 if c["model"] == "lstm" else 1) * W * (I + W + 1)
+        acts, data = L * B * W, 0 if digits else L * B * I * 8
+    rows = c["steps"] * L * len(STAT_COLUMNS) * 8
+    return 2 * params * item + acts * item + data + rows + 100 * L
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
 def _check_config(c):
+    limit = _physical_memory()
+    need = _min_bytes(c)
+    if limit and need > limit:
+        shown = {k: c[k] for k in ("model", "depth", "width", "batch", "steps", "dtype")}
+        raise MemoryError(f"vgkern.sweep: configuration {shown} needs at least "
+                          f"{need / 2**30:.4g} GiB, more than this machine's "
+                          f"{limit / 2**30:.4g} GiB of physical memory")
+    limit = float(np.finfo(c["dtype"]).max)
+    for key in ("lr", "sigma_w", "sigma_b", "forget_bias"):
+        if abs(c[key]) > limit:  # NaN (not applicable) passes
+            raise _error(f"grid key {key!r}: {c[key]!r} overflows {c['dtype']}")
     if c["batch_norm"] and c["batch"] < 2:
         raise _error(f"batch_norm=True needs batch >= 2 (train-mode batch statistics), got "
                      f"batch={c['batch']}")
@@ -1213,9 +1278,22 @@ def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batc
     if blas_threads is not None and (isinstance(blas_threads, bool) or not isinstance(
             blas_threads, numbers.Integral) or blas_threads < 1):
         raise _error(f"blas_threads must be an integer >= 1, got {blas_threads!r}")
-    if not isinstance(flush_interval, numbers.Real) or not flush_interval >= 0:
+    if isinstance(flush_interval, bool) or not isinstance(flush_interval, numbers.Real) or not (
+            _float(flush_interval) >= 0):
         raise _error(f"flush_interval must be a number of seconds >= 0, got {flush_interval!r}")
+    flush_interval = _float(flush_interval)
+    for name, value in (("resume", resume), ("progress", progress)):
+        if not (value is None and name == "progress") and not isinstance(value, (bool, np.bool_)):
+            raise _error(f"{name} must be True or False, got {value!r}")
+    if log is not None and not callable(log):
+        raise _error(f"log must be a callable taking one line of text (e.g. print), got "
+                     f"{type(log).__name__}")
     if out is not None:
+        try:
+            out = os.fsdecode(os.fspath(out))
+        except TypeError:
+            raise _error(f"out must be a path (str or os.PathLike) ending in .parquet or .csv, "
+                         f"got {type(out).__name__}") from None
         _format_of(out)
     if any(c["data"] == "digits" for c in configs):
         digits_data()  # fails early without scikit-learn, and loads once for all threads
