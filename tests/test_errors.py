@@ -693,3 +693,11 @@ def test_sizes_larger_than_physical_memory_are_memory_errors(make):
         make()
     # refused before allocating: the peak resident size did not grow by the request (> 20 GB)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2**20  # KiB: 1 GiB
+
+
+def test_uint64_labels_beyond_int64_are_refused_with_their_value():
+    logits = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=all_of("labels", "9223372036854775808")):
+        ops.cross_entropy_loss(logits, np.array([2**63, 0, 0], np.uint64))
+    loss, _ = ops.cross_entropy_loss(logits, np.array([2, 0, 0], np.uint64))
+    assert loss == pytest.approx(np.log(4))

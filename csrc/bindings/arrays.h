@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,11 @@ inline py::array_t<int64_t> labels_of(const py::handle& obj, const char* op) {
     fail<TypeError>(op, ": labels must have an integer dtype, got ",
                     std::string(py::str(a.dtype())));
   if (a.ndim() != 1) fail<ValueError>(op, ": labels must have shape (B,), got ", a.ndim(), " dimensions");
+  // uint64 labels above INT64_MAX would wrap to negative numbers in the cast below
+  if (kind == 'u' && a.itemsize() == 8 && a.size() > 0 &&
+      py::cast<uint64_t>(a.attr("max")()) > static_cast<uint64_t>(INT64_MAX))
+    fail<ValueError>(op, ": labels must be class indices in [0, C), got the value ",
+                     std::string(py::str(a.attr("max")())));
   return py::array_t<int64_t, py::array::c_style | py::array::forcecast>(a);
 }
 

@@ -300,8 +300,10 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
     blas_int(sizes[i], "layer width");
     if (i > 0) total += static_cast<double>(sizes[i]) * (sizes[i - 1] + 1);
   }
-  // parameters and their gradients, refused before allocating when they cannot fit
-  check_fits_in_memory(2 * total, dtype == DType::f32 ? 4 : 8, "MLP: sizes");
+  // parameters and their gradients, plus (generously) 1 KiB of bookkeeping per layer,
+  // refused before allocating when they cannot fit
+  const double bytes = 2 * total * (dtype == DType::f32 ? 4 : 8) + 1024.0 * sizes.size();
+  check_fits_in_memory(bytes, 1, "MLP: sizes");
   if (acts.size() + 1 != sizes.size())
     fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
                      acts.size());
