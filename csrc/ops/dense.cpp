@@ -49,6 +49,11 @@ void dense_backward(const TensorView& dx, const TensorView& dw, const TensorView
   if (dx.present()) check_arg(op, "dx", dx, x, {rows, in});
   dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
+    if (rows == 0 || out == 0) {  // no delta: every gradient is zero (and no pass over,
+      for (const TensorView* g : {&dx, &dw, &db})  // say, 10**12 empty rows)
+        if (g->present()) std::fill_n(g->ptr<T>(), g->numel(), T(0));
+      return;
+    }
     std::vector<T> delta(rows * out);
     dense_backward_cpu<T>(dx.present() ? dx.ptr<T>() : nullptr, dw.ptr<T>(), db.ptr<T>(),
                           delta.data(), dh.ptr<T>(), dact.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rows,

@@ -40,6 +40,7 @@ VGKERN_SIMD_CLONES double rnn_backward_loop(T* dpre, T* dh_total, const T* dh_a,
 
 template <class T>
 VGKERN_SIMD_CLONES void add_column_sums(double* sums, const T* m, int64_t rows, int64_t cols) {
+  if (cols == 0) return;  // no pass over (possibly 10**12) empty rows
   for (int64_t i = 0; i < rows; ++i) {
     const T* row = m + i * cols;
 #pragma omp simd
