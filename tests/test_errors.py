@@ -684,7 +684,11 @@ def test_ops_non_contiguous_correct_or_refused(dtype):
     lambda: vgkern.MLP([3, 10**5, 2]).forward(np.zeros((10**5, 3), np.float32)),  # workspace
     lambda: ops.dense_forward(np.zeros((10**5, 1), np.float32), np.zeros((10**5, 1), np.float32),
                               np.zeros(10**5, np.float32), activation="tanh"),  # (1e5, 1e5) out
-], ids=["mlp-params", "lstm-params", "rnn-params", "mlp-workspace", "op-output"])
+    # valid-shaped but non-contiguous: refused before the (12 GB) contiguous copy is made
+    lambda: vgkern.MLP([3, 64, 2]).forward(np.broadcast_to(np.float32(1), (10**9, 3))),
+    lambda: vgkern.LSTM(3, 64).forward(np.broadcast_to(np.float32(1), (10**5, 10**4, 3))),
+], ids=["mlp-params", "lstm-params", "rnn-params", "mlp-workspace", "op-output",
+        "mlp-strided-input", "lstm-strided-input"])
 def test_sizes_larger_than_physical_memory_are_memory_errors(make):
     import resource
 

@@ -97,6 +97,7 @@ void bind_mlp(py::module_& m) {
                                return flat_view(self, net.running_vars(), net.dtype(),
                                                 net.num_running());
                              })
+      .def("check_batch", [](PyMLP& self, int64_t rows) { self.net->check_batch(rows); })
       .def(
           "forward",
           [](PyMLP& self, py::handle x_obj) {

@@ -178,6 +178,10 @@ void bind_recurrent(py::module_& m) {
                                auto& net = *self.cast<PyRecurrent&>().net;
                                return flat_view(self, net.grads(), net.dtype(), net.num_params());
                              })
+      .def("check_sequence",
+           [](PyRecurrent& self, const std::string& op, int64_t steps, int64_t rows) {
+             self.net->check_sequence(op.c_str(), steps, rows);
+           })
       .def("forward",
            [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj) {
              const char* op = self.kind == CellKind::lstm ? "LSTM.forward" : "RNN.forward";

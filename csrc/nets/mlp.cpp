@@ -139,15 +139,21 @@ class MLP final : public MLPBase {
     return value;
   }
 
- private:
-  void ensure_workspace(int64_t rows) {
-    if (rows == rows_) return;
+  void check_batch(int64_t rows) const override {
     int64_t widest = 0;
     for (int64_t d : sizes_) widest = std::max(widest, d);
     // x copy, then per layer h, dact and xhat (at most), then the three (B, widest) buffers
     double elements = sizes_[0] + 3.0 * widest;
     for (size_t i = 1; i < sizes_.size(); ++i) elements += 3.0 * sizes_[i];
     check_fits_in_memory(elements * rows, sizeof(T), "MLP.forward: the workspace for this batch");
+  }
+
+ private:
+  void ensure_workspace(int64_t rows) {
+    if (rows == rows_) return;
+    check_batch(rows);
+    int64_t widest = 0;
+    for (int64_t d : sizes_) widest = std::max(widest, d);
     forward_done_ = false;
     rows_ = 0;  // stays 0 if an allocation below throws
     x_.resize(rows * sizes_[0]);

@@ -57,6 +57,8 @@ class MLPBase {
   virtual void* running_vars() = 0;
 
   // x (B, d_0) -> out (B, d_L); the output stays valid until the next call.
+  // MemoryError now if a batch of `rows` needs a workspace larger than physical memory
+  virtual void check_batch(int64_t rows) const = 0;
   virtual void forward(const TensorView& out, const TensorView& x) = 0;
   // grad_out (B, d_L) -> weight/bias grads, report (L, kNumReportColumns),
   // input_grad (B, d_0) when present.

@@ -121,13 +121,17 @@ class Recurrent final : public RecurrentBase {
     return g.ptr<T>();
   }
 
-  void ensure_workspace(const char* op, int64_t steps, int64_t rows) {
-    if (steps == steps_ && rows == rows_) return;
-    const int64_t n = rows * hidden_;
+  void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
     const double per_step = static_cast<double>(rows) * (in_ + 2.0 * gates_ + 4.0 * hidden_);
     check_fits_in_memory(per_step * (steps + 1), sizeof(T),
                          concat(op, ": the workspace for x_seq").c_str());
+  }
+
+  void ensure_workspace(const char* op, int64_t steps, int64_t rows) {
+    if (steps == steps_ && rows == rows_) return;
+    const int64_t n = rows * hidden_;
+    check_sequence(op, steps, rows);
     forward_done_ = false;
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
     x_.resize(steps * rows * in_);

@@ -41,6 +41,8 @@ class RecurrentBase {
   virtual void* grads() = 0;
   virtual int64_t last_steps() const = 0;  // T and B of the last forward (0 before any)
   virtual int64_t last_batch() const = 0;
+  // MemoryError now if a (steps, rows) sequence needs a workspace larger than physical memory
+  virtual void check_sequence(const char* op, int64_t steps, int64_t rows) const = 0;
   virtual void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                        const TensorView& c0) = 0;
   // grad_h_seq (T, B, H), grad_h_last, grad_c_last (B, H): each may be absent (zero).

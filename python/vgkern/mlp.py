@@ -38,10 +38,11 @@ def _check_sizes(sizes):
     return out
 
 
-def _as_input(value, what, ndim=2, dtype=None, shape=None):
+def _as_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None):
     """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
-    first (dtype; shape, where `shape` gives a size, None for any) so that a wrong one is refused
-    without copying it; contiguous ones are checked natively."""
+    first (dtype; shape, where `shape` gives a size, None for any; then `before_copy(shape)`,
+    e.g. the net's workspace check) so that a refused one is never copied; contiguous ones are
+    checked natively."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
     if value.ndim != ndim:
@@ -54,6 +55,8 @@ def _as_input(value, what, ndim=2, dtype=None, shape=None):
     if shape is not None and any(e is not None and e != d for e, d in zip(shape, value.shape)):
         want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
         raise ValueError(f"{what} must have shape {want}, got {value.shape}")
+    if before_copy is not None:
+        before_copy(value.shape)
     return np.ascontiguousarray(value)
 
 
@@ -181,9 +184,13 @@ class MLP(NativeParameters):
     def eval(self):
         return self.train(False)
 
+    def _check_batch(self, shape):  # before copying a non-contiguous x of this shape
+        self._core.check_batch(shape[0])
+
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
-        x = _as_input(x, "MLP.forward: x", dtype=self.dtype, shape=(None, self.sizes[0]))
+        x = _as_input(x, "MLP.forward: x", dtype=self.dtype, shape=(None, self.sizes[0]),
+                      before_copy=self._check_batch)
         return self._core.forward(x)
 
     def backward(self, grad_out, log_scale=False, input_grad=False):
@@ -209,7 +216,8 @@ class MLP(NativeParameters):
         _choice("loss", loss, LOSSES)
         log_scale = _checks.flag("MLP.step: log_scale", log_scale)
         input_grad = _checks.flag("MLP.step: input_grad", input_grad)
-        x = _as_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]))
+        x = _as_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]),
+                      before_copy=self._check_batch)
         if loss == "mse":
             target = _as_input(target, "MLP.step: target", dtype=self.dtype,
                                shape=(x.shape[0], self.sizes[-1]))

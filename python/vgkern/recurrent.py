@@ -48,8 +48,10 @@ class _Recurrent(NativeParameters):
             value, f"{self._kind.upper()}.{what}", dtype=self.dtype, shape=(rows, self.hidden_size))
 
     def _sequence(self, x_seq, what):
-        return _as_input(x_seq, f"{self._kind.upper()}.{what}: x_seq", ndim=3, dtype=self.dtype,
-                         shape=(None, None, self.input_size))
+        op = f"{self._kind.upper()}.{what}"
+        return _as_input(x_seq, f"{op}: x_seq", ndim=3, dtype=self.dtype,
+                         shape=(None, None, self.input_size),
+                         before_copy=lambda shape: self._core.check_sequence(op, *shape[:2]))
 
     def _forward(self, x_seq, h0, c0):
         x_seq = self._sequence(x_seq, "forward")
