@@ -30,10 +30,16 @@ status=0
   --rootdir "$OLDPWD" "$OLDPWD/tests") || status=$?
 unset LD_PRELOAD
 
+# The only lines allowed in the logs: ASan saying it returned NULL for a terabyte request.
+expected='WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]+ bytes$'
 if compgen -G "$work/logs/*" > /dev/null; then
-  echo "sanitize: sanitizer reports:" >&2
-  cat "$work"/logs/* >&2
-  exit 1
+  refused="$(cat "$work"/logs/* | grep -cE "$expected" || true)"
+  echo "sanitize: ASan returned NULL for $refused huge requests (expected: the tests make them)"
+  if cat "$work"/logs/* | grep -vE "$expected" | grep -q .; then
+    echo "sanitize: sanitizer reports:" >&2
+    cat "$work"/logs/* | grep -vE "$expected" >&2
+    exit 1
+  fi
 fi
 echo "sanitize: pytest exit status $status, no sanitizer reports"
 exit "$status"
