@@ -17,6 +17,7 @@ NumPy result (e.g. a 1x1 product) does not demand bit-exactness from vgkern.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import zlib
@@ -220,6 +221,19 @@ def fraction_bounds(zs, activation, output_activation, alpha, rel=1e-4, abs_scal
     return out
 
 
+def assert_preact_stats(rep, ref, naive, dtype):
+    """preact_mean / preact_std against the float64 oracle ``ref``: within twice the error of the
+    naive computation in ``dtype`` plus float64 reduction slack (16 eps of dtype for the mean)."""
+    z_rms = np.array([math.sqrt(float(np.mean(np.asarray(z, np.float64) ** 2))) for z in ref.zs])
+    z_rtol = reduction_rtol([z.size for z in ref.zs])
+    err = np.abs(rep.preact_mean - ref.preact_mean)
+    bound = (2 * np.abs(naive.preact_mean - ref.preact_mean) + (16 * eps(dtype) + z_rtol) * z_rms
+             + 1e-300)
+    assert np.all(err <= bound), f"preact_mean {rep.preact_mean} vs {ref.preact_mean}"
+    assert_rel_rule(rep.preact_std, ref.preact_std, naive.preact_std, dtype, rtol=z_rtol,
+                    name="preact_std")
+
+
 def assert_fractions_within(report, bounds, name=""):
     for field, (lo, hi) in bounds.items():
         got = np.asarray(getattr(report, field), dtype=np.float64)
@@ -232,6 +246,18 @@ def assert_fractions_within(report, bounds, name=""):
 # --------------------------------------------------------------------------------------------
 # Small utilities
 # --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def torch_single_thread():
+    """torch's own thread pool would fight with vgkern's BLAS; the references need no speed.
+    Used with pytestmark = pytest.mark.usefixtures("torch_single_thread")."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 def central_difference(f, arrays, h=1e-6):
     """d f / d a for every entry of every array in ``arrays`` (modified in place and restored),

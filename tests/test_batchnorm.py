@@ -39,7 +39,7 @@ import vgkern
 from vgkern import ops
 
 import reference as R
-from conftest import (DTYPE_IDS, DTYPES, assert_fractions_within, assert_rel_rule, assert_rule,
+from conftest import (assert_preact_stats, DTYPE_IDS, DTYPES, assert_fractions_within, assert_rel_rule, assert_rule,
                       central_difference, eps, fraction_bounds, max_abs, max_abs_error,
                       oracle_dtype, reduction_rtol)
 
@@ -51,12 +51,7 @@ BN_FIELDS = R.BN_NORM_FIELDS + R.BN_LOG10_FIELDS
 ALL_FIELDS = R.BN_REPORT_ARRAY_FIELDS
 
 
-@pytest.fixture(autouse=True)
-def _torch_single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def dname(dtype):
@@ -486,14 +481,7 @@ def check_report_vs_oracle(net, rep, ref, naive, dtype, activation, output_activ
         fin = np.isfinite(got) & (got > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             assert np.allclose(logs[fin], np.log10(got[fin]), rtol=0, atol=1e-12), field
-    z_rms = np.array([math.sqrt(float(np.mean(np.asarray(z, np.float64) ** 2))) for z in ref.zs])
-    z_rtol = reduction_rtol([z.size for z in ref.zs])
-    err = np.abs(rep.preact_mean - ref.preact_mean)
-    bound = (2 * np.abs(naive.preact_mean - ref.preact_mean) + (16 * eps(dtype) + z_rtol) * z_rms
-             + 1e-300)
-    assert np.all(err <= bound), f"preact_mean {rep.preact_mean} vs {ref.preact_mean}"
-    assert_rel_rule(rep.preact_std, ref.preact_std, naive.preact_std, dtype, rtol=z_rtol,
-                    name="preact_std")
+    assert_preact_stats(rep, ref, naive, dtype)
     # saturated / zero / dead fractions are of h = act(y), y the BN output
     assert_fractions_within(rep, fraction_bounds(ref.ys, activation, output_activation, alpha))
     assert np.array_equal(rep.grad_log2_scale, np.zeros(L))

@@ -14,7 +14,7 @@ import pytest
 import vgkern
 
 import reference as R
-from conftest import (ACTIVATION_CONFIGS, ACTIVATION_IDS, DTYPE_IDS, DTYPES, INITS, LOSSES,
+from conftest import (assert_preact_stats, ACTIVATION_CONFIGS, ACTIVATION_IDS, DTYPE_IDS, DTYPES, INITS, LOSSES,
                       assert_fractions_within, assert_rel_rule, assert_rule, eps,
                       fraction_bounds, oracle_dtype, random_weights, reduction_rtol)
 
@@ -82,14 +82,7 @@ def check_report(rep, ref, naive, dtype, activation, output_activation, alpha, *
         # ... and agree with the oracle's log10 norms
         assert np.array_equal(np.isneginf(logs), np.isneginf(ref["log10_" + field]))
     # forward statistics
-    z_rms = np.array([math.sqrt(float(np.mean(np.asarray(z, np.float64) ** 2))) for z in ref.zs])
-    z_rtol = reduction_rtol([z.size for z in ref.zs])
-    err = np.abs(rep.preact_mean - ref.preact_mean)
-    bound = (2 * np.abs(naive.preact_mean - ref.preact_mean) + (16 * eps(dtype) + z_rtol) * z_rms
-             + 1e-300)
-    assert np.all(err <= bound), f"preact_mean {rep.preact_mean} vs {ref.preact_mean}"
-    assert_rel_rule(rep.preact_std, ref.preact_std, naive.preact_std, dtype, rtol=z_rtol,
-                    name="preact_std")
+    assert_preact_stats(rep, ref, naive, dtype)
     assert_fractions_within(rep, fraction_bounds(ref.zs, activation, output_activation, alpha))
     assert np.array_equal(rep.grad_log2_scale, np.zeros(num_layers))
     if loss is None:

@@ -60,12 +60,7 @@ SEQ_SHAPES = {1: (3, 5, 7), 5: (4, 13, 16), 40: (8, 10, 24)}
 STEPS = (1, 5, 40)
 
 
-@pytest.fixture(autouse=True)
-def _torch_single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 # --------------------------------------------------------------------------------------------

@@ -326,13 +326,7 @@ def make_data(sizes, batch, dtype, loss, seed):
 # tests
 # --------------------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _torch_single_thread():
-    # torch's own thread pool would fight with vgkern's BLAS; the reference needs no speed.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
