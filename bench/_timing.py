@@ -18,7 +18,8 @@ import numpy as np
 import scipy.linalg.blas as scipy_blas
 
 __all__ = ["Timings", "ForeignLoad", "settle", "run_interleaved", "cpu_model",
-           "gemm_call_overhead_s", "to_numpy", "max_rel_diff"]
+           "gemm_call_overhead_s", "to_numpy", "max_rel_diff", "add_timing_arguments",
+           "targets_line"]
 
 
 def to_numpy(result):
@@ -161,3 +162,26 @@ def gemm_call_overhead_s(dtype) -> float:
     for _ in range(n):
         gemm(1.0, a, a, 0.0, c, 0, 0, 1)
     return (time.perf_counter() - t0) / n
+
+
+def add_timing_arguments(p):
+    """The command-line options every benchmark shares (threads, repetitions, settling, dtype)."""
+    p.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and torch")
+    p.add_argument("--reps", type=int, default=30, help="timed repetitions (>= 20; default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
+    p.add_argument("--gap-ms", type=float, default=1.0,
+                   help="minimum untimed sleep before each step (default 1)")
+    p.add_argument("--max-settle-ms", type=float, default=500.0,
+                   help="longest wait for spinning thread pools to go idle before a step "
+                        "(default 500; 0 disables settling)")
+    p.add_argument("--max-foreign-load", type=float, default=0.1,
+                   help="drop and rerun a repetition during which other processes used more "
+                        "than this many cores (default 0.1; inf keeps all)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+
+
+def targets_line(results) -> str:
+    """'targets: all met' or the list of missed targets, from each result's "targets" dict."""
+    misses = [f"{r['config']['name']} {k}" for r in results
+              for k, t in r["targets"].items() if not t["met"]]
+    return "targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses))

@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import (cpu_model, gemm_call_overhead_s, max_rel_diff,  # noqa: E402
-                     run_interleaved, to_numpy)
+                     run_interleaved, to_numpy, add_timing_arguments, targets_line)
 
 # --------------------------------------------------------------------------------------------
 # Configurations and targets
@@ -529,9 +529,7 @@ def format_summary(results) -> str:
         row += f"{r['stats_overhead']:>+8.1%}" if "stats_overhead" in r else f"{'-':>8}"
         row += f"{im['vgkern']['gflops']:>9.1f}"
         lines.append(row)
-    misses = [f"{r['config']['name']} {k}" for r in results
-              for k, t in r["targets"].items() if not t["met"]]
-    lines.append("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
+    lines.append(targets_line(results))
     return "\n".join(lines)
 
 
@@ -540,18 +538,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", help="comma-separated HxBxT (I = H) or HxBxTxI "
                    "(default: " + ",".join(c.name for c in DEFAULT_CONFIGS) + ")")
-    p.add_argument("--threads", type=int, default=2, help="threads for BLAS, OpenMP and torch")
-    p.add_argument("--reps", type=int, default=30, help="timed repetitions (>= 20; default 30)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
-    p.add_argument("--gap-ms", type=float, default=1.0,
-                   help="minimum untimed sleep before each step (default 1)")
-    p.add_argument("--max-settle-ms", type=float, default=500.0,
-                   help="longest wait for spinning thread pools to go idle before a step "
-                        "(default 500; 0 disables settling)")
-    p.add_argument("--max-foreign-load", type=float, default=0.1,
-                   help="drop and rerun a repetition during which other processes used more "
-                        "than this many cores (default 0.1; inf keeps all)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    add_timing_arguments(p)
     p.add_argument("--impls", help="comma-separated subset of: " + ",".join(
         n for n in IMPL_LABELS if n != "vgkern") + " (vgkern always runs)")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 reps, 2 warm-up")
