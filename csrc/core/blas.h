@@ -16,6 +16,28 @@ using fortran_gemm_fn = void (*)(const char* transa, const char* transb, const i
 void set_blas(void* sgemm, void* dgemm);
 bool blas_ready();
 
+// The BLAS's thread setting, as threadpoolctl sees and sets it. Found next to sgemm (OpenBLAS's
+// openblas_{get,set}_num_threads, with or without SciPy's "scipy_" prefix); with another BLAS
+// there is no control: blas_threads() is 1 and split work runs on the caller only.
+int blas_threads();
+const char* blas_thread_control();  // the setter's name, "" when none was found
+
+// While any instance lives, BLAS calls run single-threaded in their calling thread, so that
+// run_parts (core/parallel.h) can run two GEMMs side by side; threads() is the BLAS's setting
+// before (how many parts may run at once). Process-wide and counted: the first one in saves
+// the setting, the last one out restores it.
+class BlasSingleThreaded {
+ public:
+  BlasSingleThreaded();
+  ~BlasSingleThreaded();
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+  int threads() const { return threads_; }
+
+ private:
+  int threads_ = 1;
+};
+
 // Row-major C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C.
 // lda/ldb/ldc are row strides of A, B, C as stored (before op()).
 template <class T>

@@ -2,6 +2,9 @@
 // at run time).
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "core/blas.h"
 #include "core/dispatch.h"
 
 namespace py = pybind11;
@@ -21,9 +24,12 @@ py::dict build_info_dict() {
 #else
   info["simd"] = "compiler auto-vectorisation for the build target";
 #endif
-  info["openmp"] = VGKERN_OPENMP_SIMD ? "simd pragmas only (no OpenMP runtime; single-threaded "
-                                        "elementwise passes, BLAS threads for GEMM)"
-                                      : "off";
+  info["openmp"] = VGKERN_OPENMP_SIMD ? "simd pragmas only (no OpenMP runtime)" : "off";
+  const std::string control = blas_thread_control();
+  info["threading"] =
+      control.empty() ? "BLAS threads only (no thread control found in this BLAS)"
+                      : "small layers in 2 parts on the caller + 1 helper thread, each with "
+                        "single-threaded BLAS (via " + control + "); large layers: BLAS threads";
   info["cuda"] = kBuiltWithCuda;
   info["cuda_architectures"] = kBuiltWithCuda ? VGKERN_CUDA_ARCHS : "";
   return info;

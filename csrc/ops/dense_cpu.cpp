@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/blas.h"
+#include "core/parallel.h"
 #include "core/scratch.h"
 #include "core/simd.h"
 #include "core/stats.h"
@@ -14,13 +15,18 @@
 namespace vgkern {
 namespace {
 
-thread_local std::vector<int32_t> t_col_nonzero;   // (out,) 1 where some example has h != 0
-thread_local std::vector<double> t_col_sums;       // (3, out) float64 column accumulators
+thread_local std::vector<int32_t> t_col_nonzero;   // (parts, out) 1 where some row has h != 0
+thread_local std::vector<double> t_bias_sums;      // (parts, out) float64 column sums of delta
 thread_local std::vector<float> t_preact_f32;      // (B, out) z, only for scaled_mean_std
 thread_local std::vector<double> t_preact_f64;
 template <class T> std::vector<T>& preact_scratch();
 template <> std::vector<float>& preact_scratch<float>() { return t_preact_f32; }
 template <> std::vector<double>& preact_scratch<double>() { return t_preact_f64; }
+thread_local std::vector<float> t_dw_f32;          // (parts - 1, out, in) partial weight grads
+thread_local std::vector<double> t_dw_f64;
+template <class T> std::vector<T>& dw_scratch();
+template <> std::vector<float>& dw_scratch<float>() { return t_dw_f32; }
+template <> std::vector<double>& dw_scratch<double>() { return t_dw_f64; }
 
 // Statistics are summed in T over blocks of this many entries (16 per AVX-512 float lane),
 // then in float64: register accumulators, one horizontal reduction per block, and a float
@@ -67,107 +73,186 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
   sums = total;
 }
 
-// Number of columns of h (rows, cols) that are 0 in every row. Only run when zeros exist.
+// col_nonzero[j] = 1 where column j of h (rows, cols) is nonzero in some row. Only run when
+// zeros exist.
 template <class T>
-VGKERN_SIMD_CLONES int64_t count_dead_columns(const T* h, int64_t rows, int64_t cols,
-                                              int32_t* col_nonzero) {
+VGKERN_SIMD_CLONES void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols,
+                                             int32_t* col_nonzero) {
   std::fill(col_nonzero, col_nonzero + cols, 0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* h_row = h + i * cols;
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) col_nonzero[j] |= h_row[j] != T(0) ? 1 : 0;
   }
-  int64_t dead = 0;
-  for (int64_t j = 0; j < cols; ++j) dead += col_nonzero[j] == 0;
-  return dead;
 }
 
-// Returns false when the fast moments cannot be trusted: the sum of squares in T overflowed,
-// or is so small that squares below T's normal range may have been lost (or z had NaN/Inf).
-// The caller then recomputes the moments with scaled_mean_std.
+// One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
+struct PartMoments {
+  double count = 0, shift = 0;
+  EpilogueSums sums;
+  bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
+};
+
 template <class T, bool Stats>
-bool run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
-                          ForwardStats* stats) {
+PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
+                                 int32_t* col_nonzero) {
   const int64_t n = rows * cols;
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
-  const T shift = n > 0 ? h[0] : T(0);
-  EpilogueSums sums;
+  const T shift = n > 0 ? h[0] : T(0);  // shifted sums: less cancellation in the variance
+  PartMoments part;
   with_activation(act.kind, [&](auto kind) {
-    forward_epilogue<T, decltype(kind)::value, Stats>(h, dact, n, alpha, threshold, shift, sums);
+    forward_epilogue<T, decltype(kind)::value, Stats>(h, dact, n, alpha, threshold, shift,
+                                                      part.sums);
   });
-  if (!Stats) return true;
-  const double count = static_cast<double>(n);
-  const double mean_shifted = sums.shifted_sum / count;
-  const double var = sums.shifted_sumsq / count - mean_shifted * mean_shifted;
-  stats->preact_mean = static_cast<double>(shift) + mean_shifted;
-  stats->preact_std = std::sqrt(var > 0 ? var : 0.0);
-  const int64_t dead =
-      sums.zeros > 0 ? count_dead_columns(h, rows, cols, scratch(t_col_nonzero, cols)) : 0;
-  stats->saturated_fraction = sums.saturated / count;
-  stats->zero_fraction = sums.zeros / count;
-  stats->dead_fraction = cols > 0 ? static_cast<double>(dead) / cols : 0.0;
+  if (!Stats) return part;
+  part.count = static_cast<double>(n);
+  part.shift = static_cast<double>(shift);
+  if (part.sums.zeros > 0) mark_nonzero_columns(h, rows, cols, col_nonzero);
   // Lost squares are each below 2^(min exponent); require them to be < 2^-40 of the total.
   const double smallest_trusted =
-      count * std::ldexp(1.0, std::numeric_limits<T>::min_exponent - 1 + 40);
-  return std::isfinite(sums.shifted_sumsq) && sums.shifted_sumsq >= smallest_trusted;
+      part.count * std::ldexp(1.0, std::numeric_limits<T>::min_exponent - 1 + 40);
+  part.trusted = std::isfinite(part.sums.shifted_sumsq) && part.sums.shifted_sumsq >= smallest_trusted;
+  return part;
+}
+
+// Combines the parts' moments in part order (Chan et al.'s pairwise update). Returns false when
+// some part's fast moments cannot be trusted; the caller then recomputes them in scaled float64.
+bool combine_forward_stats(const PartMoments* parts, int num_parts, const int32_t* col_nonzero,
+                           int64_t cols, ForwardStats* stats) {
+  double count = 0, mean = 0, m2 = 0;
+  int64_t saturated = 0, zeros = 0;
+  int parts_with_zeros = 0;
+  bool trusted = true;
+  for (int p = 0; p < num_parts; ++p) {
+    const PartMoments& part = parts[p];
+    trusted = trusted && part.trusted;
+    saturated += part.sums.saturated;
+    zeros += part.sums.zeros;
+    parts_with_zeros += part.sums.zeros > 0;
+    if (part.count == 0) continue;
+    const double part_offset = part.sums.shifted_sum / part.count;  // part mean - shift
+    const double part_m2 = std::max(0.0, part.sums.shifted_sumsq - part.sums.shifted_sum * part_offset);
+    const double part_mean = part.shift + part_offset;
+    const double total = count + part.count, d = part_mean - mean;
+    mean += d * (part.count / total);
+    m2 += part_m2 + d * d * (count * part.count / total);
+    count = total;
+  }
+  // A column is dead when it is zero in every row of every part: only possible when every part
+  // has zeros (and so filled its col_nonzero row).
+  int64_t dead = 0;
+  if (parts_with_zeros == num_parts)
+    for (int64_t j = 0; j < cols; ++j) {
+      int32_t alive = 0;
+      for (int p = 0; p < num_parts; ++p) alive |= col_nonzero[p * cols + j];
+      dead += alive == 0;
+    }
+  stats->preact_mean = mean;
+  stats->preact_std = count > 0 ? std::sqrt(m2 / count) : 0.0;
+  stats->saturated_fraction = count > 0 ? saturated / count : 0.0;
+  stats->zero_fraction = count > 0 ? zeros / count : 0.0;
+  stats->dead_fraction = cols > 0 ? static_cast<double>(dead) / cols : 0.0;
+  return trusted;
 }
 
 // delta = dh * dact (dact null: identity), written out of place so that dh survives for the
-// rare scaled-norm fallback. Column accumulators (vertical adds only, no horizontal reduction
-// per row): float64 column sums of delta (-> db) and of the squares of dh and delta, reduced
-// over columns once at the end, in a fixed order.
+// rare scaled-norm fallback, with the float64 sums of the squares of dh and delta: one flat
+// pass (register accumulators, one reduction per block), then the float64 column sums of
+// delta (-> db) in a second pass over the rows while they are in L1/L2.
 struct PrologueSums {
   double dh_sumsq = 0, delta_sumsq = 0;
 };
 
 template <class T, bool HasDact, bool Stats>
-VGKERN_SIMD_CLONES void backward_prologue(T* __restrict delta, const T* __restrict dh,
-                                          const T* __restrict dact, int64_t rows, int64_t cols,
-                                          double* __restrict col_sums, PrologueSums& sums) {
-  double* __restrict bias_sum = col_sums;
-  double* __restrict dh_sq = col_sums + cols;
-  double* __restrict delta_sq = col_sums + 2 * cols;
-  std::fill(col_sums, col_sums + cols * (Stats ? 3 : 1), 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* dh_row = dh + i * cols;
-    const T* dact_row = HasDact ? dact + i * cols : nullptr;
-    T* delta_row = delta + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) {
-      const T g = dh_row[j];
+VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* __restrict dh,
+                                                  const T* __restrict dact, int64_t rows,
+                                                  int64_t cols, double* __restrict bias_sum) {
+  const int64_t n = rows * cols;
+  PrologueSums sums;
+  for (int64_t start = 0; start < n; start += kStatsBlock) {
+    const int64_t end = std::min(n, start + kStatsBlock);
+    double dh_sq = 0, delta_sq = 0;
+#pragma omp simd reduction(+ : dh_sq, delta_sq)
+    for (int64_t i = start; i < end; ++i) {
+      const T g = dh[i];
       T d = g;
-      if constexpr (HasDact) d = g * dact_row[j];
-      delta_row[j] = d;
-      bias_sum[j] += d;
+      if constexpr (HasDact) d = g * dact[i];
+      delta[i] = d;
       if constexpr (Stats) {
-        dh_sq[j] += static_cast<double>(g) * static_cast<double>(g);
-        delta_sq[j] += static_cast<double>(d) * static_cast<double>(d);
+        dh_sq += static_cast<double>(g) * static_cast<double>(g);
+        delta_sq += static_cast<double>(d) * static_cast<double>(d);
       }
     }
+    sums.dh_sumsq += dh_sq;
+    sums.delta_sumsq += delta_sq;
   }
-  sums = PrologueSums{};
-  if constexpr (Stats)
-    for (int64_t j = 0; j < cols; ++j) {
-      sums.dh_sumsq += dh_sq[j];
-      sums.delta_sumsq += delta_sq[j];
-    }
+  std::fill(bias_sum, bias_sum + cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* delta_row = delta + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) bias_sum[j] += static_cast<double>(delta_row[j]);
+  }
+  return sums;
 }
 
+template <class T>
+PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
+                                   int64_t cols, bool want, double* bias_sum) {
+  if (dact && want) return backward_prologue<T, true, true>(delta, dh, dact, rows, cols, bias_sum);
+  if (dact) return backward_prologue<T, true, false>(delta, dh, dact, rows, cols, bias_sum);
+  if (want) return backward_prologue<T, false, true>(delta, dh, dact, rows, cols, bias_sum);
+  return backward_prologue<T, false, false>(delta, dh, dact, rows, cols, bias_sum);
+}
+
+// Work (multiply-adds of one GEMM) up to which a layer runs in two parts with single-threaded
+// BLAS (core/parallel.h); bigger layers give each GEMM to the BLAS's own threads, which split
+// it well. Measured on 2 cores (bench/README.md, "Threads"): 256 x 256 x 256 gains from the
+// split, 64 x 1024 x 1024 loses. Depends on shapes only, so results do not depend on threads.
+constexpr double kMaxSplitWork = 1 << 25;
+
+int dense_parts(int64_t rows, int64_t in, int64_t out) {
+  const double work = static_cast<double>(rows) * static_cast<double>(in) * out;
+  return rows >= 2 && work <= kMaxSplitWork ? 2 : 1;
+}
+
+template <class T>
+VGKERN_SIMD_CLONES void add_into(T* __restrict target, const T* __restrict v, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) target[i] += v[i];
+}
+
+int64_t part_begin(int64_t n, int parts, int p) { return n * p / parts; }
+
+// Runs part(p) for p < parts: directly for one part; for two, side by side with the BLAS held
+// to one thread per GEMM.
+template <class F>
+void for_parts(int parts, F&& part) {
+  if (parts == 1) return part(0);
+  BlasSingleThreaded single;
+  run_parts(parts, single.threads(), part);
+}
 
 }  // namespace
 
 template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
-  // The GEMM accumulates onto rows of b, so the epilogue is one flat pass.
-  for (int64_t i = 0; i < rows; ++i) std::copy(b, b + out, h + i * out);
-  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), h, out);
-  if (!stats) {
-    run_forward_epilogue<T, false>(h, dact, rows, out, act, nullptr);
-    return;
-  }
-  if (run_forward_epilogue<T, true>(h, dact, rows, out, act, stats)) return;
+  const int parts = dense_parts(rows, in, out);
+  int32_t* col_nonzero = stats ? scratch(t_col_nonzero, parts * out) : nullptr;
+  PartMoments moments[kMaxParts];
+  // Row block p: the GEMM accumulates onto rows of b, so the epilogue is one flat pass.
+  for_parts(parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    T* h_part = h + begin * out;
+    T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
+    for (int64_t i = 0; i < count; ++i) std::copy(b, b + out, h_part + i * out);
+    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1), h_part, out);
+    moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
+                                                       col_nonzero + p * out)
+                       : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
+  });
+  if (!stats || combine_forward_stats(moments, parts, col_nonzero, out, stats)) return;
   // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
   // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
   T* z = scratch(preact_scratch<T>(), rows * out);
@@ -180,36 +265,56 @@ template <class T>
 int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
                         const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
                         BackwardStats* stats) {
-  double* col_sums = scratch(t_col_sums, 3 * out);
-  PrologueSums sums;
+  const int parts = dense_parts(rows, in, out);
   const bool want = stats != nullptr || log_scale;
-  if (dact && want)
-    backward_prologue<T, true, true>(delta, dh, dact, rows, out, col_sums, sums);
-  else if (dact)
-    backward_prologue<T, true, false>(delta, dh, dact, rows, out, col_sums, sums);
-  else if (want)
-    backward_prologue<T, false, true>(delta, dh, dact, rows, out, col_sums, sums);
-  else
-    backward_prologue<T, false, false>(delta, dh, dact, rows, out, col_sums, sums);
-  for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(col_sums[j]);
+  double* bias_sums = scratch(t_bias_sums, parts * out);  // per part: column sums of delta
+  PrologueSums part_sums[kMaxParts];
+  for_parts(parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    part_sums[p] = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
+                                            dact ? dact + begin * out : nullptr, count, out, want,
+                                            bias_sums + p * out);
+  });
+  double dh_sumsq = 0, delta_sumsq = 0;
+  for (int p = 0; p < parts; ++p) {
+    dh_sumsq += part_sums[p].dh_sumsq;
+    delta_sumsq += part_sums[p].delta_sumsq;
+  }
+  for (int64_t j = 0; j < out; ++j) {
+    double bias = 0;
+    for (int p = 0; p < parts; ++p) bias += bias_sums[p * out + j];
+    db[j] = static_cast<T>(bias);
+  }
 
   const int64_t n = rows * out;
-  const double delta_norm = want ? norm_from_sum_squares(sums.delta_sumsq, delta, n) : 0.0;
+  const double delta_norm = want ? norm_from_sum_squares(delta_sumsq, delta, n) : 0.0;
   // ||delta|| / 2^rescale lands in [1, 2)
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
 
-  // dw (out, in) = delta^T @ x in one GEMM, then its norm: measured faster than GEMM tiles
-  // normed while in L2 (bench/README.md), since small tiles cost the BLAS more than the re-read.
-  gemm<T>(true, false, out, in, rows, T(1), delta, out, x, in, T(0), dw, in);
+  // Part p owns rows p (its delta and dx rows stay in its core's cache): dx_p (rows_p, in) =
+  // delta_p @ w, and its share of dw (out, in) = sum over p of delta_p^T x_p, written to dw
+  // (part 0) or to scratch, then added in part order. Then ||dw|| while dw is hot (measured
+  // faster than GEMM tiles normed while in L2: small tiles cost the BLAS more than the re-read).
+  T* dw_rest = parts > 1 ? scratch(dw_scratch<T>(), (parts - 1) * out * in) : nullptr;
+  for_parts(parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    T* dw_part = p == 0 ? dw : dw_rest + (p - 1) * out * in;
+    gemm<T>(true, false, out, in, count, T(1), delta + begin * out, out, x + begin * in, in, T(0),
+            dw_part, in);
+    if (dx)
+      gemm<T>(false, false, count, in, out, T(1), delta + begin * out, out, w, in, T(0),
+              dx + begin * in, in);
+  });
+  for (int p = 1; p < parts; ++p) add_into(dw, dw_rest + (p - 1) * out * in, out * in);
+  const double dw_sumsq = stats ? sum_squares(dw, out * in) : 0.0;
   if (stats) {
-    stats->act_grad_norm = norm_from_sum_squares(sums.dh_sumsq, dh, n);
+    stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = delta_norm;
     stats->bias_grad_norm = frobenius_norm(db, out);
-    stats->weight_grad_norm = frobenius_norm(dw, out * in);
+    stats->weight_grad_norm = norm_from_sum_squares(dw_sumsq, dw, out * in);
     stats->rescale_log2 = rescale;
   }
-  if (dx) gemm<T>(false, false, rows, in, out, T(1), delta, out, w, in, T(0), dx, in);
   return rescale;
 }
 

@@ -1,0 +1,159 @@
+#include "core/parallel.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+#include "core/errors.h"
+
+namespace vgkern {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long the helper spins for its next part before it sleeps: the next layer's part comes
+// within microseconds, a futex wake-up costs ~50 us; long enough idle spinning would steal the
+// core from the BLAS's own threads on layers too big to split.
+constexpr auto kHelperSpin = std::chrono::microseconds(200);
+constexpr int kCallerSpins = 1 << 14;  // then yield: the helper may not be running at all
+
+inline void cpu_relax() {
+#if defined(__SSE2__)
+  _mm_pause();
+#endif
+}
+
+inline unsigned read_csr() {
+#if defined(__SSE2__)
+  return _mm_getcsr();
+#else
+  return 0;
+#endif
+}
+
+inline void write_csr([[maybe_unused]] unsigned csr) {
+#if defined(__SSE2__)
+  _mm_setcsr(csr);
+#endif
+}
+
+// A thread that runs one posted part at a time.
+class Helper {
+ public:
+  Helper() { std::thread([this] { loop(); }).detach(); }
+
+  void post(const std::function<void(int)>& part, int index, unsigned csr) {
+    part_ = &part;
+    index_ = index;
+    csr_ = csr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      posted_.store(true, std::memory_order_release);
+    }
+    wake_.notify_one();
+  }
+
+  // Until the posted part has finished; rethrows its exception.
+  void wait() {
+    for (int spins = 0; posted_.load(std::memory_order_acquire); ++spins) {
+      if (spins < kCallerSpins)
+        cpu_relax();
+      else
+        std::this_thread::yield();
+    }
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      const auto until = Clock::now() + kHelperSpin;
+      while (!posted_.load(std::memory_order_acquire) && Clock::now() < until) cpu_relax();
+      if (!posted_.load(std::memory_order_acquire)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return posted_.load(std::memory_order_acquire); });
+      }
+      const unsigned own_csr = read_csr();
+      write_csr(csr_);
+      try {
+        (*part_)(index_);
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+      write_csr(own_csr);
+      posted_.store(false, std::memory_order_release);
+    }
+  }
+
+  // Written by the caller before posted_ goes true (release), read by the helper after.
+  const std::function<void(int)>* part_ = nullptr;
+  int index_ = 0;
+  unsigned csr_ = 0;
+  std::exception_ptr error_;  // written by the helper before posted_ goes false
+  std::atomic<bool> posted_{false};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+// One helper per process, used by one caller at a time. Never destroyed: its thread is
+// detached and may be asleep at exit. After fork() the child has no helper thread, so the old
+// pool is dropped (leaked) and a new one made on first use.
+struct Pool {
+  std::mutex busy;
+  Helper helper;
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+std::mutex g_pool_creation;
+
+Pool* pool() {
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p) return p;
+  std::lock_guard<std::mutex> lock(g_pool_creation);
+  p = g_pool.load(std::memory_order_acquire);
+  if (!p) {
+    static const bool registered =
+        pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_release); }) == 0;
+    (void)registered;
+    p = new Pool;
+    g_pool.store(p, std::memory_order_release);
+  }
+  return p;
+}
+
+}  // namespace
+
+void run_parts(int parts, int threads, const std::function<void(int)>& part) {
+  if (parts > kMaxParts) fail<DeviceError>("run_parts: ", parts, " parts, at most ", kMaxParts);
+  if (parts < 2 || threads < 2) {
+    for (int p = 0; p < parts; ++p) part(p);
+    return;
+  }
+  Pool* p = pool();
+  std::unique_lock<std::mutex> lock(p->busy, std::try_to_lock);
+  if (!lock.owns_lock()) {  // another thread's call has the helper: run here, same parts
+    for (int i = 0; i < parts; ++i) part(i);
+    return;
+  }
+  p->helper.post(part, 1, read_csr());
+  std::exception_ptr error;
+  try {
+    part(0);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  p->helper.wait();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace vgkern
