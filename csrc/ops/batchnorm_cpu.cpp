@@ -13,12 +13,14 @@
 #include "core/stats.h"
 #include "ops/activation_math.h"
 #include "ops/batchnorm.h"
+#include "ops/dense_cpu.h"
+#include "ops/layer_plan.h"
 
 namespace vgkern {
 namespace {
 
 // One per-thread buffer per purpose, so that no two live arrays ever share storage.
-enum Slot { kColMean, kColVar, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
+enum Slot { kColMean, kColVar, kPartSums, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
             kCoefC, kXhat, kSaturated, kZeros, kNumSlots };
 
 template <class U>
@@ -27,28 +29,57 @@ U* slot(Slot which, int64_t n) {
   return scratch(buffers[which], n);
 }
 
-// Float64 column mean and biased variance of z (rows, cols) in two passes over the rows (the
-// block is in cache): means first, then squared deviations from them.
+// Float64 column sums of z (rows, cols).
 template <class T>
-VGKERN_SIMD_CLONES void column_moments(const T* z, int64_t rows, int64_t cols, double* mean,
-                                       double* var) {
-  std::fill(mean, mean + cols, 0.0);
-  std::fill(var, var + cols, 0.0);
+VGKERN_SIMD_CLONES void column_sums(const T* z, int64_t rows, int64_t cols, double* sums) {
+  std::fill(sums, sums + cols, 0.0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* z_row = z + i * cols;
 #pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) mean[j] += static_cast<double>(z_row[j]);
+    for (int64_t j = 0; j < cols; ++j) sums[j] += static_cast<double>(z_row[j]);
   }
-  for (int64_t j = 0; j < cols; ++j) mean[j] /= rows;
+}
+
+// Float64 column sums of (z - mean)^2.
+template <class T>
+VGKERN_SIMD_CLONES void column_squared_deviations(const T* z, int64_t rows, int64_t cols,
+                                                  const double* mean, double* sums) {
+  std::fill(sums, sums + cols, 0.0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* z_row = z + i * cols;
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) {
       const double c = static_cast<double>(z_row[j]) - mean[j];
-      var[j] += c * c;
+      sums[j] += c * c;
     }
   }
-  for (int64_t j = 0; j < cols; ++j) var[j] /= rows;
+}
+
+// parts rows of cols column sums -> their total in part order, into the first row.
+void sum_part_rows(double* sums, int parts, int64_t cols) {
+  for (int p = 1; p < parts; ++p)
+    for (int64_t j = 0; j < cols; ++j) sums[j] += sums[p * cols + j];
+}
+
+// Float64 column mean and biased variance of z (rows, cols): means first, then squared
+// deviations from them, each pass over the row blocks of `plan` side by side.
+template <class T>
+void column_moments(const LayerPlan& plan, const T* z, int64_t rows, int64_t cols, double* mean,
+                    double* var, double* part_sums) {
+  const int parts = plan.parts;
+  for_parts(plan, parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p);
+    column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols, part_sums + p * cols);
+  });
+  sum_part_rows(part_sums, parts, cols);
+  for (int64_t j = 0; j < cols; ++j) mean[j] = part_sums[j] / rows;
+  for_parts(plan, parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p);
+    column_squared_deviations(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols,
+                              mean, part_sums + p * cols);
+  });
+  sum_part_rows(part_sums, parts, cols);
+  for (int64_t j = 0; j < cols; ++j) var[j] = part_sums[j] / rows;
 }
 
 // The batch statistics (training) or the running ones (eval) as T: mean, rstd; and the running
@@ -163,11 +194,13 @@ double column_total(const double* v, int64_t n) {
   return total;
 }
 
-// The BN backward from g: dgamma, dbeta (when gamma), dz in place of g, ||dz||^2.
+// The BN backward from g (rows, cols) and the column sums of g and g * xhat: dgamma, dbeta
+// (when gamma), dz in place of g over the row blocks of `plan`; returns ||dz||^2.
 template <class T>
-double batchnorm_backward_from_g(T* g_dz, T* dgamma, T* dbeta, const T* xhat, const T* rstd,
-                                 const T* gamma, const double* sum_g, const double* sum_gx,
-                                 int64_t rows, int64_t cols, bool training) {
+double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* dbeta,
+                                 const T* xhat, const T* rstd, const T* gamma,
+                                 const double* sum_g, const double* sum_gx, int64_t rows,
+                                 int64_t cols, bool training) {
   T* a = slot<T>(kCoefA, cols);
   T* b = slot<T>(kCoefB, cols);
   T* c = slot<T>(kCoefC, cols);
@@ -180,29 +213,47 @@ double batchnorm_backward_from_g(T* g_dz, T* dgamma, T* dbeta, const T* xhat, co
       dbeta[j] = static_cast<T>(sum_g[j]);
     }
   }
-  double* sum_dz_sq = slot<double>(kSumDzSq, cols);
-  if (training)
-    backward_dz<T, true>(g_dz, xhat, a, b, c, rows, cols, sum_dz_sq);
-  else
-    backward_dz<T, false>(g_dz, xhat, a, b, c, rows, cols, sum_dz_sq);
+  const int parts = plan.parts;
+  double* sum_dz_sq = slot<double>(kSumDzSq, parts * cols);
+  for_parts(plan, parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    if (training)
+      backward_dz<T, true>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
+                           sum_dz_sq + p * cols);
+    else
+      backward_dz<T, false>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
+                            sum_dz_sq + p * cols);
+  });
+  sum_part_rows(sum_dz_sq, parts, cols);
   return column_total(sum_dz_sq, cols);
 }
 
-
 }  // namespace
 
+// Row blocks p of `plan` run side by side (ops/layer_plan.h); column sums are kept per block
+// and added in block order.
 template <class T>
 void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
                           T* running_var, const T* x, const T* w, const T* gamma, const T* beta,
                           int64_t rows, int64_t in, int64_t out, ActSpec act, BatchNormSpec bn,
                           ForwardStats* stats) {
+  const LayerPlan plan = layer_plan(rows, in, out);
+  const int parts = plan.parts;
   // z = x W^T lands in xhat's buffer and is normalised in place.
-  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(0), xhat, out);
+  auto preact = [&](int64_t begin, int64_t count) {
+    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(0), xhat + begin * out, out);
+  };
+  if (plan.split_gemm)
+    for_parts(plan, parts, [&](int p) {
+      const int64_t begin = part_begin(rows, parts, p);
+      preact(begin, part_begin(rows, parts, p + 1) - begin);
+    });
+  else
+    preact(0, rows);
   double* col_mean = slot<double>(kColMean, out);
   double* col_var = slot<double>(kColVar, out);
-  if (bn.training || stats) {
-    column_moments(xhat, rows, out, col_mean, col_var);
-  }
+  if (bn.training || stats)
+    column_moments(plan, xhat, rows, out, col_mean, col_var, slot<double>(kPartSums, parts * out));
   if (stats) {
     // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
     double grand_mean = 0;
@@ -223,25 +274,36 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   }
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, out, bn);
 
-  int32_t* saturated = slot<int32_t>(kSaturated, out);
-  int32_t* zeros = slot<int32_t>(kZeros, out);
+  int32_t* saturated = slot<int32_t>(kSaturated, parts * out);  // per block and column
+  int32_t* zeros = slot<int32_t>(kZeros, parts * out);
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
   with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
-    if (stats)
-      normalize_activate<T, K, true>(h, dact, xhat, xhat, mean, rstd, gamma, beta, rows, out,
-                                     alpha, threshold, saturated, zeros);
-    else
-      normalize_activate<T, K, false>(h, dact, xhat, xhat, mean, rstd, gamma, beta, rows, out,
-                                      alpha, threshold, saturated, zeros);
+    for_parts(plan, parts, [&](int p) {
+      const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+      T* xhat_part = xhat + begin * out;
+      T* dact_part = K == Activation::identity ? dact : dact + begin * out;
+      if (stats)
+        normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
+                                       rstd, gamma, beta, count, out, alpha, threshold,
+                                       saturated + p * out, zeros + p * out);
+      else
+        normalize_activate<T, K, false>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
+                                        rstd, gamma, beta, count, out, alpha, threshold, nullptr,
+                                        nullptr);
+    });
   });
   if (!stats) return;
   int64_t saturated_total = 0, zeros_total = 0, dead = 0;
   for (int64_t j = 0; j < out; ++j) {
-    saturated_total += saturated[j];
-    zeros_total += zeros[j];
-    dead += zeros[j] == rows;
+    int64_t column_zeros = 0;
+    for (int p = 0; p < parts; ++p) {
+      saturated_total += saturated[p * out + j];
+      column_zeros += zeros[p * out + j];
+    }
+    zeros_total += column_zeros;
+    dead += column_zeros == rows;
   }
   const double n = static_cast<double>(rows) * out;
   stats->saturated_fraction = saturated_total / n;
@@ -254,47 +316,54 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
                           const T* xhat, const T* rstd, const T* gamma, const T* x, const T* w,
                           int64_t rows, int64_t in, int64_t out, bool training, bool log_scale,
                           BackwardStats* stats) {
-  double* sum_g = slot<double>(kSumG, out);
-  double* sum_gx = slot<double>(kSumGx, out);
-  double* sum_dh_sq = slot<double>(kSumDhSq, out);
-  if (dact && stats)
-    backward_reduce<T, true, true>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
-  else if (dact)
-    backward_reduce<T, true, false>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
-  else if (stats)
-    backward_reduce<T, false, true>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
-  else
-    backward_reduce<T, false, false>(dz, dh, dact, xhat, rows, out, sum_g, sum_gx, sum_dh_sq);
+  const LayerPlan plan = layer_plan(rows, in, out);
+  const int parts = plan.parts;
+  double* sum_g = slot<double>(kSumG, parts * out);  // per block and column
+  double* sum_gx = slot<double>(kSumGx, parts * out);
+  double* sum_dh_sq = slot<double>(kSumDhSq, parts * out);
+  for_parts(plan, parts, [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    const int64_t at = begin * out;
+    double *g = sum_g + p * out, *gx = sum_gx + p * out, *dh_sq = sum_dh_sq + p * out;
+    if (dact && stats)
+      backward_reduce<T, true, true>(dz + at, dh + at, dact + at, xhat + at, count, out, g, gx, dh_sq);
+    else if (dact)
+      backward_reduce<T, true, false>(dz + at, dh + at, dact + at, xhat + at, count, out, g, gx, dh_sq);
+    else if (stats)
+      backward_reduce<T, false, true>(dz + at, dh + at, nullptr, xhat + at, count, out, g, gx, dh_sq);
+    else
+      backward_reduce<T, false, false>(dz + at, dh + at, nullptr, xhat + at, count, out, g, gx, dh_sq);
+  });
+  for (double* sums : {sum_g, sum_gx, sum_dh_sq}) sum_part_rows(sums, parts, out);
   const double dh_sumsq = column_total(sum_dh_sq, out);
-  const double dz_sumsq = batchnorm_backward_from_g(dz, dgamma, dbeta, xhat, rstd, gamma, sum_g,
-                                                    sum_gx, rows, out, training);
+  const double dz_sumsq = batchnorm_backward_from_g(plan, dz, dgamma, dbeta, xhat, rstd, gamma,
+                                                    sum_g, sum_gx, rows, out, training);
   const int64_t n = rows * out;
   const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(dz_norm, {{dz, n}, {dgamma, out}, {dbeta, out}}) : 0;
-  gemm<T>(true, false, out, in, rows, T(1), dz, out, x, in, T(0), dw, in);
+  const double dw_sumsq =
+      weight_and_input_grads(plan, dx, dw, dz, x, w, rows, in, out, stats != nullptr);
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = dz_norm;
     stats->bias_grad_norm = NAN;  // no dense bias before batch norm
-    stats->weight_grad_norm = frobenius_norm(dw, out * in);
+    stats->weight_grad_norm = norm_from_sum_squares(dw_sumsq, dw, out * in);
     stats->gamma_grad_norm = dgamma ? frobenius_norm(dgamma, out) : NAN;
     stats->beta_grad_norm = dgamma ? frobenius_norm(dbeta, out) : NAN;
     stats->rescale_log2 = rescale;
   }
-  if (dx) gemm<T>(false, false, rows, in, out, T(1), dz, out, w, in, T(0), dx, in);
   return rescale;
 }
 
+// The standalone ops: one block (one thread), as a single layer of the nets would with 1 row.
 template <class T>
 void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
                            const T* gamma, const T* beta, int64_t rows, int64_t cols,
                            BatchNormSpec bn) {
   double* col_mean = slot<double>(kColMean, cols);
   double* col_var = slot<double>(kColVar, cols);
-  if (bn.training) {
-    column_moments(x, rows, cols, col_mean, col_var);
-  }
+  if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var, slot<double>(kPartSums, cols));
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
   normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,
@@ -312,8 +381,8 @@ void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
   double* sum_gx = slot<double>(kSumGx, cols);
   double* unused = slot<double>(kSumDhSq, cols);
   backward_reduce<T, false, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx, unused);
-  batchnorm_backward_from_g(dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx, rows, cols,
-                            training);
+  batchnorm_backward_from_g(LayerPlan{}, dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx,
+                            rows, cols, training);
 }
 
 #define VGKERN_INSTANTIATE(T)                                                                 \

@@ -6,11 +6,11 @@
 #include <vector>
 
 #include "core/blas.h"
-#include "core/parallel.h"
 #include "core/scratch.h"
 #include "core/simd.h"
 #include "core/stats.h"
 #include "ops/activation_math.h"
+#include "ops/layer_plan.h"
 
 namespace vgkern {
 namespace {
@@ -205,54 +205,73 @@ PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t
   return backward_prologue<T, false, false>(delta, dh, dact, rows, cols, bias_sum);
 }
 
-// Work (multiply-adds of one GEMM) up to which a layer runs in two parts with single-threaded
-// BLAS (core/parallel.h); bigger layers give each GEMM to the BLAS's own threads, which split
-// it well. Measured on 2 cores (bench/README.md, "Threads"): 256 x 256 x 256 gains from the
-// split, 64 x 1024 x 1024 loses. Depends on shapes only, so results do not depend on threads.
-constexpr double kMaxSplitWork = 1 << 25;
-
-int dense_parts(int64_t rows, int64_t in, int64_t out) {
-  const double work = static_cast<double>(rows) * static_cast<double>(in) * out;
-  return rows >= 2 && work <= kMaxSplitWork ? 2 : 1;
-}
-
 template <class T>
 VGKERN_SIMD_CLONES void add_into(T* __restrict target, const T* __restrict v, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) target[i] += v[i];
 }
 
-int64_t part_begin(int64_t n, int parts, int p) { return n * p / parts; }
-
-// Runs part(p) for p < parts: directly for one part; for two, side by side with the BLAS held
-// to one thread per GEMM.
-template <class F>
-void for_parts(int parts, F&& part) {
-  if (parts == 1) return part(0);
-  BlasSingleThreaded single;
-  run_parts(parts, single.threads(), part);
-}
-
 }  // namespace
+
+template <class T>
+double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
+                              const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq) {
+  // Split: part p owns rows p (its delta and dx rows stay in its core's cache) and computes
+  // dx_p = delta_p @ w and its share delta_p^T x_p of dw, into dw (part 0) or scratch, added
+  // in part order below.
+  const int parts = plan.parts;
+  T* dw_rest = plan.split_gemm ? scratch(dw_scratch<T>(), (parts - 1) * out * in) : nullptr;
+  if (plan.split_gemm) {
+    for_parts(plan, parts, [&](int p) {
+      const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+      T* dw_part = p == 0 ? dw : dw_rest + (p - 1) * out * in;
+      gemm<T>(true, false, out, in, count, T(1), delta + begin * out, out, x + begin * in, in,
+              T(0), dw_part, in);
+      if (dx)
+        gemm<T>(false, false, count, in, out, T(1), delta + begin * out, out, w, in, T(0),
+                dx + begin * in, in);
+    });
+  } else {
+    gemm<T>(true, false, out, in, rows, T(1), delta, out, x, in, T(0), dw, in);
+    if (dx) gemm<T>(false, false, rows, in, out, T(1), delta, out, w, in, T(0), dx, in);
+  }
+  // The shares summed, then the squares of dw while it is hot (measured faster than GEMM tiles
+  // normed while in L2: small tiles cost the BLAS more than the re-read), in blocks.
+  double block_sumsq[kMaxParts] = {0, 0};
+  if (plan.split_gemm || sumsq)
+    for_parts(plan, plan.dw_blocks, [&](int p) {
+      const int64_t begin = part_begin(out * in, plan.dw_blocks, p);
+      const int64_t count = part_begin(out * in, plan.dw_blocks, p + 1) - begin;
+      for (int q = 1; plan.split_gemm && q < parts; ++q)
+        add_into(dw + begin, dw_rest + (q - 1) * out * in + begin, count);
+      if (sumsq) block_sumsq[p] = sum_squares(dw + begin, count);
+    });
+  return block_sumsq[0] + block_sumsq[1];
+}
 
 template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
-  const int parts = dense_parts(rows, in, out);
-  int32_t* col_nonzero = stats ? scratch(t_col_nonzero, parts * out) : nullptr;
+  const LayerPlan plan = layer_plan(rows, in, out);
+  // z = b + x w^T: the GEMM accumulates onto rows of b, so the epilogue is one flat pass.
+  auto preact = [&](int64_t begin, int64_t count) {
+    for (int64_t i = begin; i < begin + count; ++i) std::copy(b, b + out, h + i * out);
+    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1), h + begin * out, out);
+  };
+  if (!plan.split_gemm) preact(0, rows);
+  int32_t* col_nonzero = stats ? scratch(t_col_nonzero, plan.parts * out) : nullptr;
   PartMoments moments[kMaxParts];
-  // Row block p: the GEMM accumulates onto rows of b, so the epilogue is one flat pass.
-  for_parts(parts, [&](int p) {
-    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+  for_parts(plan, plan.parts, [&](int p) {
+    const int64_t begin = part_begin(rows, plan.parts, p);
+    const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+    if (plan.split_gemm) preact(begin, count);
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
-    for (int64_t i = 0; i < count; ++i) std::copy(b, b + out, h_part + i * out);
-    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1), h_part, out);
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
                                                        col_nonzero + p * out)
                        : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
   });
-  if (!stats || combine_forward_stats(moments, parts, col_nonzero, out, stats)) return;
+  if (!stats || combine_forward_stats(moments, plan.parts, col_nonzero, out, stats)) return;
   // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
   // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
   T* z = scratch(preact_scratch<T>(), rows * out);
@@ -265,11 +284,12 @@ template <class T>
 int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
                         const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
                         BackwardStats* stats) {
-  const int parts = dense_parts(rows, in, out);
+  const LayerPlan plan = layer_plan(rows, in, out);
+  const int parts = plan.parts;
   const bool want = stats != nullptr || log_scale;
   double* bias_sums = scratch(t_bias_sums, parts * out);  // per part: column sums of delta
   PrologueSums part_sums[kMaxParts];
-  for_parts(parts, [&](int p) {
+  for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     part_sums[p] = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
                                             dact ? dact + begin * out : nullptr, count, out, want,
@@ -292,22 +312,7 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
 
-  // Part p owns rows p (its delta and dx rows stay in its core's cache): dx_p (rows_p, in) =
-  // delta_p @ w, and its share of dw (out, in) = sum over p of delta_p^T x_p, written to dw
-  // (part 0) or to scratch, then added in part order. Then ||dw|| while dw is hot (measured
-  // faster than GEMM tiles normed while in L2: small tiles cost the BLAS more than the re-read).
-  T* dw_rest = parts > 1 ? scratch(dw_scratch<T>(), (parts - 1) * out * in) : nullptr;
-  for_parts(parts, [&](int p) {
-    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
-    T* dw_part = p == 0 ? dw : dw_rest + (p - 1) * out * in;
-    gemm<T>(true, false, out, in, count, T(1), delta + begin * out, out, x + begin * in, in, T(0),
-            dw_part, in);
-    if (dx)
-      gemm<T>(false, false, count, in, out, T(1), delta + begin * out, out, w, in, T(0),
-              dx + begin * in, in);
-  });
-  for (int p = 1; p < parts; ++p) add_into(dw, dw_rest + (p - 1) * out * in, out * in);
-  const double dw_sumsq = stats ? sum_squares(dw, out * in) : 0.0;
+  const double dw_sumsq = weight_and_input_grads(plan, dx, dw, delta, x, w, rows, in, out, stats != nullptr);
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = delta_norm;
@@ -322,7 +327,9 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   template void dense_forward_cpu<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,   \
                                      int64_t, ActSpec, ForwardStats*);                         \
   template int dense_backward_cpu<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,  \
-                                      int64_t, int64_t, int64_t, bool, BackwardStats*);
+                                      int64_t, int64_t, int64_t, bool, BackwardStats*);       \
+  template double weight_and_input_grads<T>(const LayerPlan&, T*, T*, const T*, const T*,      \
+                                            const T*, int64_t, int64_t, int64_t, bool);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

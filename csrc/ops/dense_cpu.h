@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "ops/activation.h"
+#include "ops/layer_plan.h"
 
 namespace vgkern {
 
@@ -45,5 +46,12 @@ template <class T>
 int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
                         const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
                         BackwardStats* stats);
+
+// The GEMMs of a layer's backward, cut as `plan` says: dw (out, in) = delta^T @ x and, when dx
+// is not null, dx (B, in) = delta @ w. Returns the float64 sum of squares of dw when `sumsq`
+// (in the plan's fixed blocks), else 0.
+template <class T>
+double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
+                              const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq);
 
 }  // namespace vgkern
