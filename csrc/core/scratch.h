@@ -21,4 +21,23 @@ const T* zeros_if_null(const T* p, int64_t n) {
   return zeros.data();
 }
 
+// `parts` rows of n values in one scratch buffer, each row starting on its own 64-byte cache
+// line: threads writing neighbouring rows (core/parallel.h) never share a line.
+template <class U>
+struct PartRows {
+  U* base;
+  int64_t stride;
+  U* operator[](int p) const { return base + p * stride; }
+};
+
+template <class U>
+PartRows<U> part_rows(std::vector<U>& buffer, int parts, int64_t n) {
+  static_assert(64 % sizeof(U) == 0, "a cache line must hold whole values");
+  constexpr int64_t per_line = 64 / sizeof(U);
+  const int64_t stride = (n + per_line - 1) / per_line * per_line;
+  U* data = scratch(buffer, parts * stride + per_line);
+  const auto address = reinterpret_cast<std::uintptr_t>(data);
+  return {reinterpret_cast<U*>((address + 63) & ~std::uintptr_t(63)), stride};
+}
+
 }  // namespace vgkern

@@ -24,9 +24,20 @@ enum Slot { kColMean, kColVar, kPartSums, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCo
             kCoefC, kXhat, kSaturated, kZeros, kNumSlots };
 
 template <class U>
-U* slot(Slot which, int64_t n) {
+std::vector<U>& slot_buffer(Slot which) {
   thread_local std::vector<U> buffers[kNumSlots];
-  return scratch(buffers[which], n);
+  return buffers[which];
+}
+
+template <class U>
+U* slot(Slot which, int64_t n) {
+  return scratch(slot_buffer<U>(which), n);
+}
+
+// Per row block: one row of n values each, on its own cache lines (core/scratch.h).
+template <class U>
+PartRows<U> part_slot(Slot which, int parts, int64_t n) {
+  return part_rows(slot_buffer<U>(which), parts, n);
 }
 
 // Float64 column sums of z (rows, cols).
@@ -55,31 +66,32 @@ VGKERN_SIMD_CLONES void column_squared_deviations(const T* z, int64_t rows, int6
   }
 }
 
-// parts rows of cols column sums -> their total in part order, into the first row.
-void sum_part_rows(double* sums, int parts, int64_t cols) {
+// Column sums of the row blocks -> their total in block order, into the first row.
+void sum_part_rows(PartRows<double> sums, int parts, int64_t cols) {
   for (int p = 1; p < parts; ++p)
-    for (int64_t j = 0; j < cols; ++j) sums[j] += sums[p * cols + j];
+    for (int64_t j = 0; j < cols; ++j) sums[0][j] += sums[p][j];
 }
 
 // Float64 column mean and biased variance of z (rows, cols): means first, then squared
 // deviations from them, each pass over the row blocks of `plan` side by side.
 template <class T>
 void column_moments(const LayerPlan& plan, const T* z, int64_t rows, int64_t cols, double* mean,
-                    double* var, double* part_sums) {
+                    double* var) {
+  const PartRows<double> part_sums = part_slot<double>(kPartSums, plan.parts, cols);
   const int parts = plan.parts;
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p);
-    column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols, part_sums + p * cols);
+    column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols, part_sums[p]);
   });
   sum_part_rows(part_sums, parts, cols);
-  for (int64_t j = 0; j < cols; ++j) mean[j] = part_sums[j] / rows;
+  for (int64_t j = 0; j < cols; ++j) mean[j] = part_sums[0][j] / rows;
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p);
     column_squared_deviations(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols,
-                              mean, part_sums + p * cols);
+                              mean, part_sums[p]);
   });
   sum_part_rows(part_sums, parts, cols);
-  for (int64_t j = 0; j < cols; ++j) var[j] = part_sums[j] / rows;
+  for (int64_t j = 0; j < cols; ++j) var[j] = part_sums[0][j] / rows;
 }
 
 // The batch statistics (training) or the running ones (eval) as T: mean, rstd; and the running
@@ -214,18 +226,18 @@ double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* d
     }
   }
   const int parts = plan.parts;
-  double* sum_dz_sq = slot<double>(kSumDzSq, parts * cols);
+  const PartRows<double> sum_dz_sq = part_slot<double>(kSumDzSq, parts, cols);
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     if (training)
       backward_dz<T, true>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
-                           sum_dz_sq + p * cols);
+                           sum_dz_sq[p]);
     else
       backward_dz<T, false>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
-                            sum_dz_sq + p * cols);
+                            sum_dz_sq[p]);
   });
   sum_part_rows(sum_dz_sq, parts, cols);
-  return column_total(sum_dz_sq, cols);
+  return column_total(sum_dz_sq[0], cols);
 }
 
 }  // namespace
@@ -253,7 +265,7 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   double* col_mean = slot<double>(kColMean, out);
   double* col_var = slot<double>(kColVar, out);
   if (bn.training || stats)
-    column_moments(plan, xhat, rows, out, col_mean, col_var, slot<double>(kPartSums, parts * out));
+    column_moments(plan, xhat, rows, out, col_mean, col_var);
   if (stats) {
     // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
     double grand_mean = 0;
@@ -274,8 +286,8 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   }
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, out, bn);
 
-  int32_t* saturated = slot<int32_t>(kSaturated, parts * out);  // per block and column
-  int32_t* zeros = slot<int32_t>(kZeros, parts * out);
+  const PartRows<int32_t> saturated = part_slot<int32_t>(kSaturated, parts, out);  // per block
+  const PartRows<int32_t> zeros = part_slot<int32_t>(kZeros, parts, out);
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
   with_activation(act.kind, [&](auto kind) {
@@ -287,7 +299,7 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
       if (stats)
         normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
                                        rstd, gamma, beta, count, out, alpha, threshold,
-                                       saturated + p * out, zeros + p * out);
+                                       saturated[p], zeros[p]);
       else
         normalize_activate<T, K, false>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
                                         rstd, gamma, beta, count, out, alpha, threshold, nullptr,
@@ -299,8 +311,8 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   for (int64_t j = 0; j < out; ++j) {
     int64_t column_zeros = 0;
     for (int p = 0; p < parts; ++p) {
-      saturated_total += saturated[p * out + j];
-      column_zeros += zeros[p * out + j];
+      saturated_total += saturated[p][j];
+      column_zeros += zeros[p][j];
     }
     zeros_total += column_zeros;
     dead += column_zeros == rows;
@@ -318,13 +330,13 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
                           BackwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
-  double* sum_g = slot<double>(kSumG, parts * out);  // per block and column
-  double* sum_gx = slot<double>(kSumGx, parts * out);
-  double* sum_dh_sq = slot<double>(kSumDhSq, parts * out);
+  const PartRows<double> sum_g = part_slot<double>(kSumG, parts, out);  // per block
+  const PartRows<double> sum_gx = part_slot<double>(kSumGx, parts, out);
+  const PartRows<double> sum_dh_sq = part_slot<double>(kSumDhSq, parts, out);
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     const int64_t at = begin * out;
-    double *g = sum_g + p * out, *gx = sum_gx + p * out, *dh_sq = sum_dh_sq + p * out;
+    double *g = sum_g[p], *gx = sum_gx[p], *dh_sq = sum_dh_sq[p];
     if (dact && stats)
       backward_reduce<T, true, true>(dz + at, dh + at, dact + at, xhat + at, count, out, g, gx, dh_sq);
     else if (dact)
@@ -334,10 +346,10 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
     else
       backward_reduce<T, false, false>(dz + at, dh + at, nullptr, xhat + at, count, out, g, gx, dh_sq);
   });
-  for (double* sums : {sum_g, sum_gx, sum_dh_sq}) sum_part_rows(sums, parts, out);
-  const double dh_sumsq = column_total(sum_dh_sq, out);
+  for (PartRows<double> sums : {sum_g, sum_gx, sum_dh_sq}) sum_part_rows(sums, parts, out);
+  const double dh_sumsq = column_total(sum_dh_sq[0], out);
   const double dz_sumsq = batchnorm_backward_from_g(plan, dz, dgamma, dbeta, xhat, rstd, gamma,
-                                                    sum_g, sum_gx, rows, out, training);
+                                                    sum_g[0], sum_gx[0], rows, out, training);
   const int64_t n = rows * out;
   const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
   const int rescale =
@@ -363,7 +375,7 @@ void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_v
                            BatchNormSpec bn) {
   double* col_mean = slot<double>(kColMean, cols);
   double* col_var = slot<double>(kColVar, cols);
-  if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var, slot<double>(kPartSums, cols));
+  if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var);
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
   normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,

@@ -87,7 +87,7 @@ VGKERN_SIMD_CLONES void mark_nonzero_columns(const T* h, int64_t rows, int64_t c
 }
 
 // One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
-struct PartMoments {
+struct alignas(64) PartMoments {  // one cache line each: written by different threads
   double count = 0, shift = 0;
   EpilogueSums sums;
   bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
@@ -118,7 +118,7 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
 
 // Combines the parts' moments in part order (Chan et al.'s pairwise update). Returns false when
 // some part's fast moments cannot be trusted; the caller then recomputes them in scaled float64.
-bool combine_forward_stats(const PartMoments* parts, int num_parts, const int32_t* col_nonzero,
+bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int32_t> col_nonzero,
                            int64_t cols, ForwardStats* stats) {
   double count = 0, mean = 0, m2 = 0;
   int64_t saturated = 0, zeros = 0;
@@ -145,7 +145,7 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, const int32_
   if (parts_with_zeros == num_parts)
     for (int64_t j = 0; j < cols; ++j) {
       int32_t alive = 0;
-      for (int p = 0; p < num_parts; ++p) alive |= col_nonzero[p * cols + j];
+      for (int p = 0; p < num_parts; ++p) alive |= col_nonzero[p][j];
       dead += alive == 0;
     }
   stats->preact_mean = mean;
@@ -160,7 +160,7 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, const int32_
 // rare scaled-norm fallback, with the float64 sums of the squares of dh and delta: one flat
 // pass (register accumulators, one reduction per block), then the float64 column sums of
 // delta (-> db) in a second pass over the rows while they are in L1/L2.
-struct PrologueSums {
+struct alignas(64) PrologueSums {  // one cache line each: written by different threads
   double dh_sumsq = 0, delta_sumsq = 0;
 };
 
@@ -259,7 +259,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
     gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1), h + begin * out, out);
   };
   if (!plan.split_gemm) preact(0, rows);
-  int32_t* col_nonzero = stats ? scratch(t_col_nonzero, plan.parts * out) : nullptr;
+  const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
   PartMoments moments[kMaxParts];
   for_parts(plan, plan.parts, [&](int p) {
     const int64_t begin = part_begin(rows, plan.parts, p);
@@ -268,7 +268,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
-                                                       col_nonzero + p * out)
+                                                       col_nonzero[p])
                        : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
   });
   if (!stats || combine_forward_stats(moments, plan.parts, col_nonzero, out, stats)) return;
@@ -287,13 +287,13 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
   const bool want = stats != nullptr || log_scale;
-  double* bias_sums = scratch(t_bias_sums, parts * out);  // per part: column sums of delta
+  const PartRows<double> bias_sums = part_rows(t_bias_sums, parts, out);  // column sums of delta
   PrologueSums part_sums[kMaxParts];
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     part_sums[p] = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
                                             dact ? dact + begin * out : nullptr, count, out, want,
-                                            bias_sums + p * out);
+                                            bias_sums[p]);
   });
   double dh_sumsq = 0, delta_sumsq = 0;
   for (int p = 0; p < parts; ++p) {
@@ -302,7 +302,7 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   }
   for (int64_t j = 0; j < out; ++j) {
     double bias = 0;
-    for (int p = 0; p < parts; ++p) bias += bias_sums[p * out + j];
+    for (int p = 0; p < parts; ++p) bias += bias_sums[p][j];
     db[j] = static_cast<T>(bias);
   }
 
