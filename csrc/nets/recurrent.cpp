@@ -14,7 +14,10 @@
 #include "core/denormals.h"
 #include "core/memory.h"
 #include "core/errors.h"
+#include "core/scratch.h"
 #include "core/stats.h"
+#include "ops/layer_plan.h"
+#include "ops/dense_cpu.h"
 #include "ops/loss.h"
 #include "ops/lstm_cell.h"
 #include "ops/rnn_cell.h"
@@ -113,6 +116,15 @@ class Recurrent final : public RecurrentBase {
   }
   const T* last_hidden() const { return h_all_.data() + steps_ * rows_ * hidden_; }
 
+  // Blocks of sequences for the time loop: two when each step's GEMM is small enough to split
+  // (ops/layer_plan.h); otherwise one, so that each step's GEMM keeps all rows and the BLAS's
+  // threads.
+  LayerPlan recurrence_plan(int64_t rows) const {
+    LayerPlan plan = layer_plan(rows, hidden_, gates_);
+    if (!plan.split_gemm) plan.parts = 1;
+    return plan;
+  }
+
   const T* optional_grad(const std::string& op, const char* arg, const TensorView& g,
                          std::initializer_list<int64_t> shape) const {
     if (!g.present()) return nullptr;
@@ -176,25 +188,52 @@ class Recurrent final : public RecurrentBase {
     const T* w_ih = params_.data();
     const T* w_hh = w_ih + gates_ * in_;
     const T* bias = w_hh + gates_ * hidden_;
+    // The recurrence runs in blocks of sequences (rows) side by side with no hand-off between
+    // steps: each block's rows depend only on themselves (ops/layer_plan.h). With split GEMMs
+    // every GEMM of the call runs in the blocks, so that the BLAS's own threads never wake up
+    // (they would spin on the core the helper needs).
+    const LayerPlan plan = recurrence_plan(rows);
     // The input projection of all steps at once: pre (T * B, G) = bias + X W_ih^T.
     T* pre = kind_ == CellKind::lstm ? gates_all_.data() : h_all_.data() + n;
-    for (int64_t r = 0; r < steps * rows; ++r) std::copy(bias, bias + gates_, pre + r * gates_);
-    gemm<T>(false, true, steps * rows, gates_, in_, T(1), x_.data(), in_, w_ih, in_, T(1), pre,
-            gates_);
+    const int64_t all_rows = steps * rows;
+    auto project = [&](int64_t begin, int64_t count) {
+      for (int64_t r = begin; r < begin + count; ++r) std::copy(bias, bias + gates_, pre + r * gates_);
+      gemm<T>(false, true, count, gates_, in_, T(1), x_.data() + begin * in_, in_, w_ih, in_,
+              T(1), pre + begin * gates_, gates_);
+    };
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(all_rows, plan.parts, p);
+      project(begin, part_begin(all_rows, plan.parts, p + 1) - begin);
+    });
+    const PartRows<double> forget = part_rows(part_forget_, plan.parts, steps);
+    const PartRows<int64_t> saturated = part_rows(part_saturated_, plan.parts, steps);
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(rows, plan.parts, p);
+      const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+      const int64_t at = begin * hidden_;  // this block's offset in a (B, H) array
+      for (int64_t t = 0; t < steps; ++t) {
+        T* pre_t = pre + (t * rows + begin) * gates_;
+        gemm<T>(false, true, count, gates_, hidden_, T(1), h_all_.data() + t * n + at, hidden_,
+                w_hh, hidden_, T(1), pre_t, gates_);
+        if (kind_ == CellKind::lstm) {
+          GateStats gs;
+          lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n + at,
+                                    h_all_.data() + (t + 1) * n + at, tanh_c_.data() + t * n + at,
+                                    c_all_.data() + t * n + at, count, hidden_,
+                                    stats ? &gs : nullptr);
+          forget[p][t] = gs.forget_sum;
+          saturated[p][t] = gs.saturated;
+        } else {  // pre_t is h_t
+          rnn_forward_cpu<T>(pre_t, count * hidden_, act_, stats ? &saturated[p][t] : nullptr);
+        }
+      }
+    });
     for (int64_t t = 0; t < steps; ++t) {
-      T* pre_t = pre + t * rows * gates_;
-      const T* h_prev = h_all_.data() + t * n;
-      gemm<T>(false, true, rows, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_, T(1),
-              pre_t, gates_);
-      if (kind_ == CellKind::lstm) {
-        GateStats gs;
-        lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n, h_all_.data() + (t + 1) * n,
-                                  tanh_c_.data() + t * n, c_all_.data() + t * n, rows, hidden_,
-                                  stats ? &gs : nullptr);
-        forget_sum_[t] = gs.forget_sum;
-        saturated_[t] = gs.saturated;
-      } else {
-        rnn_forward_cpu<T>(pre_t, n, act_, stats ? &saturated_[t] : nullptr);  // pre_t is h_t
+      forget_sum_[t] = 0;
+      saturated_[t] = 0;
+      for (int p = 0; p < plan.parts; ++p) {
+        forget_sum_[t] += forget[p][t];
+        saturated_[t] += saturated[p][t];
       }
     }
     forward_stats_valid_ = stats;
@@ -232,54 +271,92 @@ class Recurrent final : public RecurrentBase {
     T* dw_ih = grads_.data();
     T* dw_hh = dw_ih + gates_ * in_;
     T* dbias = dw_hh + gates_ * hidden_;
-    T* dh_next = dh_next_.data();  // dL/dh_t arriving through the recurrence
-    T* dh_spare = dh_spare_.data();
-    T* dc_next = dc_next_.data();  // dL/dc_t arriving from step t + 1 (LSTM)
-    T* dc_spare = dc_spare_.data();
-    copy_or_zero_ptr(dh_next, grad_h_last, n);
-    copy_or_zero_ptr(dc_next, grad_c_last, n);
-    double* report = out.report.ptr<double>();
-    for (int64_t t = steps_ - 1; t >= 0; --t) {
-      const T* g_seq = grad_h_seq ? grad_h_seq + t * n : nullptr;
-      T* dpre_t = dpre_.data() + t * rows_ * gates_;
-      double dh_sumsq = 0, dc_sumsq = 0;
-      double* row = report + t * kNumSequenceColumns;
-      if (kind_ == CellKind::lstm) {
-        lstm_gates_backward_cpu<T>(dpre_t, dc_spare, dh_total_.data(), dc_total_.data(), dh_next,
-                                   g_seq, dc_next, gates_all_.data() + t * rows_ * gates_,
-                                   c_all_.data() + t * n, tanh_c_.data() + t * n, rows_,
-                                   hidden_, &dh_sumsq, &dc_sumsq);
-        std::swap(dc_next, dc_spare);
-        if (stats) row[kCGradNorm] = norm_from_sum_squares(dc_sumsq, dc_total_.data(), n);
-      } else {
-        rnn_backward_cpu<T>(dpre_t, dh_total_.data(), dh_next, g_seq,
-                            h_all_.data() + (t + 1) * n, n, act_, &dh_sumsq);
-        row[kCGradNorm] = kNaN;
+    copy_or_zero_ptr(dh_next_.data(), grad_h_last, n);
+    copy_or_zero_ptr(dc_next_.data(), grad_c_last, n);
+    // Backpropagation through time in the forward's blocks of sequences, side by side. Each
+    // block keeps the norms of its rows per step (h: dL/dh_t, c: dL/dc_t), joined below.
+    const LayerPlan plan = recurrence_plan(rows_);
+    const PartRows<double> h_norms = part_rows(part_h_norm_, plan.parts, steps_);
+    const PartRows<double> c_norms = part_rows(part_c_norm_, plan.parts, steps_);
+    T* dh_last = nullptr;  // dL/dh_0 and dL/dc_0 (B, H) once the loop is done
+    T* dc_last = nullptr;
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(rows_, plan.parts, p);
+      const int64_t count = part_begin(rows_, plan.parts, p + 1) - begin;
+      const int64_t at = begin * hidden_, m = count * hidden_;  // this block in a (B, H) array
+      T* dh_next = dh_next_.data() + at;  // dL/dh_t arriving through the recurrence
+      T* dh_spare = dh_spare_.data() + at;
+      T* dc_next = dc_next_.data() + at;  // dL/dc_t arriving from step t + 1 (LSTM)
+      T* dc_spare = dc_spare_.data() + at;
+      T* dh_total = dh_total_.data() + at;
+      T* dc_total = dc_total_.data() + at;
+      for (int64_t t = steps_ - 1; t >= 0; --t) {
+        const T* g_seq = grad_h_seq ? grad_h_seq + t * n + at : nullptr;
+        T* dpre_t = dpre_.data() + (t * rows_ + begin) * gates_;
+        double dh_sumsq = 0, dc_sumsq = 0;
+        if (kind_ == CellKind::lstm) {
+          lstm_gates_backward_cpu<T>(dpre_t, dc_spare, dh_total, dc_total, dh_next, g_seq,
+                                     dc_next, gates_all_.data() + (t * rows_ + begin) * gates_,
+                                     c_all_.data() + t * n + at, tanh_c_.data() + t * n + at,
+                                     count, hidden_, &dh_sumsq, &dc_sumsq);
+          std::swap(dc_next, dc_spare);
+          if (stats) c_norms[p][t] = norm_from_sum_squares(dc_sumsq, dc_total, m);
+        } else {
+          rnn_backward_cpu<T>(dpre_t, dh_total, dh_next, g_seq, h_all_.data() + (t + 1) * n + at,
+                              m, act_, &dh_sumsq);
+        }
+        if (stats) h_norms[p][t] = norm_from_sum_squares(dh_sumsq, dh_total, m);
+        gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
+                dh_spare, hidden_);
+        std::swap(dh_next, dh_spare);
       }
-      if (stats) row[kHGradNorm] = norm_from_sum_squares(dh_sumsq, dh_total_.data(), n);
-      gemm<T>(false, false, rows_, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
-              dh_spare, hidden_);
-      std::swap(dh_next, dh_spare);
+      if (p == 0) {  // every block swaps as often: the same whole buffers end up last
+        dh_last = dh_next;
+        dc_last = dc_next;
+      }
+    });
+    double* report = out.report.ptr<double>();
+    for (int64_t t = 0; t < steps_; ++t) {
+      double* row = report + t * kNumSequenceColumns;
+      row[kHGradNorm] = row[kCGradNorm] = kNaN;
+      if (!stats) continue;
+      row[kHGradNorm] = row[kCGradNorm] = 0;  // ||rows of all blocks|| = hypot of the blocks'
+      for (int p = 0; p < plan.parts; ++p) {
+        row[kHGradNorm] = std::hypot(row[kHGradNorm], h_norms[p][t]);
+        if (kind_ == CellKind::lstm) row[kCGradNorm] = std::hypot(row[kCGradNorm], c_norms[p][t]);
+      }
+      if (kind_ != CellKind::lstm) row[kCGradNorm] = kNaN;
     }
-    // Weight gradients and dx of all steps at once.
+    // Weight gradients and dx of all steps at once, in the blocks of the recurrence's plan:
+    // dw_ih = dpre^T X, dx = dpre W_ih, dw_hh = dpre^T H_prev, dbias = column sums of dpre.
     const int64_t all_rows = steps_ * rows_;
-    gemm<T>(true, false, gates_, in_, all_rows, T(1), dpre_.data(), gates_, x_.data(), in_, T(0),
-            dw_ih, in_);
-    gemm<T>(true, false, gates_, hidden_, all_rows, T(1), dpre_.data(), gates_, h_all_.data(),
-            hidden_, T(0), dw_hh, hidden_);
-    std::vector<double>& sums = bias_sums_;
-    sums.resize(gates_);
-    column_sums_into<T>(dbias, dpre_.data(), all_rows, gates_, sums.data());
     T* dx = out.x_grad.present() ? out.x_grad.ptr<T>() : nullptr;
     if (!dx) {
       x_grad_.resize(all_rows * in_);
       dx = x_grad_.data();
     }
-    gemm<T>(false, false, all_rows, in_, gates_, T(1), dpre_.data(), gates_, w_ih, in_, T(0), dx,
-            in_);
+    LayerPlan grads_plan = plan;
+    grads_plan.dw_blocks = plan.split_gemm && gates_ * in_ >= 2 * kMinBlockEntries ? 2 : 1;
+    const double dw_ih_sumsq = weight_and_input_grads(grads_plan, dx, dw_ih, dpre_.data(), x_.data(),
+                                                      w_ih, all_rows, in_, gates_, stats);
+    grads_plan.dw_blocks = plan.split_gemm && gates_ * hidden_ >= 2 * kMinBlockEntries ? 2 : 1;
+    const double dw_hh_sumsq =
+        weight_and_input_grads<T>(grads_plan, nullptr, dw_hh, dpre_.data(), h_all_.data(), w_hh,
+                                  all_rows, hidden_, gates_, stats);
+    const PartRows<double> bias_sums = part_rows(bias_sums_, plan.parts, gates_);
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(all_rows, plan.parts, p);
+      std::fill(bias_sums[p], bias_sums[p] + gates_, 0.0);
+      add_column_sums_cpu(bias_sums[p], dpre_.data() + begin * gates_,
+                      part_begin(all_rows, plan.parts, p + 1) - begin, gates_);
+    });
+    for (int64_t j = 0; j < gates_; ++j) {
+      double total = 0;
+      for (int p = 0; p < plan.parts; ++p) total += bias_sums[p][j];
+      dbias[j] = static_cast<T>(total);
+    }
     for (int64_t t = 0; t < steps_; ++t) {
       double* row = report + t * kNumSequenceColumns;
-      if (!stats) row[kHGradNorm] = row[kCGradNorm] = kNaN;
       row[kXGradNorm] = stats ? frobenius_norm(dx + t * rows_ * in_, rows_ * in_) : kNaN;
       row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
       row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
@@ -291,12 +368,12 @@ class Recurrent final : public RecurrentBase {
     }
     if (out.weight_report.present()) {
       double* w = out.weight_report.ptr<double>();
-      w[kWeightIhNorm] = stats ? frobenius_norm(dw_ih, gates_ * in_) : kNaN;
-      w[kWeightHhNorm] = stats ? frobenius_norm(dw_hh, gates_ * hidden_) : kNaN;
+      w[kWeightIhNorm] = stats ? norm_from_sum_squares(dw_ih_sumsq, dw_ih, gates_ * in_) : kNaN;
+      w[kWeightHhNorm] = stats ? norm_from_sum_squares(dw_hh_sumsq, dw_hh, gates_ * hidden_) : kNaN;
       w[kBiasNorm] = stats ? frobenius_norm(dbias, gates_) : kNaN;
     }
-    if (out.h0_grad.present()) std::copy(dh_next, dh_next + n, out.h0_grad.ptr<T>());
-    if (out.c0_grad.present()) std::copy(dc_next, dc_next + n, out.c0_grad.ptr<T>());
+    if (out.h0_grad.present()) std::copy(dh_last, dh_last + n, out.h0_grad.ptr<T>());
+    if (out.c0_grad.present()) std::copy(dc_last, dc_last + n, out.c0_grad.ptr<T>());
   }
 
   static void copy_or_zero_ptr(T* dst, const T* src, int64_t n) {
@@ -325,6 +402,9 @@ class Recurrent final : public RecurrentBase {
   std::vector<double> bias_sums_;
   std::vector<double> forget_sum_;
   std::vector<int64_t> saturated_;
+  // Per block of sequences and step (core/scratch.h PartRows): forward statistics, norms.
+  std::vector<double> part_forget_, part_h_norm_, part_c_norm_;
+  std::vector<int64_t> part_saturated_;
   bool forward_done_ = false, forward_stats_valid_ = false;
   std::mutex busy_;
 };

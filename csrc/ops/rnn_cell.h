@@ -55,5 +55,8 @@ void cell_weight_backward_cpu(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, c
 // out (cols,) = float64 column sums of m (rows, cols), in a fixed order.
 template <class T>
 void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums);
+// sums (cols,) += float64 column sums of m (rows, cols), row by row.
+template <class T>
+void add_column_sums_cpu(double* sums, const T* m, int64_t rows, int64_t cols);
 
 }  // namespace vgkern

@@ -83,6 +83,11 @@ void cell_preactivations_cpu(T* pre, const T* x, const T* h_prev, const T* w_ih,
 }
 
 template <class T>
+void add_column_sums_cpu(double* sums, const T* m, int64_t rows, int64_t cols) {
+  add_column_sums(sums, m, rows, cols);
+}
+
+template <class T>
 void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums) {
   std::fill(scratch_sums, scratch_sums + cols, 0.0);
   add_column_sums(scratch_sums, m, rows, cols);
@@ -125,6 +130,8 @@ template void cell_weight_backward_cpu<double>(double*, double*, double*, double
                                                const double*, const double*, int64_t, int64_t,
                                                int64_t, int64_t);
 template void column_sums_into<float>(float*, const float*, int64_t, int64_t, double*);
+template void add_column_sums_cpu<float>(double*, const float*, int64_t, int64_t);
+template void add_column_sums_cpu<double>(double*, const double*, int64_t, int64_t);
 template void column_sums_into<double>(double*, const double*, int64_t, int64_t, double*);
 
 }  // namespace vgkern
