@@ -73,13 +73,15 @@ void sum_part_rows(PartRows<double> sums, int parts, int64_t cols) {
 }
 
 // Float64 column mean and biased variance of z (rows, cols): means first, then squared
-// deviations from them, each pass over the row blocks of `plan` side by side.
-template <class T>
+// deviations from them, each pass over the row blocks of `plan` side by side; prepare_block(p)
+// runs first in block p's first pass.
+template <class T, class F>
 void column_moments(const LayerPlan& plan, const T* z, int64_t rows, int64_t cols, double* mean,
-                    double* var) {
+                    double* var, F&& prepare_block) {
   const PartRows<double> part_sums = part_slot<double>(kPartSums, plan.parts, cols);
   const int parts = plan.parts;
   for_parts(plan, parts, [&](int p) {
+    prepare_block(p);  // e.g. the GEMM that writes this block of z
     const int64_t begin = part_begin(rows, parts, p);
     column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols, part_sums[p]);
   });
@@ -207,12 +209,13 @@ double column_total(const double* v, int64_t n) {
 }
 
 // The BN backward from g (rows, cols) and the column sums of g and g * xhat: dgamma, dbeta
-// (when gamma), dz in place of g over the row blocks of `plan`; returns ||dz||^2.
-template <class T>
+// (when gamma), dz in place of g over the row blocks of `plan`, then finish_block(p) in block
+// p; returns ||dz||^2.
+template <class T, class F>
 double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* dbeta,
                                  const T* xhat, const T* rstd, const T* gamma,
                                  const double* sum_g, const double* sum_gx, int64_t rows,
-                                 int64_t cols, bool training) {
+                                 int64_t cols, bool training, F&& finish_block) {
   T* a = slot<T>(kCoefA, cols);
   T* b = slot<T>(kCoefB, cols);
   T* c = slot<T>(kCoefC, cols);
@@ -235,6 +238,7 @@ double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* d
     else
       backward_dz<T, false>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
                             sum_dz_sq[p]);
+    finish_block(p);  // e.g. the GEMMs that read this block of dz
   });
   sum_part_rows(sum_dz_sq, parts, cols);
   return column_total(sum_dz_sq[0], cols);
@@ -255,17 +259,21 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   auto preact = [&](int64_t begin, int64_t count) {
     gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(0), xhat + begin * out, out);
   };
-  if (plan.split_gemm)
-    for_parts(plan, parts, [&](int p) {
-      const int64_t begin = part_begin(rows, parts, p);
-      preact(begin, part_begin(rows, parts, p + 1) - begin);
-    });
-  else
+  auto preact_block = [&](int p) {
+    const int64_t begin = part_begin(rows, parts, p);
+    preact(begin, part_begin(rows, parts, p + 1) - begin);
+  };
+  const bool moments = bn.training || stats;
+  if (!plan.split_gemm)
     preact(0, rows);
+  else if (!moments)
+    for_parts(plan, parts, preact_block);
   double* col_mean = slot<double>(kColMean, out);
   double* col_var = slot<double>(kColVar, out);
-  if (bn.training || stats)
-    column_moments(plan, xhat, rows, out, col_mean, col_var);
+  if (moments)  // a block's GEMM, then its column sums at once
+    column_moments(plan, xhat, rows, out, col_mean, col_var, [&](int p) {
+      if (plan.split_gemm) preact_block(p);
+    });
   if (stats) {
     // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
     double grand_mean = 0;
@@ -348,14 +356,21 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
   });
   for (PartRows<double> sums : {sum_g, sum_gx, sum_dh_sq}) sum_part_rows(sums, parts, out);
   const double dh_sumsq = column_total(sum_dh_sq[0], out);
-  const double dz_sumsq = batchnorm_backward_from_g(plan, dz, dgamma, dbeta, xhat, rstd, gamma,
-                                                    sum_g[0], sum_gx[0], rows, out, training);
+  // Log-scale renormalises dz by its norm over all rows before the GEMMs; otherwise a block's
+  // GEMMs follow its dz pass at once (rows still hot, one hand-off fewer).
+  const BackwardGemms<T> gemms(plan, dx, dw, dz, x, w, rows, in, out);
+  const bool fused = plan.split_gemm && !log_scale;
+  const double dz_sumsq = batchnorm_backward_from_g(
+      plan, dz, dgamma, dbeta, xhat, rstd, gamma, sum_g[0], sum_gx[0], rows, out, training,
+      [&](int p) {
+        if (fused) gemms.block(p);
+      });
   const int64_t n = rows * out;
   const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(dz_norm, {{dz, n}, {dgamma, out}, {dbeta, out}}) : 0;
-  const double dw_sumsq =
-      weight_and_input_grads(plan, dx, dw, dz, x, w, rows, in, out, stats != nullptr);
+  if (!fused) gemms.run();
+  const double dw_sumsq = gemms.finish(stats != nullptr);
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = dz_norm;
@@ -375,7 +390,7 @@ void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_v
                            BatchNormSpec bn) {
   double* col_mean = slot<double>(kColMean, cols);
   double* col_var = slot<double>(kColVar, cols);
-  if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var);
+  if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var, [](int) {});
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
   normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,
@@ -394,7 +409,7 @@ void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
   double* unused = slot<double>(kSumDhSq, cols);
   backward_reduce<T, false, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx, unused);
   batchnorm_backward_from_g(LayerPlan{}, dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx,
-                            rows, cols, training);
+                            rows, cols, training, [](int) {});
 }
 
 #define VGKERN_INSTANTIATE(T)                                                                 \

@@ -214,39 +214,61 @@ VGKERN_SIMD_CLONES void add_into(T* __restrict target, const T* __restrict v, in
 }  // namespace
 
 template <class T>
-double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
-                              const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq) {
-  // Split: part p owns rows p (its delta and dx rows stay in its core's cache) and computes
-  // dx_p = delta_p @ w and its share delta_p^T x_p of dw, into dw (part 0) or scratch, added
-  // in part order below.
-  const int parts = plan.parts;
-  T* dw_rest = plan.split_gemm ? scratch(dw_scratch<T>(), (parts - 1) * out * in) : nullptr;
-  if (plan.split_gemm) {
-    for_parts(plan, parts, [&](int p) {
-      const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
-      T* dw_part = p == 0 ? dw : dw_rest + (p - 1) * out * in;
-      gemm<T>(true, false, out, in, count, T(1), delta + begin * out, out, x + begin * in, in,
-              T(0), dw_part, in);
-      if (dx)
-        gemm<T>(false, false, count, in, out, T(1), delta + begin * out, out, w, in, T(0),
-                dx + begin * in, in);
-    });
-  } else {
-    gemm<T>(true, false, out, in, rows, T(1), delta, out, x, in, T(0), dw, in);
-    if (dx) gemm<T>(false, false, rows, in, out, T(1), delta, out, w, in, T(0), dx, in);
-  }
+BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
+                                const T* w, int64_t rows, int64_t in, int64_t out)
+    : plan_(plan), dx_(dx), dw_(dw), delta_(delta), x_(x), w_(w), rows_(rows), in_(in),
+      out_(out),
+      dw_rest_(plan.split_gemm ? scratch(dw_scratch<T>(), (plan.parts - 1) * out * in) : nullptr) {}
+
+template <class T>
+void BackwardGemms<T>::block(int p) const {
+  const int64_t begin = part_begin(rows_, plan_.parts, p);
+  const int64_t count = part_begin(rows_, plan_.parts, p + 1) - begin;
+  T* dw_share = p == 0 ? dw_ : dw_rest_ + (p - 1) * out_ * in_;
+  gemm<T>(true, false, out_, in_, count, T(1), delta_ + begin * out_, out_, x_ + begin * in_, in_,
+          T(0), dw_share, in_);
+  if (dx_)
+    gemm<T>(false, false, count, in_, out_, T(1), delta_ + begin * out_, out_, w_, in_, T(0),
+            dx_ + begin * in_, in_);
+}
+
+template <class T>
+void BackwardGemms<T>::whole() const {
+  gemm<T>(true, false, out_, in_, rows_, T(1), delta_, out_, x_, in_, T(0), dw_, in_);
+  if (dx_) gemm<T>(false, false, rows_, in_, out_, T(1), delta_, out_, w_, in_, T(0), dx_, in_);
+}
+
+template <class T>
+void BackwardGemms<T>::run() const {
+  if (plan_.split_gemm)
+    for_parts(plan_, plan_.parts, [this](int p) { block(p); });
+  else
+    whole();
+}
+
+template <class T>
+double BackwardGemms<T>::finish(bool sumsq) const {
   // The shares summed, then the squares of dw while it is hot (measured faster than GEMM tiles
   // normed while in L2: small tiles cost the BLAS more than the re-read), in blocks.
+  const int64_t n = out_ * in_;
   double block_sumsq[kMaxParts] = {0, 0};
-  if (plan.split_gemm || sumsq)
-    for_parts(plan, plan.dw_blocks, [&](int p) {
-      const int64_t begin = part_begin(out * in, plan.dw_blocks, p);
-      const int64_t count = part_begin(out * in, plan.dw_blocks, p + 1) - begin;
-      for (int q = 1; plan.split_gemm && q < parts; ++q)
-        add_into(dw + begin, dw_rest + (q - 1) * out * in + begin, count);
-      if (sumsq) block_sumsq[p] = sum_squares(dw + begin, count);
+  if (plan_.split_gemm || sumsq)
+    for_parts(plan_, plan_.dw_blocks, [&](int p) {
+      const int64_t begin = part_begin(n, plan_.dw_blocks, p);
+      const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
+      for (int q = 1; plan_.split_gemm && q < plan_.parts; ++q)
+        add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count);
+      if (sumsq) block_sumsq[p] = sum_squares(dw_ + begin, count);
     });
   return block_sumsq[0] + block_sumsq[1];
+}
+
+template <class T>
+double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
+                              const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq) {
+  const BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out);
+  gemms.run();
+  return gemms.finish(sumsq);
 }
 
 template <class T>
@@ -287,6 +309,10 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
   const bool want = stats != nullptr || log_scale;
+  const BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out);
+  // Log-scale renormalises delta by its norm over all rows before the GEMMs; otherwise a
+  // block's GEMMs follow its own prologue at once (one hand-off per layer, rows still hot).
+  const bool fused = plan.split_gemm && !log_scale;
   const PartRows<double> bias_sums = part_rows(t_bias_sums, parts, out);  // column sums of delta
   PrologueSums part_sums[kMaxParts];
   for_parts(plan, parts, [&](int p) {
@@ -294,6 +320,7 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
     part_sums[p] = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
                                             dact ? dact + begin * out : nullptr, count, out, want,
                                             bias_sums[p]);
+    if (fused) gemms.block(p);
   });
   double dh_sumsq = 0, delta_sumsq = 0;
   for (int p = 0; p < parts; ++p) {
@@ -311,8 +338,8 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   // ||delta|| / 2^rescale lands in [1, 2)
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
-
-  const double dw_sumsq = weight_and_input_grads(plan, dx, dw, delta, x, w, rows, in, out, stats != nullptr);
+  if (!fused) gemms.run();
+  const double dw_sumsq = gemms.finish(stats != nullptr);
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = delta_norm;
@@ -329,7 +356,8 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   template int dense_backward_cpu<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,  \
                                       int64_t, int64_t, int64_t, bool, BackwardStats*);       \
   template double weight_and_input_grads<T>(const LayerPlan&, T*, T*, const T*, const T*,      \
-                                            const T*, int64_t, int64_t, int64_t, bool);
+                                            const T*, int64_t, int64_t, int64_t, bool);      \
+  template class BackwardGemms<T>;
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

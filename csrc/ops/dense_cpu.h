@@ -48,8 +48,28 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
                         BackwardStats* stats);
 
 // The GEMMs of a layer's backward, cut as `plan` says: dw (out, in) = delta^T @ x and, when dx
-// is not null, dx (B, in) = delta @ w. Returns the float64 sum of squares of dw when `sumsq`
-// (in the plan's fixed blocks), else 0.
+// is not null, dx (B, in) = delta @ w. With split GEMMs, row block p computes dx_p = delta_p @
+// w and its share delta_p^T x_p of dw (into dw for block 0, scratch for the others: each block
+// keeps its rows in its core's cache); finish() adds the shares in block order.
+template <class T>
+class BackwardGemms {
+ public:
+  BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x, const T* w,
+                int64_t rows, int64_t in, int64_t out);
+  void block(int p) const;  // split plans: block p's GEMMs, from inside for_parts
+  void run() const;         // all blocks side by side (split), or each GEMM whole on BLAS threads
+  double finish(bool sumsq) const;  // the sum of squares of dw when sumsq, else 0
+
+ private:
+  void whole() const;
+  LayerPlan plan_;
+  T *dx_, *dw_;
+  const T *delta_, *x_, *w_;
+  int64_t rows_, in_, out_;
+  T* dw_rest_;  // (parts - 1, out, in) the other blocks' shares of dw
+};
+
+// BackwardGemms run, then finished.
 template <class T>
 double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
                               const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq);
