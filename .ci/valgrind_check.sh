@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Memcheck: a small vgkern workload (MLP steps with and without batch norm, LSTM and RNN steps,
-# every op, refused calls, two worker threads) under valgrind. Fails if any "definitely lost"
-# block was allocated with vgkern's extension module (_core*.so) on its stack, or if any
-# memcheck error (invalid read/write/free, uninitialised value, ...) has that module on its
-# stack. CPython, numpy and OpenBLAS leak and complain a little on their own; those records
-# are counted and reported, never fatal.
+# every op, refused calls, two worker threads, then again with 2 BLAS threads so that the
+# helper thread of core/parallel.cpp runs half of each layer) under valgrind. Fails if any
+# "definitely lost" block was allocated with vgkern's extension module (_core*.so) on its
+# stack, or if any memcheck error (invalid read/write/free, uninitialised value, ...) has that
+# module on its stack. CPython, numpy and OpenBLAS leak and complain a little on their own;
+# those records are counted and reported, never fatal.
 #
 #   .ci/valgrind_check.sh            (any cwd; uses $VGKERN_PYTHON, else python3 on PATH)
 #   VGKERN_VALGRIND_KEEP=1 ...       keep the log even when the check passes
@@ -156,6 +157,11 @@ all_ops(f32)
 all_ops(f64)
 refused_calls()
 in_threads()
+with vgkern.blas_threads(2):  # small layers in two blocks: the helper thread runs one of them
+    nets += [mlp_steps("float32", False, "mse"), mlp_steps("float64", True, "mse"),
+             recurrent_steps(vgkern.LSTM, "float32", "mse_sequence"),
+             recurrent_steps(vgkern.RNN, "float64", "mse")]
+    in_threads()
 if os.environ.get("VGKERN_VALGRIND_SELFTEST"):
     # Self-test of the check: leak one reference to an array that _core allocated (net.forward
     # returns it). Its object block is then definitely lost with _core on its allocation stack,

@@ -52,8 +52,8 @@ class Helper {
  public:
   Helper() { std::thread([this] { loop(); }).detach(); }
 
-  void post(const std::function<void(int)>& part, int index, unsigned csr) {
-    part_ = &part;
+  void post(PartFunction part, int index, unsigned csr) {
+    part_ = part;
     index_ = index;
     csr_ = csr;
     {
@@ -86,7 +86,7 @@ class Helper {
       const unsigned own_csr = read_csr();
       write_csr(csr_);
       try {
-        (*part_)(index_);
+        part_(index_);
       } catch (...) {
         error_ = std::current_exception();
       }
@@ -96,7 +96,7 @@ class Helper {
   }
 
   // Written by the caller before posted_ goes true (release), read by the helper after.
-  const std::function<void(int)>* part_ = nullptr;
+  PartFunction part_;
   int index_ = 0;
   unsigned csr_ = 0;
   std::exception_ptr error_;  // written by the helper before posted_ goes false
@@ -133,7 +133,7 @@ Pool* pool() {
 
 }  // namespace
 
-void run_parts(int parts, int threads, const std::function<void(int)>& part) {
+void run_parts(int parts, int threads, PartFunction part) {
   if (parts > kMaxParts) fail<DeviceError>("run_parts: ", parts, " parts, at most ", kMaxParts);
   if (parts < 2 || threads < 2) {
     for (int p = 0; p < parts; ++p) part(p);
