@@ -122,8 +122,9 @@ Pool* pool() {
   std::lock_guard<std::mutex> lock(g_pool_creation);
   p = g_pool.load(std::memory_order_acquire);
   if (!p) {
-    static const bool registered =
-        pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_release); }) == 0;
+    static const bool registered = pthread_atfork(nullptr, nullptr, [] {
+      g_pool.store(nullptr, std::memory_order_release);  // the child: no helper thread
+    }) == 0;
     (void)registered;
     p = new Pool;
     g_pool.store(p, std::memory_order_release);

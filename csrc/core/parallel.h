@@ -2,9 +2,9 @@
 //
 // Why: at the widths users sweep (64-256), one layer's GEMMs are too small for the BLAS's own
 // threads (measured: OpenBLAS on 2 threads runs a 256x64x64 sgemm slower than on 1), and the
-// elementwise passes are single-threaded. Cutting each layer into two parts (row halves of a
-// forward; dW and dx of a backward), each part running single-threaded BLAS, keeps both cores
-// busy with the GEMM kernels instead of the BLAS's fork/join.
+// elementwise passes would run on one core. Cutting each layer into two row blocks, each doing
+// its rows' GEMMs (single-threaded BLAS), elementwise passes and partial statistics, keeps both
+// cores busy with little traffic between them (ops/layer_plan.h says which layers).
 //
 // Determinism: the parts are chosen from shapes only, never from thread counts. Part p always
 // covers the same rows (or the same GEMM) and partial sums are combined in part order, so the
@@ -26,7 +26,9 @@ class PartFunction {
             class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, PartFunction>>>
   PartFunction(F&& f) noexcept  // NOLINT: implicit, like std::function
       : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
-        call_([](void* object, int p) { (*static_cast<std::remove_reference_t<F>*>(object))(p); }) {}
+        call_([](void* object, int p) {
+          (*static_cast<std::remove_reference_t<F>*>(object))(p);
+        }) {}
   void operator()(int p) const { call_(object_, p); }
 
  private:

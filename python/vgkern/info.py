@@ -42,7 +42,12 @@ def build_info():
 
 @contextlib.contextmanager
 def blas_threads(n):
-    """Limit BLAS (GEMM) threads inside a `with` block; elementwise passes are single-threaded."""
+    """Limit vgkern's threads inside a `with` block (via threadpoolctl, the BLAS's setting).
+
+    vgkern follows the BLAS's thread setting: with 2 or more, small layers run in two row
+    blocks side by side (the caller and one helper thread, single-threaded BLAS each) and big
+    layers give their GEMMs to the BLAS's threads; with 1, everything runs on the caller.
+    Results are bit-identical either way."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError as err:  # pragma: no cover - depends on the environment
