@@ -5,8 +5,9 @@
 // torch.set_flush_denormal) makes every native call run with FTZ (subnormal results become 0)
 // and DAZ (subnormal inputs read as 0) in the calling thread's MXCSR, restored when the call
 // returns. Off, arithmetic is IEEE with gradual underflow, and norms are exact down to the
-// smallest subnormal. BLAS worker threads keep their own MXCSR: with one BLAS thread (as in
-// sweeps) the whole call is covered.
+// smallest subnormal. vgkern's helper thread (core/parallel.h) takes the caller's MXCSR for
+// each part it runs; the BLAS's own worker threads (big layers, more than one BLAS thread) keep
+// theirs: with one BLAS thread (as in sweeps) the whole call is covered.
 #pragma once
 #include <atomic>
 
