@@ -5,7 +5,8 @@
 #   2. The (repaired) wheel installs into a brand-new venv with binary-only dependencies and
 #      runs the smoke test (MLP step, `vgkern demo`) with no compiler or build tool on PATH
 #      (CC/CXX=/bin/false), from outside the repo, importing vgkern from the venv.
-#   3. `auditwheel show` gives a manylinux tag, and `auditwheel repair` to it works.
+#   3. `auditwheel show` gives a manylinux tag no newer than manylinux_2_34 (glibc 2.34,
+#      VGKERN_MAX_GLIBC_MINOR), and `auditwheel repair` to it works.
 #   4. No installed file (the .so included) contains the source dir or a temp build dir path.
 #   5. The sdist holds what a build needs and nothing it shouldn't, and installs (compiling)
 #      into another fresh venv that passes the same smoke test.
@@ -19,6 +20,7 @@ repo_logical="$(pwd -L)"
 export VGKERN_CUDA="${VGKERN_CUDA:-OFF}"
 PYTHON="${PYTHON:-python3}"
 
+max_glibc_minor="${VGKERN_MAX_GLIBC_MINOR:-34}"  # highest manylinux_2_N tag accepted (point 3)
 work="$(mktemp -d "${TMPDIR:-/tmp}/vgkern-wheel-check.XXXXXX")"
 work="$(cd "$work" && pwd -P)"
 build_dir="$work/build"      # point 1's CMake build dir
@@ -253,6 +255,14 @@ print(m.group(1) if m else "")' "$work/auditwheel-show.log")"
     manylinux*) echo "manylinux tag: $tag"; echo "$tag" >"$work/tag" ;;
     *) echo "auditwheel show gave no manylinux tag (got '${tag}')" >&2; exit 1 ;;
   esac
+  # The build machine's glibc (Debian 12: 2.36) must not leak into the tag: one newer symbol
+  # (std::hypot is hypot@GLIBC_2.35) would shut out e.g. RHEL 9 (glibc 2.34).
+  local minor
+  minor="$(echo "$tag" | sed -n 's/^manylinux_2_\([0-9]*\)_.*/\1/p')"
+  if [ -n "$minor" ] && [ "$minor" -gt "$max_glibc_minor" ]; then
+    echo "manylinux tag $tag needs glibc 2.$minor; at most 2.$max_glibc_minor allowed" >&2
+    exit 1
+  fi
   PATH="$tools/bin:$PATH" logged auditwheel-repair "$tools/bin/auditwheel" repair \
     --plat "$tag" -w "$work/repaired" "$whl"
   tail -n 3 "$work/auditwheel-repair.log"

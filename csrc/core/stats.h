@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 #include <type_traits>
 
@@ -47,6 +48,17 @@ void scaled_mean_std(const T* v, int64_t n, double* mean, double* std);
 // norm is 0 or not finite: nothing to renormalise).
 template <class T>
 int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, int64_t>> arrays);
+
+// sqrt(a^2 + b^2) of two norms (>= 0, or NaN) without over- or underflow: the norm of two
+// blocks joined. Not std::hypot, whose glibc 2.35 symbol would raise the wheel's manylinux tag.
+inline double joined_norm(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<double>::quiet_NaN();
+  const double larger = a > b ? a : b;
+  if (larger == 0 || std::isinf(larger)) return larger;
+  const int e = std::ilogb(larger);  // scale by 2^-e: exact
+  const double x = std::ldexp(a, -e), y = std::ldexp(b, -e);
+  return std::ldexp(std::sqrt(x * x + y * y), e);
+}
 
 template <class T>
 inline double frobenius_norm(const T* v, int64_t n) {

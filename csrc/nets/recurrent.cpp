@@ -320,10 +320,10 @@ class Recurrent final : public RecurrentBase {
       double* row = report + t * kNumSequenceColumns;
       row[kHGradNorm] = row[kCGradNorm] = kNaN;
       if (!stats) continue;
-      row[kHGradNorm] = row[kCGradNorm] = 0;  // ||rows of all blocks|| = hypot of the blocks'
+      row[kHGradNorm] = row[kCGradNorm] = 0;  // the norm over all blocks' rows
       for (int p = 0; p < plan.parts; ++p) {
-        row[kHGradNorm] = std::hypot(row[kHGradNorm], h_norms[p][t]);
-        if (kind_ == CellKind::lstm) row[kCGradNorm] = std::hypot(row[kCGradNorm], c_norms[p][t]);
+        row[kHGradNorm] = joined_norm(row[kHGradNorm], h_norms[p][t]);
+        if (kind_ == CellKind::lstm) row[kCGradNorm] = joined_norm(row[kCGradNorm], c_norms[p][t]);
       }
       if (kind_ != CellKind::lstm) row[kCGradNorm] = kNaN;
     }
