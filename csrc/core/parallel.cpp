@@ -80,8 +80,12 @@ class Helper {
       const auto until = Clock::now() + kHelperSpin;
       while (!posted_.load(std::memory_order_acquire) && Clock::now() < until) cpu_relax();
       if (!posted_.load(std::memory_order_acquire)) {
+        // wait_for, not wait: GCC 12's condition_variable::wait is a GLIBCXX_3.4.30 symbol,
+        // which would raise the wheel above manylinux_2_34 (wait_for is inline over
+        // pthread_cond_clockwait).
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [this] { return posted_.load(std::memory_order_acquire); });
+        while (!posted_.load(std::memory_order_acquire))
+          wake_.wait_for(lock, std::chrono::seconds(1));
       }
       const unsigned own_csr = read_csr();
       write_csr(csr_);
