@@ -758,10 +758,17 @@ def arrays_for(draw, rng, shape, dtype, names, kind="f"):
     return a, None
 
 
-def checked_call(what, fn, args, names, bads, limit_huge):
+def checked_call(what, fn, args, names, bads, limit_huge, unchanged=()):
+    """fn(*args) through huge_call or call; then no array in `unchanged` may have changed."""
+    before = snapshot(unchanged)
     if limit_huge:
-        return huge_call(what, fn, *args, names=names)
-    return call(what, fn, *args, names=names, valid=not bads)
+        outcome = huge_call(what, fn, *args, names=names)
+    else:
+        outcome = call(what, fn, *args, names=names, valid=not bads)
+    for a, b in zip(unchanged, before):
+        if isinstance(a, np.ndarray) and a.dtype != object:
+            assert same(a, b), f"{what} modified its input"
+    return outcome
 
 
 def finite_report(what, rep, stats):
@@ -826,12 +833,8 @@ def test_fuzz_mlp_methods(net, data):
                 t_bad, fn = None, net.forward
             if bn_train and rows < 2:
                 bads.append("a training batch of one")
-            before = snapshot(args)
             result, error = checked_call(f"MLP.{method}", fn, args, names, bads,
-                                         "huge" in (x_bad, t_bad))
-            for a, b in zip(args, before):
-                if isinstance(a, np.ndarray) and a.dtype != object:
-                    assert same(a, b), f"MLP.{method} modified its input"
+                                         "huge" in (x_bad, t_bad), unchanged=args)
             if error is not None or bads:
                 known.last = None
                 continue
@@ -1065,12 +1068,8 @@ def test_fuzz_recurrent_methods(net, data):
                 args.append(target)
                 names += ["target", "loss"]
             inputs = args + list(kw.values())
-            before = snapshot(inputs)
             result, error = checked_call(f"{kind}.{method}", fn, args, names, bads,
-                                         x_bad == "huge")
-            for a, b in zip(inputs, before):
-                if isinstance(a, np.ndarray) and a.dtype != object:
-                    assert same(a, b), f"{kind}.{method} modified its input"
+                                         x_bad == "huge", unchanged=inputs)
             if error is not None or bads:
                 known.last = None
                 continue
