@@ -40,4 +40,10 @@ PartRows<U> part_rows(std::vector<U>& buffer, int parts, int64_t n) {
   return {reinterpret_cast<U*>((address + 63) & ~std::uintptr_t(63)), stride};
 }
 
+// Per-block column sums -> their total, added in block order, into the first row.
+inline void sum_part_rows(PartRows<double> sums, int parts, int64_t cols) {
+  for (int p = 1; p < parts; ++p)
+    for (int64_t j = 0; j < cols; ++j) sums[0][j] += sums[p][j];
+}
+
 }  // namespace vgkern

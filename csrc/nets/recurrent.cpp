@@ -350,11 +350,8 @@ class Recurrent final : public RecurrentBase {
       add_column_sums_cpu(bias_sums[p], dpre_.data() + begin * gates_,
                       part_begin(all_rows, plan.parts, p + 1) - begin, gates_);
     });
-    for (int64_t j = 0; j < gates_; ++j) {
-      double total = 0;
-      for (int p = 0; p < plan.parts; ++p) total += bias_sums[p][j];
-      dbias[j] = static_cast<T>(total);
-    }
+    sum_part_rows(bias_sums, plan.parts, gates_);
+    for (int64_t j = 0; j < gates_; ++j) dbias[j] = static_cast<T>(bias_sums[0][j]);
     for (int64_t t = 0; t < steps_; ++t) {
       double* row = report + t * kNumSequenceColumns;
       row[kXGradNorm] = stats ? frobenius_norm(dx + t * rows_ * in_, rows_ * in_) : kNaN;

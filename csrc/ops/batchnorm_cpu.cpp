@@ -66,12 +66,6 @@ VGKERN_SIMD_CLONES void column_squared_deviations(const T* z, int64_t rows, int6
   }
 }
 
-// Column sums of the row blocks -> their total in block order, into the first row.
-void sum_part_rows(PartRows<double> sums, int parts, int64_t cols) {
-  for (int p = 1; p < parts; ++p)
-    for (int64_t j = 0; j < cols; ++j) sums[0][j] += sums[p][j];
-}
-
 // Float64 column mean and biased variance of z (rows, cols): means first, then squared
 // deviations from them, each pass over the row blocks of `plan` side by side; prepare_block(p)
 // runs first in block p's first pass.

@@ -275,18 +275,20 @@ template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
-  // z = b + x w^T: the GEMM accumulates onto rows of b, so the epilogue is one flat pass.
-  auto preact = [&](int64_t begin, int64_t count) {
-    for (int64_t i = begin; i < begin + count; ++i) std::copy(b, b + out, h + i * out);
-    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1), h + begin * out, out);
+  // Rows [begin, begin + count) of z = b + x w^T into dst (B, out): the GEMM accumulates onto
+  // rows of b, so the epilogue is one flat pass.
+  auto preact = [&](T* dst, int64_t begin, int64_t count) {
+    for (int64_t i = begin; i < begin + count; ++i) std::copy(b, b + out, dst + i * out);
+    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1),
+            dst + begin * out, out);
   };
-  if (!plan.split_gemm) preact(0, rows);
+  if (!plan.split_gemm) preact(h, 0, rows);
   const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
   PartMoments moments[kMaxParts];
   for_parts(plan, plan.parts, [&](int p) {
     const int64_t begin = part_begin(rows, plan.parts, p);
     const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-    if (plan.split_gemm) preact(begin, count);
+    if (plan.split_gemm) preact(h, begin, count);
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
@@ -297,8 +299,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
   // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
   // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
   T* z = scratch(preact_scratch<T>(), rows * out);
-  for (int64_t i = 0; i < rows; ++i) std::copy(b, b + out, z + i * out);
-  gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), z, out);
+  preact(z, 0, rows);
   scaled_mean_std(z, rows * out, &stats->preact_mean, &stats->preact_std);
 }
 
@@ -327,11 +328,8 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
     dh_sumsq += part_sums[p].dh_sumsq;
     delta_sumsq += part_sums[p].delta_sumsq;
   }
-  for (int64_t j = 0; j < out; ++j) {
-    double bias = 0;
-    for (int p = 0; p < parts; ++p) bias += bias_sums[p][j];
-    db[j] = static_cast<T>(bias);
-  }
+  sum_part_rows(bias_sums, parts, out);
+  for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(bias_sums[0][j]);
 
   const int64_t n = rows * out;
   const double delta_norm = want ? norm_from_sum_squares(delta_sumsq, delta, n) : 0.0;
