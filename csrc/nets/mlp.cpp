@@ -1,5 +1,6 @@
 #include "nets/mlp.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -140,10 +141,8 @@ class MLP final : public MLPBase {
   }
 
   void check_batch(int64_t rows) const override {
-    int64_t widest = 0;
-    for (int64_t d : sizes_) widest = std::max(widest, d);
     // x copy, then per layer h, dact and xhat (at most), then the three (B, widest) buffers
-    double elements = sizes_[0] + 3.0 * widest;
+    double elements = sizes_[0] + 3.0 * widest();
     for (size_t i = 1; i < sizes_.size(); ++i) elements += 3.0 * sizes_[i];
     check_fits_in_memory(elements * rows, sizeof(T), "MLP.forward: the workspace for this batch");
   }
@@ -152,8 +151,7 @@ class MLP final : public MLPBase {
   void ensure_workspace(int64_t rows) {
     if (rows == rows_) return;
     check_batch(rows);
-    int64_t widest = 0;
-    for (int64_t d : sizes_) widest = std::max(widest, d);
+    const int64_t widest = this->widest();
     forward_done_ = false;
     rows_ = 0;  // stays 0 if an allocation below throws
     x_.resize(rows * sizes_[0]);
@@ -268,6 +266,7 @@ class MLP final : public MLPBase {
   }
 
   bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
+  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
   T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
 
