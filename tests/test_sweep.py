@@ -554,6 +554,57 @@ def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monke
                                   check_exact=True)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("where", ["after_journal_write", "before_rebuild", "after_rebuild"])
+def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, where):
+    """Ctrl-C raises KeyboardInterrupt wherever the main thread is, also inside the store's
+    bookkeeping: right after the third record reached the journal, or just before or after the
+    output is rebuilt with it. Every finished configuration is still in the output, once."""
+    out = tmp_path / "c.parquet"
+    grid = dict(depth=[2, 3, 4, 5], width=8, batch=8)
+    calls = []
+    if where == "after_journal_write":
+        real_write = os.write
+
+        def write(fd, data):
+            n = real_write(fd, data)
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".journal"):
+                calls.append(fd)
+                if len(calls) == 3:
+                    raise KeyboardInterrupt
+            return n
+
+        monkeypatch.setattr(os, "write", write)
+    else:
+        real_atomic_write = S._atomic_write
+
+        def atomic_write(table, *args):  # once, on the rebuild that adds the third result
+            stop = len(table.column("config_id").unique()) == 3 and not calls
+            if stop and where == "before_rebuild":
+                calls.append(table)
+                raise KeyboardInterrupt
+            real_atomic_write(table, *args)
+            if stop:
+                calls.append(table)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(S, "_atomic_write", atomic_write)
+        monkeypatch.setattr(S._Store, "_flush_every", 0.0)  # a rebuild after every result
+    lines = []
+    with pytest.raises(vgkern.SweepInterrupted) as info:
+        vgkern.sweep(**grid, out=str(out), workers=1, log=lines.append)
+    monkeypatch.undo()
+    assert (info.value.finished, info.value.total) == (3, 4)
+    frame, counts = _finished_ids(out)
+    rows = {c["config_id"]: c["steps"] * c["depth"] for c in vgkern.sweep_configs(**grid)}
+    assert len(counts) == 3 and all(counts[cid] == rows[cid] for cid in counts.index)
+    assert not frame.duplicated(["config_id", "step", "layer"]).any()
+    assert not os.path.exists(str(out) + ".journal")
+    resumed = vgkern.sweep(**grid, out=str(out), log=lines.append)
+    assert lines[-1].startswith("resuming: 3 of 4 configurations")
+    pd.testing.assert_frame_equal(resumed, vgkern.sweep(**grid), check_exact=True)
+
+
 def test_a_failing_configuration_keeps_the_finished_ones(tmp_path, monkeypatch):
     out = tmp_path / "f.parquet"
     real = S.run_config

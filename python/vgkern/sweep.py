@@ -1337,15 +1337,14 @@ def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batc
 
     grid_table = _grid_table(configs, results, store)
     if store is not None:
-        if interrupted is None:
-            full = store.table()
-            ids = set(c["config_id"] for c in configs)
-            others = _filter_ids(full, ids, keep=False)
-            final = (grid_table if others.num_rows == 0
-                     else store._pa.concat_tables([grid_table, others]))
-            store.close(final)
-        else:
-            store.close()
+        # The output is rebuilt from `results` (filled before each journal write), never from
+        # the store's own lists alone: a Ctrl-C can land inside store.add, after the record
+        # reached the journal but before the store took note of it.
+        ids = set(c["config_id"] for c in configs)
+        others = _filter_ids(store.table(), ids, keep=False)
+        final = (grid_table if others.num_rows == 0
+                 else store._pa.concat_tables([grid_table, others]))
+        store.close(final)
     frame = _to_pandas(grid_table)
     if interrupted is not None:
         finished = sum(1 for c in configs if c["config_id"] in results or c["config_id"] in done_before)
