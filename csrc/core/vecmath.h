@@ -69,18 +69,18 @@ inline T pow2_normal(int32_t k) {
 template <class T>
 inline void exp_expm1_nonpositive(T x, T& exp_x, T& expm1_x) {
   using C = ExpConstants<T>;
-  x = x < C::lowest ? C::lowest : x;  // NaN stays NaN (the comparison is false)
+  const T nan_or_zero = x == x ? T(0) : x;  // added at the end: NaN propagates
+  x = x > C::lowest ? x : C::lowest;  // NaN -> lowest: the int conversion below stays defined
   x = x > T(0) ? T(0) : x;
-  T k_real = (x * C::log2e + C::round_magic) - C::round_magic;  // round to nearest
-  k_real = k_real == k_real ? k_real : T(0);  // NaN x: keep the int conversion defined (result stays NaN)
+  const T k_real = (x * C::log2e + C::round_magic) - C::round_magic;  // round to nearest
   const T r = (x - k_real * C::ln2_hi) - k_real * C::ln2_lo;
   // expm1(r) = r + r^2 (1/2! + r (1/3! + ... + r / degree!)) by Horner.
   const T em_r = r + r * r * taylor_tail<T, 2, C::degree>(r);
   const int32_t k = static_cast<int32_t>(k_real);
   const int32_t k1 = k >> 1, k2 = k - k1;  // both >= lowest/2 / ln2: normal numbers
   const T s1 = pow2_normal<T>(k1), s2 = pow2_normal<T>(k2);
-  exp_x = ((T(1) + em_r) * s1) * s2;
-  expm1_x = (em_r * s1) * s2 + (s1 * s2 - T(1));
+  exp_x = ((T(1) + em_r) * s1) * s2 + nan_or_zero;
+  expm1_x = (em_r * s1) * s2 + (s1 * s2 - T(1)) + nan_or_zero;
 }
 
 }  // namespace vgkern
