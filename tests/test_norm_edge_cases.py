@@ -283,3 +283,33 @@ def test_no_flush_to_zero_in_calling_thread():
     rep = small.backward(np.full((1, 2), 1e-40, dtype=np.float32))
     assert rep.act_grad_norm[0] == pytest.approx(math.sqrt(2) * float(np.float32(1e-40)),
                                                  rel=1e-6)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+@pytest.mark.parametrize("exponent", [-66, -56, -52, -50, -47, -40])
+def test_float32_block_sums_near_the_underflow_limit(exponent, flush):
+    """float32 squares are summed in float per block of 256 entries; a block whose float sum
+    cannot be trusted (some squares lost to underflow) is summed again in float64. Entries of
+    magnitude 2^(exponent-2) .. 2^exponent put the blocks below, around and above that limit;
+    one block is all zeros and the last one is ragged. act_grad_norm (of dh) and
+    preact_grad_norm (of dh * tanh') match float64 within 1e-6, also with flush-to-zero on."""
+    rng = np.random.default_rng(5)
+    batch, n_out = 37, 100                      # 3700 entries: 14 whole blocks and a tail
+    grad_out = (rng.choice([-1.0, 1.0], size=batch * n_out)
+                * 2.0 ** rng.uniform(exponent - 2, exponent, size=batch * n_out))
+    grad_out[1024:1280] = 0.0
+    grad_out = grad_out.astype(np.float32).reshape(batch, n_out)
+    net = vgkern.MLP([6, n_out], activation="identity", output_activation="tanh",
+                     dtype="float32", seed=0)
+    x = (0.3 * np.random.default_rng(6).standard_normal((batch, 6))).astype(np.float32)
+    previous = vgkern.flush_denormal()
+    vgkern.set_flush_denormal(flush)
+    try:
+        h = net.forward(x)
+        rep = net.backward(grad_out)
+    finally:
+        vgkern.set_flush_denormal(previous)
+    g = grad_out.astype(np.float64)
+    delta = g * (1.0 - h.astype(np.float64) ** 2)  # tanh'(z) from h = tanh(z), |z| small
+    assert_rel(rep.act_grad_norm[0], norm64(g), 1e-6, "act_grad_norm[0]")
+    assert_rel(rep.preact_grad_norm[0], norm64(delta), 1e-6, "preact_grad_norm[0]")

@@ -31,6 +31,18 @@ inline bool sum_squares_trusted(double sumsq) {
   return sumsq >= 0x1p-900 && sumsq <= 0x1p900;
 }
 
+// Squares of floats summed in float over one short block (kSquareBlock entries: at most 16 per
+// AVX-512 lane, then a tree over the lanes) are within ~20 ulp of the exact sum, unless some
+// squares under- or overflowed. Trusted when the block sum is finite and >= count * 2^-102:
+// the squares lost to underflow (each < 2^-126, also with flush-to-zero) are then below 2^-24
+// of it. An untrusted block (tiny, huge, zero or NaN entries) is summed again in float64.
+constexpr int64_t kSquareBlock = 256;
+
+inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
+  return sumsq <= std::numeric_limits<float>::max() &&
+         sumsq >= static_cast<float>(count) * 0x1p-102f;
+}
+
 // The norm from a fast sum of squares of v, falling back to scaled_norm(v) where needed.
 template <class T>
 inline double norm_from_sum_squares(double sumsq, const T* v, int64_t n) {

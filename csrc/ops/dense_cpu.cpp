@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/blas.h"
@@ -28,11 +29,6 @@ template <class T> std::vector<T>& dw_scratch();
 template <> std::vector<float>& dw_scratch<float>() { return t_dw_f32; }
 template <> std::vector<double>& dw_scratch<double>() { return t_dw_f64; }
 
-// Statistics are summed in T over blocks of this many entries (16 per AVX-512 float lane),
-// then in float64: register accumulators, one horizontal reduction per block, and a float
-// rounding error of at most ~kStatsBlock/16 ulp per block.
-constexpr int64_t kStatsBlock = 256;
-
 struct EpilogueSums {
   double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = z[0] (less cancellation)
   int64_t saturated = 0, zeros = 0;
@@ -45,9 +41,11 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
                                          T saturation_threshold, T shift, EpilogueSums& sums) {
   constexpr bool kCountSaturated =
       K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
+  // Moments summed in T over blocks of kSquareBlock entries, then in float64: register
+  // accumulators, one horizontal reduction per block (see run_forward_epilogue for the check).
   EpilogueSums total;
-  for (int64_t start = 0; start < n; start += kStatsBlock) {
-    const int64_t end = std::min(n, start + kStatsBlock);
+  for (int64_t start = 0; start < n; start += kSquareBlock) {
+    const int64_t end = std::min(n, start + kSquareBlock);
     T s1 = 0, s2 = 0;
     int32_t saturated = 0, zeros = 0;
 #pragma omp simd reduction(+ : s1, s2, saturated, zeros)
@@ -157,9 +155,10 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int
 }
 
 // delta = dh * dact (dact null: identity), written out of place so that dh survives for the
-// rare scaled-norm fallback, with the float64 sums of the squares of dh and delta: one flat
-// pass (register accumulators, one reduction per block), then the float64 column sums of
-// delta (-> db) in a second pass over the rows while they are in L1/L2.
+// rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
+// (register accumulators, one reduction per block; float squares summed in float per block
+// and checked, see float_block_sum_squares_trusted), then the float64 column sums of delta
+// (-> db) in a second pass over the rows while they are in L1/L2.
 struct alignas(64) PrologueSums {  // one cache line each: written by different threads
   double dh_sumsq = 0, delta_sumsq = 0;
 };
@@ -168,11 +167,13 @@ template <class T, bool HasDact, bool Stats>
 VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* __restrict dh,
                                                   const T* __restrict dact, int64_t rows,
                                                   int64_t cols, double* __restrict bias_sum) {
+  // float data: block sums in float (twice the lanes of double, no conversions); double: double
+  using Square = std::conditional_t<std::is_same_v<T, float>, float, double>;
   const int64_t n = rows * cols;
   PrologueSums sums;
-  for (int64_t start = 0; start < n; start += kStatsBlock) {
-    const int64_t end = std::min(n, start + kStatsBlock);
-    double dh_sq = 0, delta_sq = 0;
+  for (int64_t start = 0; start < n; start += kSquareBlock) {
+    const int64_t end = std::min(n, start + kSquareBlock);
+    Square dh_sq = 0, delta_sq = 0;
 #pragma omp simd reduction(+ : dh_sq, delta_sq)
     for (int64_t i = start; i < end; ++i) {
       const T g = dh[i];
@@ -180,12 +181,19 @@ VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* 
       if constexpr (HasDact) d = g * dact[i];
       delta[i] = d;
       if constexpr (Stats) {
-        dh_sq += static_cast<double>(g) * static_cast<double>(g);
-        delta_sq += static_cast<double>(d) * static_cast<double>(d);
+        dh_sq += static_cast<Square>(g) * static_cast<Square>(g);
+        delta_sq += static_cast<Square>(d) * static_cast<Square>(d);
       }
     }
-    sums.dh_sumsq += dh_sq;
-    sums.delta_sumsq += delta_sq;
+    double block_dh = dh_sq, block_delta = delta_sq;
+    if constexpr (Stats && std::is_same_v<Square, float>) {
+      if (!float_block_sum_squares_trusted(dh_sq, end - start))
+        block_dh = sum_squares(dh + start, end - start);
+      if (!float_block_sum_squares_trusted(delta_sq, end - start))
+        block_delta = sum_squares(delta + start, end - start);
+    }
+    sums.dh_sumsq += block_dh;
+    sums.delta_sumsq += block_delta;
   }
   std::fill(bias_sum, bias_sum + cols, 0.0);
   for (int64_t i = 0; i < rows; ++i) {
