@@ -46,4 +46,16 @@ inline void sum_part_rows(PartRows<double> sums, int parts, int64_t cols) {
     for (int64_t j = 0; j < cols; ++j) sums[0][j] += sums[p][j];
 }
 
+// One block's scalar sum, on its own cache line (written by different threads).
+struct alignas(64) PartSum {
+  double value = 0;
+};
+
+// The blocks' sums added in block order.
+inline double total_of_parts(const PartSum* sums, int parts) {
+  double total = 0;
+  for (int p = 0; p < parts; ++p) total += sums[p].value;
+  return total;
+}
+
 }  // namespace vgkern

@@ -1,5 +1,7 @@
 #include "core/stats.h"
 
+#include <algorithm>
+
 #include "core/simd.h"
 
 namespace vgkern {
@@ -24,6 +26,23 @@ VGKERN_SIMD_CLONES double sum_squares(const T* v, int64_t n) {
   double total = 0;
   for (int64_t k = 0; k < kLanes; ++k) total += partial[k];
   return total;
+}
+
+template <class T>
+VGKERN_SIMD_CLONES double sum_squares_blocked(const T* v, int64_t n) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return sum_squares(v, n);
+  } else {
+    double total = 0;
+    for (int64_t start = 0; start < n; start += kSquareBlock) {
+      const int64_t count = std::min(kSquareBlock, n - start);
+      float block = 0;
+#pragma omp simd reduction(+ : block)
+      for (int64_t i = start; i < start + count; ++i) block += v[i] * v[i];
+      total += float_block_sum_squares_trusted(block, count) ? block : sum_squares(v + start, count);
+    }
+    return total;
+  }
 }
 
 template <class T>
@@ -98,6 +117,8 @@ int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, in
 
 template double sum_squares<float>(const float*, int64_t);
 template double sum_squares<double>(const double*, int64_t);
+template double sum_squares_blocked<float>(const float*, int64_t);
+template double sum_squares_blocked<double>(const double*, int64_t);
 template double scaled_norm<float>(const float*, int64_t);
 template double scaled_norm<double>(const double*, int64_t);
 template void scaled_mean_std<float>(const float*, int64_t, double*, double*);

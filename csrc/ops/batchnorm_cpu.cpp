@@ -20,8 +20,8 @@ namespace vgkern {
 namespace {
 
 // One per-thread buffer per purpose, so that no two live arrays ever share storage.
-enum Slot { kColMean, kColVar, kPartSums, kSumG, kSumGx, kSumDhSq, kSumDzSq, kCoefA, kCoefB,
-            kCoefC, kXhat, kSaturated, kZeros, kNumSlots };
+enum Slot { kColMean, kColVar, kPartSums, kSumG, kSumGx, kCoefA, kCoefB, kCoefC, kXhat,
+            kSaturated, kZeros, kNumSlots };
 
 template <class U>
 std::vector<U>& slot_buffer(Slot which) {
@@ -150,15 +150,14 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
   }
 }
 
-// g = dh * dact (the gradient at y), stored in g_out; column sums of g (-> dbeta), g * xhat
-// (-> dgamma) and, with Stats, of dh^2.
-template <class T, bool HasDact, bool Stats>
+// g = dh * dact (the gradient at y), stored in g_out; column sums of g (-> dbeta) and g * xhat
+// (-> dgamma).
+template <class T, bool HasDact>
 VGKERN_SIMD_CLONES void backward_reduce(T* g_out, const T* dh, const T* dact, const T* xhat,
                                         int64_t rows, int64_t cols, double* sum_g,
-                                        double* sum_gx, double* sum_dh_sq) {
+                                        double* sum_gx) {
   std::fill(sum_g, sum_g + cols, 0.0);
   std::fill(sum_gx, sum_gx + cols, 0.0);
-  std::fill(sum_dh_sq, sum_dh_sq + cols, 0.0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* dh_row = dh + i * cols;
     const T* dact_row = HasDact ? dact + i * cols : nullptr;
@@ -172,17 +171,15 @@ VGKERN_SIMD_CLONES void backward_reduce(T* g_out, const T* dh, const T* dact, co
       g_row[j] = g;
       sum_g[j] += g;
       sum_gx[j] += static_cast<double>(g) * static_cast<double>(xhat_row[j]);
-      if constexpr (Stats) sum_dh_sq[j] += static_cast<double>(d) * static_cast<double>(d);
     }
   }
 }
 
 // In place over g: training dz = a (g - b - xhat c) with a = gamma rstd, b = dbeta / N,
-// c = dgamma / N; eval dz = a g. Column sums of dz^2.
+// c = dgamma / N; eval dz = a g.
 template <class T, bool Training>
 VGKERN_SIMD_CLONES void backward_dz(T* g_dz, const T* xhat, const T* a, const T* b, const T* c,
-                                    int64_t rows, int64_t cols, double* sum_dz_sq) {
-  std::fill(sum_dz_sq, sum_dz_sq + cols, 0.0);
+                                    int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     T* row = g_dz + i * cols;
     const T* xhat_row = xhat + i * cols;
@@ -191,20 +188,13 @@ VGKERN_SIMD_CLONES void backward_dz(T* g_dz, const T* xhat, const T* a, const T*
       T dz = a[j] * row[j];
       if constexpr (Training) dz = a[j] * (row[j] - b[j] - xhat_row[j] * c[j]);
       row[j] = dz;
-      sum_dz_sq[j] += static_cast<double>(dz) * static_cast<double>(dz);
     }
   }
 }
 
-double column_total(const double* v, int64_t n) {
-  double total = 0;
-  for (int64_t j = 0; j < n; ++j) total += v[j];
-  return total;
-}
-
 // The BN backward from g (rows, cols) and the column sums of g and g * xhat: dgamma, dbeta
-// (when gamma), dz in place of g over the row blocks of `plan`, then finish_block(p) in block
-// p; returns ||dz||^2.
+// (when gamma), dz in place of g over the row blocks of `plan` (each block's sum of squares of
+// dz while its rows are hot), then finish_block(p) in block p; returns ||dz||^2.
 template <class T, class F>
 double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* dbeta,
                                  const T* xhat, const T* rstd, const T* gamma,
@@ -223,19 +213,18 @@ double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* d
     }
   }
   const int parts = plan.parts;
-  const PartRows<double> sum_dz_sq = part_slot<double>(kSumDzSq, parts, cols);
+  PartSum dz_sumsq[kMaxParts];
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
+    T* dz = g_dz + begin * cols;
     if (training)
-      backward_dz<T, true>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
-                           sum_dz_sq[p]);
+      backward_dz<T, true>(dz, xhat + begin * cols, a, b, c, count, cols);
     else
-      backward_dz<T, false>(g_dz + begin * cols, xhat + begin * cols, a, b, c, count, cols,
-                            sum_dz_sq[p]);
+      backward_dz<T, false>(dz, xhat + begin * cols, a, b, c, count, cols);
+    dz_sumsq[p].value = sum_squares_blocked(dz, count * cols);
     finish_block(p);  // e.g. the GEMMs that read this block of dz
   });
-  sum_part_rows(sum_dz_sq, parts, cols);
-  return column_total(sum_dz_sq[0], cols);
+  return total_of_parts(dz_sumsq, parts);
 }
 
 }  // namespace
@@ -334,22 +323,18 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
   const int parts = plan.parts;
   const PartRows<double> sum_g = part_slot<double>(kSumG, parts, out);  // per block
   const PartRows<double> sum_gx = part_slot<double>(kSumGx, parts, out);
-  const PartRows<double> sum_dh_sq = part_slot<double>(kSumDhSq, parts, out);
+  PartSum dh_sumsq_parts[kMaxParts];
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     const int64_t at = begin * out;
-    double *g = sum_g[p], *gx = sum_gx[p], *dh_sq = sum_dh_sq[p];
-    if (dact && stats)
-      backward_reduce<T, true, true>(dz + at, dh + at, dact + at, xhat + at, count, out, g, gx, dh_sq);
-    else if (dact)
-      backward_reduce<T, true, false>(dz + at, dh + at, dact + at, xhat + at, count, out, g, gx, dh_sq);
-    else if (stats)
-      backward_reduce<T, false, true>(dz + at, dh + at, nullptr, xhat + at, count, out, g, gx, dh_sq);
+    if (dact)
+      backward_reduce<T, true>(dz + at, dh + at, dact + at, xhat + at, count, out, sum_g[p], sum_gx[p]);
     else
-      backward_reduce<T, false, false>(dz + at, dh + at, nullptr, xhat + at, count, out, g, gx, dh_sq);
+      backward_reduce<T, false>(dz + at, dh + at, nullptr, xhat + at, count, out, sum_g[p], sum_gx[p]);
+    if (stats) dh_sumsq_parts[p].value = sum_squares_blocked(dh + at, count * out);  // while hot
   });
-  for (PartRows<double> sums : {sum_g, sum_gx, sum_dh_sq}) sum_part_rows(sums, parts, out);
-  const double dh_sumsq = column_total(sum_dh_sq[0], out);
+  for (PartRows<double> sums : {sum_g, sum_gx}) sum_part_rows(sums, parts, out);
+  const double dh_sumsq = total_of_parts(dh_sumsq_parts, parts);
   // Log-scale renormalises dz by its norm over all rows before the GEMMs; otherwise a block's
   // GEMMs follow its dz pass at once (rows still hot, one hand-off fewer).
   const BackwardGemms<T> gemms(plan, dx, dw, dz, x, w, rows, in, out);
@@ -400,8 +385,7 @@ void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
     for (int64_t j = 0; j < cols; ++j) xhat[i * cols + j] = (x[i * cols + j] - mean[j]) * rstd[j];
   double* sum_g = slot<double>(kSumG, cols);
   double* sum_gx = slot<double>(kSumGx, cols);
-  double* unused = slot<double>(kSumDhSq, cols);
-  backward_reduce<T, false, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx, unused);
+  backward_reduce<T, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx);
   batchnorm_backward_from_g(LayerPlan{}, dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx,
                             rows, cols, training, [](int) {});
 }
