@@ -266,7 +266,7 @@ double BackwardGemms<T>::finish(bool sumsq) const {
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
       for (int q = 1; plan_.split_gemm && q < plan_.parts; ++q)
         add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count);
-      if (sumsq) block_sumsq[p] = sum_squares(dw_ + begin, count);
+      if (sumsq) block_sumsq[p] = sum_squares_blocked(dw_ + begin, count);
     });
   return block_sumsq[0] + block_sumsq[1];
 }
