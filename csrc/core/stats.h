@@ -1,7 +1,10 @@
 // Float64 norms that neither underflow nor overflow, at the cost of one FMA per element.
 //
 // Fast path: squares summed in float64. For float data this is always exact enough: the square
-// of any float (1e-45 .. 3.4e38) is a normal double, so nothing under- or overflows. For double
+// of any float (1e-45 .. 3.4e38) is a normal double, so nothing under- or overflows. Hot passes
+// over float data go faster still (no conversions, twice the lanes): squares summed in float
+// per block of kSquareBlock entries, each block checked and summed again in float64 when some
+// of its squares may have under- or overflowed (float_block_sum_squares_trusted). For double
 // data the fast sum is trusted when it lies in [2^-900, 2^900]: then every square lost to
 // underflow (< 2^-1074) is below 2^-170 of the total. Outside that range (vanishing or exploding
 // float64 gradients, NaN/Inf, all zeros) the norm is recomputed in two passes scaled by the
