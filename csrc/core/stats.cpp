@@ -39,7 +39,7 @@ VGKERN_SIMD_CLONES double sum_squares_blocked(const T* v, int64_t n) {
       float block = 0;
 #pragma omp simd reduction(+ : block)
       for (int64_t i = start; i < start + count; ++i) block += v[i] * v[i];
-      total += float_block_sum_squares_trusted(block, count) ? block : sum_squares(v + start, count);
+      total += checked_block_sum_squares(block, v + start, count);
     }
     return total;
   }

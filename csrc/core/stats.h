@@ -46,6 +46,12 @@ inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
          sumsq >= static_cast<float>(count) * 0x1p-102f;
 }
 
+// One block's float sum of squares `fast` of v[0 .. count) when trusted, else the block summed
+// again in float64.
+inline double checked_block_sum_squares(float fast, const float* v, int64_t count) {
+  return float_block_sum_squares_trusted(fast, count) ? fast : sum_squares(v, count);
+}
+
 // Sum of squares of n contiguous values for a separate pass over data still in cache: float in
 // float per kSquareBlock block (checked as above, untrusted blocks in float64), double as
 // sum_squares. On float data: no conversions and twice the lanes of sum_squares.

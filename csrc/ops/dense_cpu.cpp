@@ -185,15 +185,13 @@ VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* 
         delta_sq += static_cast<Square>(d) * static_cast<Square>(d);
       }
     }
-    double block_dh = dh_sq, block_delta = delta_sq;
     if constexpr (Stats && std::is_same_v<Square, float>) {
-      if (!float_block_sum_squares_trusted(dh_sq, end - start))
-        block_dh = sum_squares(dh + start, end - start);
-      if (!float_block_sum_squares_trusted(delta_sq, end - start))
-        block_delta = sum_squares(delta + start, end - start);
+      sums.dh_sumsq += checked_block_sum_squares(dh_sq, dh + start, end - start);
+      sums.delta_sumsq += checked_block_sum_squares(delta_sq, delta + start, end - start);
+    } else {
+      sums.dh_sumsq += dh_sq;
+      sums.delta_sumsq += delta_sq;
     }
-    sums.dh_sumsq += block_dh;
-    sums.delta_sumsq += block_delta;
   }
   std::fill(bias_sum, bias_sum + cols, 0.0);
   for (int64_t i = 0; i < rows; ++i) {
@@ -229,21 +227,19 @@ BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* de
       dw_rest_(plan.split_gemm ? scratch(dw_scratch<T>(), (plan.parts - 1) * out * in) : nullptr) {}
 
 template <class T>
-void BackwardGemms<T>::block(int p) const {
-  const int64_t begin = part_begin(rows_, plan_.parts, p);
-  const int64_t count = part_begin(rows_, plan_.parts, p + 1) - begin;
-  T* dw_share = p == 0 ? dw_ : dw_rest_ + (p - 1) * out_ * in_;
+void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) const {
   gemm<T>(true, false, out_, in_, count, T(1), delta_ + begin * out_, out_, x_ + begin * in_, in_,
-          T(0), dw_share, in_);
+          T(0), dw_target, in_);
   if (dx_)
     gemm<T>(false, false, count, in_, out_, T(1), delta_ + begin * out_, out_, w_, in_, T(0),
             dx_ + begin * in_, in_);
 }
 
 template <class T>
-void BackwardGemms<T>::whole() const {
-  gemm<T>(true, false, out_, in_, rows_, T(1), delta_, out_, x_, in_, T(0), dw_, in_);
-  if (dx_) gemm<T>(false, false, rows_, in_, out_, T(1), delta_, out_, w_, in_, T(0), dx_, in_);
+void BackwardGemms<T>::block(int p) const {
+  const int64_t begin = part_begin(rows_, plan_.parts, p);
+  rows_gemms(begin, part_begin(rows_, plan_.parts, p + 1) - begin,
+             p == 0 ? dw_ : dw_rest_ + (p - 1) * out_ * in_);
 }
 
 template <class T>
@@ -251,7 +247,7 @@ void BackwardGemms<T>::run() const {
   if (plan_.split_gemm)
     for_parts(plan_, plan_.parts, [this](int p) { block(p); });
   else
-    whole();
+    rows_gemms(0, rows_, dw_);  // each GEMM whole, on the BLAS's threads
 }
 
 template <class T>

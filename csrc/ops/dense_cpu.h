@@ -61,7 +61,8 @@ class BackwardGemms {
   double finish(bool sumsq) const;  // the sum of squares of dw when sumsq, else 0
 
  private:
-  void whole() const;
+  // dx rows [begin, begin + count) and those rows' share delta^T x of dw, into dw_target
+  void rows_gemms(int64_t begin, int64_t count, T* dw_target) const;
   LayerPlan plan_;
   T *dx_, *dw_;
   const T *delta_, *x_, *w_;
