@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole CPU test suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer
-# (CMake option VGKERN_SANITIZE). Python itself is not instrumented, so the sanitizer runtimes
+# The whole test suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer
+# (CMake option VGKERN_SANITIZE) and the CUDA backend emulated on the CPU (VGKERN_CUDA=EMULATE,
+# csrc/cuda/emulation.h): the tests that take a `device` argument, and tests/test_cuda.py, then
+# run the CUDA backend's kernels and drivers too, with ASan watching their memory accesses. Python itself is not instrumented, so the sanitizer runtimes
 # are preloaded. Any report fails the run: UBSan aborts on the first error
 # (-fno-sanitize-recover), and both runtimes also write to log files that are checked at the
 # end, because pytest captures the stderr of passing tests. Leak detection is off here (CPython
@@ -16,7 +18,7 @@ python3 -m venv "$work/venv"
 . "$work/venv/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet ".[test]" -Ccmake.define.VGKERN_SANITIZE=ON \
-  -Ccmake.define.VGKERN_CUDA=OFF -Cbuild-dir="$work/build"
+  -Ccmake.define.VGKERN_CUDA=EMULATE -Cbuild-dir="$work/build"
 
 mkdir "$work/logs"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
@@ -24,6 +26,7 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=lib
 # refused); ASan would abort where the normal allocator returns NULL and numpy a MemoryError.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$work/logs/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$work/logs/ubsan"
+(cd "$work" && python -c "import vgkern; assert vgkern.build_info()['cuda_emulated']")
 status=0
 # run from outside the source tree so the installed (sanitized) package is the one imported
 (cd "$work" && python -m pytest -q -p no:cacheprovider -c "$OLDPWD/pyproject.toml" \

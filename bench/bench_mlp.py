@@ -37,6 +37,7 @@ Run:  python bench/bench_mlp.py                  # all configurations, 2 threads
       python bench/bench_mlp.py --quick          # smoke run
       python bench/bench_mlp.py --configs 64x256x50 --threads 2 --reps 50
       python bench/bench_mlp.py --configs 64x256x50:tanh:bn,256x256x50:tanh:bn
+      python bench/bench_mlp.py --device cuda    # on a GPU: vgkern vs torch CUDA and cuBLAS
 """
 from __future__ import annotations
 
@@ -701,8 +702,16 @@ def main(argv=None):
         n for n in IMPL_LABELS if n != "vgkern") + " (vgkern always runs)")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 reps, 2 warm-up")
     p.add_argument("--json", default=str(Path(__file__).resolve().parent / "results_mlp.json"),
-                   help="output JSON path (default bench/results_mlp.json)")
+                   help="output JSON path (default bench/results_mlp.json; with --device cuda "
+                   "results_mlp_cuda.json beside it)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: vgkern against PyTorch eager CUDA and cuBLAS (bench/_cuda_bench.py)")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _cuda_bench import main_cuda
+
+        return main_cuda(args, import_vgkern())
     if args.quick:
         args.reps, args.warmup = 5, 2
     elif args.reps < 20:

@@ -50,6 +50,20 @@ LOSSES = ("mse", "cross_entropy")
 
 
 # --------------------------------------------------------------------------------------------
+# Devices: a test that takes a `device` argument runs on "cpu" and on "cuda"; the CUDA case
+# skips unless a GPU is visible or the build emulates CUDA (VGKERN_CUDA=EMULATE,
+# .ci/cuda_emulation_check.sh).
+# --------------------------------------------------------------------------------------------
+
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        import vgkern
+        cuda = pytest.param("cuda", marks=pytest.mark.skipif(
+            not vgkern.cuda_available(), reason="no CUDA GPU visible (and no emulated build)"))
+        metafunc.parametrize("device", ["cpu", cuda])
+
+
+# --------------------------------------------------------------------------------------------
 # Randomness
 # --------------------------------------------------------------------------------------------
 

@@ -67,9 +67,10 @@ def assert_bitwise_equal(a, b, what=""):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("activation,loss", [("tanh", "mse"), ("relu", "cross_entropy"),
                                              ("sigmoid", "mse"), ("elu", "cross_entropy")])
-def test_repeated_calls_bit_identical(activation, loss, dtype):
+def test_repeated_calls_bit_identical(activation, loss, dtype, device):
     net, x, target = make_case(37, depth=6, batch=29, activation=activation, dtype=dtype,
-                               loss=loss, init="scaled_normal", sigma_w=1.3, sigma_b=0.2)
+                               loss=loss, init="scaled_normal", sigma_w=1.3, sigma_b=0.2,
+                               device=device)
     first = run_step(net, x, target, loss)
     assert np.isfinite(first["loss"])
     for _ in range(3):

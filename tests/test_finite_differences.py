@@ -53,6 +53,22 @@ def numpy_loss(out, target, loss):
     return float(R.loss_and_grad(np.asarray(out, np.float64), target, loss)[0])
 
 
+def net_central_difference(net, f):
+    """central_difference over every weight and bias of `net` (weights first): on the CPU
+    perturbed in place through the views; on CUDA in host copies, written to the device before
+    every evaluation."""
+    if net.device == "cpu":
+        return central_difference(f, list(net.weights) + list(net.biases))
+    num_layers = net.num_layers
+    params = [np.array(a) for a in list(net.weights) + list(net.biases)]
+
+    def write_then_f():
+        net.weights, net.biases = params[:num_layers], params[num_layers:]
+        return f()
+
+    return central_difference(write_then_f, params)
+
+
 def check_mlp_against_fd(net, x, target, loss):
     rep = net.step(x, target, loss=loss)
     analytic_w = [np.array(g) for g in net.weight_grads]
@@ -60,12 +76,8 @@ def check_mlp_against_fd(net, x, target, loss):
     loss0 = numpy_loss(net.forward(x), target, loss)
     assert rep.loss == pytest.approx(loss0, rel=1e-12, abs=1e-300)
 
-    def f():
-        return numpy_loss(net.forward(x), target, loss)
-
-    params = list(net.weights) + list(net.biases)
-    numeric = central_difference(f, params)
     num_layers = len(analytic_w)
+    numeric = net_central_difference(net, lambda: numpy_loss(net.forward(x), target, loss))
     scale = max(1e-3, max(float(np.abs(g).max()) for g in numeric))
     for l in range(num_layers):
         assert_matches_fd(analytic_w[l], numeric[l], f"dW[{l}]", scale, loss0)
@@ -77,11 +89,11 @@ def check_mlp_against_fd(net, x, target, loss):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_mlp_step_gradients_match_finite_differences(activation, alpha, init, loss, rng):
+def test_mlp_step_gradients_match_finite_differences(activation, alpha, init, loss, rng, device):
     sizes = [3, 4, 2]
     kw = ({"sigma_w": 1.2, "sigma_b": 0.5} if init == "scaled_normal" else {"bias_init": 0.1})
     net = vgkern.MLP(sizes, activation=activation, init=init, dtype="float64", alpha=alpha,
-                     seed=21, **kw)
+                     seed=21, device=device, **kw)
     ws = [np.array(w) for w in net.weights]
     bs = [np.array(b) for b in net.biases]
     x = kink_free_input(rng, ws, bs, 3, activation, "identity", alpha)
@@ -100,16 +112,17 @@ def make_target(rng, ws, bs, x, activation, output_activation, alpha, loss):
 
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_deeper_mlp_gradients_match_finite_differences(activation, alpha, loss, rng):
+def test_deeper_mlp_gradients_match_finite_differences(activation, alpha, loss, rng, device):
     """Depth 5 with a non-identity output activation: the chain rule across many layers."""
     sizes = [2, 3, 3, 3, 3, 3]
     output_activation = "sigmoid" if activation != "sigmoid" else "tanh"
     net = vgkern.MLP(sizes, activation=activation, init="xavier_normal", dtype="float64",
-                     output_activation=output_activation, alpha=alpha, seed=5, gain=1.3)
+                     output_activation=output_activation, alpha=alpha, seed=5, gain=1.3,
+                     device=device)
     ws, bs = random_params(rng, sizes)
     for l in range(len(ws)):
-        net.weights[l][...] = ws[l]
-        net.biases[l][...] = bs[l]
+        net.weights[l] = ws[l]
+        net.biases[l] = bs[l]
     x = kink_free_input(rng, ws, bs, 2, activation, output_activation, alpha)
     target = make_target(rng, ws, bs, x, activation, output_activation, alpha, loss)
     check_mlp_against_fd(net, x, target, loss)
@@ -122,11 +135,11 @@ def random_params(rng, sizes):
 
 
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_mlp_backward_with_grad_out_matches_finite_differences(activation, alpha, rng):
+def test_mlp_backward_with_grad_out_matches_finite_differences(activation, alpha, rng, device):
     """backward(grad_out) is the vector-Jacobian product: d <out, G> / d params."""
     sizes = [3, 5, 4, 2]
     net = vgkern.MLP(sizes, activation=activation, init="he_normal", dtype="float64",
-                     alpha=alpha, seed=2, bias_init=-0.05)
+                     alpha=alpha, seed=2, bias_init=-0.05, device=device)
     ws = [np.array(w) for w in net.weights]
     bs = [np.array(b) for b in net.biases]
     x = kink_free_input(rng, ws, bs, 4, activation, "identity", alpha)
@@ -139,7 +152,7 @@ def test_mlp_backward_with_grad_out_matches_finite_differences(activation, alpha
         return float(np.sum(net.forward(x) * grad_out))
 
     f0 = f()
-    numeric = central_difference(f, list(net.weights) + list(net.biases))
+    numeric = net_central_difference(net, f)
     scale = max(1e-3, max(float(np.abs(g).max()) for g in numeric))
     for i, (a, n) in enumerate(zip(analytic, numeric)):
         assert_matches_fd(a, n, f"param {i}", scale, f0)

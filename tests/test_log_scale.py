@@ -35,10 +35,10 @@ def grads_of(net):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "elu", "identity"])
-def test_log_scale_equals_plain_where_nothing_underflows(activation, dtype, rng):
+def test_log_scale_equals_plain_where_nothing_underflows(activation, dtype, rng, device):
     sizes = [7] + [12] * 9 + [3]  # depth 10
     net = vgkern.MLP(sizes, activation=activation, init="he_normal", dtype=np.dtype(dtype).name,
-                     seed=31, bias_init=0.01, alpha=0.7)
+                     seed=31, bias_init=0.01, alpha=0.7, device=device)
     x = rng.standard_normal((5, 7)).astype(dtype)
     grad_out = rng.standard_normal((5, 3)).astype(dtype)
 
@@ -77,12 +77,12 @@ def test_log_scale_equals_plain_where_nothing_underflows(activation, dtype, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_log_scale_step_matches_plain_step(dtype, rng):
+def test_log_scale_step_matches_plain_step(dtype, rng, device):
     sizes = [6] + [10] * 9 + [4]
     x = rng.standard_normal((8, 6)).astype(dtype)
     labels = rng.integers(0, 4, 8)
-    a = vgkern.MLP(sizes, activation="tanh", init="orthogonal", dtype=np.dtype(dtype).name, seed=2)
-    b = vgkern.MLP(sizes, activation="tanh", init="orthogonal", dtype=np.dtype(dtype).name, seed=2)
+    a, b = (vgkern.MLP(sizes, activation="tanh", init="orthogonal", dtype=np.dtype(dtype).name,
+                       seed=2, device=device) for _ in range(2))
     rep_a = a.step(x, labels, loss="cross_entropy")
     rep_b = b.step(x, labels, loss="cross_entropy", log_scale=True)
     assert rep_a.loss == rep_b.loss
@@ -139,11 +139,11 @@ DEEP_TOL = {np.float32: 5e-3, np.float64: 1e-3}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_depth_1000_sigmoid_log_scale_is_exact_where_plain_underflows(dtype, rng):
+def test_depth_1000_sigmoid_log_scale_is_exact_where_plain_underflows(dtype, rng, device):
     depth, width, batch = 1000, 16, 4
     sizes = [width] * (depth + 1)
     net = vgkern.MLP(sizes, activation="sigmoid", init="xavier_normal",
-                     dtype=np.dtype(dtype).name, seed=1000)
+                     dtype=np.dtype(dtype).name, seed=1000, device=device)
     x = rng.standard_normal((batch, width)).astype(dtype)
     grad_out = rng.standard_normal((batch, width)).astype(dtype)
     weights = [np.array(w) for w in net.weights]

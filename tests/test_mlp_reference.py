@@ -34,8 +34,12 @@ def params_of(net):
 
 def write_params(net, ws, bs):
     for l, (w, b) in enumerate(zip(ws, bs)):
-        net.weights[l][...] = w
-        net.biases[l][...] = b
+        if net.device == "cpu":  # in place, into the views
+            net.weights[l][...] = w
+            net.biases[l][...] = b
+        else:  # a CUDA net's lists hold read-only host copies; assignment writes to the device
+            net.weights[l] = w
+            net.biases[l] = b
 
 
 def oracles(ws, bs, x, activation, output_activation, alpha, dtype, **kw):
@@ -108,11 +112,11 @@ def make_target(rng, loss, batch, d_out, dtype):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_step_matches_reference(activation, alpha, init, loss, dtype, rng):
+def test_step_matches_reference(activation, alpha, init, loss, dtype, rng, device):
     sizes = [17, 33, 9]
     batch = 13
     extra = {"sigma_w": 1.5, "sigma_b": 0.3} if init == "scaled_normal" else {}
-    net = make_net(sizes, activation, init, dtype, alpha=alpha, seed=7, **extra)
+    net = make_net(sizes, activation, init, dtype, alpha=alpha, seed=7, device=device, **extra)
     ws, bs = params_of(net)
     if init == "scaled_normal":
         assert any(np.any(b != 0) for b in bs), "scaled_normal with sigma_b=0.3 gave zero biases"
@@ -138,8 +142,8 @@ def test_step_matches_reference(activation, alpha, init, loss, dtype, rng):
 @pytest.mark.parametrize("batch", [1, 13])
 @pytest.mark.parametrize("sizes", SIZES, ids=SIZE_IDS)
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_forward_backward_matches_reference(activation, alpha, sizes, batch, dtype, rng):
-    net = make_net(sizes, activation, "xavier_normal", dtype, alpha=alpha, seed=3)
+def test_forward_backward_matches_reference(activation, alpha, sizes, batch, dtype, rng, device):
+    net = make_net(sizes, activation, "xavier_normal", dtype, alpha=alpha, seed=3, device=device)
     ws, bs = random_weights(rng, sizes, dtype, scale=None)
     write_params(net, ws, bs)  # non-zero biases; also exercises in-place writes
     x = rng.standard_normal((batch, sizes[0])).astype(dtype)
@@ -160,10 +164,10 @@ def test_forward_backward_matches_reference(activation, alpha, sizes, batch, dty
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("output_activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_output_activation(output_activation, alpha, loss, dtype, rng):
+def test_output_activation(output_activation, alpha, loss, dtype, rng, device):
     sizes = [5, 7, 6, 3]
     net = make_net(sizes, "tanh", "he_normal", dtype, output_activation=output_activation,
-                   alpha=alpha, seed=11, bias_init=0.05)
+                   alpha=alpha, seed=11, bias_init=0.05, device=device)
     ws, bs = params_of(net)
     assert all(np.all(b == np.asarray(0.05, dtype)) for b in bs)
     x = rng.standard_normal((4, sizes[0])).astype(dtype)
@@ -178,9 +182,9 @@ def test_output_activation(output_activation, alpha, loss, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_step_equals_forward_plus_loss_plus_backward(dtype, rng):
+def test_step_equals_forward_plus_loss_plus_backward(dtype, rng, device):
     sizes = [6, 10, 4]
-    net = make_net(sizes, "elu", "lecun_normal", dtype, alpha=0.5, seed=5)
+    net = make_net(sizes, "elu", "lecun_normal", dtype, alpha=0.5, seed=5, device=device)
     x = rng.standard_normal((7, 6)).astype(dtype)
     target = rng.standard_normal((7, 4)).astype(dtype)
     rep = net.step(x, target, loss="mse")
@@ -201,10 +205,10 @@ def test_step_equals_forward_plus_loss_plus_backward(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
-def test_forward_statistics_saturated_zero_dead(activation, alpha, dtype, rng):
+def test_forward_statistics_saturated_zero_dead(activation, alpha, dtype, rng, device):
     sizes = [8, 48, 48, 6]
     batch = 9
-    net = make_net(sizes, activation, "xavier_normal", dtype, alpha=alpha)
+    net = make_net(sizes, activation, "xavier_normal", dtype, alpha=alpha, device=device)
     ws, bs = random_weights(rng, sizes, dtype, scale=None)
     ws = [(4.0 * w).astype(dtype) for w in ws]
     bs = [(10.0 * b).astype(dtype) for b in bs]  # N(0, 1)
@@ -244,7 +248,7 @@ def test_forward_statistics_saturated_zero_dead(activation, alpha, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_saturated_fraction_threshold_is_relative_to_max_derivative(dtype):
+def test_saturated_fraction_threshold_is_relative_to_max_derivative(dtype, device):
     """One layer, identity output replaced by the activation under test via a 1-layer net
     whose output activation is that activation: z values on both sides of each threshold."""
     # thresholds on |z| where act'(z) = 1% of max: sigmoid e/(1+e)^2 = 0.0025, tanh 1/cosh^2 = 0.01
@@ -265,9 +269,8 @@ def test_saturated_fraction_threshold_is_relative_to_max_derivative(dtype):
             zs = [t + 0.05, -(t + 0.02), t - 0.02, -(t - 0.05), 0.0, 1.0]  # saturated: |z| > t
             expected = 2 / 6
         net = make_net([1, 6], "identity", "xavier_normal", dtype, output_activation=name,
-                       alpha=alpha)
-        net.weights[0][...] = np.ones((6, 1), dtype)
-        net.biases[0][...] = np.array(zs, dtype)
+                       alpha=alpha, device=device)
+        write_params(net, [np.ones((6, 1), dtype)], [np.array(zs, dtype)])
         net.forward(np.zeros((1, 1), dtype))
         rep = net.backward(np.ones((1, 6), dtype))
         assert rep.saturated_fraction[0] == pytest.approx(expected, abs=1e-12), (name, alpha)

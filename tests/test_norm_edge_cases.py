@@ -36,8 +36,8 @@ def assert_rel(actual, expected, rtol, what):
         f"{abs(actual - expected) / expected:.2e} > {rtol:.0e})")
 
 
-def identity_net(n_in, n_out, dtype, seed=0):
-    return vgkern.MLP([n_in, n_out], activation="identity", dtype=dtype, seed=seed)
+def identity_net(n_in, n_out, dtype, seed=0, device="cpu"):
+    return vgkern.MLP([n_in, n_out], activation="identity", dtype=dtype, seed=seed, device=device)
 
 
 # value, dtype, batch: every entry of grad_out equals `value`; the norm sqrt(n)*value is far from
@@ -56,9 +56,9 @@ EXTREMES = [
 
 @pytest.mark.parametrize("value,dtype,batch", EXTREMES,
                          ids=[f"{v:g}-{d}-B{b}" for v, d, b in EXTREMES])
-def test_constant_grad_out_norms(value, dtype, batch):
+def test_constant_grad_out_norms(value, dtype, batch, device):
     n_in, n_out = 9, 40
-    net = identity_net(n_in, n_out, dtype)
+    net = identity_net(n_in, n_out, dtype, device=device)
     x = np.ones((batch, n_in), dtype=dtype)
     grad_out = np.full((batch, n_out), value, dtype=dtype)
     v = float(grad_out[0, 0])                       # the value as stored in the dtype
@@ -97,13 +97,13 @@ def test_constant_grad_out_norms(value, dtype, batch):
 
 
 @pytest.mark.parametrize("dtype,lo,hi", [("float32", -37, 37), ("float64", -300, 300)])
-def test_mixed_magnitudes(dtype, lo, hi):
+def test_mixed_magnitudes(dtype, lo, hi, device):
     """Entries spread over the whole exponent range, random signs: no overflow, no underflow."""
     rng = np.random.default_rng(21)
     batch, n_out = 7, 33
     grad_out = (rng.choice([-1.0, 1.0], size=(batch, n_out))
                 * 10.0 ** rng.uniform(lo, hi, size=(batch, n_out))).astype(dtype)
-    net = identity_net(5, n_out, dtype)
+    net = identity_net(5, n_out, dtype, device=device)
     net.forward(np.ones((batch, 5), dtype=dtype))
     rep = net.backward(grad_out)
     expected = norm64(grad_out)
@@ -121,12 +121,12 @@ def test_mixed_magnitudes(dtype, lo, hi):
     ("float64", 1e-150, 1e-160),     # dW entries ~1e-310: dW**2 underflows float64
     ("float64", 1e150, 1e150),       # dW entries ~1e300
 ])
-def test_weight_grad_norm_of_tiny_or_huge_products(dtype, x_scale, g_scale):
+def test_weight_grad_norm_of_tiny_or_huge_products(dtype, x_scale, g_scale, device):
     rng = np.random.default_rng(3)
     batch, n_in, n_out = 4, 23, 17
     x = (rng.uniform(0.5, 1.5, size=(batch, n_in)) * x_scale).astype(dtype)
     grad_out = (rng.uniform(0.5, 1.5, size=(batch, n_out)) * g_scale).astype(dtype)
-    net = identity_net(n_in, n_out, dtype)
+    net = identity_net(n_in, n_out, dtype, device=device)
     net.forward(x)
     rep = net.backward(grad_out)
     # the true dW in float64 (all products positive: no cancellation)
@@ -144,10 +144,11 @@ def test_weight_grad_norm_of_tiny_or_huge_products(dtype, x_scale, g_scale):
 
 
 @pytest.mark.parametrize("dtype,value", [("float32", 1e-30), ("float64", 1e-280)])
-def test_hidden_layer_norms_tiny(dtype, value):
+def test_hidden_layer_norms_tiny(dtype, value, device):
     """A 4-layer identity net carries a tiny gradient down: every layer's norm is exact."""
     sizes, batch = [12, 31, 20, 31, 9], 6
-    net = vgkern.MLP(sizes, activation="identity", init="orthogonal", dtype=dtype, seed=4)
+    net = vgkern.MLP(sizes, activation="identity", init="orthogonal", dtype=dtype, seed=4,
+                     device=device)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((batch, sizes[0])).astype(dtype)
     grad_out = (rng.standard_normal((batch, sizes[-1])) * value).astype(dtype)
@@ -176,8 +177,8 @@ def test_hidden_layer_norms_tiny(dtype, value):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_zero_gradient_norms_are_exact_zero(dtype):
-    net = vgkern.MLP([6, 8, 3], activation="tanh", dtype=dtype)
+def test_zero_gradient_norms_are_exact_zero(dtype, device):
+    net = vgkern.MLP([6, 8, 3], activation="tanh", dtype=dtype, device=device)
     net.forward(np.ones((4, 6), dtype=dtype))
     rep = net.backward(np.zeros((4, 3), dtype=dtype))
     for field in NORM_FIELDS:
@@ -186,8 +187,8 @@ def test_zero_gradient_norms_are_exact_zero(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_infinite_gradient_norm_is_inf_not_nan(dtype):
-    net = identity_net(3, 4, dtype)
+def test_infinite_gradient_norm_is_inf_not_nan(dtype, device):
+    net = identity_net(3, 4, dtype, device=device)
     net.forward(np.ones((2, 3), dtype=dtype))
     grad_out = np.ones((2, 4), dtype=dtype)
     grad_out[1, 2] = np.inf
@@ -211,10 +212,10 @@ def test_infinite_gradient_norm_is_inf_not_nan(dtype):
 @pytest.mark.parametrize("dtype,scale", [("float32", 1e-30), ("float32", 1e30),
                                          ("float64", 1e-150), ("float64", 1e150),
                                          ("float64", 1e-200), ("float64", 1e200)])
-def test_preact_mean_std_of_tiny_or_huge_preactivations(dtype, scale):
+def test_preact_mean_std_of_tiny_or_huge_preactivations(dtype, scale, device):
     """z = x W^T with |z| ~ scale: mean and population std must scale with it (z**2 under- or
     overflows float64 at 1e-200 / 1e200, which must not turn the std into 0)."""
-    net = identity_net(6, 9, dtype, seed=2)
+    net = identity_net(6, 9, dtype, seed=2, device=device)
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((5, 6)) * scale).astype(dtype)
     rep = net.step(x, np.zeros((5, 9), dtype=dtype), loss="mse")
@@ -287,7 +288,7 @@ def test_no_flush_to_zero_in_calling_thread():
 
 @pytest.mark.parametrize("flush", [False, True])
 @pytest.mark.parametrize("exponent", [-66, -56, -52, -50, -47, -40])
-def test_float32_block_sums_near_the_underflow_limit(exponent, flush):
+def test_float32_block_sums_near_the_underflow_limit(exponent, flush, device):
     """float32 squares are summed in float per block of 256 entries; a block whose float sum
     cannot be trusted (some squares lost to underflow) is summed again in float64. Entries of
     magnitude 2^(exponent-2) .. 2^exponent put the blocks below, around and above that limit;
@@ -300,7 +301,7 @@ def test_float32_block_sums_near_the_underflow_limit(exponent, flush):
     grad_out[1024:1280] = 0.0
     grad_out = grad_out.astype(np.float32).reshape(batch, n_out)
     net = vgkern.MLP([6, n_out], activation="identity", output_activation="tanh",
-                     dtype="float32", seed=0)
+                     dtype="float32", seed=0, device=device)
     x = (0.3 * np.random.default_rng(6).standard_normal((batch, 6))).astype(np.float32)
     previous = vgkern.flush_denormal()
     vgkern.set_flush_denormal(flush)

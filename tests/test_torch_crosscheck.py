@@ -333,12 +333,12 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "elu"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_step_matches_torch(dtype, activation, loss, shape):
+def test_step_matches_torch(dtype, activation, loss, shape, device):
     sizes, batch = shape
     depth = len(sizes) - 1
     seed = 1000 + 17 * depth + batch
     net = vgkern.MLP(sizes, activation=activation, init="scaled_normal", dtype=dtype, seed=seed,
-                     **INIT[activation])
+                     **INIT[activation], device=device)
     x, target = make_data(sizes, batch, dtype, loss, seed + 1)
     weights = [np.array(w) for w in net.weights]
     biases = [np.array(b) for b in net.biases]
@@ -365,13 +365,13 @@ def test_step_matches_torch(dtype, activation, loss, shape):
                          ids=[SHAPE_IDS[2], SHAPE_IDS[4], SHAPE_IDS[6]])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "elu"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_forward_backward_matches_torch(dtype, activation, shape):
+def test_forward_backward_matches_torch(dtype, activation, shape, device):
     """forward + backward(grad_out) with an arbitrary upstream gradient (no loss)."""
     sizes, batch = shape
     depth = len(sizes) - 1
     seed = 7 + depth
     net = vgkern.MLP(sizes, activation=activation, init="scaled_normal", dtype=dtype, seed=seed,
-                     **INIT[activation])
+                     **INIT[activation], device=device)
     rng = np.random.default_rng(seed + 3)
     x = rng.standard_normal((batch, sizes[0])).astype(NP_DTYPE[dtype])
     grad_out = rng.standard_normal((batch, sizes[-1])).astype(NP_DTYPE[dtype])
@@ -415,11 +415,11 @@ SATURATION_CASES = [
 @pytest.mark.parametrize("case", SATURATION_CASES,
                          ids=[f"{c[0]}-a{c[1]}-out_{c[2]}" for c in SATURATION_CASES])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_saturation_and_dead_units_match_torch(dtype, case):
+def test_saturation_and_dead_units_match_torch(dtype, case, device):
     activation, alpha, output_activation, init, x_scale, minimums = case
     sizes, batch = [19, 45, 33, 9], 40
     net = vgkern.MLP(sizes, activation=activation, init="scaled_normal", dtype=dtype, seed=5,
-                     alpha=alpha, output_activation=output_activation, **init)
+                     alpha=alpha, output_activation=output_activation, **init, device=device)
     x, target = make_data(sizes, batch, dtype, "mse", 6)
     x *= x_scale
     ref = torch_reference(list(net.weights), list(net.biases), x, activation=activation,

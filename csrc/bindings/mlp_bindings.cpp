@@ -27,6 +27,42 @@ void check_input(const MLPBase& net, const char* op, const TensorView& x) {
   check_shape(op, "x", x, {-1, net.sizes().front()});
 }
 
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  fail<ValueError>("MLP: device must be 'cpu' or 'cuda', got '", name, "'");
+}
+
+NetBuffer parse_buffer(const std::string& name) {
+  if (name == "params") return NetBuffer::params;
+  if (name == "grads") return NetBuffer::grads;
+  if (name == "running_means") return NetBuffer::running_means;
+  if (name == "running_vars") return NetBuffer::running_vars;
+  fail<ValueError>("MLP: no buffer named '", name, "'");
+}
+
+// A flat buffer as numpy: on the CPU a writable view of the net's memory; on CUDA a read-only
+// host copy made now (write it back with MLPCore.write).
+py::array buffer(py::object self, NetBuffer which) {
+  MLPBase& net = *self.cast<PyMLP&>().net;
+  const int64_t n = net.buffer_size(which);
+  if (net.device() == Device::cpu) {
+    void* data = which == NetBuffer::params   ? net.params()
+                 : which == NetBuffer::grads  ? net.grads()
+                 : which == NetBuffer::running_means ? net.running_means()
+                                                     : net.running_vars();
+    return flat_view(self, data, net.dtype(), n);
+  }
+  TensorView view;
+  py::array copy = new_array(net.dtype(), {n}, &view);
+  {
+    py::gil_scoped_release release;
+    net.copy_to_host(which, view.data);
+  }
+  copy.attr("setflags")(py::arg("write") = false);
+  return copy;
+}
+
 py::array new_report(const MLPBase& net, TensorView* view) {
   return new_array(DType::f64, {net.num_layers(), kNumReportColumns}, view);
 }
@@ -40,18 +76,21 @@ void bind_mlp(py::module_& m) {
   py::class_<PyMLP>(m, "MLPCore")
       .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& acts,
                        const std::vector<double>& alphas, const std::string& dtype,
-                       bool batch_norm, bool bn_affine, double bn_momentum, double bn_eps) {
+                       bool batch_norm, bool bn_affine, double bn_momentum, double bn_eps,
+                       const std::string& device) {
              if (alphas.size() != acts.size())
                fail<ValueError>("MLP: need one alpha per activation");
              std::vector<ActSpec> specs;
              for (size_t l = 0; l < acts.size(); ++l)
                specs.push_back(parse_activation(acts[l], alphas[l], "MLP: activation"));
              const BatchNormConfig bn{batch_norm, bn_affine, bn_momentum, bn_eps};
-             return PyMLP{make_mlp(sizes, specs, parse_dtype(dtype), bn)};
+             return PyMLP{make_mlp(sizes, specs, parse_dtype(dtype), bn, parse_device(device))};
            }),
            py::arg("sizes"), py::arg("activations"), py::arg("alphas"), py::arg("dtype"),
            py::arg("batch_norm") = false, py::arg("bn_affine") = true,
-           py::arg("bn_momentum") = 0.1, py::arg("bn_eps") = 1e-5)
+           py::arg("bn_momentum") = 0.1, py::arg("bn_eps") = 1e-5, py::arg("device") = "cpu")
+      .def_property_readonly("device",
+                             [](PyMLP& self) { return device_name(self.net->device()); })
       .def_property_readonly("num_layers", [](PyMLP& self) { return self.net->num_layers(); })
       .def_property_readonly("num_params", [](PyMLP& self) { return self.net->num_params(); })
       .def_property_readonly("layout",
@@ -76,27 +115,23 @@ void bind_mlp(py::module_& m) {
           "stats", [](PyMLP& self) { return self.net->stats; },
           [](PyMLP& self, bool on) { self.net->stats = on; })
       .def_property_readonly("params",
-                             [](py::object self) {
-                               auto& net = *self.cast<PyMLP&>().net;
-                               return flat_view(self, net.params(), net.dtype(), net.num_params());
-                             })
+                             [](py::object self) { return buffer(self, NetBuffer::params); })
       .def_property_readonly("grads",
-                             [](py::object self) {
-                               auto& net = *self.cast<PyMLP&>().net;
-                               return flat_view(self, net.grads(), net.dtype(), net.num_params());
-                             })
+                             [](py::object self) { return buffer(self, NetBuffer::grads); })
       .def_property_readonly("running_means",
-                             [](py::object self) {
-                               auto& net = *self.cast<PyMLP&>().net;
-                               return flat_view(self, net.running_means(), net.dtype(),
-                                                net.num_running());
-                             })
+                             [](py::object self) { return buffer(self, NetBuffer::running_means); })
       .def_property_readonly("running_vars",
-                             [](py::object self) {
-                               auto& net = *self.cast<PyMLP&>().net;
-                               return flat_view(self, net.running_vars(), net.dtype(),
-                                                net.num_running());
-                             })
+                             [](py::object self) { return buffer(self, NetBuffer::running_vars); })
+      .def(
+          "write",
+          [](PyMLP& self, const std::string& name, int64_t offset, py::handle values) {
+            // values: a flat array of the net's dtype, checked by the Python caller
+            const TensorView v = view_of(values, "MLP", name.c_str());
+            check_dtype("MLP", name.c_str(), v, self.net->dtype());
+            py::gil_scoped_release release;
+            self.net->copy_from_host(parse_buffer(name), offset, v.numel(), v.data);
+          },
+          py::arg("buffer"), py::arg("offset"), py::arg("values"))
       .def("check_batch", [](PyMLP& self, int64_t rows) { self.net->check_batch(rows); })
       .def(
           "forward",

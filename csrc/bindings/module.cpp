@@ -49,6 +49,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("blas_ready", &blas_ready);
   m.def("cuda_compiled", [] { return kBuiltWithCuda; });
   m.def("cuda_device_count", [] { return cuda_device_count(); });
+  m.def("load_cublas", &load_cublas, py::arg("candidates"));
   m.def(
       "check_device",
       [](const std::string& op, const std::string& device) {

@@ -79,14 +79,13 @@ BlasSingleThreaded::~BlasSingleThreaded() {
   if (--g_single_depth == 0 && g_set_threads && g_saved_threads > 1) g_set_threads(g_saved_threads);
 }
 
-template <class T> static fortran_gemm_fn<T> gemm_fn();
-template <> fortran_gemm_fn<float> gemm_fn<float>() { return g_sgemm; }
-template <> fortran_gemm_fn<double> gemm_fn<double>() { return g_dgemm; }
+template <> fortran_gemm_fn<float> fortran_gemm<float>() { return g_sgemm; }
+template <> fortran_gemm_fn<double> fortran_gemm<double>() { return g_dgemm; }
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  auto fn = gemm_fn<T>();
+  auto fn = fortran_gemm<T>();
   if (!fn) fail<DeviceError>("gemm: BLAS is not initialised (import vgkern, not vgkern._core)");
   if (M == 0 || N == 0) return;
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.

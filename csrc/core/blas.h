@@ -14,6 +14,8 @@ using fortran_gemm_fn = void (*)(const char* transa, const char* transb, const i
                                  const int* ldc);
 
 void set_blas(void* sgemm, void* dgemm);
+template <class T>
+fortran_gemm_fn<T> fortran_gemm();  // null until set_blas
 bool blas_ready();
 
 // The BLAS's thread setting, as threadpoolctl sees and sets it. Found next to sgemm (OpenBLAS's

@@ -32,6 +32,8 @@ py::dict build_info_dict() {
                         "single-threaded BLAS (via " + control + "); large layers: BLAS threads";
   info["cuda"] = kBuiltWithCuda;
   info["cuda_architectures"] = kBuiltWithCuda ? VGKERN_CUDA_ARCHS : "";
+  info["cuda_version"] = kBuiltWithCuda ? VGKERN_CUDA_VERSION : "";  // the toolkit built with
+  info["cuda_emulated"] = static_cast<bool>(VGKERN_CUDA_EMULATED);  // VGKERN_CUDA=EMULATE
   return info;
 }
 

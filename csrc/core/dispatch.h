@@ -2,7 +2,9 @@
 //   dispatch(op_name, device, dtype, [&](auto tag) { ... tag.value_type ... tag.device ... });
 // and get a clear error for a device that this build (or this op) does not support.
 #pragma once
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "core/denormals.h"
 #include "core/errors.h"
@@ -13,9 +15,13 @@ namespace vgkern {
 #ifdef VGKERN_WITH_CUDA
 constexpr bool kBuiltWithCuda = true;
 int cuda_device_count();  // cuda/cuda_runtime.cu; 0 without a driver or GPU
+std::string load_cublas(const std::vector<std::string>& candidates);  // cuda/cublas.h
 #else
 constexpr bool kBuiltWithCuda = false;
 inline int cuda_device_count() { return 0; }
+inline std::string load_cublas(const std::vector<std::string>&) {
+  fail<DeviceError>("cuBLAS: this vgkern build has no CUDA support");
+}
 #endif
 
 template <class T, Device D>
@@ -24,15 +30,38 @@ struct KernelTag {
   static constexpr Device device = D;
 };
 
+// Throws DeviceError unless this build has CUDA and a CUDA GPU is visible.
+inline void check_cuda_device(const char* op) {
+  if (!kBuiltWithCuda)
+    fail<DeviceError>(op, ": device 'cuda' requested but this vgkern build has no CUDA "
+                          "support (rebuild with VGKERN_CUDA=ON where nvcc is available)");
+  if (cuda_device_count() == 0)
+    fail<DeviceError>(op, ": device 'cuda' requested but no CUDA GPU is visible");
+}
+
+// For ops without CUDA kernels: device 'cuda' is refused with a clear error.
 template <class F>
 decltype(auto) dispatch(const char* op, Device device, DType dtype, F&& body) {
   if (device == Device::cuda) {
-    if (!kBuiltWithCuda)
-      fail<DeviceError>(op, ": device 'cuda' requested but this vgkern build has no CUDA "
-                            "support (rebuild with VGKERN_CUDA=ON where nvcc is available)");
-    if (cuda_device_count() == 0)
-      fail<DeviceError>(op, ": device 'cuda' requested but no CUDA GPU is visible");
-    fail<DeviceError>(op, ": no CUDA kernel for this op in vgkern ", "0.1 (CPU only so far)");
+    check_cuda_device(op);
+    fail<DeviceError>(op, ": no CUDA kernel for this op yet (CPU only; the CUDA backend covers "
+                          "vgkern.MLP without batch norm so far)");
+  }
+  DenormalsFlushed flushed;
+  if (dtype == DType::f32) return body(KernelTag<float, Device::cpu>{});
+  return body(KernelTag<double, Device::cpu>{});
+}
+
+// For code with CUDA kernels: body gets KernelTag<T, Device::cuda> for device 'cuda' (CUDA
+// builds with a visible GPU only; body's CUDA branch is not even compiled otherwise).
+template <class F>
+decltype(auto) dispatch_devices(const char* op, Device device, DType dtype, F&& body) {
+  if (device == Device::cuda) {
+    check_cuda_device(op);
+#ifdef VGKERN_WITH_CUDA
+    if (dtype == DType::f32) return body(KernelTag<float, Device::cuda>{});
+    return body(KernelTag<double, Device::cuda>{});
+#endif
   }
   DenormalsFlushed flushed;
   if (dtype == DType::f32) return body(KernelTag<float, Device::cpu>{});

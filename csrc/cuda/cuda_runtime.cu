@@ -1,6 +1,9 @@
-// CUDA runtime queries. Compiled whenever nvcc is found (VGKERN_CUDA=AUTO|ON) so that CI checks
-// the CUDA toolchain; kernels for the ops arrive with the CUDA backend issue.
-#include <cuda_runtime.h>
+// CUDA runtime queries and error reporting. Compiled whenever nvcc is found (VGKERN_CUDA=AUTO|ON).
+#include <cstdlib>
+#include <cstring>
+
+#include "core/errors.h"
+#include "cuda/cuda_check.h"
 
 namespace vgkern {
 
@@ -12,6 +15,27 @@ int cuda_device_count() {
     return 0;
   }
   return count;
+}
+
+void cuda_fail(const char* call, cudaError_t error, const char* file, int line) {
+  fail<DeviceError>("CUDA error in ", call, " at ", file, ":", line, ": ",
+                    cudaGetErrorName(error), " (", cudaGetErrorString(error), ")");
+}
+
+namespace {
+bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("VGKERN_CUDA_SYNC");
+    return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+}  // namespace
+
+void cuda_check_launch(const char* kernel, cudaStream_t stream, const char* file, int line) {
+  cudaError_t error = cudaGetLastError();
+  if (error == cudaSuccess && sync_after_launch()) error = cudaStreamSynchronize(stream);
+  if (error != cudaSuccess) cuda_fail(kernel, error, file, line);
 }
 
 }  // namespace vgkern

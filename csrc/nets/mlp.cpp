@@ -1,12 +1,14 @@
 #include "nets/mlp.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <utility>
 
 #include "core/checks.h"
 #include "core/denormals.h"
+#include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/memory.h"
 #include "ops/batchnorm.h"
@@ -237,31 +239,10 @@ class MLP final : public MLPBase {
                                          forward_training_, log_scale, want)
               : dense_backward_cpu<T>(dx, dw, grads_.data() + layer.bias, delta, current, dact,
                                       x, w, rows_, in, out, log_scale, want);
-      fill_report_row(report.ptr<double>() + l * kNumReportColumns, l, bs, units, rescale);
+      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
+                      forward_stats_valid_ ? &forward_stats_[l] : nullptr, units, rescale);
       units += rescale;
       std::swap(current, below);
-    }
-  }
-
-  void fill_report_row(double* row, int64_t l, const BackwardStats& bs, int64_t units,
-                       int rescale) const {
-    for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
-    row[kGradLog2Scale] = static_cast<double>(units + rescale);
-    if (stats) {
-      put_norm(row, kActGradNorm, kLog10ActGradNorm, bs.act_grad_norm, units);
-      put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs.preact_grad_norm, units);
-      put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs.bias_grad_norm, units + rescale);
-      put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs.weight_grad_norm, units + rescale);
-      put_norm(row, kGammaGradNorm, kLog10GammaGradNorm, bs.gamma_grad_norm, units + rescale);
-      put_norm(row, kBetaGradNorm, kLog10BetaGradNorm, bs.beta_grad_norm, units + rescale);
-    }
-    if (forward_stats_valid_) {
-      const ForwardStats& fs = forward_stats_[l];
-      row[kPreactMean] = fs.preact_mean;
-      row[kPreactStd] = fs.preact_std;
-      row[kSaturatedFraction] = fs.saturated_fraction;
-      row[kZeroFraction] = fs.zero_fraction;
-      row[kDeadFraction] = fs.dead_fraction;
     }
   }
 
@@ -292,9 +273,58 @@ class MLP final : public MLPBase {
 
 }  // namespace
 
+void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
+                     int rescale) {
+  for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
+  row[kGradLog2Scale] = static_cast<double>(units + rescale);
+  if (bs) {
+    put_norm(row, kActGradNorm, kLog10ActGradNorm, bs->act_grad_norm, units);
+    put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs->preact_grad_norm, units);
+    put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs->bias_grad_norm, units + rescale);
+    put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs->weight_grad_norm, units + rescale);
+    put_norm(row, kGammaGradNorm, kLog10GammaGradNorm, bs->gamma_grad_norm, units + rescale);
+    put_norm(row, kBetaGradNorm, kLog10BetaGradNorm, bs->beta_grad_norm, units + rescale);
+  }
+  if (fs) {
+    row[kPreactMean] = fs->preact_mean;
+    row[kPreactStd] = fs->preact_std;
+    row[kSaturatedFraction] = fs->saturated_fraction;
+    row[kZeroFraction] = fs->zero_fraction;
+    row[kDeadFraction] = fs->dead_fraction;
+  }
+}
+
+int64_t MLPBase::buffer_size(NetBuffer which) const {
+  return which == NetBuffer::params || which == NetBuffer::grads ? num_params() : num_running();
+}
+
+namespace {
+void* host_buffer(MLPBase& net, NetBuffer which) {
+  switch (which) {
+    case NetBuffer::params: return net.params();
+    case NetBuffer::grads: return net.grads();
+    case NetBuffer::running_means: return net.running_means();
+    default: return net.running_vars();
+  }
+}
+}  // namespace
+
+void MLPBase::copy_to_host(NetBuffer which, void* host) {
+  const size_t item = dtype() == DType::f32 ? 4 : 8;
+  std::memcpy(host, host_buffer(*this, which), buffer_size(which) * item);
+}
+
+void MLPBase::copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host) {
+  const size_t item = dtype() == DType::f32 ? 4 : 8;
+  if (offset < 0 || count < 0 || offset + count > buffer_size(which))
+    fail<ValueError>("MLP: entries [", offset, ", ", offset + count, ") are outside the buffer of ",
+                     buffer_size(which));
+  std::memcpy(static_cast<char*>(host_buffer(*this, which)) + offset * item, host, count * item);
+}
+
 std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
                                   const std::vector<ActSpec>& acts, DType dtype,
-                                  BatchNormConfig bn) {
+                                  BatchNormConfig bn, Device device) {
   if (sizes.size() < 2)
     fail<ValueError>("MLP: sizes must list at least two layer widths [d_0, ..., d_L], got ",
                      sizes.size());
@@ -313,6 +343,16 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
     fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
                      acts.size());
   if (bn.enabled) check_batchnorm_spec("MLP", BatchNormSpec{false, bn.momentum, bn.eps}, 2);
+  if (device == Device::cuda) {
+    check_cuda_device("MLP");
+    if (bn.enabled)
+      fail<DeviceError>("MLP: batch_norm=True is not available on device 'cuda' yet (CPU only)");
+    return dispatch_devices("MLP", device, dtype, [&](auto tag) -> std::unique_ptr<MLPBase> {
+      using T = typename decltype(tag)::value_type;
+      if constexpr (decltype(tag)::device == Device::cuda) return make_cuda_mlp<T>(sizes, acts);
+      else fail<DeviceError>("MLP: unreachable device dispatch");
+    });
+  }
   if (dtype == DType::f32) return std::make_unique<MLP<float>>(sizes, acts, bn);
   return std::make_unique<MLP<double>>(sizes, acts, bn);
 }

@@ -31,6 +31,9 @@ extern const char* const kReportColumnNames[kNumReportColumns];
 
 enum class Loss { mse, cross_entropy };
 
+// The net's flat buffers, for copies in and out (the only access to a CUDA net's memory).
+enum class NetBuffer { params, grads, running_means, running_vars };
+
 struct LayerLayout {
   int64_t weight = 0;                     // offset of W_l in params/grads
   int64_t bias = -1, gamma = -1, beta = -1;  // offsets, -1 where the layer has none
@@ -51,10 +54,17 @@ class MLPBase {
   virtual const std::vector<int64_t>& sizes() const = 0;  // d_0 .. d_L
   virtual const std::vector<LayerLayout>& layout() const = 0;
   virtual int64_t num_running() const = 0;  // entries of each running-statistics buffer
+  virtual Device device() const { return Device::cpu; }
+  // Host pointers on the CPU; device pointers on CUDA (use the copies below from the host).
   virtual void* params() = 0;
   virtual void* grads() = 0;
   virtual void* running_means() = 0;
   virtual void* running_vars() = 0;
+
+  // Host copies of a whole flat buffer, or into entries [offset, offset + count) of one.
+  virtual void copy_to_host(NetBuffer which, void* host);
+  virtual void copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host);
+  int64_t buffer_size(NetBuffer which) const;
 
   // x (B, d_0) -> out (B, d_L); the output stays valid until the next call.
   // MemoryError now if a batch of `rows` needs a workspace larger than physical memory
@@ -77,6 +87,19 @@ class MLPBase {
 // sizes: d_0..d_L (all >= 1, at least two); acts: one per layer.
 std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
                                   const std::vector<ActSpec>& acts, DType dtype,
-                                  BatchNormConfig bn);
+                                  BatchNormConfig bn, Device device = Device::cpu);
+
+// nets/mlp_cuda.cpp (built with CUDA only): the same net on the current CUDA device.
+template <class T>
+std::unique_ptr<MLPBase> make_cuda_mlp(const std::vector<int64_t>& sizes,
+                                       const std::vector<ActSpec>& acts);
+
+struct BackwardStats;
+struct ForwardStats;
+// One report row (kNumReportColumns) of layer statistics; a null pointer leaves its columns NaN.
+// bs's norms are measured in units of 2^units (act/preact) and 2^(units + rescale) (the
+// gradients, renormalised by log-scale backward); grad_log2_scale = units + rescale.
+void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
+                     int rescale);
 
 }  // namespace vgkern

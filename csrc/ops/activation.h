@@ -17,6 +17,16 @@ struct ActSpec {
   double alpha = 1.0;  // ELU only
 };
 
+// Largest derivative of each activation; "saturated" means act'(z) < 1% of it.
+inline double max_derivative(ActSpec act) {
+  switch (act.kind) {
+    case Activation::sigmoid: return 0.25;
+    case Activation::tanh: return 1.0;
+    case Activation::elu: return act.alpha > 1.0 ? act.alpha : 1.0;
+    default: return 0.0;  // identity, relu: never counted as saturated
+  }
+}
+
 // Throws ValueError naming `arg` for an unknown name or a bad alpha.
 ActSpec parse_activation(const std::string& name, double alpha, const char* arg);
 const char* activation_name(Activation kind);

@@ -53,14 +53,4 @@ decltype(auto) with_activation(Activation kind, F&& body) {
   }
 }
 
-// Largest derivative of each activation; "saturated" means act'(z) < 1% of it.
-inline double max_derivative(ActSpec act) {
-  switch (act.kind) {
-    case Activation::sigmoid: return 0.25;
-    case Activation::tanh: return 1.0;
-    case Activation::elu: return act.alpha > 1.0 ? act.alpha : 1.0;
-    default: return 0.0;  // identity, relu: never counted as saturated
-  }
-}
-
 }  // namespace vgkern

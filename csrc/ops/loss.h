@@ -15,6 +15,11 @@ double mse_loss(const TensorView& dout, const TensorView& out, const TensorView&
 double cross_entropy_loss(const TensorView& dlogits, const TensorView& logits,
                           const int64_t* labels, int64_t num_labels);
 
+// ValueErrors with the messages of the losses above (the CUDA nets check on the host first).
+template <class T>
+void check_target_finite(const T* target, int64_t rows, int64_t cols);
+void check_labels(const int64_t* labels, int64_t rows, int64_t cols);
+
 // rows * cols entries; loss = 0.5 / batch * sum (out - target)^2, dout = (out - target) / batch
 // (batch = rows for a plain batch; the number of sequences for a loss over every time step).
 template <class T>

@@ -8,6 +8,27 @@
 namespace vgkern {
 
 template <class T>
+void check_target_finite(const T* target, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  int64_t non_finite = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(target[i])) {
+      if (non_finite++ == 0) first = i;
+    }
+  if (non_finite)
+    fail<ValueError>("mse_loss: target must be finite, got ", non_finite,
+                     " non-finite entries, the first at [", first / cols, ", ", first % cols,
+                     "] = ", target[first]);
+}
+
+void check_labels(const int64_t* labels, int64_t rows, int64_t cols) {
+  for (int64_t b = 0; b < rows; ++b)
+    if (labels[b] < 0 || labels[b] >= cols)
+      fail<ValueError>("cross_entropy_loss: labels must be in [0, ", cols, "), got labels[", b,
+                       "] = ", labels[b]);
+}
+
+template <class T>
 double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
                     int64_t batch) {
   const T inv_batch = T(1) / static_cast<T>(batch);
@@ -21,23 +42,14 @@ double mse_loss_cpu(T* dout, const T* out, const T* target, int64_t rows, int64_
     dout[i] = diff * inv_batch;
     sumsq += static_cast<double>(diff) * static_cast<double>(diff);
   }
-  if (non_finite) {
-    int64_t i = 0;
-    while (std::isfinite(target[i])) ++i;
-    fail<ValueError>("mse_loss: target must be finite, got ", non_finite,
-                     " non-finite entries, the first at [", i / cols, ", ", i % cols, "] = ",
-                     target[i]);
-  }
+  if (non_finite) check_target_finite(target, rows, cols);
   return 0.5 * sumsq / static_cast<double>(batch);
 }
 
 template <class T>
 double cross_entropy_loss_cpu(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
                               int64_t cols) {
-  for (int64_t b = 0; b < rows; ++b)
-    if (labels[b] < 0 || labels[b] >= cols)
-      fail<ValueError>("cross_entropy_loss: labels must be in [0, ", cols, "), got labels[", b,
-                       "] = ", labels[b]);
+  check_labels(labels, rows, cols);
   const T inv_rows = T(1) / static_cast<T>(rows);
   double total = 0;
   for (int64_t b = 0; b < rows; ++b) {
@@ -63,6 +75,8 @@ double cross_entropy_loss_cpu(T* dlogits, const T* logits, const int64_t* labels
   return total / static_cast<double>(rows);
 }
 
+template void check_target_finite<float>(const float*, int64_t, int64_t);
+template void check_target_finite<double>(const double*, int64_t, int64_t);
 template double mse_loss_cpu<float>(float*, const float*, const float*, int64_t, int64_t,
                                     int64_t);
 template double mse_loss_cpu<double>(double*, const double*, const double*, int64_t, int64_t,

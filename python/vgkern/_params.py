@@ -7,12 +7,19 @@ from . import _checks
 
 
 class ParameterList:
-    """Per-layer numpy views into a net's flat buffer. `lst[i][...] = a` writes in place;
-    `lst[i] = a` copies `a` in after checking shape and dtype."""
+    """Per-layer arrays of a net's flat buffer. On the CPU they are views: `lst[i][...] = a`
+    writes in place. On CUDA each access returns read-only host copies made then (`source` is a
+    function) and writes go through `write(i, value)` to the device. On both, `lst[i] = a` (and
+    `net.weights = [...]`) copies `a` in after checking its shape and dtype."""
 
-    def __init__(self, name, arrays):
+    def __init__(self, name, source, write=None):
         self._name = name
-        self._arrays = arrays
+        self._source = source
+        self._write = write
+
+    @property
+    def _arrays(self):
+        return self._source() if callable(self._source) else self._source
 
     def __len__(self):
         return len(self._arrays)
@@ -27,21 +34,29 @@ class ParameterList:
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
             raise TypeError(f"{self._name} indices must be integers, got {i!r} "
                             f"({type(i).__name__}); assign layers one at a time")
-        _copy_into(f"{self._name}[{i}]", self._arrays[i], value)
+        target = self._arrays[i]
+        self._store(i, target, _checked(f"{self._name}[{i}]", target, value))
 
     def assign(self, values):
         """`net.weights = [w_0, ..., w_{L-1}]`: every entry is checked before any is written."""
+        arrays = self._arrays
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or (
                 isinstance(values, np.ndarray) and values.ndim == 0):
-            raise TypeError(f"{self._name} must be assigned a list of {len(self)} arrays, got "
+            raise TypeError(f"{self._name} must be assigned a list of {len(arrays)} arrays, got "
                             f"{type(values).__name__}")
-        if len(values) != len(self):
-            raise ValueError(f"{self._name} must be assigned a list of {len(self)} arrays, got "
+        if len(values) != len(arrays):
+            raise ValueError(f"{self._name} must be assigned a list of {len(arrays)} arrays, got "
                              f"{len(values)}")
         checked = [_checked(f"{self._name}[{i}]", t, v)
-                   for i, (t, v) in enumerate(zip(self._arrays, values))]
-        for target, value in zip(self._arrays, checked):
+                   for i, (t, v) in enumerate(zip(arrays, values))]
+        for i, (target, value) in enumerate(zip(arrays, checked)):
+            self._store(i, target, value)
+
+    def _store(self, i, target, value):
+        if self._write is None:
             target[...] = value
+        else:
+            self._write(i % len(self), value)
 
     def __repr__(self):
         return f"ParameterList({self._name}: {[a.shape for a in self._arrays]})"
@@ -88,24 +103,31 @@ class Bound:
 
 
 class NativeParameters:
-    """Flat params/grads views of a native core (self._core, self._params, self._grads) and
-    the statistics switch."""
+    """Flat params/grads of a native core (self._core; on the CPU also the views self._params,
+    self._grads) and the statistics switch. On CUDA both are read-only host copies made at each
+    access; `net.params = new` writes to the device (`net.params -= ...` needs a CPU net)."""
+
+    def _on_cuda(self):
+        return getattr(self, "device", "cpu") == "cuda"
 
     @property
     def params(self):
-        """All parameters as one flat array; writes take effect."""
-        return self._params
+        """All parameters as one flat array; writes take effect (CPU)."""
+        return self._core.params if self._on_cuda() else self._params
 
     @params.setter
     def params(self, value):
-        # `net.params -= lr * net.grads` works in place and then assigns the same array back
-        if value is not self._params:
+        if self._on_cuda():
+            current = self._core.params
+            self._core.write("params", 0, np.ascontiguousarray(_checked("params", current, value)))
+        elif value is not self._params:
+            # `net.params -= lr * net.grads` works in place and then assigns the same array back
             _copy_into("params", self._params, value)
 
     @property
     def grads(self):
         """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
-        return self._grads
+        return self._core.grads if self._on_cuda() else self._grads
 
     @property
     def stats(self):

@@ -9,7 +9,8 @@ from . import _core
 
 
 def cuda_available():
-    """True when this build has CUDA compiled in and a CUDA GPU is visible."""
+    """True when this build has CUDA compiled in and a CUDA GPU is visible (or when the build
+    emulates CUDA on the CPU for testing: build_info()["cuda_emulated"])."""
     return bool(_core.cuda_compiled()) and _core.cuda_device_count() > 0
 
 

@@ -4,7 +4,8 @@ from collections.abc import Mapping, Set
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _cuda
+from .info import cuda_available
 from .init import INITS, draw_layer
 from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
@@ -98,7 +99,8 @@ class MLP(NativeParameters):
             raise ValueError("MLP: bias_init does not apply to init='scaled_normal', whose biases "
                              f"are N(0, sigma_b^2); got bias_init={bias_init!r}")
         _checks.rng("MLP: seed", seed)  # refused before anything is allocated
-        _core.check_device("MLP", _checks.device("MLP", device))
+        if _checks.device("MLP", device) == "cuda" and cuda_available():
+            _cuda.load_cublas()
         self.device = device
         self.alpha = float(alpha)
 
@@ -113,28 +115,47 @@ class MLP(NativeParameters):
             raise ValueError(f"MLP: bn_eps must be a finite number > 0, got {bn_eps!r}")
         self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name,
                                    self.batch_norm, _checks.flag("MLP: bn_affine", bn_affine),
-                                   bn_momentum, bn_eps)
+                                   bn_momentum, bn_eps, device)
         self._core.stats = _checks.flag("MLP: stats", stats)
-        self._params = self._core.params  # flat views; the core owns the memory
-        self._grads = self._core.grads
+        if device == "cpu":
+            self._params = self._core.params  # flat views; the core owns the memory
+            self._grads = self._core.grads
         layout = self._core.layout
-        views = lambda flat, kind, name: ParameterList(name, self._layer_views(flat, layout, kind))
-        self._weights = views(self._params, "weight", "weights")
-        self._biases = views(self._params, "bias", "biases")
-        self.weight_grads = views(self._grads, "weight", "weight_grads")
-        self.bias_grads = views(self._grads, "bias", "bias_grads")
+        every = list(range(L))
         # Batch norm (hidden layers only): one entry per BN layer, in layer order.
-        bn_layers = [l for l in range(L) if layout[l]["running"] >= 0]
+        bn_layers = [l for l in every if layout[l]["running"] >= 0]
         affine = [l for l in bn_layers if layout[l]["gamma"] >= 0]
-        pick = lambda lst, layers: ParameterList(lst._name, [lst[l] for l in layers])
-        self._bn_gammas = pick(views(self._params, "gamma", "bn_gammas"), affine)
-        self._bn_betas = pick(views(self._params, "beta", "bn_betas"), affine)
-        self.bn_gamma_grads = pick(views(self._grads, "gamma", "bn_gamma_grads"), affine)
-        self.bn_beta_grads = pick(views(self._grads, "beta", "bn_beta_grads"), affine)
-        self._running_means = pick(views(self._core.running_means, "running", "running_means"), bn_layers)
-        self._running_vars = pick(views(self._core.running_vars, "running", "running_vars"), bn_layers)
+        lists = self._parameter_list
+        self._weights = lists("params", "weight", "weights", every)
+        self._biases = lists("params", "bias", "biases", every)
+        self.weight_grads = lists("grads", "weight", "weight_grads", every)
+        self.bias_grads = lists("grads", "bias", "bias_grads", every)
+        self._bn_gammas = lists("params", "gamma", "bn_gammas", affine)
+        self._bn_betas = lists("params", "beta", "bn_betas", affine)
+        self.bn_gamma_grads = lists("grads", "gamma", "bn_gamma_grads", affine)
+        self.bn_beta_grads = lists("grads", "beta", "bn_beta_grads", affine)
+        self._running_means = lists("running_means", "running", "running_means", bn_layers)
+        self._running_vars = lists("running_vars", "running", "running_vars", bn_layers)
         self.input_grad = None
         self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
+
+    def _parameter_list(self, buffer, kind, name, layers):
+        """ParameterList of `kind` entries of the given layers of a core buffer: views on the
+        CPU; on CUDA host copies made at each access, written back through the core."""
+        layout = self._core.layout
+        if self.device == "cpu":
+            views = self._layer_views(getattr(self._core, buffer), layout, kind)
+            return ParameterList(name, [views[l] for l in layers])
+
+        def source():
+            views = self._layer_views(getattr(self._core, buffer), layout, kind)
+            return [views[l] for l in layers]
+
+        def write(i, value):
+            if value.size:
+                self._core.write(buffer, layout[layers[i]][kind], np.ascontiguousarray(value).ravel())
+
+        return ParameterList(name, source, write)
 
     def _layer_views(self, flat, layout, kind):
         """Per-layer views of `kind` into a flat buffer; empty (0,) arrays where a layer has none
@@ -154,7 +175,12 @@ class MLP(NativeParameters):
     def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
         rng = np.random.default_rng(seed)
         limit = float(np.finfo(self.dtype).max)
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+        # CPU: into the net's memory; CUDA: into a host copy, written to the device at the end
+        flat = self._params if self.device == "cpu" else self._core.params.copy()
+        layout = self._core.layout
+        weights = self._layer_views(flat, layout, "weight")
+        biases = self._layer_views(flat, layout, "bias")
+        for l, (w, b) in enumerate(zip(weights, biases)):
             with np.errstate(over="ignore"):  # checked below, with a message that says why
                 w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
                                               sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
@@ -167,6 +193,8 @@ class MLP(NativeParameters):
             w[...] = w_value
             if b.size:  # batch-norm layers have no bias (beta plays its role)
                 b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+        if self.device != "cpu":
+            self._core.write("params", 0, flat)
 
     @property
     def num_layers(self):

@@ -1,0 +1,408 @@
+// The MLP of nets/mlp.h on an NVIDIA GPU (built with CUDA only). Parameters, gradients and
+// workspaces stay in device memory across calls; each layer is a cuBLAS GEMM and our fused
+// kernels (ops/dense_cuda.h), all queued on the net's stream with no host synchronisation. A
+// step copies x (and the target) in, and one block (per-layer statistics, loss, output) out.
+// Batch norm is not on the GPU yet (make_mlp refuses it).
+#include "cuda/runtime.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "core/checks.h"
+#include "core/errors.h"
+#include "cuda/cublas.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device_array.h"
+#include "nets/mlp.h"
+#include "ops/dense_cpu.h"  // ForwardStats, BackwardStats
+#include "ops/dense_cuda.h"
+#include "ops/loss.h"
+#include "ops/loss_cuda.h"
+
+namespace vgkern {
+namespace {
+
+// The CUDA device current when the net was made, its stream and cuBLAS handle.
+class CudaContext {
+ public:
+  CudaContext() {
+    VGKERN_CUDA_CHECK(cudaGetDevice(&device_));
+    VGKERN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    try {
+      cublas_ = cublas_create(stream_);
+    } catch (...) {
+      cudaStreamDestroy(stream_);
+      throw;
+    }
+  }
+  ~CudaContext() {
+    cublas_destroy(cublas_);
+    cudaStreamDestroy(stream_);
+  }
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  void activate() const { VGKERN_CUDA_CHECK(cudaSetDevice(device_)); }  // in the calling thread
+  void synchronize() const { VGKERN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  cudaStream_t stream() const { return stream_; }
+  CublasHandle cublas() const { return cublas_; }
+  int device() const { return device_; }
+
+ private:
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  CublasHandle cublas_ = nullptr;
+};
+
+// One call at a time per net (as the CPU net), on the net's device.
+class CudaCall {
+ public:
+  CudaCall(std::mutex& m, const CudaContext& context, const char* what)
+      : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock())
+      fail<DeviceError>(what, ": this MLP is already running in another thread; one net may be "
+                              "used by one thread at a time (use one net per thread)");
+    context.activate();
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+template <class T>
+class CudaMLP final : public MLPBase {
+ public:
+  CudaMLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts)
+      : sizes_(sizes), acts_(acts) {
+    int64_t offset = 0;
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      LayerLayout layer;
+      layer.weight = offset;
+      offset += sizes_[l + 1] * sizes_[l];
+      layer.bias = offset;
+      offset += sizes_[l + 1];
+      layout_.push_back(layer);
+    }
+    check_fits_on_device(2.0 * offset, "MLP: sizes");
+    params_.resize(offset);
+    grads_.resize(offset);
+    VGKERN_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, offset * sizeof(T), context_.stream()));
+    VGKERN_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, offset * sizeof(T), context_.stream()));
+    scratch_.resize(std::max(dense_cuda_scratch_bytes(), loss_cuda_scratch_bytes()));
+    context_.synchronize();
+  }
+
+  DType dtype() const override { return dtype_of<T>(); }
+  Device device() const override { return Device::cuda; }
+  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
+  int64_t num_params() const override { return params_.size(); }
+  const std::vector<int64_t>& sizes() const override { return sizes_; }
+  const std::vector<LayerLayout>& layout() const override { return layout_; }
+  int64_t num_running() const override { return 0; }
+  void* params() override { return params_.data(); }
+  void* grads() override { return grads_.data(); }
+  void* running_means() override { return nullptr; }
+  void* running_vars() override { return nullptr; }
+
+  void copy_to_host(NetBuffer which, void* host) override {
+    CudaCall call(busy_, context_, "MLP");
+    const int64_t n = buffer_size(which);
+    if (n == 0) return;
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(host, device_buffer(which), n * sizeof(T),
+                                      cudaMemcpyDeviceToHost, context_.stream()));
+    context_.synchronize();
+  }
+
+  void copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host) override {
+    CudaCall call(busy_, context_, "MLP");
+    if (offset < 0 || count < 0 || offset + count > buffer_size(which))
+      fail<ValueError>("MLP: entries [", offset, ", ", offset + count,
+                       ") are outside the buffer of ", buffer_size(which));
+    if (count == 0) return;
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device_buffer(which) + offset, host, count * sizeof(T),
+                                      cudaMemcpyHostToDevice, context_.stream()));
+    context_.synchronize();  // the host memory may go away on return
+  }
+
+  void check_batch(int64_t rows) const override {
+    // x, per layer h and dact, z and the three (B, widest) buffers, target, the results block
+    double elements = 2.0 * sizes_[0] + 4.0 * widest() + 2.0 * sizes_.back();
+    for (size_t i = 1; i < sizes_.size(); ++i) elements += 2.0 * sizes_[i];
+    check_fits_on_device(elements * rows, "MLP.forward: the GPU workspace for this batch");
+  }
+
+  void forward(const TensorView& out, const TensorView& x) override {
+    const char* op = "MLP.forward";
+    CudaCall call(busy_, context_, op);
+    check_forward_input(op, out, x);
+    run_forward(x);
+    copy_out(out.ptr<T>(), output(), rows_ * sizes_.back());
+    context_.synchronize();
+  }
+
+  void backward(const TensorView& report, const TensorView& input_grad,
+                const TensorView& grad_out, bool log_scale) override {
+    const char* op = "MLP.backward";
+    CudaCall call(busy_, context_, op);
+    if (!forward_done_)
+      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    check_dtype(op, "grad_out", grad_out, dtype());
+    check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
+    check_backward_outputs(op, report, input_grad);
+    copy_in(grad_a_.data(), grad_out.ptr<T>(), rows_ * sizes_.back());
+    const T* dx = run_backward(input_grad.present(), log_scale);
+    finish(report, input_grad, dx, log_scale, /*with_output=*/false);
+  }
+
+  double step(const TensorView& out, const TensorView& report, const TensorView& input_grad,
+              const TensorView& x, Loss loss, const TensorView& target, const int64_t* labels,
+              int64_t num_labels, bool log_scale) override {
+    const char* op = "MLP.step";
+    CudaCall call(busy_, context_, op);
+    const int64_t classes = sizes_.back();
+    if (loss == Loss::mse) {  // as the CPU net: target refused before the forward
+      check_dtype(op, "target", target, dtype());
+      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, classes});
+    }
+    check_forward_input(op, out, x);
+    const int64_t rows = x.dim(0);
+    try {  // what the CPU's losses refuse, refused on the host before anything is copied
+      if (loss == Loss::mse) {
+        check_target_finite(target.ptr<T>(), rows, classes);
+      } else {
+        if (num_labels != rows)
+          fail<ValueError>("cross_entropy_loss: labels must have shape (", rows,
+                           ",) to match logits (", rows, ", ", classes, "), got (", num_labels,
+                           ",)");
+        check_labels(labels, rows, classes);
+      }
+    } catch (...) {
+      forward_done_ = false;  // a refused step leaves no half-used forward behind
+      throw;
+    }
+    check_backward_outputs(op, report, input_grad);
+    run_forward(x);
+    double* loss_slot = slots() + num_layers() * kNumDenseSlots;
+    if (loss == Loss::mse) {
+      copy_in(target_.data(), target.ptr<T>(), rows * classes);
+      mse_loss_cuda<T>(grad_a_.data(), output(), target_.data(), rows, classes, rows, loss_slot,
+                       scratch_.data(), context_.stream());
+    } else {
+      VGKERN_CUDA_CHECK(cudaMemcpyAsync(labels_.data(), labels, rows * sizeof(int64_t),
+                                        cudaMemcpyHostToDevice, context_.stream()));
+      cross_entropy_loss_cuda<T>(grad_a_.data(), output(), labels_.data(), rows, classes,
+                                 row_losses_.data(), loss_slot, scratch_.data(),
+                                 context_.stream());
+    }
+    const T* dx = run_backward(input_grad.present(), log_scale);
+    finish(report, input_grad, dx, log_scale, /*with_output=*/true);
+    std::memcpy(out.ptr<T>(), host_results_.data() + output_offset_, rows * classes * sizeof(T));
+    double value;
+    std::memcpy(&value, host_results_.data() + num_layers() * kNumDenseSlots * sizeof(double),
+                sizeof(double));
+    return value;
+  }
+
+ private:
+  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
+
+  void check_fits_on_device(double elements, const char* what) const {
+    size_t free_bytes = 0, total_bytes = 0;
+    VGKERN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const double bytes = elements * sizeof(T);
+    if (bytes > static_cast<double>(total_bytes))
+      fail<MemoryError>(what, " needs ", bytes / (1 << 30), " GiB, more than the GPU's ",
+                        static_cast<double>(total_bytes) / (1 << 30), " GiB");
+  }
+
+  T* device_buffer(NetBuffer which) {
+    return which == NetBuffer::grads ? grads_.data() : params_.data();
+  }
+
+  void copy_in(T* device, const T* host, int64_t n) {
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, host, n * sizeof(T), cudaMemcpyHostToDevice,
+                                      context_.stream()));
+  }
+  void copy_out(T* host, const T* device, int64_t n) {
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(host, device, n * sizeof(T), cudaMemcpyDeviceToHost,
+                                      context_.stream()));
+  }
+
+  void check_forward_input(const char* op, const TensorView& out, const TensorView& x) {
+    check_dtype(op, "x", x, dtype());
+    check_shape(op, "x", x, {-1, sizes_[0]});
+    const int64_t rows = x.dim(0);
+    if (rows == 0)
+      fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
+                           "gradient), got shape ", x.shape_str());
+    blas_int(rows, "batch size");
+    check_arg(op, "out", out, x, {rows, sizes_.back()});
+  }
+
+  void check_backward_outputs(const char* op, const TensorView& report,
+                              const TensorView& input_grad) const {
+    check_dtype(op, "report", report, DType::f64);
+    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
+    if (input_grad.present()) {
+      check_dtype(op, "input_grad", input_grad, dtype());
+      check_shape(op, "input_grad", input_grad, {-1, sizes_[0]});
+    }
+  }
+
+  // The results block: per-layer slots and the loss (float64), then the output (B, d_L).
+  double* slots() { return reinterpret_cast<double*>(results_.data()); }
+  double* slots(int64_t l) { return slots() + l * kNumDenseSlots; }
+  T* output() { return reinterpret_cast<T*>(results_.data() + output_offset_); }
+  T* hidden(int64_t l) { return l == num_layers() - 1 ? output() : h_[l].data(); }
+
+  void ensure_workspace(int64_t rows) {
+    if (rows == rows_) return;
+    check_batch(rows);
+    forward_done_ = false;
+    rows_ = 0;  // stays 0 if an allocation below throws
+    const int64_t widest = this->widest(), L = num_layers();
+    x_.resize(rows * sizes_[0]);
+    h_.resize(L);
+    dact_.resize(L);
+    for (int64_t l = 0; l < L; ++l) {
+      h_[l].resize(l == L - 1 ? 0 : rows * sizes_[l + 1]);
+      dact_[l].resize(acts_[l].kind == Activation::identity ? 0 : rows * sizes_[l + 1]);
+    }
+    z_.resize(rows * widest);
+    grad_a_.resize(rows * widest);
+    grad_b_.resize(rows * widest);
+    delta_.resize(rows * widest);
+    target_.resize(rows * sizes_.back());
+    labels_.resize(rows);
+    row_losses_.resize(rows);
+    const size_t slot_bytes = (L * kNumDenseSlots + 1) * sizeof(double);
+    output_offset_ = (slot_bytes + 255) / 256 * 256;
+    results_.resize(output_offset_ + rows * sizes_.back() * sizeof(T));
+    host_results_.resize(results_.size());
+    rows_ = rows;
+  }
+
+  void run_forward(const TensorView& x) {
+    const int64_t rows = x.dim(0);
+    ensure_workspace(rows);
+    forward_done_ = false;
+    copy_in(x_.data(), x.ptr<T>(), rows * sizes_[0]);
+    const T* input = x_.data();
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      const int64_t in = sizes_[l], out = sizes_[l + 1];
+      const T* w = params_.data() + layout_[l].weight;
+      cuda_gemm<T>(context_.cublas(), false, true, rows, out, in, T(1), input, in, w, in, T(0),
+                   z_.data(), out);
+      dense_forward_epilogue_cuda<T>(hidden(l), dact_[l].data(), z_.data(),
+                                     params_.data() + layout_[l].bias, rows, out, acts_[l],
+                                     stats ? slots(l) : nullptr, scratch_.data(),
+                                     context_.stream());
+      input = hidden(l);
+    }
+    forward_stats_valid_ = stats;
+    forward_done_ = true;
+  }
+
+  // Backward from dL/d(out) in grad_a_, last layer to first; returns where dL/dx (B, d_0) is
+  // (when want_input_grad), still on the device.
+  const T* run_backward(bool want_input_grad, bool log_scale) {
+    T* current = grad_a_.data();  // dh of layer l
+    T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
+    const T* input_grad = nullptr;
+    for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const int64_t in = sizes_[l], out = sizes_[l + 1];
+      const T* x = l > 0 ? hidden(l - 1) : x_.data();
+      T* dx = l > 0 || want_input_grad ? below : nullptr;
+      const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
+      const T* w = params_.data() + layout_[l].weight;
+      T* dw = grads_.data() + layout_[l].weight;
+      T* db = grads_.data() + layout_[l].bias;
+      dense_backward_prologue_cuda<T>(delta_.data(), db, current, dact, rows_, out, stats,
+                                      log_scale, slots(l), scratch_.data(), context_.stream());
+      cuda_gemm<T>(context_.cublas(), true, false, out, in, rows_, T(1), delta_.data(), out, x,
+                   in, T(0), dw, in);
+      if (dx)
+        cuda_gemm<T>(context_.cublas(), false, false, rows_, in, out, T(1), delta_.data(), out,
+                     w, in, T(0), dx, in);
+      if (stats)
+        dense_backward_norms_cuda<T>(dw, out * in, db, out, slots(l), scratch_.data(),
+                                     context_.stream());
+      if (l == 0) input_grad = dx;
+      std::swap(current, below);
+    }
+    return input_grad;
+  }
+
+  // One copy of the results block (slots, loss and, for a step, the output) to the host, dL/dx
+  // when asked, then the report rows.
+  void finish(const TensorView& report, const TensorView& input_grad, const T* dx, bool log_scale,
+              bool with_output) {
+    const size_t bytes = with_output ? host_results_.size()
+                                     : (num_layers() * kNumDenseSlots + 1) * sizeof(double);
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(host_results_.data(), results_.data(), bytes,
+                                      cudaMemcpyDeviceToHost, context_.stream()));
+    if (input_grad.present()) copy_out(input_grad.ptr<T>(), dx, rows_ * sizes_[0]);
+    context_.synchronize();
+    const double* host_slots = reinterpret_cast<const double*>(host_results_.data());
+    int64_t units = 0;  // log2 of the units the backward signal is carried in (log-scale)
+    for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const double* s = host_slots + l * kNumDenseSlots;
+      BackwardStats bs;
+      bs.act_grad_norm = s[kSlotActGradNorm];
+      bs.preact_grad_norm = s[kSlotPreactGradNorm];
+      bs.bias_grad_norm = s[kSlotBiasGradNorm];
+      bs.weight_grad_norm = s[kSlotWeightGradNorm];
+      ForwardStats fs;
+      fs.preact_mean = s[kSlotPreactMean];
+      fs.preact_std = s[kSlotPreactStd];
+      fs.saturated_fraction = s[kSlotSaturatedFraction];
+      fs.zero_fraction = s[kSlotZeroFraction];
+      fs.dead_fraction = s[kSlotDeadFraction];
+      const int rescale = log_scale ? static_cast<int>(s[kSlotRescaleLog2]) : 0;
+      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
+                      forward_stats_valid_ ? &fs : nullptr, units, rescale);
+      units += rescale;
+    }
+  }
+
+  std::vector<int64_t> sizes_;
+  std::vector<ActSpec> acts_;
+  std::vector<LayerLayout> layout_;
+  CudaContext context_;  // declared before the device arrays: destroyed after them
+  DeviceArray<T> params_, grads_;
+  DeviceArray<unsigned char> scratch_;  // partials of the reductions (dense and loss kernels)
+
+  // Workspaces for batches of rows_ examples.
+  int64_t rows_ = 0;
+  DeviceArray<T> x_;                     // (B, d_0) copy of the input
+  std::vector<DeviceArray<T>> h_, dact_;  // per layer (B, d_{l+1}); the last h is in results_
+  DeviceArray<T> z_;                     // (B, max d) pre-activations of the current layer
+  DeviceArray<T> grad_a_, grad_b_;       // (B, max d) ping-pong dh / dx buffers
+  DeviceArray<T> delta_;                 // (B, max d) dL/dz of the current layer
+  DeviceArray<T> target_;                // (B, d_L)
+  DeviceArray<int64_t> labels_;          // (B,)
+  DeviceArray<double> row_losses_;       // (B,)
+  DeviceArray<unsigned char> results_;   // slots (L, kNumDenseSlots), loss, pad, output
+  std::vector<unsigned char> host_results_;
+  size_t output_offset_ = 0;
+  bool forward_done_ = false, forward_stats_valid_ = false;
+  std::mutex busy_;
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<MLPBase> make_cuda_mlp(const std::vector<int64_t>& sizes,
+                                       const std::vector<ActSpec>& acts) {
+  return std::make_unique<CudaMLP<T>>(sizes, acts);
+}
+
+template std::unique_ptr<MLPBase> make_cuda_mlp<float>(const std::vector<int64_t>&,
+                                                       const std::vector<ActSpec>&);
+template std::unique_ptr<MLPBase> make_cuda_mlp<double>(const std::vector<int64_t>&,
+                                                        const std::vector<ActSpec>&);
+
+}  // namespace vgkern

@@ -1,0 +1,108 @@
+#include "ops/loss_cuda.h"
+
+#include "cuda/activation_device.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/reduce.cuh"
+
+namespace vgkern {
+namespace {
+
+using cuda::Add;
+using cuda::blocks_for;
+using cuda::block_reduce;
+using cuda::fold_partials;
+using cuda::kMaxBlocks;
+using cuda::kThreads;
+
+template <class T>
+__global__ void mse_kernel(T* dout, const T* out, const T* target, int64_t n, T inv_batch,
+                           double* partials) {
+  double s = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    const T diff = out[i] - target[i];
+    dout[i] = diff * inv_batch;
+    s += static_cast<double>(diff) * static_cast<double>(diff);
+  }
+  s = block_reduce(s, Add{});
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+// One thread per row, as cross_entropy_loss_cpu: max (NaN wins), exp(x - max) summed in float64.
+template <class T>
+__global__ void cross_entropy_kernel(T* dlogits, const T* logits, const int64_t* labels,
+                                     int64_t rows, int64_t cols, T inv_rows, double* row_losses) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (b >= rows) return;
+  const T* x = logits + b * cols;
+  T* g = dlogits + b * cols;
+  T m = x[0];
+  for (int64_t c = 1; c < cols; ++c) m = x[c] > m || isnan(x[c]) ? x[c] : m;
+  double sum = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    const T e = cuda::dev_exp(x[c] - m);
+    g[c] = e;
+    sum += static_cast<double>(e);
+  }
+  const T scale = static_cast<T>(1.0 / sum) * inv_rows;
+  for (int64_t c = 0; c < cols; ++c) g[c] *= scale;
+  const int64_t label = labels[b];
+  g[label] -= inv_rows;
+  row_losses[b] = log(sum) - (static_cast<double>(x[label]) - static_cast<double>(m));
+}
+
+__global__ void sum_kernel(const double* v, int64_t n, double* partials) {
+  double s = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride)
+    s += v[i];
+  s = block_reduce(s, Add{});
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+// *loss_slot = scale * (sum of the partials)
+__global__ void finish_kernel(const double* partials, int count, double scale, double* loss_slot) {
+  const double total = fold_partials(partials, count, 0.0, Add{});
+  if (threadIdx.x == 0) *loss_slot = scale * total;
+}
+
+}  // namespace
+
+size_t loss_cuda_scratch_bytes() { return kMaxBlocks * sizeof(double); }
+
+template <class T>
+void mse_loss_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
+                   int64_t batch, double* loss_slot, void* scratch, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  const int blocks = blocks_for(n);
+  auto* partials = static_cast<double*>(scratch);
+  VGKERN_LAUNCH((mse_kernel<T>), blocks, stream, dout, out, target, n,
+                T(1) / static_cast<T>(batch), partials);
+  VGKERN_LAUNCH(finish_kernel, 1, stream, partials, blocks, 0.5 / static_cast<double>(batch),
+                loss_slot);
+}
+
+template <class T>
+void cross_entropy_loss_cuda(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
+                             int64_t cols, double* row_losses, double* loss_slot, void* scratch,
+                             cudaStream_t stream) {
+  const int row_blocks = static_cast<int>((rows + kThreads - 1) / kThreads);
+  VGKERN_LAUNCH((cross_entropy_kernel<T>), row_blocks, stream, dlogits, logits, labels, rows, cols,
+                T(1) / static_cast<T>(rows), row_losses);
+  const int blocks = blocks_for(rows);
+  auto* partials = static_cast<double*>(scratch);
+  VGKERN_LAUNCH(sum_kernel, blocks, stream, row_losses, rows, partials);
+  VGKERN_LAUNCH(finish_kernel, 1, stream, partials, blocks, 1.0 / static_cast<double>(rows),
+                loss_slot);
+}
+
+template void mse_loss_cuda<float>(float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                   double*, void*, cudaStream_t);
+template void mse_loss_cuda<double>(double*, const double*, const double*, int64_t, int64_t,
+                                    int64_t, double*, void*, cudaStream_t);
+template void cross_entropy_loss_cuda<float>(float*, const float*, const int64_t*, int64_t,
+                                             int64_t, double*, double*, void*, cudaStream_t);
+template void cross_entropy_loss_cuda<double>(double*, const double*, const int64_t*, int64_t,
+                                              int64_t, double*, double*, void*, cudaStream_t);
+
+}  // namespace vgkern

@@ -1,0 +1,26 @@
+// The losses of ops/loss.h on the GPU, for the CUDA nets: device pointers, asynchronous on
+// `stream`, the loss value written to *loss_slot (device). Targets and labels are checked on
+// the host before they are copied (check_target_finite, check_labels).
+#pragma once
+#include "cuda/runtime.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace vgkern {
+
+size_t loss_cuda_scratch_bytes();
+
+// loss = 0.5 / batch * sum (out - target)^2, dout = (out - target) / batch
+template <class T>
+void mse_loss_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
+                   int64_t batch, double* loss_slot, void* scratch, cudaStream_t stream);
+
+// loss = -1 / rows * sum_b log softmax(logits_b)[label_b], dlogits = (softmax - onehot) / rows;
+// row_losses: (rows,) device scratch.
+template <class T>
+void cross_entropy_loss_cuda(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
+                             int64_t cols, double* row_losses, double* loss_slot, void* scratch,
+                             cudaStream_t stream);
+
+}  // namespace vgkern

@@ -1,0 +1,34 @@
+"""cuBLAS for the CUDA backend, found and loaded at run time (csrc/cuda/cublas.h says why it is
+not linked). Looked for, in order: the `nvidia-cublas` wheel (`pip install vgkern[cuda]`), the
+dynamic loader's search (LD_LIBRARY_PATH, ldconfig), and $CUDA_HOME, $CUDA_PATH, /usr/local/cuda."""
+import glob
+import importlib.util
+import os
+
+from . import _core
+
+
+def cublas_soname():
+    """libcublas.so.<major>, major = that of the CUDA toolkit vgkern was built with."""
+    version = _core.build_info().get("cuda_version") or "13"
+    return f"libcublas.so.{version.split('.')[0]}"
+
+
+def cublas_candidates():
+    soname = cublas_soname()
+    major = soname.rsplit(".", 1)[1]
+    paths = []
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for sub in (f"cu{major}", "cublas"):  # the wheel's layouts: CUDA 13+, then CUDA 12
+            paths.extend(sorted(glob.glob(os.path.join(root, sub, "lib", soname))))
+    paths.append(soname)
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            paths.append(os.path.join(home, "lib64", soname))
+    return list(dict.fromkeys(paths))
+
+
+def load_cublas():
+    """Loads cuBLAS once per process; returns the path it came from (RuntimeError if none)."""
+    return _core.load_cublas(cublas_candidates())

@@ -1,0 +1,265 @@
+"""The CUDA backend: what is specific to device="cuda" (the numerics tests in test_mlp_reference,
+test_finite_differences, test_torch_crosscheck, test_log_scale, test_norm_edge_cases and
+test_determinism also run on CUDA through their `device` argument).
+
+Runs on a CUDA GPU, or on the CPU against a build with VGKERN_CUDA=EMULATE (.ci/sanitize.sh
+builds one): the CUDA sources compiled as C++, which tests the backend's logic but not its
+speed or data races. Elsewhere the CUDA tests skip; the tests at the end (cuBLAS loading and the
+Python parameter lists) run everywhere.
+"""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import vgkern
+from vgkern import _core, _cuda
+from vgkern._params import ParameterList
+
+from conftest import eps
+
+needs_cuda = pytest.mark.skipif(not vgkern.cuda_available(),
+                                reason="no CUDA GPU visible (and no emulated build)")
+DTYPES = ("float32", "float64")
+
+
+def pair(sizes, dtype, **kwargs):
+    """The same net (same seed, so the same parameters) on the CPU and on CUDA."""
+    return (vgkern.MLP(sizes, dtype=dtype, seed=4, **kwargs),
+            vgkern.MLP(sizes, dtype=dtype, seed=4, device="cuda", **kwargs))
+
+
+def max_error(a, reference):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - reference)))
+
+
+@needs_cuda
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "elu"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_float32_error_at_most_twice_the_cpu_error(activation, loss):
+    """The CUDA rule: float32 CUDA's error against float64 at most twice float32 CPU's error,
+    plus a tiny atol; for outputs, every gradient and every report field (W=64, 12 layers)."""
+    sizes = [64] * 12 + [10]
+    cpu, gpu = pair(sizes, "float32", activation=activation)
+    ref = vgkern.MLP(sizes, dtype="float64", activation=activation)
+    ref.params = cpu.params.astype(np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((96, 64)).astype(np.float32)
+    target = (rng.standard_normal((96, 10)).astype(np.float32) if loss == "mse"
+              else rng.integers(0, 10, 96))
+    reports = {}
+    for name, net, xs, ts in (("cpu", cpu, x, target), ("cuda", gpu, x, target),
+                              ("ref", ref, x.astype(np.float64),
+                               target.astype(np.float64) if loss == "mse" else target)):
+        reports[name] = (net.step(xs, ts, loss=loss), np.array(net.last_output),
+                         np.array(net.grads))
+    (rep_ref, out_ref, grads_ref) = reports["ref"]
+    for i, what in ((1, "output"), (2, "gradients")):
+        cpu_err = max_error(reports["cpu"][i], reports["ref"][i])
+        atol = 4 * eps(np.float32) * float(np.max(np.abs(reports["ref"][i])))
+        assert max_error(reports["cuda"][i], reports["ref"][i]) <= 2 * cpu_err + atol, what
+    assert abs(reports["cuda"][0].loss - rep_ref.loss) <= (
+        2 * abs(reports["cpu"][0].loss - rep_ref.loss) + 4 * eps(np.float32) * rep_ref.loss)
+    for field, expected in rep_ref.as_dict().items():
+        if not isinstance(expected, np.ndarray) or not np.isfinite(expected).any():
+            continue
+        finite = np.isfinite(expected)
+        got_cpu = getattr(reports["cpu"][0], field)[finite]
+        got_cuda = getattr(reports["cuda"][0], field)[finite]
+        scale = np.abs(expected[finite]) + (1.0 if "fraction" in field else 0.0)
+        cpu_err = np.abs(got_cpu - expected[finite])
+        assert np.all(np.abs(got_cuda - expected[finite]) <= 2 * cpu_err + 8 * eps(np.float32)
+                      * scale), field
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parameters_are_host_copies_and_setters_write_the_device(dtype):
+    cpu, gpu = pair([5, 7, 3], dtype)
+    assert gpu.device == "cuda"
+    w0 = gpu.weights[0]
+    assert not w0.flags.writeable and np.array_equal(w0, cpu.weights[0])
+    with pytest.raises(ValueError, match="read-only"):
+        w0[...] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        params = gpu.params
+        params -= 1
+    new_w = np.full((7, 5), 0.25, dtype)
+    gpu.weights[0] = new_w
+    cpu.weights[0] = new_w
+    assert np.array_equal(gpu.weights[0], new_w)
+    gpu.biases = [np.full(7, 0.5, dtype), np.full(3, -1.0, dtype)]
+    cpu.biases = [np.full(7, 0.5, dtype), np.full(3, -1.0, dtype)]
+    assert np.array_equal(gpu.params, cpu.params)
+    gpu.params = cpu.params * 2
+    cpu.params = cpu.params * 2
+    assert np.array_equal(gpu.params, cpu.params)
+    # the checks of the CPU lists hold on CUDA too
+    with pytest.raises(ValueError, match=r"weights\[1\] must have shape \(3, 7\)"):
+        gpu.weights[1] = np.zeros((7, 3), dtype)
+    with pytest.raises(TypeError, match="never casts"):
+        gpu.params = cpu.params.astype(np.float16)
+    # the new parameters are the ones used
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(dtype)
+    np.testing.assert_allclose(gpu.forward(x), cpu.forward(x), rtol=0,
+                               atol=16 * eps(np.dtype(dtype).type))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_input_grad_and_stats_off_match_the_cpu(dtype):
+    cpu, gpu = pair([6, 9, 9, 4], dtype, activation="elu")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((11, 6)).astype(dtype)
+    target = rng.standard_normal((11, 4)).astype(dtype)
+    tol = 64 * eps(np.dtype(dtype).type)
+    for stats in (True, False):
+        cpu.stats = gpu.stats = stats
+        rc = cpu.step(x, target, input_grad=True)
+        rg = gpu.step(x, target, input_grad=True)
+        np.testing.assert_allclose(gpu.input_grad, cpu.input_grad, rtol=tol, atol=tol)
+        for a, b in zip(gpu.weight_grads, cpu.weight_grads):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        for a, b in zip(gpu.bias_grads, cpu.bias_grads):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gpu.grads, cpu.grads, rtol=tol, atol=tol)
+        assert rg.loss == pytest.approx(rc.loss, rel=tol)
+        if not stats:
+            assert np.all(np.isnan(rg.weight_grad_norm)) and np.all(np.isnan(rg.preact_mean))
+
+
+@needs_cuda
+def test_errors_are_the_cpu_errors():
+    cpu, gpu = pair([5, 7, 3], "float32")
+    x = np.zeros((4, 5), np.float32)
+    bad_target = np.zeros((4, 3), np.float32)
+    bad_target[2, 1] = np.nan
+    cases = [
+        lambda net: net.forward(np.zeros((4, 6), np.float32)),
+        lambda net: net.forward(np.zeros((4, 5), np.float64)),
+        lambda net: net.forward(np.zeros((0, 5), np.float32)),
+        lambda net: net.step(x, bad_target),
+        lambda net: net.step(x, np.array([0, 1, 2, 3]), loss="cross_entropy"),
+        lambda net: net.step(x, np.array([0, 1, 2]), loss="cross_entropy"),
+        lambda net: vgkern.MLP([3, 2], device="cuda").backward(np.zeros((1, 2), np.float32)),
+    ]
+    for i, case in enumerate(cases):
+        with pytest.raises(Exception) as on_cpu:
+            case(cpu)
+        with pytest.raises(Exception) as on_cuda:
+            case(gpu)
+        assert type(on_cuda.value) is type(on_cpu.value), i
+        assert str(on_cuda.value) == str(on_cpu.value), i
+    # a refused step leaves no forward behind, as on the CPU
+    gpu.forward(x)
+    with pytest.raises(ValueError):
+        gpu.step(x, bad_target)
+    with pytest.raises(RuntimeError, match="no forward pass"):
+        gpu.backward(np.zeros((4, 3), np.float32))
+
+
+@needs_cuda
+def test_batch_norm_is_refused_on_cuda():
+    with pytest.raises(RuntimeError, match="batch_norm=True is not available on device 'cuda'"):
+        vgkern.MLP([4, 5, 3], batch_norm=True, device="cuda")
+
+
+@needs_cuda
+def test_one_net_two_threads_refused_not_corrupted():
+    net = vgkern.MLP([32, 64, 64, 10], device="cuda", seed=3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    t = rng.standard_normal((64, 10)).astype(np.float32)
+    expected = net.step(x, t).as_dict()
+    barrier = threading.Barrier(2)
+    seen = []
+
+    def work():
+        barrier.wait()
+        for _ in range(20):
+            try:
+                seen.append(net.step(x, t).as_dict())
+            except RuntimeError as err:
+                assert "already running in another thread" in str(err)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert seen
+    for rep in seen:
+        for k, v in expected.items():
+            if isinstance(v, np.ndarray):
+                assert np.array_equal(rep[k], v, equal_nan=True), k
+
+
+@needs_cuda
+def test_sync_after_every_launch_runs(tmp_path):
+    """VGKERN_CUDA_SYNC=1 (debugging): a synchronisation after every kernel, same results."""
+    script = ("import numpy as np, vgkern\n"
+              "net = vgkern.MLP([8, 16, 4], device='cuda', seed=1)\n"
+              "x = np.ones((3, 8), np.float32)\n"
+              "print(repr(net.step(x, np.zeros((3, 4), np.float32)).loss))\n")
+    env = dict(os.environ, VGKERN_CUDA_SYNC="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout
+    net = vgkern.MLP([8, 16, 4], device="cuda", seed=1)
+    assert float(out) == net.step(np.ones((3, 8), np.float32), np.zeros((3, 4), np.float32)).loss
+
+
+# --------------------------------------------------------------------------------------------
+# Everywhere (no GPU needed)
+# --------------------------------------------------------------------------------------------
+
+def test_cublas_candidates_name_the_wheel_and_the_toolkit():
+    candidates = _cuda.cublas_candidates()
+    soname = _cuda.cublas_soname()
+    assert soname.startswith("libcublas.so.")
+    assert soname in candidates  # the dynamic loader's own search
+    assert all(c.endswith(soname) for c in candidates)
+
+
+def test_cublas_that_cannot_load_is_a_runtime_error_naming_what_was_tried():
+    info = vgkern.build_info()
+    if info["cuda"] and (info["cuda_emulated"] or vgkern.cuda_available()):
+        pytest.skip("cuBLAS is emulated, or may already be loaded with a GPU present")
+    with pytest.raises(RuntimeError) as err:
+        _core.load_cublas(["/nonexistent/libcublas.so.13"])
+    message = str(err.value)
+    if info["cuda"]:
+        assert "/nonexistent/libcublas.so.13" in message and "pip install vgkern[cuda]" in message
+    else:
+        assert "no CUDA support" in message
+
+
+def test_parameter_list_with_device_copies():
+    """The CUDA nets' lists, driven by a fake device: fresh read-only copies on every access,
+    writes checked, then handed to the writer with the layer index."""
+    device = [np.arange(6.0).reshape(2, 3), np.zeros(4)]
+    written = []
+
+    def source():
+        copies = [a.copy() for a in device]
+        for c in copies:
+            c.flags.writeable = False
+        return copies
+
+    def write(i, value):
+        written.append(i)
+        device[i] = value.copy()
+
+    lst = ParameterList("weights", source, write)
+    assert len(lst) == 2 and not lst[0].flags.writeable
+    lst[-1] = np.ones(4)
+    assert written == [1] and np.array_equal(lst[1], np.ones(4))
+    lst.assign([np.full((2, 3), 2.0), np.full(4, 3.0)])
+    assert written == [1, 0, 1] and np.array_equal(lst[0], np.full((2, 3), 2.0))
+    with pytest.raises(ValueError, match=r"weights\[0\] must have shape \(2, 3\)"):
+        lst.assign([np.zeros((3, 2)), np.zeros(4)])
+    assert written == [1, 0, 1]  # nothing written when any entry is refused
+    with pytest.raises(TypeError, match="never casts"):
+        lst[0] = np.zeros((2, 3), np.float32)
