@@ -65,17 +65,16 @@ def bn_net(sizes, activation="tanh", init="xavier_normal", dtype="float64", **kw
 
 def randomize_bn_state(net, rng, *, gamma_spread=0.3, beta_spread=0.3, rm_spread=0.2,
                        rv_range=(0.6, 1.6), last_bias=0.2):
-    """Non-trivial gammas, betas, running statistics and last-layer bias, written in place."""
+    """Non-trivial gammas, betas, running statistics and last-layer bias (assigned: on the CPU
+    and on CUDA)."""
     dt = net.weights[0].dtype
-    for g in net.bn_gammas:
-        g[...] = (1 + gamma_spread * rng.standard_normal(g.shape)).astype(dt)
-    for b in net.bn_betas:
-        b[...] = (beta_spread * rng.standard_normal(b.shape)).astype(dt)
-    for m in net.running_means:
-        m[...] = (rm_spread * rng.standard_normal(m.shape)).astype(dt)
-    for v in net.running_vars:
-        v[...] = rng.uniform(*rv_range, v.shape).astype(dt)
-    net.biases[-1][...] = (last_bias * rng.standard_normal(net.biases[-1].shape)).astype(dt)
+    net.bn_gammas = [(1 + gamma_spread * rng.standard_normal(g.shape)).astype(dt)
+                     for g in net.bn_gammas]
+    net.bn_betas = [(beta_spread * rng.standard_normal(b.shape)).astype(dt) for b in net.bn_betas]
+    net.running_means = [(rm_spread * rng.standard_normal(m.shape)).astype(dt)
+                         for m in net.running_means]
+    net.running_vars = [rng.uniform(*rv_range, v.shape).astype(dt) for v in net.running_vars]
+    net.biases[-1] = (last_bias * rng.standard_normal(net.biases[-1].shape)).astype(dt)
 
 
 def snapshot(net):
@@ -583,12 +582,12 @@ def check_grads_vs_oracle(net, ref, naives, dtype, ulps):
                                               ("elu", 0.7), ("identity", 1.0)],
                          ids=["tanh", "relu", "sigmoid", "elu0.7", "identity"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_bn_mlp_step_matches_reference(dtype, activation, alpha, training, affine, sizes, rng):
+def test_bn_mlp_step_matches_reference(dtype, activation, alpha, training, affine, sizes, rng, device):
     batch = 13
     loss = "mse" if len(sizes) % 2 else "cross_entropy"
     momentum, bn_eps = 0.2, 1e-4
     net = bn_net(sizes, activation, "he_normal", dtype, alpha=alpha, seed=7, bn_affine=affine,
-                 bn_momentum=momentum, bn_eps=bn_eps)
+                 bn_momentum=momentum, bn_eps=bn_eps, device=device)
     randomize_bn_state(net, rng)
     if not training:
         net.eval()
@@ -631,10 +630,11 @@ def test_bn_mlp_step_matches_reference(dtype, activation, alpha, training, affin
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_bn_mlp_forward_backward_matches_reference(dtype, training, rng):
+def test_bn_mlp_forward_backward_matches_reference(dtype, training, rng, device):
     """forward + backward(grad_out), sigmoid output activation."""
     sizes, batch = [9, 16, 12, 16, 5], 10
-    net = bn_net(sizes, "elu", "xavier_uniform", dtype, output_activation="sigmoid", seed=4)
+    net = bn_net(sizes, "elu", "xavier_uniform", dtype, output_activation="sigmoid", seed=4,
+                 device=device)
     randomize_bn_state(net, rng)
     net.train() if training else net.eval()
     state = snapshot(net)
@@ -666,9 +666,10 @@ KINK_MARGIN = 1e-3
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "elu", "relu"])
-def test_bn_mlp_gradients_match_finite_differences(activation, training, loss, rng):
+def test_bn_mlp_gradients_match_finite_differences(activation, training, loss, rng, device):
     sizes, batch = [3, 4, 4, 2], 5
-    net = bn_net(sizes, activation, "he_normal", np.float64, seed=11, bn_eps=1e-3)
+    net = bn_net(sizes, activation, "he_normal", np.float64, seed=11, bn_eps=1e-3,
+                 device=device)
     randomize_bn_state(net, rng)
     net.train() if training else net.eval()
     state = snapshot(net)
@@ -693,9 +694,21 @@ def test_bn_mlp_gradients_match_finite_differences(activation, training, loss, r
 
     f0 = f()
     assert rep.loss == pytest.approx(f0, rel=1e-12)
-    params = (list(net.weights) + [net.biases[-1]] + list(net.bn_gammas)
-              + list(net.bn_betas))
-    numeric = central_difference(f, params)
+    if device == "cpu":  # perturbed in place through the views
+        params = (list(net.weights) + [net.biases[-1]] + list(net.bn_gammas)
+                  + list(net.bn_betas))
+        numeric = central_difference(f, params)
+    else:  # CUDA: host copies, written to the device before every evaluation
+        L = net.num_layers
+        params = [np.array(a) for a in (list(net.weights) + [net.biases[-1]]
+                                        + list(net.bn_gammas) + list(net.bn_betas))]
+
+        def write_then_f():
+            net.weights, net.biases[-1] = params[:L], params[L]
+            net.bn_gammas, net.bn_betas = params[L + 1:2 * L], params[2 * L:]
+            return f()
+
+        numeric = central_difference(write_then_f, params)
     scale = max(1e-3, max(float(np.abs(n).max()) for n in numeric))
     names = ([f"dW[{l}]" for l in range(3)] + ["db[2]"] + [f"dgamma[{l}]" for l in range(2)]
              + [f"dbeta[{l}]" for l in range(2)])
@@ -1026,8 +1039,7 @@ def run_twin_trajectory(net, twin, xs, ts, loss, rtol, activation, alpha, affine
             raise AssertionError(f"{what}: {exc}") from None
         if k >= TRAIN_STEPS:
             continue
-        params = net.params
-        params -= lr * net.grads
+        net.params = net.params - lr * net.grads
         twin.sgd(lr)
         check_state_vs_torch(net, twin, rtol, what + " after the update")
         # continue both from vgkern's parameters, so that the next step compares one step's
@@ -1057,12 +1069,13 @@ TWIN_CASES = [(d, a, l, s) for d in ("float32", "float64")
               if not (d == "float32" and a == "relu" and len(TWIN_SHAPES[s][0]) > 10)]
 
 
-def make_twin_case(dtype, activation, shape):
+def make_twin_case(dtype, activation, shape, device="cpu"):
     sizes, batch, momentum, bn_eps, lr = shape
     depth = len(sizes) - 1
     seed = 100 + 7 * depth + batch
     init = "he_normal" if activation == "relu" else "xavier_normal"
-    net = bn_net(sizes, activation, init, dtype, seed=seed, bn_momentum=momentum, bn_eps=bn_eps)
+    net = bn_net(sizes, activation, init, dtype, seed=seed, bn_momentum=momentum, bn_eps=bn_eps,
+                 device=device)
     rng = np.random.default_rng(seed)
     randomize_bn_state(net, rng, rv_range=(0.8, 1.25), rm_spread=0.1)
     twin = TorchTwin(net, activation, momentum=momentum, bn_eps=bn_eps)
@@ -1071,11 +1084,11 @@ def make_twin_case(dtype, activation, shape):
 
 @pytest.mark.parametrize("dtype,activation,loss,shape_index", TWIN_CASES,
                          ids=[f"{d}-{a}-{l}-{TWIN_IDS[s]}" for d, a, l, s in TWIN_CASES])
-def test_bn_mlp_matches_torch_over_sgd_steps(dtype, activation, loss, shape_index):
+def test_bn_mlp_matches_torch_over_sgd_steps(dtype, activation, loss, shape_index, device):
     shape = TWIN_SHAPES[shape_index]
     sizes, batch, _, _, lr = shape
     depth = len(sizes) - 1
-    net, twin, rng = make_twin_case(dtype, activation, shape)
+    net, twin, rng = make_twin_case(dtype, activation, shape, device)
     if depth == 1:
         assert list(net.bn_gammas) == [] and list(net.running_means) == []
     xs, ts = twin_data(rng, sizes, batch, dtype, loss, TRAIN_STEPS + EVAL_STEPS)
@@ -1146,10 +1159,10 @@ def test_bn_eval_mode_batch_of_one_matches_torch(dtype):
 EFFECT_WIDTH, EFFECT_BATCH, EFFECT_DEPTH = 128, 128, 40
 
 
-def effect_report(activation, init, batch_norm, seed, dtype="float32"):
+def effect_report(activation, init, batch_norm, seed, dtype="float32", device="cpu"):
     sizes = [EFFECT_WIDTH] * EFFECT_DEPTH + [10]
     net = vgkern.MLP(sizes, activation=activation, init=init, dtype=dtype, seed=seed,
-                     batch_norm=batch_norm)
+                     batch_norm=batch_norm, device=device)
     data = np.random.default_rng(seed + 1000)
     x = data.standard_normal((EFFECT_BATCH, EFFECT_WIDTH)).astype(dtype)
     t = data.standard_normal((EFFECT_BATCH, 10)).astype(dtype)
@@ -1168,9 +1181,9 @@ def growth_per_layer(logs):
 # (Yang et al.: 0.5 log10(pi / (pi - 1)) = 0.0832); tanh+BN +1.28..+1.42, slope 0.038..0.042;
 # sigmoid without BN -23.8..-24.1, slope -0.63; sigmoid with BN -0.23..-0.25.
 @pytest.mark.parametrize("seed", [0, 1])
-def test_bn_gradients_grow_towards_input(seed):
-    relu = effect_report("relu", "he_normal", True, seed)
-    tanh = effect_report("tanh", "xavier_normal", True, seed)
+def test_bn_gradients_grow_towards_input(seed, device):
+    relu = effect_report("relu", "he_normal", True, seed, device=device)
+    tanh = effect_report("tanh", "xavier_normal", True, seed, device=device)
     L = EFFECT_DEPTH
     assert np.all(np.isfinite(relu)) and np.all(np.isfinite(tanh))
     # layer 0 clearly above the last hidden layer
@@ -1185,9 +1198,9 @@ def test_bn_gradients_grow_towards_input(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_sigmoid_gradients_vanish_without_bn(seed):
-    plain = effect_report("sigmoid", "xavier_normal", False, seed)
-    bn = effect_report("sigmoid", "xavier_normal", True, seed)
+def test_sigmoid_gradients_vanish_without_bn(seed, device):
+    plain = effect_report("sigmoid", "xavier_normal", False, seed, device=device)
+    bn = effect_report("sigmoid", "xavier_normal", True, seed, device=device)
     L = EFFECT_DEPTH
     assert plain[0] - plain[L - 2] < -18, plain
     assert np.all(plain[:L - 2] < plain[1:L - 1]), "without BN sigmoid gradients shrink per layer"
@@ -1201,8 +1214,8 @@ def test_sigmoid_gradients_vanish_without_bn(seed):
 # ============================================================================================
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_train_batch_of_one_raises(dtype):
-    net = bn_net([4, 5, 5, 2], "tanh", dtype=dtype)
+def test_train_batch_of_one_raises(dtype, device):
+    net = bn_net([4, 5, 5, 2], "tanh", dtype=dtype, device=device)
     x = np.ones((1, 4), dtype)
     for call in (lambda: net.forward(x), lambda: net.step(x, np.zeros((1, 2), dtype)),
                  lambda: net.step(x, np.array([1]), loss="cross_entropy")):
@@ -1222,9 +1235,9 @@ def test_train_batch_of_one_raises(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_eval_batch_of_one_works(dtype, rng):
+def test_eval_batch_of_one_works(dtype, rng, device):
     sizes = [4, 5, 5, 2]
-    net = bn_net(sizes, "tanh", dtype=dtype, seed=1)
+    net = bn_net(sizes, "tanh", dtype=dtype, seed=1, device=device)
     randomize_bn_state(net, rng)
     net.eval()
     state = snapshot(net)
@@ -1242,20 +1255,22 @@ def test_eval_batch_of_one_works(dtype, rng):
 
 @pytest.mark.parametrize("case", ["constant-column", "zero-weight-row", "all-constant"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_zero_variance_feature_is_finite(dtype, case, rng):
+def test_zero_variance_feature_is_finite(dtype, case, rng, device):
     sizes, batch = [5, 6, 6, 3], 8
-    net = bn_net(sizes, "tanh", "xavier_normal", dtype, seed=3)
+    net = bn_net(sizes, "tanh", "xavier_normal", dtype, seed=3, device=device)
     randomize_bn_state(net, rng)
     x = rng.standard_normal((batch, 5)).astype(dtype)
+    ws = [np.array(w) for w in net.weights]
     if case == "zero-weight-row":
-        net.weights[0][2, :] = 0  # unit 2 of layer 0 is 0 for every example: var = 0
-        net.weights[1][4, :] = 0
+        ws[0][2, :] = 0  # unit 2 of layer 0 is 0 for every example: var = 0
+        ws[1][4, :] = 0
     elif case == "constant-column":
         x[:, 1] = dtype(1000.1)
-        net.weights[0][...] = 0
-        net.weights[0][:, 1] = dtype(0.01)  # every unit of layer 0 sees only the constant
+        ws[0][...] = 0
+        ws[0][:, 1] = dtype(0.01)  # every unit of layer 0 sees only the constant
     else:
         x[...] = dtype(0.3)
+    net.weights = ws
     state = snapshot(net)
     t = rng.standard_normal((batch, 3)).astype(dtype)
     rep = net.step(x, t)

@@ -162,12 +162,6 @@ def test_errors_are_the_cpu_errors():
 
 
 @needs_cuda
-def test_batch_norm_is_refused_on_cuda():
-    with pytest.raises(RuntimeError, match="batch_norm=True is not available on device 'cuda'"):
-        vgkern.MLP([4, 5, 3], batch_norm=True, device="cuda")
-
-
-@needs_cuda
 def test_one_net_two_threads_refused_not_corrupted():
     net = vgkern.MLP([32, 64, 64, 10], device="cuda", seed=3)
     rng = np.random.default_rng(3)

@@ -56,30 +56,9 @@ class MLP final : public MLPBase {
  public:
   MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
       : sizes_(sizes), acts_(acts), bn_(bn) {
-    int64_t offset = 0, running = 0;
-    for (int64_t l = 0; l < num_layers(); ++l) {
-      const int64_t width = sizes_[l + 1];
-      LayerLayout layer;
-      layer.weight = offset;
-      offset += width * sizes_[l];
-      if (is_batch_norm(l)) {
-        if (bn_.affine) {
-          layer.gamma = offset;
-          layer.beta = offset + width;
-          offset += 2 * width;
-        }
-        layer.running = running;
-        running += width;
-      } else {
-        layer.bias = offset;
-        offset += width;
-      }
-      layout_.push_back(layer);
-    }
-    params_.assign(offset, T(0));
-    grads_.assign(offset, T(0));
-    for (int64_t l = 0; l < num_layers(); ++l)  // gamma = 1, beta = 0, as torch.nn.BatchNorm1d
-      if (layout_[l].gamma >= 0) std::fill_n(params_.data() + layout_[l].gamma, sizes_[l + 1], T(1));
+    int64_t running = 0;
+    layout_ = mlp_layout(sizes_, bn_, params_, &running);
+    grads_.assign(params_.size(), T(0));
     running_mean_.assign(running, T(0));
     running_var_.assign(running, T(1));
     h_.resize(num_layers());
@@ -273,6 +252,43 @@ class MLP final : public MLPBase {
 
 }  // namespace
 
+template <class T>
+std::vector<LayerLayout> mlp_layout(const std::vector<int64_t>& sizes, BatchNormConfig bn,
+                                    std::vector<T>& initial_params, int64_t* num_running) {
+  std::vector<LayerLayout> layout;
+  const int64_t num_layers = static_cast<int64_t>(sizes.size()) - 1;
+  int64_t offset = 0, running = 0;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const int64_t width = sizes[l + 1];
+    LayerLayout layer;
+    layer.weight = offset;
+    offset += width * sizes[l];
+    if (bn.enabled && l < num_layers - 1) {
+      if (bn.affine) {
+        layer.gamma = offset;
+        layer.beta = offset + width;
+        offset += 2 * width;
+      }
+      layer.running = running;
+      running += width;
+    } else {
+      layer.bias = offset;
+      offset += width;
+    }
+    layout.push_back(layer);
+  }
+  initial_params.assign(offset, T(0));
+  for (int64_t l = 0; l < num_layers; ++l)  // gamma = 1, beta = 0, as torch.nn.BatchNorm1d
+    if (layout[l].gamma >= 0)
+      std::fill_n(initial_params.data() + layout[l].gamma, sizes[l + 1], T(1));
+  *num_running = running;
+  return layout;
+}
+template std::vector<LayerLayout> mlp_layout<float>(const std::vector<int64_t>&, BatchNormConfig,
+                                                    std::vector<float>&, int64_t*);
+template std::vector<LayerLayout> mlp_layout<double>(const std::vector<int64_t>&, BatchNormConfig,
+                                                     std::vector<double>&, int64_t*);
+
 void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
                      int rescale) {
   for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
@@ -343,16 +359,12 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
     fail<ValueError>("MLP: need one activation per layer (", sizes.size() - 1, "), got ",
                      acts.size());
   if (bn.enabled) check_batchnorm_spec("MLP", BatchNormSpec{false, bn.momentum, bn.eps}, 2);
-  if (device == Device::cuda) {
-    check_cuda_device("MLP");
-    if (bn.enabled)
-      fail<DeviceError>("MLP: batch_norm=True is not available on device 'cuda' yet (CPU only)");
+  if (device == Device::cuda)
     return dispatch_devices("MLP", device, dtype, [&](auto tag) -> std::unique_ptr<MLPBase> {
       using T = typename decltype(tag)::value_type;
-      if constexpr (decltype(tag)::device == Device::cuda) return make_cuda_mlp<T>(sizes, acts);
+      if constexpr (decltype(tag)::device == Device::cuda) return make_cuda_mlp<T>(sizes, acts, bn);
       else fail<DeviceError>("MLP: unreachable device dispatch");
     });
-  }
   if (dtype == DType::f32) return std::make_unique<MLP<float>>(sizes, acts, bn);
   return std::make_unique<MLP<double>>(sizes, acts, bn);
 }

@@ -92,7 +92,13 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
 // nets/mlp_cuda.cpp (built with CUDA only): the same net on the current CUDA device.
 template <class T>
 std::unique_ptr<MLPBase> make_cuda_mlp(const std::vector<int64_t>& sizes,
-                                       const std::vector<ActSpec>& acts);
+                                       const std::vector<ActSpec>& acts, BatchNormConfig bn);
+
+// The flat parameter layout of a net (see the top of this file), its initial parameters (zeros;
+// gamma 1 and beta 0 as torch.nn.BatchNorm1d) and the entries of each running-statistics buffer.
+template <class T>
+std::vector<LayerLayout> mlp_layout(const std::vector<int64_t>& sizes, BatchNormConfig bn,
+                                    std::vector<T>& initial_params, int64_t* num_running);
 
 struct BackwardStats;
 struct ForwardStats;

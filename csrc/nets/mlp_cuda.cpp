@@ -2,7 +2,7 @@
 // workspaces stay in device memory across calls; each layer is a cuBLAS GEMM and our fused
 // kernels (ops/dense_cuda.h), all queued on the net's stream with no host synchronisation. A
 // step copies x (and the target) in, and one block (per-layer statistics, loss, output) out.
-// Batch norm is not on the GPU yet (make_mlp refuses it).
+// Batch-norm hidden layers: ops/batchnorm_cuda.h.
 #include "cuda/runtime.h"
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device_array.h"
 #include "nets/mlp.h"
+#include "ops/batchnorm_cuda.h"
 #include "ops/dense_cpu.h"  // ForwardStats, BackwardStats
 #include "ops/dense_cuda.h"
 #include "ops/loss.h"
@@ -75,24 +76,24 @@ class CudaCall {
 template <class T>
 class CudaMLP final : public MLPBase {
  public:
-  CudaMLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts)
-      : sizes_(sizes), acts_(acts) {
-    int64_t offset = 0;
-    for (int64_t l = 0; l < num_layers(); ++l) {
-      LayerLayout layer;
-      layer.weight = offset;
-      offset += sizes_[l + 1] * sizes_[l];
-      layer.bias = offset;
-      offset += sizes_[l + 1];
-      layout_.push_back(layer);
-    }
-    check_fits_on_device(2.0 * offset, "MLP: sizes");
-    params_.resize(offset);
-    grads_.resize(offset);
-    VGKERN_CUDA_CHECK(cudaMemsetAsync(params_.data(), 0, offset * sizeof(T), context_.stream()));
-    VGKERN_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, offset * sizeof(T), context_.stream()));
-    scratch_.resize(std::max(dense_cuda_scratch_bytes(), loss_cuda_scratch_bytes()));
-    context_.synchronize();
+  CudaMLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
+      : sizes_(sizes), acts_(acts), bn_(bn) {
+    std::vector<T> initial;
+    int64_t running = 0;
+    layout_ = mlp_layout(sizes_, bn_, initial, &running);
+    const int64_t n = static_cast<int64_t>(initial.size());
+    check_fits_on_device(2.0 * n + 2.0 * running, "MLP: sizes");
+    params_.resize(n);
+    grads_.resize(n);
+    running_mean_.resize(running);
+    running_var_.resize(running);
+    copy_in(params_.data(), initial.data(), n);
+    VGKERN_CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, n * sizeof(T), context_.stream()));
+    const std::vector<T> zeros(running, T(0)), ones(running, T(1));
+    copy_in(running_mean_.data(), zeros.data(), running);
+    copy_in(running_var_.data(), ones.data(), running);
+    scratch_.resize(std::max(dense_cuda_scratch_bytes(widest()), loss_cuda_scratch_bytes()));
+    context_.synchronize();  // the host vectors go away
   }
 
   DType dtype() const override { return dtype_of<T>(); }
@@ -101,11 +102,11 @@ class CudaMLP final : public MLPBase {
   int64_t num_params() const override { return params_.size(); }
   const std::vector<int64_t>& sizes() const override { return sizes_; }
   const std::vector<LayerLayout>& layout() const override { return layout_; }
-  int64_t num_running() const override { return 0; }
+  int64_t num_running() const override { return running_mean_.size(); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
-  void* running_means() override { return nullptr; }
-  void* running_vars() override { return nullptr; }
+  void* running_means() override { return running_mean_.data(); }
+  void* running_vars() override { return running_var_.data(); }
 
   void copy_to_host(NetBuffer which, void* host) override {
     CudaCall call(busy_, context_, "MLP");
@@ -128,9 +129,9 @@ class CudaMLP final : public MLPBase {
   }
 
   void check_batch(int64_t rows) const override {
-    // x, per layer h and dact, z and the three (B, widest) buffers, target, the results block
+    // x, per layer h, dact and xhat, z and the three (B, widest) buffers, target, the results
     double elements = 2.0 * sizes_[0] + 4.0 * widest() + 2.0 * sizes_.back();
-    for (size_t i = 1; i < sizes_.size(); ++i) elements += 2.0 * sizes_[i];
+    for (size_t i = 1; i < sizes_.size(); ++i) elements += 3.0 * sizes_[i];
     check_fits_on_device(elements * rows, "MLP.forward: the GPU workspace for this batch");
   }
 
@@ -138,7 +139,7 @@ class CudaMLP final : public MLPBase {
     const char* op = "MLP.forward";
     CudaCall call(busy_, context_, op);
     check_forward_input(op, out, x);
-    run_forward(x);
+    run_forward(x, op);
     copy_out(out.ptr<T>(), output(), rows_ * sizes_.back());
     context_.synchronize();
   }
@@ -184,7 +185,7 @@ class CudaMLP final : public MLPBase {
       throw;
     }
     check_backward_outputs(op, report, input_grad);
-    run_forward(x);
+    run_forward(x, op);
     double* loss_slot = slots() + num_layers() * kNumDenseSlots;
     if (loss == Loss::mse) {
       copy_in(target_.data(), target.ptr<T>(), rows * classes);
@@ -219,7 +220,12 @@ class CudaMLP final : public MLPBase {
   }
 
   T* device_buffer(NetBuffer which) {
-    return which == NetBuffer::grads ? grads_.data() : params_.data();
+    switch (which) {
+      case NetBuffer::params: return params_.data();
+      case NetBuffer::grads: return grads_.data();
+      case NetBuffer::running_means: return running_mean_.data();
+      default: return running_var_.data();
+    }
   }
 
   void copy_in(T* device, const T* host, int64_t n) {
@@ -258,6 +264,10 @@ class CudaMLP final : public MLPBase {
   T* output() { return reinterpret_cast<T*>(results_.data() + output_offset_); }
   T* hidden(int64_t l) { return l == num_layers() - 1 ? output() : h_[l].data(); }
 
+  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
+  T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
+  T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
+
   void ensure_workspace(int64_t rows) {
     if (rows == rows_) return;
     check_batch(rows);
@@ -267,9 +277,16 @@ class CudaMLP final : public MLPBase {
     x_.resize(rows * sizes_[0]);
     h_.resize(L);
     dact_.resize(L);
+    xhat_.resize(L);
+    mean_.resize(L);
+    rstd_.resize(L);
     for (int64_t l = 0; l < L; ++l) {
-      h_[l].resize(l == L - 1 ? 0 : rows * sizes_[l + 1]);
-      dact_[l].resize(acts_[l].kind == Activation::identity ? 0 : rows * sizes_[l + 1]);
+      const int64_t width = sizes_[l + 1];
+      h_[l].resize(l == L - 1 ? 0 : rows * width);
+      dact_[l].resize(acts_[l].kind == Activation::identity ? 0 : rows * width);
+      xhat_[l].resize(is_batch_norm(l) ? rows * width : 0);
+      mean_[l].resize(is_batch_norm(l) ? width : 0);
+      rstd_[l].resize(is_batch_norm(l) ? width : 0);
     }
     z_.resize(rows * widest);
     grad_a_.resize(rows * widest);
@@ -285,21 +302,32 @@ class CudaMLP final : public MLPBase {
     rows_ = rows;
   }
 
-  void run_forward(const TensorView& x) {
+  void run_forward(const TensorView& x, const char* op) {
     const int64_t rows = x.dim(0);
+    const BatchNormSpec spec{training, bn_.momentum, bn_.eps};
+    if (bn_.enabled && num_layers() > 1) check_batchnorm_spec(op, spec, rows);
     ensure_workspace(rows);
     forward_done_ = false;
+    forward_training_ = training;
     copy_in(x_.data(), x.ptr<T>(), rows * sizes_[0]);
     const T* input = x_.data();
     for (int64_t l = 0; l < num_layers(); ++l) {
+      const LayerLayout& layer = layout_[l];
       const int64_t in = sizes_[l], out = sizes_[l + 1];
-      const T* w = params_.data() + layout_[l].weight;
+      const T* w = params_.data() + layer.weight;
+      double* layer_slots = stats ? slots(l) : nullptr;
       cuda_gemm<T>(context_.cublas(), false, true, rows, out, in, T(1), input, in, w, in, T(0),
                    z_.data(), out);
-      dense_forward_epilogue_cuda<T>(hidden(l), dact_[l].data(), z_.data(),
-                                     params_.data() + layout_[l].bias, rows, out, acts_[l],
-                                     stats ? slots(l) : nullptr, scratch_.data(),
-                                     context_.stream());
+      if (is_batch_norm(l))
+        dense_bn_forward_cuda<T>(hidden(l), dact_[l].data(), xhat_[l].data(), mean_[l].data(),
+                                 rstd_[l].data(), running_mean_.data() + layer.running,
+                                 running_var_.data() + layer.running, z_.data(),
+                                 param(layer.gamma), param(layer.beta), rows, out, acts_[l],
+                                 spec, layer_slots, scratch_.data(), context_.stream());
+      else
+        dense_forward_epilogue_cuda<T>(hidden(l), dact_[l].data(), z_.data(),
+                                       params_.data() + layer.bias, rows, out, acts_[l],
+                                       layer_slots, scratch_.data(), context_.stream());
       input = hidden(l);
     }
     forward_stats_valid_ = stats;
@@ -313,23 +341,34 @@ class CudaMLP final : public MLPBase {
     T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
     const T* input_grad = nullptr;
     for (int64_t l = num_layers() - 1; l >= 0; --l) {
+      const LayerLayout& layer = layout_[l];
       const int64_t in = sizes_[l], out = sizes_[l + 1];
       const T* x = l > 0 ? hidden(l - 1) : x_.data();
       T* dx = l > 0 || want_input_grad ? below : nullptr;
       const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
-      const T* w = params_.data() + layout_[l].weight;
-      T* dw = grads_.data() + layout_[l].weight;
-      T* db = grads_.data() + layout_[l].bias;
-      dense_backward_prologue_cuda<T>(delta_.data(), db, current, dact, rows_, out, stats,
-                                      log_scale, slots(l), scratch_.data(), context_.stream());
+      const T* w = params_.data() + layer.weight;
+      T* dw = grads_.data() + layer.weight;
+      if (is_batch_norm(l))
+        dense_bn_backward_prologue_cuda<T>(delta_.data(), grad(layer.gamma), grad(layer.beta),
+                                           current, dact, xhat_[l].data(), rstd_[l].data(),
+                                           param(layer.gamma), rows_, out, forward_training_,
+                                           stats, log_scale, slots(l), scratch_.data(),
+                                           context_.stream());
+      else
+        dense_backward_prologue_cuda<T>(delta_.data(), grad(layer.bias), current, dact, rows_,
+                                        out, stats, log_scale, slots(l), scratch_.data(),
+                                        context_.stream());
       cuda_gemm<T>(context_.cublas(), true, false, out, in, rows_, T(1), delta_.data(), out, x,
                    in, T(0), dw, in);
       if (dx)
         cuda_gemm<T>(context_.cublas(), false, false, rows_, in, out, T(1), delta_.data(), out,
                      w, in, T(0), dx, in);
-      if (stats)
-        dense_backward_norms_cuda<T>(dw, out * in, db, out, slots(l), scratch_.data(),
-                                     context_.stream());
+      if (stats && is_batch_norm(l))
+        dense_bn_backward_norms_cuda<T>(dw, out * in, grad(layer.gamma), grad(layer.beta), out,
+                                        slots(l), scratch_.data(), context_.stream());
+      else if (stats)
+        dense_backward_norms_cuda<T>(dw, out * in, grad(layer.bias), out, slots(l),
+                                     scratch_.data(), context_.stream());
       if (l == 0) input_grad = dx;
       std::swap(current, below);
     }
@@ -355,6 +394,11 @@ class CudaMLP final : public MLPBase {
       bs.preact_grad_norm = s[kSlotPreactGradNorm];
       bs.bias_grad_norm = s[kSlotBiasGradNorm];
       bs.weight_grad_norm = s[kSlotWeightGradNorm];
+      if (is_batch_norm(l)) {  // no dense bias before batch norm
+        bs.bias_grad_norm = NAN;
+        bs.gamma_grad_norm = s[kSlotGammaGradNorm];
+        bs.beta_grad_norm = s[kSlotBetaGradNorm];
+      }
       ForwardStats fs;
       fs.preact_mean = s[kSlotPreactMean];
       fs.preact_std = s[kSlotPreactStd];
@@ -370,15 +414,19 @@ class CudaMLP final : public MLPBase {
 
   std::vector<int64_t> sizes_;
   std::vector<ActSpec> acts_;
+  BatchNormConfig bn_;
   std::vector<LayerLayout> layout_;
   CudaContext context_;  // declared before the device arrays: destroyed after them
   DeviceArray<T> params_, grads_;
+  DeviceArray<T> running_mean_, running_var_;  // (sum of BN widths,) each
   DeviceArray<unsigned char> scratch_;  // partials of the reductions (dense and loss kernels)
 
   // Workspaces for batches of rows_ examples.
   int64_t rows_ = 0;
   DeviceArray<T> x_;                     // (B, d_0) copy of the input
   std::vector<DeviceArray<T>> h_, dact_;  // per layer (B, d_{l+1}); the last h is in results_
+  std::vector<DeviceArray<T>> xhat_;     // BN layers: normalised z (B, d_{l+1})
+  std::vector<DeviceArray<T>> mean_, rstd_;  // BN layers: (d_{l+1},) statistics used
   DeviceArray<T> z_;                     // (B, max d) pre-activations of the current layer
   DeviceArray<T> grad_a_, grad_b_;       // (B, max d) ping-pong dh / dx buffers
   DeviceArray<T> delta_;                 // (B, max d) dL/dz of the current layer
@@ -388,7 +436,7 @@ class CudaMLP final : public MLPBase {
   DeviceArray<unsigned char> results_;   // slots (L, kNumDenseSlots), loss, pad, output
   std::vector<unsigned char> host_results_;
   size_t output_offset_ = 0;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
   std::mutex busy_;
 };
 
@@ -396,13 +444,15 @@ class CudaMLP final : public MLPBase {
 
 template <class T>
 std::unique_ptr<MLPBase> make_cuda_mlp(const std::vector<int64_t>& sizes,
-                                       const std::vector<ActSpec>& acts) {
-  return std::make_unique<CudaMLP<T>>(sizes, acts);
+                                       const std::vector<ActSpec>& acts, BatchNormConfig bn) {
+  return std::make_unique<CudaMLP<T>>(sizes, acts, bn);
 }
 
 template std::unique_ptr<MLPBase> make_cuda_mlp<float>(const std::vector<int64_t>&,
-                                                       const std::vector<ActSpec>&);
+                                                       const std::vector<ActSpec>&,
+                                                       BatchNormConfig);
 template std::unique_ptr<MLPBase> make_cuda_mlp<double>(const std::vector<int64_t>&,
-                                                        const std::vector<ActSpec>&);
+                                                        const std::vector<ActSpec>&,
+                                                        BatchNormConfig);
 
 }  // namespace vgkern

@@ -17,12 +17,14 @@ enum DenseSlot : int {
   kSlotActGradNorm, kSlotPreactGradNorm, kSlotBiasGradNorm, kSlotWeightGradNorm,
   kSlotRescaleLog2,  // log-scale backward: the power of two delta and db were divided by
   kSlotPreactMean, kSlotPreactStd, kSlotSaturatedFraction, kSlotZeroFraction, kSlotDeadFraction,
+  kSlotGammaGradNorm, kSlotBetaGradNorm,  // batch-norm layers (NaN elsewhere)
   kNumDenseSlots
 };
 
-// Bytes of device scratch the functions below need (partials of their reductions); one scratch
-// serves every layer of a net in turn (same stream).
-size_t dense_cuda_scratch_bytes();
+// Bytes of device scratch the functions below and ops/batchnorm_cuda.h's need (partials of their
+// reductions, per-column sums) for layers up to `widest` units; one scratch serves every layer
+// of a net in turn (same stream).
+size_t dense_cuda_scratch_bytes(int64_t widest);
 
 // z (rows, cols) holds x W^T on entry (beta = 0 GEMM). Leaves h = act(z + b) and, unless the
 // activation is the identity, dact = act'(z + b). With slots (statistics on), z keeps z + b and

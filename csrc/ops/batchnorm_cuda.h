@@ -1,0 +1,40 @@
+// The fused dense -> batch norm -> activation hidden layer (ops/batchnorm.h's
+// dense_bn_forward_cpu / dense_bn_backward_cpu) on the GPU, around the caller's cuBLAS GEMMs.
+// Device pointers, asynchronous on `stream`, statistics into the layer's slots
+// (ops/dense_cuda.h); `scratch` holds dense_cuda_scratch_bytes(widest) bytes.
+#pragma once
+#include <cstdint>
+
+#include "cuda/runtime.h"
+#include "ops/activation.h"
+#include "ops/batchnorm.h"
+
+namespace vgkern {
+
+// z (rows, cols) = x W^T on entry (kept). Training: batch mean and biased variance (float64),
+// running statistics updated as torch.nn.BatchNorm1d; eval: the running ones. Leaves mean, rstd
+// (cols,), xhat = (z - mean) rstd, h = act(gamma xhat + beta), dact; with slots, the statistics
+// of the pre-BN z. gamma/beta null: affine=False.
+template <class T>
+void dense_bn_forward_cuda(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
+                           T* running_var, const T* z, const T* gamma, const T* beta,
+                           int64_t rows, int64_t cols, ActSpec act, BatchNormSpec bn,
+                           double* slots, void* scratch, cudaStream_t stream);
+
+// g = dh * dact; dgamma = sum g xhat, dbeta = sum g (when gamma); dz (rows, cols) = the BN
+// backward of g (two-reduction form in training, gamma rstd g in eval), ready for the caller's
+// GEMMs; ||dh||, ||dz|| into the slots (norms or log_scale), and with log_scale dz, dgamma and
+// dbeta divided by 2^e as dense_backward_prologue_cuda does.
+template <class T>
+void dense_bn_backward_prologue_cuda(T* dz, T* dgamma, T* dbeta, const T* dh, const T* dact,
+                                     const T* xhat, const T* rstd, const T* gamma, int64_t rows,
+                                     int64_t cols, bool training, bool norms, bool log_scale,
+                                     double* slots, void* scratch, cudaStream_t stream);
+
+// After the GEMMs: ||dw||, ||dgamma||, ||dbeta|| (NaN without gamma) into the slots.
+template <class T>
+void dense_bn_backward_norms_cuda(const T* dw, int64_t n_dw, const T* dgamma, const T* dbeta,
+                                  int64_t cols, double* slots, void* scratch,
+                                  cudaStream_t stream);
+
+}  // namespace vgkern
