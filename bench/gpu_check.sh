@@ -37,8 +37,9 @@ print('cuBLAS from', vgkern._cuda.load_cublas()); assert vgkern.cuda_available()
 step "CUDA tests (VGKERN_CUDA_SYNC=1)"
 VGKERN_CUDA_SYNC=1 timeout 300 "$python" -m pytest -q -p no:cacheprovider -x -k cuda \
   -c pyproject.toml --rootdir . tests/test_cuda.py tests/test_mlp_reference.py \
-  tests/test_finite_differences.py tests/test_torch_crosscheck.py tests/test_log_scale.py \
-  tests/test_norm_edge_cases.py tests/test_determinism.py > "$out/tests.log" 2>&1 || status=1
+  tests/test_batchnorm.py tests/test_recurrent.py tests/test_finite_differences.py \
+  tests/test_torch_crosscheck.py tests/test_log_scale.py tests/test_norm_edge_cases.py \
+  tests/test_determinism.py > "$out/tests.log" 2>&1 || status=1
 tail -30 "$out/tests.log" | tee -a "$out/summary.txt"
 
 if command -v compute-sanitizer > /dev/null; then
@@ -46,10 +47,14 @@ if command -v compute-sanitizer > /dev/null; then
   (cd "$work" && timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$python" -c "
 import numpy as np, vgkern
 for dtype in ('float32', 'float64'):
-    net = vgkern.MLP([37, 64, 50, 10], device='cuda', dtype=dtype)
-    x = np.ones((29, 37), dtype)
-    net.step(x, np.zeros((29, 10), dtype), log_scale=True)
-    net.step(x, np.arange(29) % 10, loss='cross_entropy')
+    for bn in (False, True):
+        net = vgkern.MLP([37, 64, 50, 10], device='cuda', dtype=dtype, batch_norm=bn)
+        x = np.ones((29, 37), dtype) + np.arange(37, dtype=dtype)
+        net.step(x, np.zeros((29, 10), dtype), log_scale=True)
+        net.step(x, np.arange(29) % 10, loss='cross_entropy')
+    for net in (vgkern.LSTM(5, 33, dtype=dtype, device='cuda'),
+                vgkern.RNN(5, 33, dtype=dtype, device='cuda')):
+        net.step(np.ones((7, 3, 5), dtype), np.zeros((7, 3, 33), dtype), loss='mse_sequence')
 print('memcheck run done')") > "$out/memcheck.log" 2>&1
   echo "memcheck exit $? (3: errors found; see memcheck.log)" | tee -a "$out/summary.txt"
   tail -5 "$out/memcheck.log" | tee -a "$out/summary.txt"

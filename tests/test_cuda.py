@@ -1,6 +1,6 @@
 """The CUDA backend: what is specific to device="cuda" (the numerics tests in test_mlp_reference,
-test_finite_differences, test_torch_crosscheck, test_log_scale, test_norm_edge_cases and
-test_determinism also run on CUDA through their `device` argument).
+test_batchnorm, test_recurrent, test_finite_differences, test_torch_crosscheck, test_log_scale,
+test_norm_edge_cases and test_determinism also run on CUDA through their `device` argument).
 
 Runs on a CUDA GPU, or on the CPU against a build with VGKERN_CUDA=EMULATE (.ci/sanitize.sh
 builds one): the CUDA sources compiled as C++, which tests the backend's logic but not its
@@ -203,6 +203,56 @@ def test_sync_after_every_launch_runs(tmp_path):
                          text=True, check=True, cwd=tmp_path).stdout
     net = vgkern.MLP([8, 16, 4], device="cuda", seed=1)
     assert float(out) == net.step(np.ones((3, 8), np.float32), np.zeros((3, 4), np.float32)).loss
+
+
+@needs_cuda
+@pytest.mark.parametrize("cls", [vgkern.LSTM, vgkern.RNN])
+def test_recurrent_parameters_are_host_copies_and_setters_write_the_device(cls):
+    cpu, gpu = cls(3, 4, dtype="float64", seed=5), cls(3, 4, dtype="float64", seed=5,
+                                                       device="cuda")
+    assert gpu.device == "cuda" and np.array_equal(gpu.params, cpu.params)
+    w = gpu.weight_hh
+    assert not w.flags.writeable and np.array_equal(w, cpu.weight_hh)
+    with pytest.raises(ValueError, match="read-only"):
+        w[...] = 0
+    for net in (cpu, gpu):
+        net.weight_hh = 2 * np.array(net.weight_hh)
+        net.bias = np.linspace(-1, 1, net.bias.size)
+    assert np.array_equal(gpu.params, cpu.params)
+    with pytest.raises(ValueError, match=r"weight_ih must have shape"):
+        gpu.weight_ih = np.zeros((2, 2))
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    target = np.zeros((2, 4))
+    assert gpu.step(x, target).loss == pytest.approx(cpu.step(x, target).loss, rel=1e-12)
+    for name in ("weight_ih_grad", "weight_hh_grad", "bias_grad"):
+        got = getattr(gpu, name)
+        assert not got.flags.writeable
+        np.testing.assert_allclose(got, getattr(cpu, name), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gpu.x_grad, cpu.x_grad, rtol=1e-12, atol=1e-14)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cls", [vgkern.LSTM, vgkern.RNN])
+def test_recurrent_errors_are_the_cpu_errors(cls):
+    cpu, gpu = cls(3, 4, seed=1), cls(3, 4, seed=1, device="cuda")
+    x = np.zeros((5, 2, 3), np.float32)
+    bad = np.zeros((2, 4), np.float32)
+    bad[1, 2] = np.inf
+    cases = [
+        lambda net: net.forward(np.zeros((5, 3), np.float32)),
+        lambda net: net.forward(np.zeros((0, 2, 3), np.float32)),
+        lambda net: net.forward(x, h0=np.zeros((3, 4), np.float32)),
+        lambda net: net.step(x, bad),
+        lambda net: net.step(x, np.zeros((2, 5), np.float32)),
+        lambda net: cls(3, 4, device=net.device).backward(np.zeros((5, 2, 4), np.float32)),
+    ]
+    for i, case in enumerate(cases):
+        with pytest.raises(Exception) as on_cpu:
+            case(cpu)
+        with pytest.raises(Exception) as on_cuda:
+            case(gpu)
+        assert type(on_cuda.value) is type(on_cpu.value), i
+        assert str(on_cuda.value) == str(on_cpu.value), i
 
 
 # --------------------------------------------------------------------------------------------

@@ -616,11 +616,12 @@ KIND_MODES = [(k, m) for k in KINDS for m in mode_ids() if is_lstm(k) or m != "g
 @pytest.mark.parametrize("steps", STEPS, ids=[f"T{t}" for t in STEPS])
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind,mode", KIND_MODES, ids=[f"{k}-{m}" for k, m in KIND_MODES])
-def test_sequence_matches_oracle(kind, dtype, steps, mode):
+def test_sequence_matches_oracle(kind, dtype, steps, mode, device):
     batch, input_size, hidden = SEQ_SHAPES[steps]
     forget_bias = {1: 0.5, 5: 0.0, 40: 1.0}[steps]
     seed = 100 + steps
-    net = make_net(kind, input_size, hidden, dtype, seed=seed, forget_bias=forget_bias)
+    net = make_net(kind, input_size, hidden, dtype, seed=seed, forget_bias=forget_bias,
+                   device=device)
     params = net_params(net)
     d = seq_data(steps, batch, input_size, hidden, dtype, seed + 1)
     inp = mode_inputs(mode, kind, d)
@@ -640,14 +641,12 @@ def test_sequence_matches_oracle(kind, dtype, steps, mode):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_saturating_weights_match_oracle(kind, dtype):
+def test_sequence_saturating_weights_match_oracle(kind, dtype, device):
     """Weights written x3 through the writable views (also tests that writes take effect):
     saturating gates / units, saturated_fraction well above 0, forget gates far from 0.5."""
     steps, batch, input_size, hidden = 12, 6, 9, 16
-    net = make_net(kind, input_size, hidden, dtype, seed=7, forget_bias=0.5)
-    net.weight_ih[...] *= 3
-    net.weight_hh[...] *= 3
-    net.bias[...] *= 3
+    net = make_net(kind, input_size, hidden, dtype, seed=7, forget_bias=0.5, device=device)
+    net.weight_ih, net.weight_hh, net.bias = 3 * net.weight_ih, 3 * net.weight_hh, 3 * net.bias
     params = net_params(net)
     d = seq_data(steps, batch, input_size, hidden, dtype, 8, x_scale=2.0)
     inp = mode_inputs("all_grads_h0c0", kind, d)
@@ -670,9 +669,9 @@ def test_sequence_saturating_weights_match_oracle(kind, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_h0_c0_defaults_are_zeros(kind, dtype):
+def test_h0_c0_defaults_are_zeros(kind, dtype, device):
     batch, input_size, hidden = SEQ_SHAPES[5]
-    net = make_net(kind, input_size, hidden, dtype, seed=3, forget_bias=1.0)
+    net = make_net(kind, input_size, hidden, dtype, seed=3, forget_bias=1.0, device=device)
     d = seq_data(5, batch, input_size, hidden, dtype, 4)
     zeros = np.zeros((batch, hidden), NP_DTYPE[dtype])
     if is_lstm(kind):
@@ -702,9 +701,9 @@ def test_h0_c0_defaults_are_zeros(kind, dtype):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_gradients_are_overwritten_not_accumulated(kind):
+def test_gradients_are_overwritten_not_accumulated(kind, device):
     steps, (batch, input_size, hidden) = 5, SEQ_SHAPES[5]
-    net = make_net(kind, input_size, hidden, "float64", seed=9)
+    net = make_net(kind, input_size, hidden, "float64", seed=9, device=device)
     d = seq_data(steps, batch, input_size, hidden, "float64", 10)
     inp = mode_inputs("all_grads_h0c0", kind, d)
     _, rep1 = run_vgkern(net, kind, d["x"], inp)
@@ -733,9 +732,9 @@ EDGE_SHAPES = [(7, 1, 1, 1), (4, 33, 70, 96)]  # (T, B, I, H): minimal, and wide
                          ids=[f"T{t}-B{b}-I{i}-H{h}" for t, b, i, h in EDGE_SHAPES])
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_edge_shapes_match_oracle(kind, dtype, shape):
+def test_sequence_edge_shapes_match_oracle(kind, dtype, shape, device):
     steps, batch, input_size, hidden = shape
-    net = make_net(kind, input_size, hidden, dtype, seed=17, forget_bias=1.0)
+    net = make_net(kind, input_size, hidden, dtype, seed=17, forget_bias=1.0, device=device)
     d = seq_data(steps, batch, input_size, hidden, dtype, 18)
     rtol = rtol_for(dtype, steps)
     for mode in ("all_grads_h0c0", "step_mse"):
@@ -750,11 +749,11 @@ def test_sequence_edge_shapes_match_oracle(kind, dtype, shape):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_huge_inputs_stay_finite_and_correct(kind, dtype):
+def test_huge_inputs_stay_finite_and_correct(kind, dtype, device):
     """x ~ 100 N(0, 1): every gate / unit saturates hard (sigmoid(-100) underflows in float32's
     exp if computed naively); outputs and gradients stay finite and match the oracle."""
     steps, batch, input_size, hidden = 6, 5, 8, 12
-    net = make_net(kind, input_size, hidden, dtype, seed=19, forget_bias=1.0)
+    net = make_net(kind, input_size, hidden, dtype, seed=19, forget_bias=1.0, device=device)
     d = seq_data(steps, batch, input_size, hidden, dtype, 20, x_scale=100.0)
     inp = mode_inputs("all_grads_h0c0", kind, d)
     exp = oracle(kind, net_params(net), d["x"], inp, oracle_dtype(NP_DTYPE[dtype]))
@@ -1014,12 +1013,13 @@ TORCH_MODES = ["all_grads_h0c0", "grad_h_seq_zero_init", "step_mse", "step_mse_s
 @pytest.mark.parametrize("steps", STEPS, ids=[f"T{t}" for t in STEPS])
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_matches_torch(kind, dtype, steps):
+def test_sequence_matches_torch(kind, dtype, steps, device):
     batch, input_size, hidden = SEQ_SHAPES[steps]
     rtol = rtol_for(dtype, steps)
     for k, mode in enumerate(TORCH_MODES):
         seed = 200 + 10 * steps + k
-        net = make_net(kind, input_size, hidden, dtype, seed=seed, forget_bias=1.0)
+        net = make_net(kind, input_size, hidden, dtype, seed=seed, forget_bias=1.0,
+                       device=device)
         params = net_params(net)
         d = seq_data(steps, batch, input_size, hidden, dtype, seed + 1)
         inp = mode_inputs(mode, kind, d)
@@ -1056,11 +1056,10 @@ def test_lstm_default_float32_with_batch_of_one_matches_torch():
 FD_SEQ = [("lstm", 3, 2, 3, 4), ("rnn_tanh", 4, 2, 3, 4), ("rnn_relu", 4, 3, 2, 3)]
 
 
-def fd_net_and_data(kind, steps, batch, input_size, hidden):
-    net = make_net(kind, input_size, hidden, "float64", seed=13, forget_bias=0.7)
+def fd_net_and_data(kind, steps, batch, input_size, hidden, device="cpu"):
+    net = make_net(kind, input_size, hidden, "float64", seed=13, forget_bias=0.7, device=device)
     # larger weights than the init: non-trivial recurrence
-    net.weight_ih[...] *= 2
-    net.weight_hh[...] *= 2
+    net.weight_ih, net.weight_hh = 2 * net.weight_ih, 2 * net.weight_hh
     d = seq_data(steps, batch, input_size, hidden, "float64", 14)
     if kind == "rnn_relu":
         exp = oracle(kind, net_params(net), d["x"], mode_inputs("all_grads_h0c0", kind, d),
@@ -1070,10 +1069,26 @@ def fd_net_and_data(kind, steps, batch, input_size, hidden):
     return net, d
 
 
+def perturbable_params(net, f):
+    """{grad name: parameter array} for central_difference, and the function to differentiate:
+    the net's views on the CPU; on CUDA host copies, written to the device before each f()."""
+    if net.device == "cpu":
+        return {"weight_ih_grad": net.weight_ih, "weight_hh_grad": net.weight_hh,
+                "bias_grad": net.bias}, f
+    params = {"weight_ih_grad": np.array(net.weight_ih), "weight_hh_grad": np.array(net.weight_hh),
+              "bias_grad": np.array(net.bias)}
+
+    def write_then_f():
+        net.weight_ih, net.weight_hh, net.bias = params.values()
+        return f()
+
+    return params, write_then_f
+
+
 @pytest.mark.parametrize("case", FD_SEQ, ids=[c[0] for c in FD_SEQ])
-def test_sequence_backward_finite_differences(case):
+def test_sequence_backward_finite_differences(case, device):
     kind, steps, batch, input_size, hidden = case
-    net, d = fd_net_and_data(kind, steps, batch, input_size, hidden)
+    net, d = fd_net_and_data(kind, steps, batch, input_size, hidden, device)
     lstm = is_lstm(kind)
     x, h0, c0 = d["x"].copy(), d["h0"].copy(), d["c0"].copy()
     g, ghT, gcT = d["g"], d["ghT"], d["gcT"]
@@ -1093,8 +1108,8 @@ def test_sequence_backward_finite_differences(case):
         net.forward(x, h0=h0)
         net.backward(g, grad_hT=ghT)
     analytic = {a: np.array(getattr(net, a)) for a in grad_attrs(kind)}
-    arrays = {"weight_ih_grad": net.weight_ih, "weight_hh_grad": net.weight_hh,
-              "bias_grad": net.bias, "x_grad": x, "h0_grad": h0}
+    params, f = perturbable_params(net, f)
+    arrays = {**params, "x_grad": x, "h0_grad": h0}
     if lstm:
         arrays["c0_grad"] = c0
     numeric = central_difference(f, list(arrays.values()))
@@ -1105,9 +1120,9 @@ def test_sequence_backward_finite_differences(case):
 
 @pytest.mark.parametrize("loss", ["mse", "mse_sequence"])
 @pytest.mark.parametrize("case", FD_SEQ, ids=[c[0] for c in FD_SEQ])
-def test_sequence_step_finite_differences(case, loss):
+def test_sequence_step_finite_differences(case, loss, device):
     kind, steps, batch, input_size, hidden = case
-    net, d = fd_net_and_data(kind, steps, batch, input_size, hidden)
+    net, d = fd_net_and_data(kind, steps, batch, input_size, hidden, device)
     x = d["x"].copy()
     target = d["target_last"] if loss == "mse" else d["target_seq"]
 
@@ -1123,9 +1138,9 @@ def test_sequence_step_finite_differences(case, loss):
     assert abs(rep.loss - f0) <= 1e-14 * abs(f0)
     analytic = {a: np.array(getattr(net, a))
                 for a in ("weight_ih_grad", "weight_hh_grad", "bias_grad", "x_grad")}
-    arrays = {"weight_ih_grad": net.weight_ih, "weight_hh_grad": net.weight_hh,
-              "bias_grad": net.bias, "x_grad": x}
-    numeric = central_difference(f, list(arrays.values()))
+    params, f = perturbable_params(net, f)
+    numeric = central_difference(f, list({**params, "x_grad": x}.values()))
+    arrays = {**params, "x_grad": x}
     for (name, _), n in zip(arrays.items(), numeric):
         assert np.abs(n).max() > 1e-4, f"test setup: {name} ~ 0"
         assert_matches_fd(analytic[name], n, name, f_scale=f0)
@@ -1250,7 +1265,7 @@ def test_parameter_views_and_writes_take_effect(kind, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("seed", [0, 3])
-def test_rnn_gradients_vanish_through_time_lstm_forget_bias_keeps_them(dtype, seed):
+def test_rnn_gradients_vanish_through_time_lstm_forget_bias_keeps_them(dtype, seed, device):
     """T = 100, I = H = 32, B = 16, default (PyTorch-style) init, loss "mse" on the last state.
 
     log10(x_grad_norm[0] / x_grad_norm[-1]) on exactly these data (seeds 0 / 3, float32 and
@@ -1262,9 +1277,9 @@ def test_rnn_gradients_vanish_through_time_lstm_forget_bias_keeps_them(dtype, se
     rng = np.random.default_rng(1000 + seed)
     x = rng.standard_normal((steps, batch, size)).astype(NP_DTYPE[dtype])
     target = rng.standard_normal((batch, size)).astype(NP_DTYPE[dtype])
-    rnn = vgkern.RNN(size, size, nonlinearity="tanh", dtype=dtype, seed=seed)
-    lstm1 = vgkern.LSTM(size, size, dtype=dtype, seed=seed, forget_bias=1.0)
-    lstm0 = vgkern.LSTM(size, size, dtype=dtype, seed=seed, forget_bias=0.0)
+    rnn = vgkern.RNN(size, size, nonlinearity="tanh", dtype=dtype, seed=seed, device=device)
+    lstm1 = vgkern.LSTM(size, size, dtype=dtype, seed=seed, forget_bias=1.0, device=device)
+    lstm0 = vgkern.LSTM(size, size, dtype=dtype, seed=seed, forget_bias=0.0, device=device)
     k = 1 / math.sqrt(size)
     for net in (rnn, lstm1, lstm0):
         assert np.abs(f64(net.weight_hh)).max() <= k
@@ -1331,10 +1346,10 @@ def test_report_as_dict_and_to_pandas(kind):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_stats_false_same_gradients_nan_statistics(kind, dtype):
+def test_stats_false_same_gradients_nan_statistics(kind, dtype, device):
     steps, (batch, input_size, hidden) = 5, SEQ_SHAPES[5]
-    on = make_net(kind, input_size, hidden, dtype, seed=8)
-    off = make_net(kind, input_size, hidden, dtype, seed=8, stats=False)
+    on = make_net(kind, input_size, hidden, dtype, seed=8, device=device)
+    off = make_net(kind, input_size, hidden, dtype, seed=8, stats=False, device=device)
     assert on.stats is True and off.stats is False
     d = seq_data(steps, batch, input_size, hidden, dtype, 9)
     rep_on = on.step(d["x"], d["target_seq"], loss="mse_sequence")
@@ -1354,9 +1369,9 @@ def test_stats_false_same_gradients_nan_statistics(kind, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_repeatable_bitwise_and_non_contiguous_x(kind, dtype):
+def test_repeatable_bitwise_and_non_contiguous_x(kind, dtype, device):
     steps, (batch, input_size, hidden) = 40, SEQ_SHAPES[40]
-    net = make_net(kind, input_size, hidden, dtype, seed=30)
+    net = make_net(kind, input_size, hidden, dtype, seed=30, device=device)
     d = seq_data(steps, batch, input_size, hidden, dtype, 31)
 
     def snapshot(rep):
@@ -1375,7 +1390,7 @@ def test_repeatable_bitwise_and_non_contiguous_x(kind, dtype):
     h_b = np.array(net.forward(view)[0])
     np.testing.assert_array_equal(h_a, h_b)
     # another net instance with the same seed gives the same bits
-    twin = make_net(kind, input_size, hidden, dtype, seed=30)
+    twin = make_net(kind, input_size, hidden, dtype, seed=30, device=device)
     rep = twin.step(d["x"], d["target_last"], loss="mse")
     assert [np.asarray(getattr(rep, f)).tobytes() for f in RR.STEP_FIELDS] == \
         first[len(grad_attrs(kind)):len(grad_attrs(kind)) + len(RR.STEP_FIELDS)]

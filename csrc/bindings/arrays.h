@@ -8,9 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "core/checks.h"
 #include "core/errors.h"
 #include "core/memory.h"
 #include "core/tensor.h"
+#include "nets/net_base.h"
 
 namespace vgkern {
 namespace py = pybind11;
@@ -66,6 +68,37 @@ inline py::array new_array(DType dtype, const std::vector<int64_t>& shape, Tenso
 inline py::array flat_view(py::object owner, void* data, DType dtype, int64_t n) {
   const py::dtype dt = dtype == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
   return py::array(dt, {n}, {dt.itemsize()}, data, owner);
+}
+
+// A net's flat buffer as numpy: on the CPU a writable view of the net's memory (kept alive by
+// `owner`); on CUDA a read-only host copy made now (written back with write_net_buffer).
+inline py::array net_buffer(py::object owner, NetBase& net, NetBuffer which) {
+  const int64_t n = net.buffer_size(which);
+  if (net.device() == Device::cpu) return flat_view(owner, net.buffer(which), net.dtype(), n);
+  TensorView view;
+  py::array copy = new_array(net.dtype(), {n}, &view);
+  {
+    py::gil_scoped_release release;
+    net.copy_to_host(which, view.data);
+  }
+  copy.attr("setflags")(py::arg("write") = false);
+  return copy;
+}
+
+// values (a flat array of the net's dtype, checked by the Python caller) into entries
+// [offset, offset + values.size) of the buffer named `name`.
+inline void write_net_buffer(NetBase& net, const std::string& name, int64_t offset,
+                             py::handle values) {
+  NetBuffer which;
+  if (name == "params") which = NetBuffer::params;
+  else if (name == "grads") which = NetBuffer::grads;
+  else if (name == "running_means") which = NetBuffer::running_means;
+  else if (name == "running_vars") which = NetBuffer::running_vars;
+  else fail<ValueError>("write: no buffer named '", name, "'");
+  const TensorView v = view_of(values, "write", name.c_str());
+  check_dtype("write", name.c_str(), v, net.dtype());
+  py::gil_scoped_release release;
+  net.copy_from_host(which, offset, v.numel(), v.data);
 }
 
 // Integer class labels (B,) as int64, converted on purpose from any integer dtype.

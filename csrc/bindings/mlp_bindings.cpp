@@ -33,34 +33,8 @@ Device parse_device(const std::string& name) {
   fail<ValueError>("MLP: device must be 'cpu' or 'cuda', got '", name, "'");
 }
 
-NetBuffer parse_buffer(const std::string& name) {
-  if (name == "params") return NetBuffer::params;
-  if (name == "grads") return NetBuffer::grads;
-  if (name == "running_means") return NetBuffer::running_means;
-  if (name == "running_vars") return NetBuffer::running_vars;
-  fail<ValueError>("MLP: no buffer named '", name, "'");
-}
-
-// A flat buffer as numpy: on the CPU a writable view of the net's memory; on CUDA a read-only
-// host copy made now (write it back with MLPCore.write).
-py::array buffer(py::object self, NetBuffer which) {
-  MLPBase& net = *self.cast<PyMLP&>().net;
-  const int64_t n = net.buffer_size(which);
-  if (net.device() == Device::cpu) {
-    void* data = which == NetBuffer::params   ? net.params()
-                 : which == NetBuffer::grads  ? net.grads()
-                 : which == NetBuffer::running_means ? net.running_means()
-                                                     : net.running_vars();
-    return flat_view(self, data, net.dtype(), n);
-  }
-  TensorView view;
-  py::array copy = new_array(net.dtype(), {n}, &view);
-  {
-    py::gil_scoped_release release;
-    net.copy_to_host(which, view.data);
-  }
-  copy.attr("setflags")(py::arg("write") = false);
-  return copy;
+py::array mlp_buffer(py::object self, NetBuffer which) {
+  return net_buffer(self, *self.cast<PyMLP&>().net, which);
 }
 
 py::array new_report(const MLPBase& net, TensorView* view) {
@@ -115,23 +89,16 @@ void bind_mlp(py::module_& m) {
           "stats", [](PyMLP& self) { return self.net->stats; },
           [](PyMLP& self, bool on) { self.net->stats = on; })
       .def_property_readonly("params",
-                             [](py::object self) { return buffer(self, NetBuffer::params); })
+                             [](py::object self) { return mlp_buffer(self, NetBuffer::params); })
       .def_property_readonly("grads",
-                             [](py::object self) { return buffer(self, NetBuffer::grads); })
+                             [](py::object self) { return mlp_buffer(self, NetBuffer::grads); })
       .def_property_readonly("running_means",
-                             [](py::object self) { return buffer(self, NetBuffer::running_means); })
+                             [](py::object self) { return mlp_buffer(self, NetBuffer::running_means); })
       .def_property_readonly("running_vars",
-                             [](py::object self) { return buffer(self, NetBuffer::running_vars); })
-      .def(
-          "write",
-          [](PyMLP& self, const std::string& name, int64_t offset, py::handle values) {
-            // values: a flat array of the net's dtype, checked by the Python caller
-            const TensorView v = view_of(values, "MLP", name.c_str());
-            check_dtype("MLP", name.c_str(), v, self.net->dtype());
-            py::gil_scoped_release release;
-            self.net->copy_from_host(parse_buffer(name), offset, v.numel(), v.data);
-          },
-          py::arg("buffer"), py::arg("offset"), py::arg("values"))
+                             [](py::object self) { return mlp_buffer(self, NetBuffer::running_vars); })
+      .def("write", [](PyMLP& self, const std::string& buffer, int64_t offset,
+                       py::handle values) { write_net_buffer(*self.net, buffer, offset, values); },
+           py::arg("buffer"), py::arg("offset"), py::arg("values"))
       .def("check_batch", [](PyMLP& self, int64_t rows) { self.net->check_batch(rows); })
       .def(
           "forward",

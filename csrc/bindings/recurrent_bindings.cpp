@@ -153,30 +153,39 @@ void bind_recurrent(py::module_& m) {
 
   py::class_<PyRecurrent>(m, "RecurrentCore")
       .def(py::init([](const std::string& kind, int64_t input_size, int64_t hidden_size,
-                       const std::string& nonlinearity, const std::string& dtype) {
+                       const std::string& nonlinearity, const std::string& dtype,
+                       const std::string& device) {
              const CellKind k = kind == "lstm" ? CellKind::lstm : CellKind::rnn;
              const char* what = k == CellKind::lstm ? "LSTM: nonlinearity" : "RNN: nonlinearity";
              const Activation act = parse_rnn_nonlinearity(nonlinearity, what);
              if (dtype != "float32" && dtype != "float64")
                fail<ValueError>(kind, ": dtype must be 'float32' or 'float64', got '", dtype, "'");
              const DType dt = dtype == "float32" ? DType::f32 : DType::f64;
-             return PyRecurrent{make_recurrent(k, input_size, hidden_size, act, dt), k,
+             if (device != "cpu" && device != "cuda")
+               fail<ValueError>(kind, ": device must be 'cpu' or 'cuda', got '", device, "'");
+             const Device dev = device == "cpu" ? Device::cpu : Device::cuda;
+             return PyRecurrent{make_recurrent(k, input_size, hidden_size, act, dt, dev), k,
                                 input_size, hidden_size};
            }),
            py::arg("kind"), py::arg("input_size"), py::arg("hidden_size"),
-           py::arg("nonlinearity"), py::arg("dtype"))
+           py::arg("nonlinearity"), py::arg("dtype"), py::arg("device") = "cpu")
+      .def_property_readonly("device",
+                             [](PyRecurrent& self) { return device_name(self.net->device()); })
+      .def("write", [](PyRecurrent& self, const std::string& buffer, int64_t offset,
+                       py::handle values) { write_net_buffer(*self.net, buffer, offset, values); },
+           py::arg("buffer"), py::arg("offset"), py::arg("values"))
       .def_property(
           "stats", [](PyRecurrent& self) { return self.net->stats; },
           [](PyRecurrent& self, bool on) { self.net->stats = on; })
       .def_property_readonly("params",
                              [](py::object self) {
                                auto& net = *self.cast<PyRecurrent&>().net;
-                               return flat_view(self, net.params(), net.dtype(), net.num_params());
+                               return net_buffer(self, net, NetBuffer::params);
                              })
       .def_property_readonly("grads",
                              [](py::object self) {
                                auto& net = *self.cast<PyRecurrent&>().net;
-                               return flat_view(self, net.grads(), net.dtype(), net.num_params());
+                               return net_buffer(self, net, NetBuffer::grads);
                              })
       .def("check_sequence",
            [](PyRecurrent& self, const std::string& op, int64_t steps, int64_t rows) {

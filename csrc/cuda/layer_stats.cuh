@@ -18,6 +18,7 @@ using cuda::Add;
 using cuda::blocks_for;
 using cuda::block_reduce;
 using cuda::fold_partials;
+using cuda::grid_stride;
 using cuda::kMaxBlocks;
 using cuda::kThreads;
 using cuda::MergeSumSq;
@@ -115,8 +116,7 @@ __global__ void scaled_moment_kernel(const T* z, int64_t n, const ForwardTotals*
   if (totals->scaled) {
     const int e = totals->exponent;
     const double mean = Center ? totals->scaled_mean : 0.0;
-    const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-    for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+    for (const int64_t i : grid_stride(n)) {
       const double c = ldexp(static_cast<double>(z[i]), -e) - mean;
       s += Center ? c * c : c;
     }
@@ -135,8 +135,7 @@ __global__ void scaled_mean_kernel(const double* partials, int count, int64_t n,
 template <class T>
 __global__ void dead_columns_kernel(const T* h, int64_t rows, int64_t cols, long long* partials) {
   long long dead = 0;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < cols; j += stride) {
+  for (const int64_t j : grid_stride(cols)) {
     bool alive = false;
     for (int64_t i = 0; i < rows && !alive; ++i) alive = h[i * cols + j] != T(0);  // NaN: alive
     dead += alive ? 0 : 1;
@@ -204,6 +203,16 @@ void finish_forward_stats(const T* z, const T* h, int64_t rows, int64_t cols, in
 
 // ---- backward ----
 
+// out[j] = sum over the rows of m[:, j] in float64, rows in order (one thread per column).
+template <class T>
+__global__ void column_sums_kernel(T* out, const T* m, int64_t rows, int64_t cols) {
+  for (const int64_t j : grid_stride(cols)) {
+    double s = 0;
+    for (int64_t i = 0; i < rows; ++i) s += static_cast<double>(m[i * cols + j]);
+    out[j] = static_cast<T>(s);
+  }
+}
+
 template <class T>
 __global__ void prologue_norms_kernel(const SumSq<T>* dh_partials, const SumSq<T>* delta_partials,
                                       int count, bool log_scale, double* slots) {
@@ -226,8 +235,7 @@ __global__ void rescale_kernel(T* delta, int64_t n, T* u, T* v, int64_t cols,
   const int e = static_cast<int>(slots[kSlotRescaleLog2]);
   if (e == 0) return;
   const T factor = static_cast<T>(ldexp(1.0, -e));
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     delta[i] *= factor;
     if (i < cols && u) u[i] *= factor;
     if (i < cols && v) v[i] *= factor;
@@ -237,8 +245,7 @@ __global__ void rescale_kernel(T* delta, int64_t n, T* u, T* v, int64_t cols,
 template <class T>
 __global__ void sum_squares_kernel(const T* v, int64_t n, SumSq<T>* partials) {
   SumSq<T> acc;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride)
+  for (const int64_t i : grid_stride(n))
     acc.add(v[i]);
   acc = block_reduce(acc, MergeSumSq<T>{});
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;

@@ -26,6 +26,27 @@ inline int blocks_for(int64_t n) {
   return static_cast<int>(std::clamp<int64_t>((n + per_block - 1) / per_block, 1, kMaxBlocks));
 }
 
+// This thread's indices of a grid-stride loop over [0, n), in order:
+//   for (const int64_t i : grid_stride(n)) ...
+struct GridStride {
+  struct Index {
+    int64_t i, stride;
+    __device__ int64_t operator*() const { return i; }
+    __device__ Index& operator++() {
+      i += stride;
+      return *this;
+    }
+    __device__ bool operator!=(const Index& end) const { return i < end.i; }
+  };
+  int64_t first, n, stride;
+  __device__ Index begin() const { return {first, stride}; }
+  __device__ Index end() const { return {n, stride}; }
+};
+__device__ inline GridStride grid_stride(int64_t n) {
+  return {static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x, n,
+          static_cast<int64_t>(gridDim.x) * kThreads};
+}
+
 // Folds v over the block in a fixed tree; every thread gets the result. V: trivially copyable.
 template <class V, class Combine>
 __device__ V block_reduce(V v, Combine combine) {

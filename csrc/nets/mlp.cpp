@@ -1,7 +1,6 @@
 #include "nets/mlp.h"
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -308,34 +307,6 @@ void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* f
     row[kZeroFraction] = fs->zero_fraction;
     row[kDeadFraction] = fs->dead_fraction;
   }
-}
-
-int64_t MLPBase::buffer_size(NetBuffer which) const {
-  return which == NetBuffer::params || which == NetBuffer::grads ? num_params() : num_running();
-}
-
-namespace {
-void* host_buffer(MLPBase& net, NetBuffer which) {
-  switch (which) {
-    case NetBuffer::params: return net.params();
-    case NetBuffer::grads: return net.grads();
-    case NetBuffer::running_means: return net.running_means();
-    default: return net.running_vars();
-  }
-}
-}  // namespace
-
-void MLPBase::copy_to_host(NetBuffer which, void* host) {
-  const size_t item = dtype() == DType::f32 ? 4 : 8;
-  std::memcpy(host, host_buffer(*this, which), buffer_size(which) * item);
-}
-
-void MLPBase::copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host) {
-  const size_t item = dtype() == DType::f32 ? 4 : 8;
-  if (offset < 0 || count < 0 || offset + count > buffer_size(which))
-    fail<ValueError>("MLP: entries [", offset, ", ", offset + count, ") are outside the buffer of ",
-                     buffer_size(which));
-  std::memcpy(static_cast<char*>(host_buffer(*this, which)) + offset * item, host, count * item);
 }
 
 std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "nets/net_base.h"
 #include "ops/activation.h"
 
 namespace vgkern {
@@ -31,8 +32,6 @@ extern const char* const kReportColumnNames[kNumReportColumns];
 
 enum class Loss { mse, cross_entropy };
 
-// The net's flat buffers, for copies in and out (the only access to a CUDA net's memory).
-enum class NetBuffer { params, grads, running_means, running_vars };
 
 struct LayerLayout {
   int64_t weight = 0;                     // offset of W_l in params/grads
@@ -45,26 +44,28 @@ struct BatchNormConfig {
   double momentum = 0.1, eps = 1e-5;
 };
 
-class MLPBase {
+class MLPBase : public NetBase {
  public:
-  virtual ~MLPBase() = default;
-  virtual DType dtype() const = 0;
   virtual int64_t num_layers() const = 0;
   virtual int64_t num_params() const = 0;
   virtual const std::vector<int64_t>& sizes() const = 0;  // d_0 .. d_L
   virtual const std::vector<LayerLayout>& layout() const = 0;
   virtual int64_t num_running() const = 0;  // entries of each running-statistics buffer
-  virtual Device device() const { return Device::cpu; }
-  // Host pointers on the CPU; device pointers on CUDA (use the copies below from the host).
   virtual void* params() = 0;
   virtual void* grads() = 0;
   virtual void* running_means() = 0;
   virtual void* running_vars() = 0;
-
-  // Host copies of a whole flat buffer, or into entries [offset, offset + count) of one.
-  virtual void copy_to_host(NetBuffer which, void* host);
-  virtual void copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host);
-  int64_t buffer_size(NetBuffer which) const;
+  int64_t buffer_size(NetBuffer which) const final {
+    return which == NetBuffer::params || which == NetBuffer::grads ? num_params() : num_running();
+  }
+  void* buffer(NetBuffer which) final {
+    switch (which) {
+      case NetBuffer::params: return params();
+      case NetBuffer::grads: return grads();
+      case NetBuffer::running_means: return running_means();
+      default: return running_vars();
+    }
+  }
 
   // x (B, d_0) -> out (B, d_L); the output stays valid until the next call.
   // MemoryError now if a batch of `rows` needs a workspace larger than physical memory

@@ -13,8 +13,7 @@
 
 #include "core/checks.h"
 #include "core/errors.h"
-#include "cuda/cublas.h"
-#include "cuda/cuda_check.h"
+#include "cuda/context.h"
 #include "cuda/device_array.h"
 #include "nets/mlp.h"
 #include "ops/batchnorm_cuda.h"
@@ -25,53 +24,6 @@
 
 namespace vgkern {
 namespace {
-
-// The CUDA device current when the net was made, its stream and cuBLAS handle.
-class CudaContext {
- public:
-  CudaContext() {
-    VGKERN_CUDA_CHECK(cudaGetDevice(&device_));
-    VGKERN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    try {
-      cublas_ = cublas_create(stream_);
-    } catch (...) {
-      cudaStreamDestroy(stream_);
-      throw;
-    }
-  }
-  ~CudaContext() {
-    cublas_destroy(cublas_);
-    cudaStreamDestroy(stream_);
-  }
-  CudaContext(const CudaContext&) = delete;
-  CudaContext& operator=(const CudaContext&) = delete;
-
-  void activate() const { VGKERN_CUDA_CHECK(cudaSetDevice(device_)); }  // in the calling thread
-  void synchronize() const { VGKERN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-  cudaStream_t stream() const { return stream_; }
-  CublasHandle cublas() const { return cublas_; }
-  int device() const { return device_; }
-
- private:
-  int device_ = 0;
-  cudaStream_t stream_ = nullptr;
-  CublasHandle cublas_ = nullptr;
-};
-
-// One call at a time per net (as the CPU net), on the net's device.
-class CudaCall {
- public:
-  CudaCall(std::mutex& m, const CudaContext& context, const char* what)
-      : lock_(m, std::try_to_lock) {
-    if (!lock_.owns_lock())
-      fail<DeviceError>(what, ": this MLP is already running in another thread; one net may be "
-                              "used by one thread at a time (use one net per thread)");
-    context.activate();
-  }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-};
 
 template <class T>
 class CudaMLP final : public MLPBase {
@@ -110,22 +62,14 @@ class CudaMLP final : public MLPBase {
 
   void copy_to_host(NetBuffer which, void* host) override {
     CudaCall call(busy_, context_, "MLP");
-    const int64_t n = buffer_size(which);
-    if (n == 0) return;
-    VGKERN_CUDA_CHECK(cudaMemcpyAsync(host, device_buffer(which), n * sizeof(T),
-                                      cudaMemcpyDeviceToHost, context_.stream()));
-    context_.synchronize();
+    copy_buffer_to_host(context_, buffer(which), buffer_size(which) * sizeof(T), host);
   }
 
   void copy_from_host(NetBuffer which, int64_t offset, int64_t count, const void* host) override {
     CudaCall call(busy_, context_, "MLP");
-    if (offset < 0 || count < 0 || offset + count > buffer_size(which))
-      fail<ValueError>("MLP: entries [", offset, ", ", offset + count,
-                       ") are outside the buffer of ", buffer_size(which));
-    if (count == 0) return;
-    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device_buffer(which) + offset, host, count * sizeof(T),
-                                      cudaMemcpyHostToDevice, context_.stream()));
-    context_.synchronize();  // the host memory may go away on return
+    check_range(which, offset, count);
+    copy_buffer_from_host(context_, static_cast<T*>(buffer(which)) + offset, host,
+                          count * sizeof(T));
   }
 
   void check_batch(int64_t rows) const override {
@@ -217,15 +161,6 @@ class CudaMLP final : public MLPBase {
     if (bytes > static_cast<double>(total_bytes))
       fail<MemoryError>(what, " needs ", bytes / (1 << 30), " GiB, more than the GPU's ",
                         static_cast<double>(total_bytes) / (1 << 30), " GiB");
-  }
-
-  T* device_buffer(NetBuffer which) {
-    switch (which) {
-      case NetBuffer::params: return params_.data();
-      case NetBuffer::grads: return grads_.data();
-      case NetBuffer::running_means: return running_mean_.data();
-      default: return running_var_.data();
-    }
   }
 
   void copy_in(T* device, const T* host, int64_t n) {

@@ -12,6 +12,7 @@
 #include "core/blas.h"
 #include "core/checks.h"
 #include "core/denormals.h"
+#include "core/dispatch.h"
 #include "core/memory.h"
 #include "core/errors.h"
 #include "core/scratch.h"
@@ -410,7 +411,7 @@ class Recurrent final : public RecurrentBase {
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
                                               int64_t hidden_size, Activation nonlinearity,
-                                              DType dtype) {
+                                              DType dtype, Device device) {
   const char* what = kind == CellKind::lstm ? "LSTM" : "RNN";
   if (input_size < 1) fail<ValueError>(what, ": input_size must be a positive integer, got ", input_size);
   if (hidden_size < 1) fail<ValueError>(what, ": hidden_size must be a positive integer, got ", hidden_size);
@@ -420,6 +421,14 @@ std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
   const double gates = kind == CellKind::lstm ? 4.0 * hidden_size : 1.0 * hidden_size;
   check_fits_in_memory(2 * gates * (input_size + hidden_size + 1), dtype == DType::f32 ? 4 : 8,
                        concat(what, ": input_size and hidden_size").c_str());
+  if (device == Device::cuda)
+    return dispatch_devices(what, device, dtype, [&](auto tag) -> std::unique_ptr<RecurrentBase> {
+      using T = typename decltype(tag)::value_type;
+      if constexpr (decltype(tag)::device == Device::cuda)
+        return make_cuda_recurrent<T>(kind, input_size, hidden_size, nonlinearity);
+      else
+        fail<DeviceError>(what, ": unreachable device dispatch");
+    });
   if (dtype == DType::f32)
     return std::make_unique<Recurrent<float>>(kind, input_size, hidden_size, nonlinearity);
   return std::make_unique<Recurrent<double>>(kind, input_size, hidden_size, nonlinearity);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "nets/net_base.h"
 #include "ops/activation.h"
 
 namespace vgkern {
@@ -32,13 +33,17 @@ struct SequenceOutputs {  // where results land; absent views are not written
   TensorView x_grad, h0_grad, c0_grad;               // (T, B, I), (B, H), (B, H)
 };
 
-class RecurrentBase {
+class RecurrentBase : public NetBase {
  public:
-  virtual ~RecurrentBase() = default;
-  virtual DType dtype() const = 0;
   virtual int64_t num_params() const = 0;
   virtual void* params() = 0;
   virtual void* grads() = 0;
+  int64_t buffer_size(NetBuffer which) const final {
+    return which == NetBuffer::params || which == NetBuffer::grads ? num_params() : 0;
+  }
+  void* buffer(NetBuffer which) final {
+    return which == NetBuffer::params ? params() : which == NetBuffer::grads ? grads() : nullptr;
+  }
   virtual int64_t last_steps() const = 0;  // T and B of the last forward (0 before any)
   virtual int64_t last_batch() const = 0;
   // MemoryError now if a (steps, rows) sequence needs a workspace larger than physical memory
@@ -57,6 +62,11 @@ class RecurrentBase {
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
                                               int64_t hidden_size, Activation nonlinearity,
-                                              DType dtype);
+                                              DType dtype, Device device = Device::cpu);
+
+// nets/recurrent_cuda.cpp (built with CUDA only): the same net on the current CUDA device.
+template <class T>
+std::unique_ptr<RecurrentBase> make_cuda_recurrent(CellKind kind, int64_t input_size,
+                                                   int64_t hidden_size, Activation nonlinearity);
 
 }  // namespace vgkern

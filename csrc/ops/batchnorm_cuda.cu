@@ -25,8 +25,7 @@ struct Columns {
 template <class T>
 __global__ void column_moments_kernel(const T* z, int64_t rows, int64_t cols, double* mean,
                                       double* var) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < cols; j += stride) {
+  for (const int64_t j : grid_stride(cols)) {
     double s = 0;
     for (int64_t i = 0; i < rows; ++i) s += static_cast<double>(z[i * cols + j]);
     const double m = s / static_cast<double>(rows);
@@ -47,9 +46,8 @@ __global__ void batch_statistics_kernel(T* mean, T* rstd, T* running_mean, T* ru
                                         const double* col_mean, const double* col_var,
                                         int64_t rows, int64_t cols, bool training,
                                         double momentum, double eps) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const double unbias = static_cast<double>(rows) / static_cast<double>(rows - 1);
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < cols; j += stride) {
+  for (const int64_t j : grid_stride(cols)) {
     if (!training) {
       mean[j] = running_mean[j];
       rstd[j] = static_cast<T>(1.0 / sqrt(static_cast<double>(running_var[j]) + eps));
@@ -75,8 +73,7 @@ __global__ void normalize_activate_kernel(T* h, T* dact, T* xhat, const T* z, co
   constexpr bool kCountSaturated =
       K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
   ForwardPartial p{0, 0, 0, 0, 0};
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const int64_t j = i % cols;
     const T xh = (z[i] - mean[j]) * rstd[j];
     const T y = gamma ? gamma[j] * xh + beta[j] : xh;
@@ -101,8 +98,7 @@ __global__ void normalize_activate_kernel(T* h, T* dact, T* xhat, const T* z, co
 template <class T>
 __global__ void z_partials_kernel(const T* z, int64_t n, ForwardPartial* partials) {
   ForwardPartial p{0, 0, 0, 0, 0};
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const double v = static_cast<double>(z[i]);
     if (isnan(v)) p.nan = 1; else p.max_abs = fmax(p.max_abs, fabs(v));
     p.plain_sum += v;
@@ -118,8 +114,7 @@ template <class T, bool HasDact, bool Norms>
 __global__ void gradient_at_y_kernel(T* g, const T* dh, const T* dact, int64_t n,
                                      SumSq<T>* dh_partials) {
   SumSq<T> dh_sq;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const T d = dh[i];
     g[i] = HasDact ? d * dact[i] : d;
     if constexpr (Norms) dh_sq.add(d);
@@ -136,8 +131,7 @@ template <class T>
 __global__ void backward_columns_kernel(T* dgamma, T* dbeta, T* a, T* b, T* c, const T* g,
                                         const T* xhat, const T* rstd, const T* gamma,
                                         int64_t rows, int64_t cols) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < cols; j += stride) {
+  for (const int64_t j : grid_stride(cols)) {
     double sum_g = 0, sum_gx = 0;
     for (int64_t i = 0; i < rows; ++i) {
       const T gi = g[i * cols + j];
@@ -159,8 +153,7 @@ template <class T, bool Training, bool Norms>
 __global__ void dz_kernel(T* g_dz, const T* xhat, const T* a, const T* b, const T* c, int64_t n,
                           int64_t cols, SumSq<T>* dz_partials) {
   SumSq<T> dz_sq;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const int64_t j = i % cols;
     const T dz = Training ? a[j] * (g_dz[i] - b[j] - xhat[i] * c[j]) : a[j] * g_dz[i];
     g_dz[i] = dz;

@@ -16,8 +16,7 @@ __global__ void epilogue_kernel(T* h, T* dact, T* z, const T* b, int64_t n, int6
   constexpr bool kCountSaturated =
       K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
   ForwardPartial p{0, 0, 0, 0, 0};
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const T zi = z[i] + b[i % cols];
     T hv, dv;
     cuda::act_eval<K>(zi, alpha, hv, dv);
@@ -44,8 +43,7 @@ template <class T, bool HasDact, bool Norms>
 __global__ void prologue_kernel(T* delta, const T* dh, const T* dact, int64_t n,
                                 SumSq<T>* dh_partials, SumSq<T>* delta_partials) {
   SumSq<T> dh_sq, delta_sq;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const T g = dh[i];
     const T d = HasDact ? g * dact[i] : g;
     delta[i] = d;
@@ -61,17 +59,6 @@ __global__ void prologue_kernel(T* delta, const T* dh, const T* dact, int64_t n,
       dh_partials[blockIdx.x] = dh_sq;
       delta_partials[blockIdx.x] = delta_sq;
     }
-  }
-}
-
-// db[j] = sum over rows of delta[:, j], in float64, rows in order (one thread per column).
-template <class T>
-__global__ void column_sums_kernel(T* db, const T* delta, int64_t rows, int64_t cols) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < cols; j += stride) {
-    double s = 0;
-    for (int64_t i = 0; i < rows; ++i) s += static_cast<double>(delta[i * cols + j]);
-    db[j] = static_cast<T>(s);
   }
 }
 

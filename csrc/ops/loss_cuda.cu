@@ -11,6 +11,7 @@ using cuda::Add;
 using cuda::blocks_for;
 using cuda::block_reduce;
 using cuda::fold_partials;
+using cuda::grid_stride;
 using cuda::kMaxBlocks;
 using cuda::kThreads;
 
@@ -18,8 +19,7 @@ template <class T>
 __global__ void mse_kernel(T* dout, const T* out, const T* target, int64_t n, T inv_batch,
                            double* partials) {
   double s = 0;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
+  for (const int64_t i : grid_stride(n)) {
     const T diff = out[i] - target[i];
     dout[i] = diff * inv_batch;
     s += static_cast<double>(diff) * static_cast<double>(diff);
@@ -53,8 +53,7 @@ __global__ void cross_entropy_kernel(T* dlogits, const T* logits, const int64_t*
 
 __global__ void sum_kernel(const double* v, int64_t n, double* partials) {
   double s = 0;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride)
+  for (const int64_t i : grid_stride(n))
     s += v[i];
   s = block_reduce(s, Add{});
   if (threadIdx.x == 0) partials[blockIdx.x] = s;

@@ -75,7 +75,7 @@ def dtype_name(what, dtype):
 
 
 def device(owner, value):
-    if not isinstance(value, str):
+    if not isinstance(value, str) or value not in ("cpu", "cuda"):
         raise ValueError(f"{owner}: device must be 'cpu' or 'cuda', got {value!r}")
     return value
 

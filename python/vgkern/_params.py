@@ -80,20 +80,55 @@ def _copy_into(what, target, value):
     target[...] = _checked(what, target, value)
 
 
+class DeviceSlice:
+    """An array inside a CUDA net's flat buffer: read as a read-only host copy made at each
+    access, written through the core after the checks a CPU view's assignment makes."""
+
+    def __init__(self, core, buffer, offset, shape):
+        self._core, self._buffer, self._offset, self._shape = core, buffer, offset, shape
+
+    def get(self):
+        size = int(np.prod(self._shape))
+        return getattr(self._core, self._buffer)[self._offset:self._offset + size].reshape(
+            self._shape)
+
+    def set(self, what, value):
+        checked = _checked(what, self.get(), value)
+        self._core.write(self._buffer, self._offset, np.ascontiguousarray(checked).ravel())
+
+
+class DeviceView:
+    """A read-only array attribute that is a view on the CPU (kept in the instance, which shadows
+    this descriptor) and a DeviceSlice in `_<name>` on CUDA (a fresh host copy at each access)."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.slot).get()
+
+
 class Bound:
-    """A parameter attribute (a view, or a ParameterList of views, into the native buffer):
-    `net.attr = value` copies value in after checking it, as `net.params = ...` does, instead of
-    rebinding the name to an array the net never reads. `net.attr -= x` (in place, then the same
-    object assigned back) keeps working."""
+    """A parameter attribute (a view, or a ParameterList of views, into the native buffer; on
+    CUDA a DeviceSlice or a ParameterList of copies): `net.attr = value` copies value in after
+    checking it, as `net.params = ...` does, instead of rebinding the name to an array the net
+    never reads. `net.attr -= x` (in place, then the same object assigned back) keeps working
+    on the CPU."""
 
     def __set_name__(self, owner, name):
         self.name, self.slot = name, "_" + name
 
     def __get__(self, obj, objtype=None):
-        return self if obj is None else getattr(obj, self.slot)
+        if obj is None:
+            return self
+        current = getattr(obj, self.slot)
+        return current.get() if isinstance(current, DeviceSlice) else current
 
     def __set__(self, obj, value):
         current = getattr(obj, self.slot)
+        if isinstance(current, DeviceSlice):
+            current.set(self.name, value)
+            return
         if value is current:
             return
         if isinstance(current, ParameterList):

@@ -3,8 +3,9 @@ one for the whole backpropagation through time, reporting per-step gradient norm
 (SequenceReport)."""
 import numpy as np
 
-from . import _checks, _core
-from ._params import Bound, NativeParameters
+from . import _checks, _core, _cuda
+from ._params import Bound, DeviceSlice, DeviceView, NativeParameters
+from .info import cuda_available
 from .mlp import _as_input, _choice, _dtype_name
 from .report import SequenceReport
 
@@ -15,8 +16,10 @@ class _Recurrent(NativeParameters):
     _kind = None  # "lstm" or "rnn"
     _gates = 1
 
-    # views into params; `net.weight_ih = w` copies in (checked), as `net.params = ...` does
+    # views into params (CUDA: host copies); `net.weight_ih = w` copies in (checked), as
+    # `net.params = ...` does
     weight_ih, weight_hh, bias = Bound(), Bound(), Bound()
+    weight_ih_grad, weight_hh_grad, bias_grad = DeviceView(), DeviceView(), DeviceView()
 
     def __init__(self, input_size, hidden_size, nonlinearity, dtype, seed, stats, device):
         name = self._kind.upper()
@@ -25,23 +28,32 @@ class _Recurrent(NativeParameters):
                                         high=_checks.INT_MAX // self._gates)
         self.dtype = np.dtype(_dtype_name(dtype, name))
         rng = _checks.rng(f"{name}: seed", seed)
-        _core.check_device(name, _checks.device(name, device))
+        if _checks.device(name, device) == "cuda" and cuda_available():
+            _cuda.load_cublas()
         self.device = device
         self._core = _core.RecurrentCore(self._kind, self.input_size, self.hidden_size,
-                                         nonlinearity, self.dtype.name)
+                                         nonlinearity, self.dtype.name, device)
         self._core.stats = _checks.flag(f"{name}: stats", stats)
         G, I, H = self._gates * self.hidden_size, self.input_size, self.hidden_size
-        self._params, self._grads = self._core.params, self._core.grads
-        split = lambda flat: (flat[:G * I].reshape(G, I), flat[G * I:G * (I + H)].reshape(G, H),
-                              flat[G * (I + H):])
-        self._weight_ih, self._weight_hh, self._bias = split(self._params)
-        self.weight_ih_grad, self.weight_hh_grad, self.bias_grad = split(self._grads)
+        layout = {"weight_ih": (0, (G, I)), "weight_hh": (G * I, (G, H)), "bias": (G * (I + H), (G,))}
+        if device == "cpu":
+            self._params, self._grads = self._core.params, self._core.grads
+            for flat, suffix in ((self._params, ""), (self._grads, "_grad")):
+                for key, (start, shape) in layout.items():
+                    view = flat[start:start + int(np.prod(shape))].reshape(shape)
+                    # the gradients are plain attributes (they shadow the DeviceView)
+                    setattr(self, ("_" + key) if not suffix else key + suffix, view)
+        else:
+            for buffer, suffix in (("params", ""), ("grads", "_grad")):
+                for key, (start, shape) in layout.items():
+                    setattr(self, "_" + key + suffix, DeviceSlice(self._core, buffer, start, shape))
         self.x_grad = self.h0_grad = self.c0_grad = None
         # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
         bound = 1.0 / np.sqrt(H)
-        self.weight_ih[...] = rng.uniform(-bound, bound, (G, I))
-        self.weight_hh[...] = rng.uniform(-bound, bound, (G, H))
-        self.bias[...] = rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)
+        self.weight_ih = rng.uniform(-bound, bound, (G, I)).astype(self.dtype)
+        self.weight_hh = rng.uniform(-bound, bound, (G, H)).astype(self.dtype)
+        self.bias = (rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)).astype(
+            self.dtype)
 
     def _state(self, value, what, rows=None):
         return None if value is None else _as_input(
@@ -104,7 +116,9 @@ class LSTM(_Recurrent):
         forget_bias = _checks.real("LSTM: forget_bias", forget_bias)
         super().__init__(input_size, hidden_size, "tanh", dtype, seed, stats, device)
         _checks.fits_dtype("LSTM: forget_bias", abs(forget_bias) + 2.0, self.dtype)  # + the init
-        self.bias[self.hidden_size:2 * self.hidden_size] += forget_bias
+        bias = np.array(self.bias)
+        bias[self.hidden_size:2 * self.hidden_size] += forget_bias
+        self.bias = bias
 
     def forward(self, x_seq, h0=None, c0=None):
         """x_seq (T, B, I) -> (h_seq (T, B, H), (h_T, c_T)); h0, c0 (B, H) default to zeros."""

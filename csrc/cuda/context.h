@@ -1,0 +1,74 @@
+// What every CUDA net holds and does per call: its device, stream and cuBLAS handle
+// (CudaContext), one call at a time (CudaCall), and synchronous copies of its buffers.
+#pragma once
+#include <mutex>
+
+#include "core/errors.h"
+#include "cuda/cublas.h"
+#include "cuda/cuda_check.h"
+#include "cuda/runtime.h"
+
+namespace vgkern {
+
+// The CUDA device current when the net was made, its stream and cuBLAS handle.
+class CudaContext {
+ public:
+  CudaContext() {
+    VGKERN_CUDA_CHECK(cudaGetDevice(&device_));
+    VGKERN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    try {
+      cublas_ = cublas_create(stream_);
+    } catch (...) {
+      cudaStreamDestroy(stream_);
+      throw;
+    }
+  }
+  ~CudaContext() {
+    cublas_destroy(cublas_);
+    cudaStreamDestroy(stream_);
+  }
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  void activate() const { VGKERN_CUDA_CHECK(cudaSetDevice(device_)); }  // in the calling thread
+  void synchronize() const { VGKERN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  cudaStream_t stream() const { return stream_; }
+  CublasHandle cublas() const { return cublas_; }
+  int device() const { return device_; }
+
+ private:
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  CublasHandle cublas_ = nullptr;
+};
+
+// One call at a time per net (as the CPU net), on the net's device.
+class CudaCall {
+ public:
+  CudaCall(std::mutex& m, const CudaContext& context, const char* what)
+      : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock())
+      fail<DeviceError>(what, ": this net is already running in another thread; one net may be "
+                              "used by one thread at a time (use one net per thread)");
+    context.activate();
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+// The host memory may go away on return, so both copies wait for the stream.
+inline void copy_buffer_to_host(const CudaContext& context, const void* device, size_t bytes,
+                                void* host) {
+  if (bytes == 0) return;
+  VGKERN_CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, context.stream()));
+  context.synchronize();
+}
+inline void copy_buffer_from_host(const CudaContext& context, void* device, const void* host,
+                                  size_t bytes) {
+  if (bytes == 0) return;
+  VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, context.stream()));
+  context.synchronize();
+}
+
+}  // namespace vgkern
