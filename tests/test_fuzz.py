@@ -566,6 +566,9 @@ def test_fuzz_ops_huge_sizes(case):
 # MLP
 # --------------------------------------------------------------------------------------------
 
+# "cuda" where a GPU is visible or the build emulates CUDA (the sanitizer build does)
+DEVICES = ["cpu"] + (["cuda"] if vgkern.cuda_available() else [])
+
 MLP_GOOD = dict(
     activation=["identity", "sigmoid", "tanh", "relu", "elu"],
     output_activation=["identity", "sigmoid", "tanh", "relu", "elu"],
@@ -577,7 +580,7 @@ MLP_GOOD = dict(
     bias_init=[None, 0.0, -0.25, 1],
     gain=[1.0, 0.5, 3],
     alpha=[1.0, 0.5, 1.7],
-    device=["cpu"],
+    device=DEVICES,
     stats=[True, False, np.bool_(True)],
     batch_norm=[False, True, np.bool_(False)],
     bn_momentum=[0.1, 0.0, 1.0],
@@ -711,7 +714,7 @@ def mlp_nets(draw):
     net = vgkern.MLP(widths, activation=draw(st.sampled_from(MLP_GOOD["activation"])),
                      output_activation=draw(st.sampled_from(MLP_GOOD["output_activation"])),
                      dtype=draw(st.sampled_from(["float32", "float64"])), batch_norm=bn,
-                     seed=draw(st.integers(0, 3)))
+                     seed=draw(st.integers(0, 3)), device=draw(st.sampled_from(DEVICES)))
     net.stats = draw(st.booleans())
     if bn and draw(st.booleans()):
         net.eval()
@@ -920,7 +923,8 @@ def test_fuzz_mlp_methods(net, data):
                 assert same(net.params if method == "params" else lst[i], np.asarray(value))
             if method == "params":
                 net.params = old[0]  # restore (keeps the net finite for what follows)
-                net.params *= net.params.dtype.type(1)  # in place, then the same object back
+                if net.device == "cpu":  # CUDA nets' params are read-only host copies
+                    net.params *= net.params.dtype.type(1)  # in place, then assigned back
                 assert same(net.params, old[0])
                 continue
             # the whole list: `net.weights = [...]` copies in, or is refused without writing
@@ -943,7 +947,7 @@ def test_fuzz_mlp_methods(net, data):
 # --------------------------------------------------------------------------------------------
 
 REC_GOOD = dict(dtype=["float32", "float64", np.float64], seed=[0, 5, None, np.int64(2)],
-                stats=[True, False], device=["cpu"])
+                stats=[True, False], device=DEVICES)
 REC_BAD = dict(dtype=["float16", None, "int64", object, {}], seed=[-1, 2.5, "0", {}],
                stats=["no", None, 3], device=["tpu", None, 0])
 
@@ -1003,12 +1007,13 @@ def recurrent_nets(draw):
     kind = draw(st.sampled_from(["LSTM", "RNN"]))
     I, H = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     dtype = draw(st.sampled_from(["float32", "float64"]))
+    device = draw(st.sampled_from(DEVICES))
     if kind == "LSTM":
         net = vgkern.LSTM(I, H, dtype=dtype, seed=draw(st.integers(0, 3)),
-                          forget_bias=draw(st.sampled_from([0.0, 1.0])))
+                          forget_bias=draw(st.sampled_from([0.0, 1.0])), device=device)
     else:
         net = vgkern.RNN(I, H, nonlinearity=draw(st.sampled_from(["tanh", "relu"])), dtype=dtype,
-                         seed=draw(st.integers(0, 3)))
+                         seed=draw(st.integers(0, 3)), device=device)
     net.stats = draw(st.booleans())
     return net
 
@@ -1123,14 +1128,18 @@ def test_fuzz_recurrent_methods(net, data):
             valid = v_bad in (None, "nan")
             _, error = call(f"{kind}.{name} = ...", setattr, net, name, value, names=[name],
                             valid=valid)
-            assert getattr(net, name) is view, f"{kind}.{name} was rebound, not written"
-            assert np.shares_memory(view, net.params)
+            if net.device == "cpu":
+                assert getattr(net, name) is view, f"{kind}.{name} was rebound, not written"
+                assert np.shares_memory(view, net.params)
+            else:  # CUDA: each read is a new read-only host copy of the device's values
+                view = getattr(net, name)
+                assert not view.flags.writeable
             if error is not None:
                 assert same(view, old), "a refused assignment wrote"
             else:
                 assert same(view, np.asarray(value))
             setattr(net, name, old)  # restore: keeps the net finite for what follows
-            assert same(view, old)
+            assert same(getattr(net, name), old)
 
 
 # --------------------------------------------------------------------------------------------
