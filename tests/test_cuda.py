@@ -256,6 +256,86 @@ def test_recurrent_errors_are_the_cpu_errors(cls):
 
 
 # --------------------------------------------------------------------------------------------
+# Device arrays in (__cuda_array_interface__)
+# --------------------------------------------------------------------------------------------
+
+class EmulatedDeviceArray:
+    """A host array posing as a device array: valid in the emulated build, where device memory
+    is host memory."""
+
+    def __init__(self, a, strides=None, typestr=None, stream=None):
+        self.base = a
+        self.__cuda_array_interface__ = dict(
+            shape=a.shape, typestr=typestr or a.dtype.str, data=(a.ctypes.data, False),
+            strides=strides, version=3, stream=stream)
+
+
+def on_device(a):
+    """`a` as a device array: emulated, or a PyTorch CUDA tensor on a GPU."""
+    if vgkern.build_info()["cuda_emulated"]:
+        return EmulatedDeviceArray(np.ascontiguousarray(a))
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs PyTorch with CUDA for device arrays")
+    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+
+@needs_cuda
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_mlp_takes_device_arrays_in_place_of_numpy(batch_norm):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 5)).astype(np.float32)
+    t = rng.standard_normal((9, 3)).astype(np.float32)
+    g = rng.standard_normal((9, 3)).astype(np.float32)
+    host, dev = (vgkern.MLP([5, 8, 3], seed=2, device="cuda", batch_norm=batch_norm)
+                 for _ in range(2))
+    expected = host.step(x, t, input_grad=True).as_dict()
+    got = dev.step(on_device(x), on_device(t), input_grad=True).as_dict()
+    for k, v in expected.items():
+        if isinstance(v, np.ndarray):
+            assert np.array_equal(got[k], v, equal_nan=True), k
+    assert np.array_equal(dev.input_grad, host.input_grad)
+    assert np.array_equal(dev.forward(on_device(x)), host.forward(x))
+    assert np.array_equal(dev.backward(on_device(g)).weight_grad_norm,
+                          host.backward(g).weight_grad_norm)
+
+
+@needs_cuda
+def test_recurrent_takes_device_arrays_in_place_of_numpy():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 2, 3))
+    h0, c0, t = (rng.standard_normal((2, 4)) for _ in range(3))
+    host, dev = (vgkern.LSTM(3, 4, dtype="float64", seed=1, device="cuda") for _ in range(2))
+    a = host.step(x, t, h0=h0, c0=c0)
+    b = dev.step(on_device(x), on_device(t), h0=on_device(h0), c0=on_device(c0))
+    assert a.loss == b.loss and np.array_equal(a.x_grad_norm, b.x_grad_norm)
+    assert np.array_equal(host.grads, dev.grads)
+
+
+@needs_cuda
+def test_device_arrays_that_are_refused():
+    if not vgkern.build_info()["cuda_emulated"]:
+        pytest.skip("the emulated build builds these arrays by hand")
+    net = vgkern.MLP([4, 3], device="cuda")
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        net.forward(EmulatedDeviceArray(x, strides=(4, 8)))
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64, got typestr '<f2'"):
+        net.forward(EmulatedDeviceArray(x, typestr="<f2"))
+    with pytest.raises(TypeError, match="x must have dtype float32"):
+        net.forward(EmulatedDeviceArray(x.astype(np.float64)))
+    target = np.zeros((2, 3), np.float32)
+    target[1, 2] = np.nan
+    with pytest.raises(ValueError) as on_device_err:
+        net.step(x, EmulatedDeviceArray(target))
+    with pytest.raises(ValueError) as on_host_err:
+        net.step(x, target)
+    assert str(on_device_err.value) == str(on_host_err.value)
+    with pytest.raises(TypeError, match="must be a numpy.ndarray"):
+        vgkern.MLP([4, 3]).forward(EmulatedDeviceArray(x))  # a CPU net takes host arrays only
+
+
+# --------------------------------------------------------------------------------------------
 # Everywhere (no GPU needed)
 # --------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/checks.h"
+#include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/memory.h"
 #include "core/tensor.h"
@@ -41,6 +42,55 @@ inline TensorView view_of(const py::handle& obj, const char* op, const char* arg
   for (int i = 0; i < t.ndim; ++i) t.shape[i] = a.shape(i);
   t.data = const_cast<void*>(a.data());
   return t;
+}
+
+// An array on a CUDA device through its __cuda_array_interface__ (CuPy, PyTorch, Numba, JAX),
+// used in place: C-contiguous float32/float64 only (no silent copies or casts). A producer's
+// stream in the interface (v3) is waited for, so that its pending writes have landed.
+inline TensorView cuda_array_view(const py::handle& obj, const char* op, const char* arg) {
+  const py::dict iface = obj.attr("__cuda_array_interface__");
+  TensorView t;
+  t.device = Device::cuda;
+  const std::string typestr = py::str(iface["typestr"]);
+  if (typestr == "<f4")
+    t.dtype = DType::f32;
+  else if (typestr == "<f8")
+    t.dtype = DType::f64;
+  else
+    fail<TypeError>(op, ": ", arg, " must have dtype float32 or float64, got typestr '", typestr,
+                    "' (vgkern never casts silently)");
+  const py::tuple shape = iface["shape"];
+  if (shape.size() < 1 || shape.size() > TensorView::kMaxDims)
+    fail<ValueError>(op, ": ", arg, " must have 1 to ", TensorView::kMaxDims,
+                     " dimensions, got ", shape.size());
+  t.ndim = static_cast<int>(shape.size());
+  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[i].cast<int64_t>();
+  if (iface.contains("mask") && !iface["mask"].is_none())
+    fail<ValueError>(op, ": ", arg, " must not be a masked array");
+  if (iface.contains("strides") && !iface["strides"].is_none()) {
+    const py::tuple strides = iface["strides"];
+    int64_t expected = t.dtype == DType::f32 ? 4 : 8;
+    for (int i = t.ndim - 1; i >= 0; --i) {
+      if (t.shape[i] != 1 && strides[i].cast<int64_t>() != expected)
+        fail<ValueError>(op, ": ", arg, " must be C-contiguous (make a contiguous copy first)");
+      expected *= t.shape[i];
+    }
+  }
+  const py::tuple data = iface["data"];
+  t.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+  if (iface.contains("stream") && !iface["stream"].is_none())
+    cuda_synchronize_stream(iface["stream"].cast<uintptr_t>());
+  return t;
+}
+
+// An input of `net`: a numpy array, or for a CUDA net also a device array
+// (__cuda_array_interface__), whose data the net then copies on the device.
+inline TensorView net_input_view(const py::handle& obj, const NetBase& net, const char* op,
+                                 const char* arg) {
+  if (net.device() == Device::cuda && !py::isinstance<py::array>(obj) &&
+      py::hasattr(obj, "__cuda_array_interface__"))
+    return cuda_array_view(obj, op, arg);
+  return view_of(obj, op, arg);
 }
 
 // A new C-contiguous array of the given dtype and shape, and its view.

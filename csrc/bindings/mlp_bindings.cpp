@@ -103,7 +103,7 @@ void bind_mlp(py::module_& m) {
       .def(
           "forward",
           [](PyMLP& self, py::handle x_obj) {
-            const TensorView x = view_of(x_obj, "MLP.forward", "x");
+            const TensorView x = net_input_view(x_obj, *self.net, "MLP.forward", "x");
             check_input(*self.net, "MLP.forward", x);
             TensorView out;
             py::array out_arr = new_array(x.dtype, {x.dim(0), self.net->sizes().back()}, &out);
@@ -115,7 +115,8 @@ void bind_mlp(py::module_& m) {
       .def(
           "backward",
           [](PyMLP& self, py::handle grad_obj, bool log_scale, bool want_input_grad) {
-            const TensorView grad_out = view_of(grad_obj, "MLP.backward", "grad_out");
+            const TensorView grad_out =
+                net_input_view(grad_obj, *self.net, "MLP.backward", "grad_out");
             TensorView report, input_grad;
             py::array report_arr = new_report(*self.net, &report);
             py::object input_grad_arr = py::none();
@@ -137,7 +138,7 @@ void bind_mlp(py::module_& m) {
           [](PyMLP& self, py::handle x_obj, py::handle target_obj, const std::string& loss_name,
              bool log_scale, bool want_input_grad) {
             const char* op = "MLP.step";
-            const TensorView x = view_of(x_obj, op, "x");
+            const TensorView x = net_input_view(x_obj, *self.net, op, "x");
             check_input(*self.net, op, x);
             const int64_t rows = x.dim(0);
             Loss loss;
@@ -145,7 +146,7 @@ void bind_mlp(py::module_& m) {
             py::array_t<int64_t> labels;
             if (loss_name == "mse") {
               loss = Loss::mse;
-              target = view_of(target_obj, op, "target");
+              target = net_input_view(target_obj, *self.net, op, "target");
             } else if (loss_name == "cross_entropy") {
               loss = Loss::cross_entropy;
               labels = labels_of(target_obj, op);

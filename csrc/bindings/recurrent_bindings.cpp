@@ -20,8 +20,8 @@ struct PyRecurrent {
   int64_t input_size, hidden_size;
 };
 
-TensorView optional_view(py::handle obj, const char* op, const char* arg) {
-  return obj.is_none() ? TensorView{} : view_of(obj, op, arg);
+TensorView optional_view(py::handle obj, const NetBase& net, const char* op, const char* arg) {
+  return obj.is_none() ? TensorView{} : net_input_view(obj, net, op, arg);
 }
 
 // Allocates the arrays a forward/backward returns; `x_seq` gives T and B (checked natively).
@@ -194,9 +194,9 @@ void bind_recurrent(py::module_& m) {
       .def("forward",
            [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj) {
              const char* op = self.kind == CellKind::lstm ? "LSTM.forward" : "RNN.forward";
-             const TensorView x = view_of(x_obj, op, "x_seq");
-             const TensorView h0 = optional_view(h0_obj, op, "h0");
-             const TensorView c0 = optional_view(c0_obj, op, "c0");
+             const TensorView x = net_input_view(x_obj, *self.net, op, "x_seq");
+             const TensorView h0 = optional_view(h0_obj, *self.net, op, "h0");
+             const TensorView c0 = optional_view(c0_obj, *self.net, op, "c0");
              Results r;
              auto [steps, rows] = steps_and_rows(self, op, x);
              allocate_forward(r, self, x.dtype, steps, rows);
@@ -209,9 +209,9 @@ void bind_recurrent(py::module_& m) {
       .def("backward",
            [](PyRecurrent& self, py::handle g_seq_obj, py::handle g_h_obj, py::handle g_c_obj) {
              const char* op = self.kind == CellKind::lstm ? "LSTM.backward" : "RNN.backward";
-             const TensorView g_seq = optional_view(g_seq_obj, op, "grad_h_seq");
-             const TensorView g_h = optional_view(g_h_obj, op, "grad_hT");
-             const TensorView g_c = optional_view(g_c_obj, op, "grad_cT");
+             const TensorView g_seq = optional_view(g_seq_obj, *self.net, op, "grad_h_seq");
+             const TensorView g_h = optional_view(g_h_obj, *self.net, op, "grad_hT");
+             const TensorView g_c = optional_view(g_c_obj, *self.net, op, "grad_cT");
              Results r;
              allocate_backward(r, self, self.net->dtype(), self.net->last_steps(),
                                self.net->last_batch());
@@ -224,10 +224,10 @@ void bind_recurrent(py::module_& m) {
       .def("step", [](PyRecurrent& self, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                       py::handle target_obj, bool every_step) {
         const char* op = self.kind == CellKind::lstm ? "LSTM.step" : "RNN.step";
-        const TensorView x = view_of(x_obj, op, "x_seq");
-        const TensorView h0 = optional_view(h0_obj, op, "h0");
-        const TensorView c0 = optional_view(c0_obj, op, "c0");
-        const TensorView target = view_of(target_obj, op, "target");
+        const TensorView x = net_input_view(x_obj, *self.net, op, "x_seq");
+        const TensorView h0 = optional_view(h0_obj, *self.net, op, "h0");
+        const TensorView c0 = optional_view(c0_obj, *self.net, op, "c0");
+        const TensorView target = net_input_view(target_obj, *self.net, op, "target");
         Results r;
         auto [steps, rows] = steps_and_rows(self, op, x);
         allocate_forward(r, self, x.dtype, steps, rows);

@@ -2,6 +2,7 @@
 //   dispatch(op_name, device, dtype, [&](auto tag) { ... tag.value_type ... tag.device ... });
 // and get a clear error for a device that this build (or this op) does not support.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,11 +17,15 @@ namespace vgkern {
 constexpr bool kBuiltWithCuda = true;
 int cuda_device_count();  // cuda/cuda_runtime.cu; 0 without a driver or GPU
 std::string load_cublas(const std::vector<std::string>& candidates);  // cuda/cublas.h
+void cuda_synchronize_stream(uintptr_t stream);  // a producer's stream, by its handle
 #else
 constexpr bool kBuiltWithCuda = false;
 inline int cuda_device_count() { return 0; }
 inline std::string load_cublas(const std::vector<std::string>&) {
   fail<DeviceError>("cuBLAS: this vgkern build has no CUDA support");
+}
+inline void cuda_synchronize_stream(uintptr_t) {
+  fail<DeviceError>("CUDA streams: this vgkern build has no CUDA support");
 }
 #endif
 

@@ -1,4 +1,5 @@
 // CUDA runtime queries and error reporting. Compiled whenever nvcc is found (VGKERN_CUDA=AUTO|ON).
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -15,6 +16,10 @@ int cuda_device_count() {
     return 0;
   }
   return count;
+}
+
+void cuda_synchronize_stream(uintptr_t stream) {
+  VGKERN_CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)));
 }
 
 void cuda_fail(const char* call, cudaError_t error, const char* file, int line) {

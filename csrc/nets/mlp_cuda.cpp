@@ -114,9 +114,12 @@ class CudaMLP final : public MLPBase {
     }
     check_forward_input(op, out, x);
     const int64_t rows = x.dim(0);
-    try {  // what the CPU's losses refuse, refused on the host before anything is copied
+    try {  // what the CPU's losses refuse, refused before the forward
       if (loss == Loss::mse) {
-        check_target_finite(target.ptr<T>(), rows, classes);
+        ensure_workspace(rows);
+        check_target_finite_on(target.device, target.ptr<T>(), rows, classes,
+                               slots() + num_layers() * kNumDenseSlots, scratch_.data(),
+                               context_.stream());
       } else {
         if (num_labels != rows)
           fail<ValueError>("cross_entropy_loss: labels must have shape (", rows,
@@ -163,8 +166,9 @@ class CudaMLP final : public MLPBase {
                         static_cast<double>(total_bytes) / (1 << 30), " GiB");
   }
 
-  void copy_in(T* device, const T* host, int64_t n) {
-    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, host, n * sizeof(T), cudaMemcpyHostToDevice,
+  // From the host or a device (an input with __cuda_array_interface__): cudaMemcpyDefault.
+  void copy_in(T* device, const T* source, int64_t n) {
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, source, n * sizeof(T), cudaMemcpyDefault,
                                       context_.stream()));
   }
   void copy_out(T* host, const T* device, int64_t n) {
@@ -180,7 +184,8 @@ class CudaMLP final : public MLPBase {
       fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
                            "gradient), got shape ", x.shape_str());
     blas_int(rows, "batch size");
-    check_arg(op, "out", out, x, {rows, sizes_.back()});
+    check_dtype(op, "out", out, dtype());  // on the host (x may be on the device)
+    check_shape(op, "out", out, {rows, sizes_.back()});
   }
 
   void check_backward_outputs(const char* op, const TensorView& report,

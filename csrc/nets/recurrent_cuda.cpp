@@ -123,8 +123,10 @@ class CudaRecurrent final : public RecurrentBase {
     else
       check_shape(op.c_str(), "target", target, {batch, hidden_});
     check_input(x_seq, h0, c0, op.c_str());
-    try {  // what mse_loss refuses, refused on the host before anything is copied
-      check_target_finite(target.ptr<T>(), target.numel() / hidden_, hidden_);
+    try {  // what mse_loss refuses, refused before the forward
+      ensure_workspace(op.c_str(), x_seq.dim(0), x_seq.dim(1));
+      check_target_finite_on(target.device, target.ptr<T>(), target.numel() / hidden_, hidden_,
+                             result_slot(kResultLoss), scratch_.data(), context_.stream());
     } catch (...) {
       forward_done_ = false;  // a refused step leaves no half-used forward behind
       throw;
@@ -169,8 +171,9 @@ class CudaRecurrent final : public RecurrentBase {
       fail<DeviceError>(op, ": the outputs were sized for another (T, B) than the last forward");
   }
 
-  void copy_in(T* device, const T* host, int64_t n) {
-    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, host, n * sizeof(T), cudaMemcpyHostToDevice,
+  // From the host or a device (an input with __cuda_array_interface__): cudaMemcpyDefault.
+  void copy_in(T* device, const T* source, int64_t n) {
+    VGKERN_CUDA_CHECK(cudaMemcpyAsync(device, source, n * sizeof(T), cudaMemcpyDefault,
                                       context_.stream()));
   }
   void copy_out(const TensorView& host, const T* device, int64_t n) {

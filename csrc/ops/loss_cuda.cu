@@ -1,5 +1,9 @@
 #include "ops/loss_cuda.h"
 
+#include <vector>
+
+#include "ops/loss.h"
+
 #include "cuda/activation_device.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/reduce.cuh"
@@ -59,6 +63,14 @@ __global__ void sum_kernel(const double* v, int64_t n, double* partials) {
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
+template <class T>
+__global__ void count_non_finite_kernel(const T* v, int64_t n, double* partials) {
+  double count = 0;
+  for (const int64_t i : grid_stride(n)) count += isfinite(v[i]) ? 0 : 1;
+  count = block_reduce(count, Add{});
+  if (threadIdx.x == 0) partials[blockIdx.x] = count;
+}
+
 // *loss_slot = scale * (sum of the partials)
 __global__ void finish_kernel(const double* partials, int count, double scale, double* loss_slot) {
   const double total = fold_partials(partials, count, 0.0, Add{});
@@ -95,6 +107,30 @@ void cross_entropy_loss_cuda(T* dlogits, const T* logits, const int64_t* labels,
                 loss_slot);
 }
 
+template <class T>
+void check_target_finite_on(Device device, const T* target, int64_t rows, int64_t cols,
+                            double* slot, void* scratch, cudaStream_t stream) {
+  if (device == Device::cpu) return check_target_finite(target, rows, cols);
+  const int64_t n = rows * cols;
+  const int blocks = blocks_for(n);
+  auto* partials = static_cast<double*>(scratch);
+  VGKERN_LAUNCH((count_non_finite_kernel<T>), blocks, stream, target, n, partials);
+  VGKERN_LAUNCH(finish_kernel, 1, stream, partials, blocks, 1.0, slot);
+  double count = 0;
+  VGKERN_CUDA_CHECK(cudaMemcpyAsync(&count, slot, sizeof(double), cudaMemcpyDeviceToHost, stream));
+  VGKERN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (count == 0) return;
+  std::vector<T> host(n);
+  VGKERN_CUDA_CHECK(cudaMemcpyAsync(host.data(), target, n * sizeof(T), cudaMemcpyDeviceToHost,
+                                    stream));
+  VGKERN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  check_target_finite(host.data(), rows, cols);
+}
+
+template void check_target_finite_on<float>(Device, const float*, int64_t, int64_t, double*,
+                                            void*, cudaStream_t);
+template void check_target_finite_on<double>(Device, const double*, int64_t, int64_t, double*,
+                                             void*, cudaStream_t);
 template void mse_loss_cuda<float>(float*, const float*, const float*, int64_t, int64_t, int64_t,
                                    double*, void*, cudaStream_t);
 template void mse_loss_cuda<double>(double*, const double*, const double*, int64_t, int64_t,

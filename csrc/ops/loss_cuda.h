@@ -7,9 +7,18 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/tensor.h"
+
 namespace vgkern {
 
 size_t loss_cuda_scratch_bytes();
+
+// check_target_finite (ops/loss.h) for a target on the host or the device: a device target is
+// counted on the device (one synchronisation; `slot` is a device double to count into) and
+// copied to the host only to name its first bad entry.
+template <class T>
+void check_target_finite_on(Device device, const T* target, int64_t rows, int64_t cols,
+                            double* slot, void* scratch, cudaStream_t stream);
 
 // loss = 0.5 / batch * sum (out - target)^2, dout = (out - target) / batch
 template <class T>

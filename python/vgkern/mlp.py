@@ -39,11 +39,24 @@ def _check_sizes(sizes):
     return out
 
 
-def _as_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None):
+def _shape_of(value):
+    """The shape of a numpy array or of a device array (__cuda_array_interface__)."""
+    if isinstance(value, np.ndarray):
+        return value.shape
+    return tuple(value.__cuda_array_interface__["shape"])
+
+
+def _as_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None, device="cpu"):
     """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
     first (dtype; shape, where `shape` gives a size, None for any; then `before_copy(shape)`,
     e.g. the net's workspace check) so that a refused one is never copied; contiguous ones are
-    checked natively."""
+    checked natively. For a CUDA net also a device array (__cuda_array_interface__: CuPy,
+    PyTorch, Numba, JAX), used in place (C-contiguous, dtype and shape checked natively)."""
+    if (device == "cuda" and not isinstance(value, np.ndarray)
+            and hasattr(value, "__cuda_array_interface__")):
+        if len(_shape_of(value)) != ndim:
+            raise ValueError(f"{what} must have {ndim} dimensions, got shape {_shape_of(value)}")
+        return value
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
     if value.ndim != ndim:
@@ -218,7 +231,7 @@ class MLP(NativeParameters):
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
         x = _as_input(x, "MLP.forward: x", dtype=self.dtype, shape=(None, self.sizes[0]),
-                      before_copy=self._check_batch)
+                      before_copy=self._check_batch, device=self.device)
         return self._core.forward(x)
 
     def backward(self, grad_out, log_scale=False, input_grad=False):
@@ -231,7 +244,7 @@ class MLP(NativeParameters):
         log_scale = _checks.flag("MLP.backward: log_scale", log_scale)
         input_grad = _checks.flag("MLP.backward: input_grad", input_grad)
         grad_out = _as_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
-                             shape=(None, self.sizes[-1]))
+                             shape=(None, self.sizes[-1]), device=self.device)
         table, self.input_grad = self._core.backward(grad_out, log_scale, input_grad)
         return GradReport(table)
 
@@ -245,12 +258,13 @@ class MLP(NativeParameters):
         log_scale = _checks.flag("MLP.step: log_scale", log_scale)
         input_grad = _checks.flag("MLP.step: input_grad", input_grad)
         x = _as_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]),
-                      before_copy=self._check_batch)
+                      before_copy=self._check_batch, device=self.device)
+        rows = _shape_of(x)[0]
         if loss == "mse":
             target = _as_input(target, "MLP.step: target", dtype=self.dtype,
-                               shape=(x.shape[0], self.sizes[-1]))
-        else:  # integer labels of any integer dtype (converted natively)
-            target = _as_input(target, "MLP.step: target", ndim=1, shape=(x.shape[0],))
+                               shape=(rows, self.sizes[-1]), device=self.device)
+        else:  # integer labels of any integer dtype (converted natively), on the host
+            target = _as_input(target, "MLP.step: target", ndim=1, shape=(rows,))
         value, self.last_output, table, self.input_grad = self._core.step(
             x, target, loss, log_scale, input_grad)
         return GradReport(table, loss=value)

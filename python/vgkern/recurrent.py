@@ -6,7 +6,7 @@ import numpy as np
 from . import _checks, _core, _cuda
 from ._params import Bound, DeviceSlice, DeviceView, NativeParameters
 from .info import cuda_available
-from .mlp import _as_input, _choice, _dtype_name
+from .mlp import _as_input, _choice, _dtype_name, _shape_of
 from .report import SequenceReport
 
 RECURRENT_LOSSES = ("mse", "mse_sequence")
@@ -57,17 +57,19 @@ class _Recurrent(NativeParameters):
 
     def _state(self, value, what, rows=None):
         return None if value is None else _as_input(
-            value, f"{self._kind.upper()}.{what}", dtype=self.dtype, shape=(rows, self.hidden_size))
+            value, f"{self._kind.upper()}.{what}", dtype=self.dtype, shape=(rows, self.hidden_size),
+            device=self.device)
 
     def _sequence(self, x_seq, what):
         op = f"{self._kind.upper()}.{what}"
         return _as_input(x_seq, f"{op}: x_seq", ndim=3, dtype=self.dtype,
                          shape=(None, None, self.input_size),
-                         before_copy=lambda shape: self._core.check_sequence(op, *shape[:2]))
+                         before_copy=lambda shape: self._core.check_sequence(op, *shape[:2]),
+                         device=self.device)
 
     def _forward(self, x_seq, h0, c0):
         x_seq = self._sequence(x_seq, "forward")
-        B = x_seq.shape[1]
+        B = _shape_of(x_seq)[1]
         results = self._core.forward(x_seq, self._state(h0, "forward: h0", B),
                                      self._state(c0, "forward: c0", B))
         return results
@@ -76,7 +78,7 @@ class _Recurrent(NativeParameters):
         name = self._kind.upper()
         g_seq = None if grad_h_seq is None else _as_input(
             grad_h_seq, f"{name}.backward: grad_h_seq", 3, dtype=self.dtype,
-            shape=(None, None, self.hidden_size))
+            shape=(None, None, self.hidden_size), device=self.device)
         results = self._core.backward(g_seq, self._state(grad_hT, "backward: grad_hT"),
                                       self._state(grad_cT, "backward: grad_cT"))
         return self._report(results)
@@ -94,10 +96,11 @@ class _Recurrent(NativeParameters):
         name = self._kind.upper()
         _choice("loss", loss, RECURRENT_LOSSES, owner=f"{name}.step")
         x_seq = self._sequence(x_seq, "step")
-        T, B = x_seq.shape[:2]
+        T, B = _shape_of(x_seq)[:2]
         every = loss == "mse_sequence"
         target = _as_input(target, f"{name}.step: target", ndim=3 if every else 2,
-                           dtype=self.dtype, shape=((T,) if every else ()) + (B, self.hidden_size))
+                           dtype=self.dtype, shape=((T,) if every else ()) + (B, self.hidden_size),
+                           device=self.device)
         value, results = self._core.step(x_seq, self._state(h0, "step: h0", B),
                                          self._state(c0, "step: c0", B), target, every)
         self.last_output = results[0]
