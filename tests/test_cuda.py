@@ -336,6 +336,72 @@ def test_device_arrays_that_are_refused():
 
 
 # --------------------------------------------------------------------------------------------
+# vgkern.ops on device arrays: CudaArray outputs, DLPack
+# --------------------------------------------------------------------------------------------
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ops_on_device_arrays_return_device_arrays(dtype):
+    rng = np.random.default_rng(6)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((7, 5), (4, 5), (4,)))
+    g = rng.standard_normal((7, 4)).astype(dtype)
+    xd, wd, bd, gd = (vgkern.to_device(a) for a in (x, w, b, g))
+    h, dact = vgkern.ops.dense_forward(xd, wd, bd, "tanh")
+    assert isinstance(h, vgkern.CudaArray) and h.shape == (7, 4) and h.dtype == np.dtype(dtype)
+    h_cpu, dact_cpu = vgkern.ops.dense_forward(x, w, b, "tanh")
+    tol = 64 * eps(np.dtype(dtype).type)
+    np.testing.assert_allclose(h.numpy(), h_cpu, rtol=tol, atol=tol)
+    for got, want in zip(vgkern.ops.dense_backward(gd, dact, xd, wd),
+                         vgkern.ops.dense_backward(g, dact_cpu, x, w)):
+        np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+    loss, dout = vgkern.ops.mse_loss(h, gd)
+    assert isinstance(dout, vgkern.CudaArray)
+    assert loss == pytest.approx(vgkern.ops.mse_loss(h_cpu, g)[0], rel=tol)
+    assert vgkern.ops.sum_squares_norm(xd) == pytest.approx(np.linalg.norm(x), rel=tol)
+    # inputs on two devices, or device='cpu' with a device array: refused
+    with pytest.raises(RuntimeError, match="b must be on device cuda, got cpu"):
+        vgkern.ops.dense_forward(xd, wd, b)
+    with pytest.raises(ValueError, match="device='cpu' but x is a device array"):
+        vgkern.ops.dense_forward(xd, wd, bd, device="cpu")
+    with pytest.raises(TypeError, match="batchnorm_forward: x must be a numpy.ndarray"):
+        vgkern.ops.batchnorm_forward(xd, None, None, None, None)
+
+
+@needs_cuda
+def test_cuda_array_interface_and_dlpack_describe_the_array():
+    import ctypes
+
+    a = vgkern.to_device(np.arange(6, dtype=np.float32).reshape(2, 3))
+    iface = a.__cuda_array_interface__
+    assert iface["shape"] == (2, 3) and iface["typestr"] == "<f4" and iface["version"] == 3
+    assert iface["strides"] is None and iface["data"][0] != 0
+    assert a.__dlpack_device__() == (2, 0)  # kDLCUDA, device 0
+    assert vgkern.ops.sum_squares_norm(a) == pytest.approx(np.sqrt(55.0))  # read through CAI
+
+    class DLTensor(ctypes.Structure):  # dlpack.h
+        _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32),
+                    ("device_id", ctypes.c_int32), ("ndim", ctypes.c_int32),
+                    ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                    ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                    ("strides", ctypes.c_void_p), ("byte_offset", ctypes.c_uint64)]
+
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    capsule = a.__dlpack__()
+    t = DLTensor.from_address(get(capsule, b"dltensor"))
+    assert t.data == iface["data"][0] and (t.device_type, t.ndim) == (2, 2)
+    assert (t.code, t.bits, t.lanes) == (2, 32, 1) and [t.shape[0], t.shape[1]] == [2, 3]
+    assert not t.strides and t.byte_offset == 0
+    del capsule  # unconsumed: freed with the capsule; the array stays valid
+    assert np.array_equal(a.numpy(), np.arange(6, dtype=np.float32).reshape(2, 3))
+    if not vgkern.build_info()["cuda_emulated"]:
+        torch = pytest.importorskip("torch")
+        if torch.cuda.is_available():
+            t = torch.from_dlpack(a)
+            assert t.is_cuda and torch.equal(t.cpu(), torch.arange(6.0).reshape(2, 3))
+
+
+# --------------------------------------------------------------------------------------------
 # Everywhere (no GPU needed)
 # --------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/cuda_array.h"
 #include "core/checks.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
@@ -93,6 +94,13 @@ inline TensorView net_input_view(const py::handle& obj, const NetBase& net, cons
   return view_of(obj, op, arg);
 }
 
+// An op's input: a numpy array (CPU) or a device array (__cuda_array_interface__, CUDA).
+inline TensorView array_view(const py::handle& obj, const char* op, const char* arg) {
+  if (!py::isinstance<py::array>(obj) && py::hasattr(obj, "__cuda_array_interface__"))
+    return cuda_array_view(obj, op, arg);
+  return view_of(obj, op, arg);
+}
+
 // A new C-contiguous array of the given dtype and shape, and its view.
 inline py::array new_array(DType dtype, const std::vector<int64_t>& shape, TensorView* view) {
   double elements = 1;
@@ -149,6 +157,13 @@ inline void write_net_buffer(NetBase& net, const std::string& name, int64_t offs
   check_dtype("write", name.c_str(), v, net.dtype());
   py::gil_scoped_release release;
   net.copy_from_host(which, offset, v.numel(), v.data);
+}
+
+// A new output shaped `shape`, on the device of `like` (numpy on the CPU, a CudaArray on CUDA).
+inline py::object new_output(const TensorView& like, const std::vector<int64_t>& shape,
+                             TensorView* view) {
+  if (like.device == Device::cuda) return new_cuda_array(like.dtype, shape, view);
+  return new_array(like.dtype, shape, view);
 }
 
 // Integer class labels (B,) as int64, converted on purpose from any integer dtype.

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "bindings/cuda_array.h"
 #include "core/blas.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
@@ -66,6 +67,7 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("flush_denormal", [] { return kCanFlushDenormal && g_flush_denormal.load(); });
 
+  bind_cuda_array(m);
   bind_ops(m);
   bind_mlp(m);
   bind_recurrent(m);

@@ -1,4 +1,6 @@
-// vgkern._core ops: allocate outputs, release the GIL, call the op.
+// vgkern._core ops: allocate outputs, release the GIL, call the op. Inputs are numpy arrays or,
+// for the ops with CUDA kernels, device arrays (__cuda_array_interface__), whose outputs are
+// then CudaArrays on the device (bindings/cuda_array.h); the batch-norm ops take numpy only.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -19,11 +21,11 @@ std::vector<int64_t> shape_of(const TensorView& t) {
 }
 
 py::tuple py_activation_forward(py::handle z_obj, const std::string& activation, double alpha) {
-  const TensorView z = view_of(z_obj, "activation_forward", "z");
+  const TensorView z = array_view(z_obj, "activation_forward", "z");
   const ActSpec act = parse_activation(activation, alpha, "activation_forward: activation");
   TensorView h, dact;
-  py::array h_arr = new_array(z.dtype, shape_of(z), &h);
-  py::array dact_arr = new_array(z.dtype, shape_of(z), &dact);
+  py::object h_arr = new_output(z, shape_of(z), &h);
+  py::object dact_arr = new_output(z, shape_of(z), &dact);
   {
     py::gil_scoped_release release;
     activation_forward(h, dact, z, act);
@@ -31,13 +33,13 @@ py::tuple py_activation_forward(py::handle z_obj, const std::string& activation,
   return py::make_tuple(h_arr, dact_arr);
 }
 
-py::array py_activation_backward(py::handle dh_obj, py::handle z_obj,
-                                 const std::string& activation, double alpha) {
-  const TensorView z = view_of(z_obj, "activation_backward", "z");
-  const TensorView dh = view_of(dh_obj, "activation_backward", "dh");
+py::object py_activation_backward(py::handle dh_obj, py::handle z_obj,
+                                  const std::string& activation, double alpha) {
+  const TensorView z = array_view(z_obj, "activation_backward", "z");
+  const TensorView dh = array_view(dh_obj, "activation_backward", "dh");
   const ActSpec act = parse_activation(activation, alpha, "activation_backward: activation");
   TensorView dz;
-  py::array dz_arr = new_array(z.dtype, shape_of(z), &dz);
+  py::object dz_arr = new_output(z, shape_of(z), &dz);
   {
     py::gil_scoped_release release;
     activation_backward(dz, dh, z, act);
@@ -48,9 +50,9 @@ py::array py_activation_backward(py::handle dh_obj, py::handle z_obj,
 py::tuple py_dense_forward(py::handle x_obj, py::handle w_obj, py::handle b_obj,
                            const std::string& activation, double alpha) {
   const char* op = "dense_forward";
-  const TensorView x = view_of(x_obj, op, "x");
-  const TensorView w = view_of(w_obj, op, "w");
-  const TensorView b = b_obj.is_none() ? TensorView{} : view_of(b_obj, op, "b");
+  const TensorView x = array_view(x_obj, op, "x");
+  const TensorView w = array_view(w_obj, op, "w");
+  const TensorView b = b_obj.is_none() ? TensorView{} : array_view(b_obj, op, "b");
   const ActSpec act = parse_activation(activation, alpha, "dense_forward: activation");
   // checked before the outputs (x rows, w rows) are allocated: an empty x (10**12, 0) with a
   // mismatched w is a ValueError, not a request for a huge output
@@ -59,8 +61,8 @@ py::tuple py_dense_forward(py::handle x_obj, py::handle w_obj, py::handle b_obj,
   check_shape(op, "w", w, {-1, x.dim(1)});
   if (b.present()) check_arg(op, "b", b, x, {w.dim(0)});
   TensorView h, dact;
-  py::array h_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &h);
-  py::array dact_arr = new_array(x.dtype, {x.dim(0), w.dim(0)}, &dact);
+  py::object h_arr = new_output(x, {x.dim(0), w.dim(0)}, &h);
+  py::object dact_arr = new_output(x, {x.dim(0), w.dim(0)}, &dact);
   {
     py::gil_scoped_release release;
     dense_forward(h, dact, x, w, b, act);
@@ -71,17 +73,17 @@ py::tuple py_dense_forward(py::handle x_obj, py::handle w_obj, py::handle b_obj,
 py::tuple py_dense_backward(py::handle dh_obj, py::handle dact_obj, py::handle x_obj,
                             py::handle w_obj, bool need_dx) {
   const char* op = "dense_backward";
-  const TensorView dh = view_of(dh_obj, op, "dh");
-  const TensorView dact = view_of(dact_obj, op, "dact");
-  const TensorView x = view_of(x_obj, op, "x");
-  const TensorView w = view_of(w_obj, op, "w");
+  const TensorView dh = array_view(dh_obj, op, "dh");
+  const TensorView dact = array_view(dact_obj, op, "dact");
+  const TensorView x = array_view(x_obj, op, "x");
+  const TensorView w = array_view(w_obj, op, "w");
   TensorView dx, dw, db;
   check_shape(op, "x", x, {-1, -1});
   check_shape(op, "w", w, {-1, -1});
   py::object dx_arr = py::none();
-  if (need_dx) dx_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &dx);
-  py::array dw_arr = new_array(x.dtype, {w.dim(0), w.dim(1)}, &dw);
-  py::array db_arr = new_array(x.dtype, {w.dim(0)}, &db);
+  if (need_dx) dx_arr = new_output(x, {x.dim(0), x.dim(1)}, &dx);
+  py::object dw_arr = new_output(x, {w.dim(0), w.dim(1)}, &dw);
+  py::object db_arr = new_output(x, {w.dim(0)}, &db);
   {
     py::gil_scoped_release release;
     dense_backward(dx, dw, db, dh, dact, x, w);
@@ -90,10 +92,10 @@ py::tuple py_dense_backward(py::handle dh_obj, py::handle dact_obj, py::handle x
 }
 
 py::tuple py_mse_loss(py::handle out_obj, py::handle target_obj) {
-  const TensorView out = view_of(out_obj, "mse_loss", "out");
-  const TensorView target = view_of(target_obj, "mse_loss", "target");
+  const TensorView out = array_view(out_obj, "mse_loss", "out");
+  const TensorView target = array_view(target_obj, "mse_loss", "target");
   TensorView dout;
-  py::array dout_arr = new_array(out.dtype, shape_of(out), &dout);
+  py::object dout_arr = new_output(out, shape_of(out), &dout);
   double loss;
   {
     py::gil_scoped_release release;
@@ -103,10 +105,10 @@ py::tuple py_mse_loss(py::handle out_obj, py::handle target_obj) {
 }
 
 py::tuple py_cross_entropy_loss(py::handle logits_obj, py::handle labels_obj) {
-  const TensorView logits = view_of(logits_obj, "cross_entropy_loss", "logits");
+  const TensorView logits = array_view(logits_obj, "cross_entropy_loss", "logits");
   py::array_t<int64_t> labels = labels_of(labels_obj, "cross_entropy_loss");
   TensorView dlogits;
-  py::array dlogits_arr = new_array(logits.dtype, shape_of(logits), &dlogits);
+  py::object dlogits_arr = new_output(logits, shape_of(logits), &dlogits);
   double loss;
   {
     py::gil_scoped_release release;
@@ -166,7 +168,7 @@ py::tuple py_batchnorm_backward(py::handle dy_obj, py::handle x_obj, py::handle 
 }
 
 double py_sum_squares_norm(py::handle a_obj) {
-  const TensorView a = view_of(a_obj, "sum_squares_norm", "a");
+  const TensorView a = array_view(a_obj, "sum_squares_norm", "a");
   py::gil_scoped_release release;
   return sum_squares_norm(a);
 }

@@ -15,6 +15,9 @@ connect_scipy_blas(_core)
 from . import ops  # noqa: E402
 from .info import (  # noqa: E402
     blas_threads, build_info, cuda_available, flush_denormal, set_flush_denormal)
+from ._cuda import to_device  # noqa: E402
+
+CudaArray = getattr(_core, "CudaArray", None)  # device arrays (builds with CUDA only)
 from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
 from .recurrent import LSTM, RNN  # noqa: E402
 from .report import GradReport, SequenceReport  # noqa: E402
@@ -43,6 +46,8 @@ __all__ = [
     "blas_threads",
     "build_info",
     "cuda_available",
+    "CudaArray",
+    "to_device",
     "flush_denormal",
     "set_flush_denormal",
     "ops",

@@ -5,6 +5,8 @@ import glob
 import importlib.util
 import os
 
+import numpy as np
+
 from . import _core
 
 
@@ -32,3 +34,15 @@ def cublas_candidates():
 def load_cublas():
     """Loads cuBLAS once per process; returns the path it came from (RuntimeError if none)."""
     return _core.load_cublas(cublas_candidates())
+
+
+def to_device(a):
+    """A numpy array (float32 or float64) copied to the current GPU: a vgkern.CudaArray, which
+    the CUDA ops and nets take, and PyTorch/CuPy take without a copy (DLPack,
+    __cuda_array_interface__). .numpy() copies it back."""
+    from .info import cuda_available
+
+    if not cuda_available():
+        raise RuntimeError("to_device: no CUDA GPU is available (vgkern.cuda_available() is False)")
+    load_cublas()
+    return _core.to_device(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a)

@@ -26,11 +26,19 @@ rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh")
     -> (dx, dh_prev, dweight_ih, dweight_hh, dbias)
 sum_squares_norm(a) -> float                    float64 Frobenius norm without under/overflow
 
+Devices: the activation, dense, loss and norm ops also run on CUDA. They run where their inputs
+live: device arrays (anything with __cuda_array_interface__: CuPy, PyTorch, Numba, JAX, and the
+vgkern.CudaArray these ops return) give CudaArray outputs on the GPU, which PyTorch and CuPy take
+without a copy (torch.from_dlpack, cupy.asarray); labels stay numpy. device="cuda" with numpy
+inputs copies them to the GPU and the outputs back (numpy in, numpy out); device="cpu" refuses
+device arrays. The batch-norm and cell ops are CPU only so far.
+
 Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
 """
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _cuda
+from .info import cuda_available
 
 _ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -44,35 +52,71 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
+def _is_device_array(a):
+    return not isinstance(a, np.ndarray) and hasattr(a, "__cuda_array_interface__")
+
+
+def _to_host(result):
+    if isinstance(result, tuple):
+        return tuple(_to_host(r) for r in result)
+    return result.numpy() if isinstance(result, getattr(_core, "CudaArray", ())) else result
+
+
+def _run(op, fn, arrays, names, device, *rest):
+    """fn(*arrays, *rest) where the arrays live, or on `device` (see the module's docstring).
+    None entries of `arrays` are optional arguments left out."""
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: device must be 'cpu' or 'cuda', got {device!r}")
+    on_device = [n for a, n in zip(arrays, names) if _is_device_array(a)]
+    if device == "cpu" and on_device:
+        raise ValueError(f"{op}: device='cpu' but {on_device[0]} is a device array")
+    if device == "cuda" or on_device:
+        if not cuda_available():
+            raise RuntimeError(f"{op}: device 'cuda' requested but no CUDA GPU is available "
+                               "(vgkern.cuda_available() is False)")
+        _cuda.load_cublas()
+    if device == "cuda" and not on_device:  # numpy in, numpy out
+        uploaded = [None if a is None else _core.to_device(_c(a), op, n)
+                    for a, n in zip(arrays, names)]
+        return _to_host(fn(*uploaded, *rest))
+    return fn(*[_c(a) for a in arrays], *rest)
+
+
 def _act(op, activation, alpha):
     return (_checks.choice(f"{op}: activation", activation, _ACTIVATIONS),
             _checks.real(f"{op}: alpha", alpha, finite=False))
 
 
-def activation_forward(z, activation, alpha=1.0):
-    return _core.activation_forward(_c(z), *_act("activation_forward", activation, alpha))
+def activation_forward(z, activation, alpha=1.0, device=None):
+    op = "activation_forward"
+    return _run(op, _core.activation_forward, [z], ["z"], device, *_act(op, activation, alpha))
 
 
-def activation_backward(dh, z, activation, alpha=1.0):
-    return _core.activation_backward(_c(dh), _c(z), *_act("activation_backward", activation, alpha))
+def activation_backward(dh, z, activation, alpha=1.0, device=None):
+    op = "activation_backward"
+    return _run(op, _core.activation_backward, [dh, z], ["dh", "z"], device,
+                *_act(op, activation, alpha))
 
 
-def dense_forward(x, w, b, activation="identity", alpha=1.0):
-    return _core.dense_forward(_c(x), _c(w), None if b is None else _c(b),
-                               *_act("dense_forward", activation, alpha))
+def dense_forward(x, w, b, activation="identity", alpha=1.0, device=None):
+    op = "dense_forward"
+    return _run(op, _core.dense_forward, [x, w, b], ["x", "w", "b"], device,
+                *_act(op, activation, alpha))
 
 
-def dense_backward(dh, dact, x, w, need_dx=True):
-    return _core.dense_backward(_c(dh), _c(dact), _c(x), _c(w),
-                                _checks.flag("dense_backward: need_dx", need_dx))
+def dense_backward(dh, dact, x, w, need_dx=True, device=None):
+    return _run("dense_backward", _core.dense_backward, [dh, dact, x, w],
+                ["dh", "dact", "x", "w"], device,
+                _checks.flag("dense_backward: need_dx", need_dx))
 
 
-def mse_loss(out, target):
-    return _core.mse_loss(_c(out), _c(target))
+def mse_loss(out, target, device=None):
+    return _run("mse_loss", _core.mse_loss, [out, target], ["out", "target"], device)
 
 
-def cross_entropy_loss(logits, labels):
-    return _core.cross_entropy_loss(_c(logits), _c(labels))
+def cross_entropy_loss(logits, labels, device=None):
+    return _run("cross_entropy_loss", _core.cross_entropy_loss, [logits], ["logits"], device,
+                _c(labels))
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
@@ -113,7 +157,7 @@ def rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh
                                    _nonlinearity("rnn_cell_backward", nonlinearity))
 
 
-def sum_squares_norm(a):
+def sum_squares_norm(a, device=None):
     if isinstance(a, np.ndarray) and a.ndim == 0:
         a = a.reshape(1)  # the norm of a scalar is its absolute value
-    return _core.sum_squares_norm(_c(a))
+    return _run("sum_squares_norm", _core.sum_squares_norm, [a], ["a"], device)

@@ -1,0 +1,167 @@
+#include "ops/ops_cuda.h"
+
+#include <memory>
+
+#include "cuda/activation_device.cuh"
+#include "cuda/context.h"
+#include "cuda/device_array.h"
+#include "cuda/launch.cuh"
+#include "ops/dense_cuda.h"
+#include "ops/loss_cuda.h"
+#include "ops/recurrent_cuda.h"
+
+namespace vgkern {
+namespace {
+
+using cuda::blocks_for;
+using cuda::grid_stride;
+
+// The calling thread's stream and cuBLAS handle on the device current when it first ran an op.
+CudaContext& default_context() {
+  thread_local std::unique_ptr<CudaContext> context;
+  if (!context) context = std::make_unique<CudaContext>();
+  context->activate();
+  return *context;
+}
+
+template <class T, Activation K>
+__global__ void activation_forward_kernel(T* h, T* dact, const T* z, int64_t n, T alpha) {
+  for (const int64_t i : grid_stride(n)) cuda::act_eval<K>(z[i], alpha, h[i], dact[i]);
+}
+
+template <class T, Activation K>
+__global__ void activation_backward_kernel(T* dz, const T* dh, const T* z, int64_t n, T alpha) {
+  for (const int64_t i : grid_stride(n)) {
+    T hv, dv;
+    cuda::act_eval<K>(z[i], alpha, hv, dv);
+    dz[i] = dh[i] * dv;
+  }
+}
+
+template <class T>
+__global__ void fill_kernel(T* v, int64_t n, T value) {
+  for (const int64_t i : grid_stride(n)) v[i] = value;
+}
+
+}  // namespace
+
+template <class T>
+void activation_forward_cuda(T* h, T* dact, const T* z, int64_t n, ActSpec act) {
+  CudaContext& context = default_context();
+  cuda::with_activation_kind(act.kind, [&](auto kind) {
+    VGKERN_LAUNCH((activation_forward_kernel<T, decltype(kind)::value>), blocks_for(n),
+                  context.stream(), h, dact, z, n, static_cast<T>(act.alpha));
+  });
+  context.synchronize();
+}
+
+template <class T>
+void activation_backward_cuda(T* dz, const T* dh, const T* z, int64_t n, ActSpec act) {
+  CudaContext& context = default_context();
+  cuda::with_activation_kind(act.kind, [&](auto kind) {
+    VGKERN_LAUNCH((activation_backward_kernel<T, decltype(kind)::value>), blocks_for(n),
+                  context.stream(), dz, dh, z, n, static_cast<T>(act.alpha));
+  });
+  context.synchronize();
+}
+
+template <class T>
+void dense_forward_cuda(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
+                        int64_t in, int64_t out, ActSpec act) {
+  CudaContext& context = default_context();
+  DeviceArray<T> zero_bias(b ? 0 : out);
+  if (!b) {
+    VGKERN_LAUNCH((fill_kernel<T>), blocks_for(out), context.stream(), zero_bias.data(), out, T(0));
+    b = zero_bias.data();
+  }
+  // z into h, then the epilogue in place (h = act(z + b)); the identity's dact is all ones
+  cuda_gemm<T>(context.cublas(), false, true, rows, out, in, T(1), x, in, w, in, T(0), h, out);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(0));
+  dense_forward_epilogue_cuda<T>(h, dact, h, b, rows, out, act, nullptr, scratch.data(),
+                                 context.stream());
+  if (act.kind == Activation::identity)
+    VGKERN_LAUNCH((fill_kernel<T>), blocks_for(rows * out), context.stream(), dact, rows * out,
+                  T(1));
+  context.synchronize();
+}
+
+template <class T>
+void dense_backward_cuda(T* dx, T* dw, T* db, const T* dh, const T* dact, const T* x, const T* w,
+                         int64_t rows, int64_t in, int64_t out) {
+  CudaContext& context = default_context();
+  DeviceArray<T> delta(rows * out);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(0));
+  dense_backward_prologue_cuda<T>(delta.data(), db, dh, dact, rows, out, false, false, nullptr,
+                                  scratch.data(), context.stream());
+  cuda_gemm<T>(context.cublas(), true, false, out, in, rows, T(1), delta.data(), out, x, in, T(0),
+               dw, in);
+  if (dx)
+    cuda_gemm<T>(context.cublas(), false, false, rows, in, out, T(1), delta.data(), out, w, in,
+                 T(0), dx, in);
+  context.synchronize();
+}
+
+template <class T>
+double mse_loss_op_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t cols) {
+  CudaContext& context = default_context();
+  DeviceArray<unsigned char> scratch(loss_cuda_scratch_bytes());
+  DeviceArray<double> slot(1);
+  check_target_finite_on(Device::cuda, target, rows, cols, slot.data(), scratch.data(),
+                         context.stream());
+  mse_loss_cuda<T>(dout, out, target, rows, cols, rows, slot.data(), scratch.data(),
+                   context.stream());
+  double loss = 0;
+  copy_buffer_to_host(context, slot.data(), sizeof(double), &loss);
+  return loss;
+}
+
+template <class T>
+double cross_entropy_loss_op_cuda(T* dlogits, const T* logits, const int64_t* host_labels,
+                                  int64_t rows, int64_t cols) {
+  CudaContext& context = default_context();
+  DeviceArray<unsigned char> scratch(loss_cuda_scratch_bytes());
+  DeviceArray<double> slot(1), row_losses(rows);
+  DeviceArray<int64_t> labels(rows);
+  copy_buffer_from_host(context, labels.data(), host_labels, rows * sizeof(int64_t));
+  cross_entropy_loss_cuda<T>(dlogits, logits, labels.data(), rows, cols, row_losses.data(),
+                             slot.data(), scratch.data(), context.stream());
+  double loss = 0;
+  copy_buffer_to_host(context, slot.data(), sizeof(double), &loss);
+  return loss;
+}
+
+template <class T>
+double sum_squares_norm_cuda(const T* v, int64_t n) {
+  CudaContext& context = default_context();
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(0));
+  DeviceArray<double> slot(1);
+  norm_cuda<T>(slot.data(), v, n, scratch.data(), context.stream());
+  double norm = 0;
+  copy_buffer_to_host(context, slot.data(), sizeof(double), &norm);
+  return norm;
+}
+
+template <class T>
+void fill_zero_cuda(T* v, int64_t n) {
+  CudaContext& context = default_context();
+  VGKERN_CUDA_CHECK(cudaMemsetAsync(v, 0, n * sizeof(T), context.stream()));
+  context.synchronize();
+}
+
+#define VGKERN_INSTANTIATE(T)                                                                   \
+  template void activation_forward_cuda<T>(T*, T*, const T*, int64_t, ActSpec);                \
+  template void activation_backward_cuda<T>(T*, const T*, const T*, int64_t, ActSpec);         \
+  template void dense_forward_cuda<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,   \
+                                      int64_t, ActSpec);                                        \
+  template void dense_backward_cuda<T>(T*, T*, T*, const T*, const T*, const T*, const T*,      \
+                                       int64_t, int64_t, int64_t);                              \
+  template double mse_loss_op_cuda<T>(T*, const T*, const T*, int64_t, int64_t);               \
+  template double cross_entropy_loss_op_cuda<T>(T*, const T*, const int64_t*, int64_t,         \
+                                                int64_t);                                       \
+  template double sum_squares_norm_cuda<T>(const T*, int64_t);                                 \
+  template void fill_zero_cuda<T>(T*, int64_t);
+VGKERN_INSTANTIATE(float)
+VGKERN_INSTANTIATE(double)
+#undef VGKERN_INSTANTIATE
+
+}  // namespace vgkern
