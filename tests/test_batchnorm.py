@@ -118,7 +118,7 @@ def bn_inputs(rng, n, c, dtype, affine=True):
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_batchnorm_ops_match_reference(dtype, training, affine, shape, rng):
+def test_batchnorm_ops_match_reference(dtype, training, affine, shape, rng, device):
     n, c = shape
     momentum, bn_eps = (0.1, 1e-5) if n % 2 else (0.3, 1e-3)
     x, gamma, beta, rm, rv, dy = bn_inputs(rng, n, c, dtype, affine)
@@ -130,7 +130,7 @@ def test_batchnorm_ops_match_reference(dtype, training, affine, shape, rng):
     naive = R.batchnorm_forward(x, gamma, beta, rm, rv, training, momentum, bn_eps)
 
     y, mean, rstd = ops.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
-                                          momentum=momentum, eps=bn_eps)
+                                          momentum=momentum, eps=bn_eps, device=device)
     assert np.array_equal(x, x0), "batchnorm_forward modified x"
     for a, name in ((y, "y"), (mean, "mean"), (rstd, "rstd")):
         assert isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype), (name, type(a))
@@ -151,7 +151,7 @@ def test_batchnorm_ops_match_reference(dtype, training, affine, shape, rng):
         assert np.array_equal(mean, rm0), "eval mode: mean must be the running mean"
 
     dy0 = dy.copy()
-    dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, mean, rstd, gamma, training=training)
+    dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, mean, rstd, gamma, training=training, device=device)
     assert np.array_equal(dy, dy0)
     rdx, rdg, rdb = R.batchnorm_backward(dy.astype(wide), x.astype(wide), ref.mean, ref.rstd,
                                          None if gamma is None else gamma.astype(wide), training)
@@ -168,9 +168,9 @@ def test_batchnorm_ops_match_reference(dtype, training, affine, shape, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_batchnorm_forward_without_running_stats(dtype, rng):
+def test_batchnorm_forward_without_running_stats(dtype, rng, device):
     x, gamma, beta, _, _, _ = bn_inputs(rng, 9, 4, dtype)
-    y, mean, rstd = ops.batchnorm_forward(x, gamma, beta, None, None, training=True)
+    y, mean, rstd = ops.batchnorm_forward(x, gamma, beta, None, None, training=True, device=device)
     wide = oracle_dtype(dtype)
     ref = R.batchnorm_forward(x.astype(wide), gamma.astype(wide), beta.astype(wide))
     naive = R.batchnorm_forward(x, gamma, beta)
@@ -178,17 +178,17 @@ def test_batchnorm_forward_without_running_stats(dtype, rng):
     assert_rule(mean, ref.mean, naive.mean, dtype, atol_ulps=6, name="mean")
     # the result does not depend on whether running statistics are tracked
     rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
-    y2, mean2, rstd2 = ops.batchnorm_forward(x, gamma, beta, rm, rv, training=True)
+    y2, mean2, rstd2 = ops.batchnorm_forward(x, gamma, beta, rm, rv, training=True, device=device)
     assert np.array_equal(y, y2) and np.array_equal(mean, mean2) and np.array_equal(rstd, rstd2)
 
 
-def test_batchnorm_forward_large_offset_float32(rng):
+def test_batchnorm_forward_large_offset_float32(rng, device):
     """Columns with mean 1e3 and std 1 in float32: a one-pass E[x^2] - E[x]^2 variance in
     float32 loses ~6 digits here (and can go negative); the two-pass / Welford variance of
     torch and NumPy does not."""
     n, c = 64, 8
     x = (1000 + rng.standard_normal((n, c))).astype(np.float32)
-    y, mean, rstd = ops.batchnorm_forward(x, None, None, None, None, training=True)
+    y, mean, rstd = ops.batchnorm_forward(x, None, None, None, None, training=True, device=device)
     ref = R.batchnorm_forward(x.astype(np.float64))
     naive = R.batchnorm_forward(x)
     assert_rel_rule(rstd, ref.rstd, naive.rstd, np.float32, rtol_ulps=32, name="rstd")
@@ -216,7 +216,7 @@ def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0, rtol=1e-5):
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", [(2, 3), (5, 4), (9, 1)], ids=["N2-C3", "N5-C4", "N9-C1"])
-def test_batchnorm_backward_matches_finite_differences(shape, training, affine, rng):
+def test_batchnorm_backward_matches_finite_differences(shape, training, affine, rng, device):
     n, c = shape
     x, gamma, beta, rm, rv, g = bn_inputs(rng, n, c, np.float64, affine)
     bn_eps = 1e-3
@@ -224,12 +224,12 @@ def test_batchnorm_backward_matches_finite_differences(shape, training, affine, 
     def f():
         # running statistics are copies: the finite differences must not move them
         y, _, _ = ops.batchnorm_forward(x, gamma, beta, rm.copy(), rv.copy(),
-                                        training=training, momentum=0.1, eps=bn_eps)
+                                        training=training, momentum=0.1, eps=bn_eps, device=device)
         return float(np.sum(y * g))
 
     _, mean, rstd = ops.batchnorm_forward(x, gamma, beta, rm.copy(), rv.copy(),
-                                          training=training, momentum=0.1, eps=bn_eps)
-    dx, dgamma, dbeta = ops.batchnorm_backward(g, x, mean, rstd, gamma, training=training)
+                                          training=training, momentum=0.1, eps=bn_eps, device=device)
+    dx, dgamma, dbeta = ops.batchnorm_backward(g, x, mean, rstd, gamma, training=training, device=device)
     f0 = f()
     arrays = [x] + ([gamma, beta] if affine else [])
     numeric = central_difference(f, arrays)
@@ -249,7 +249,7 @@ def test_batchnorm_backward_matches_finite_differences(shape, training, affine, 
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_batchnorm_ops_match_torch(dtype, training, affine, shape, rng):
+def test_batchnorm_ops_match_torch(dtype, training, affine, shape, rng, device):
     n, c = shape
     momentum, bn_eps = 0.25, 1e-4
     x, gamma, beta, rm, rv, dy = bn_inputs(rng, n, c, dtype, affine)
@@ -263,8 +263,8 @@ def test_batchnorm_ops_match_torch(dtype, training, affine, shape, rng):
     assert yt.dtype == tdt
 
     y, mean, rstd = ops.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
-                                          momentum=momentum, eps=bn_eps)
-    dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, mean, rstd, gamma, training=training)
+                                          momentum=momentum, eps=bn_eps, device=device)
+    dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, mean, rstd, gamma, training=training, device=device)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     close = lambda a, t, what: assert_close_norm(a, t.detach().numpy(), rtol, what)  # noqa
     close(y, yt, "y")

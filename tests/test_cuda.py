@@ -1,6 +1,7 @@
 """The CUDA backend: what is specific to device="cuda" (the numerics tests in test_mlp_reference,
-test_batchnorm, test_recurrent, test_finite_differences, test_torch_crosscheck, test_log_scale,
-test_norm_edge_cases and test_determinism also run on CUDA through their `device` argument).
+test_batchnorm, test_recurrent, test_ops, test_finite_differences, test_torch_crosscheck,
+test_log_scale, test_norm_edge_cases and test_determinism also run on CUDA through their
+`device` argument; test_fuzz draws CUDA nets too).
 
 Runs on a CUDA GPU, or on the CPU against a build with VGKERN_CUDA=EMULATE (.ci/sanitize.sh
 builds one): the CUDA sources compiled as C++, which tests the backend's logic but not its
@@ -363,8 +364,18 @@ def test_ops_on_device_arrays_return_device_arrays(dtype):
         vgkern.ops.dense_forward(xd, wd, b)
     with pytest.raises(ValueError, match="device='cpu' but x is a device array"):
         vgkern.ops.dense_forward(xd, wd, bd, device="cpu")
-    with pytest.raises(TypeError, match="batchnorm_forward: x must be a numpy.ndarray"):
-        vgkern.ops.batchnorm_forward(xd, None, None, None, None)
+    # batch norm and the cells too; running statistics are updated on the device
+    rm, rv = np.zeros(5, dtype), np.ones(5, dtype)
+    rmd, rvd = vgkern.to_device(rm), vgkern.to_device(rv)
+    for got, want in zip(vgkern.ops.batchnorm_forward(xd, None, None, rmd, rvd),
+                         vgkern.ops.batchnorm_forward(x, None, None, rm, rv)):
+        np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(rvd.numpy(), rv, rtol=tol)
+    h_prev = rng.standard_normal((7, 3)).astype(dtype)
+    w_ih, w_hh, bias = (rng.standard_normal(s).astype(dtype) for s in ((3, 5), (3, 3), (3,)))
+    got = vgkern.ops.rnn_cell_forward(xd, *map(vgkern.to_device, (h_prev, w_ih, w_hh, bias)))
+    want = vgkern.ops.rnn_cell_forward(x, h_prev, w_ih, w_hh, bias)
+    np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
 
 
 @needs_cuda

@@ -388,12 +388,12 @@ def wide(d, dtype):
 @pytest.mark.parametrize("shape", CELL_SHAPES, ids=CELL_IDS)
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("w_scale", [1.0, 6.0], ids=["init", "saturating"])
-def test_lstm_cell_ops_match_oracle(dtype, shape, w_scale):
+def test_lstm_cell_ops_match_oracle(dtype, shape, w_scale, device):
     d = cell_data("lstm", shape, dtype, seed=11 + shape[0], w_scale=w_scale)
     dt = NP_DTYPE[dtype]
     rtol = cell_rtol(dtype)
     h, c, gates = ops.lstm_cell_forward(d["x"], d["h_prev"], d["c_prev"], d["w_ih"], d["w_hh"],
-                                        d["b"])
+                                        d["b"], device=device)
     batch, _, hidden = shape
     for name, a, s in (("h", h, (batch, hidden)), ("c", c, (batch, hidden)),
                        ("gates", gates, (batch, 4 * hidden))):
@@ -415,7 +415,7 @@ def test_lstm_cell_ops_match_oracle(dtype, shape, w_scale):
     g_in = np.asarray(rg, dtype=dt)
     c_in = np.asarray(rc, dtype=dt)
     got = ops.lstm_cell_backward(d["dh"], d["dc"], g_in, c_in, d["c_prev"], d["x"], d["h_prev"],
-                                 d["w_ih"], d["w_hh"])
+                                 d["w_ih"], d["w_hh"], device=device)
     assert len(got) == 6
     exp = RR.lstm_cell_backward(w["dh"], w["dc"], np.asarray(g_in, w["x"].dtype),
                                 np.asarray(c_in, w["x"].dtype), w["c_prev"], w["x"], w["h_prev"],
@@ -428,7 +428,7 @@ def test_lstm_cell_ops_match_oracle(dtype, shape, w_scale):
         assert_close_norm(a, e, rtol, name)
     # also with vgkern's own forward buffers (the normal use)
     got2 = ops.lstm_cell_backward(d["dh"], d["dc"], gates, c, d["c_prev"], d["x"], d["h_prev"],
-                                  d["w_ih"], d["w_hh"])
+                                  d["w_ih"], d["w_hh"], device=device)
     for name, a, e in zip(names, got2, exp):
         assert_close_norm(a, e, 10 * rtol, name + " (vgkern forward buffers)")
 
@@ -437,21 +437,21 @@ def test_lstm_cell_ops_match_oracle(dtype, shape, w_scale):
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("w_scale", [1.0, 6.0], ids=["init", "saturating"])
-def test_rnn_cell_ops_match_oracle(dtype, shape, nonlinearity, w_scale):
+def test_rnn_cell_ops_match_oracle(dtype, shape, nonlinearity, w_scale, device):
     kind = "rnn_" + nonlinearity
     d = cell_data(kind, shape, dtype, seed=23 + shape[0], w_scale=w_scale)
     dt = NP_DTYPE[dtype]
     rtol = cell_rtol(dtype)
     batch, input_size, hidden = shape
     h = ops.rnn_cell_forward(d["x"], d["h_prev"], d["w_ih"], d["w_hh"], d["b"],
-                             nonlinearity=nonlinearity)
+                             nonlinearity=nonlinearity, device=device)
     assert isinstance(h, np.ndarray) and h.dtype == dt and h.shape == (batch, hidden)
     w = wide(d, dtype)
     rh = RR.rnn_cell_forward(w["x"], w["h_prev"], w["w_ih"], w["w_hh"], w["b"], nonlinearity)
     assert_close_norm(h, rh, rtol, "h")
     h_in = np.asarray(rh, dtype=dt)
     got = ops.rnn_cell_backward(d["dh"], h_in, d["x"], d["h_prev"], d["w_ih"], d["w_hh"],
-                                nonlinearity=nonlinearity)
+                                nonlinearity=nonlinearity, device=device)
     assert len(got) == 5
     exp = RR.rnn_cell_backward(w["dh"], np.asarray(h_in, w["x"].dtype), w["x"], w["h_prev"],
                                w["w_ih"], w["w_hh"], nonlinearity)
@@ -506,7 +506,7 @@ def test_lstm_cell_backward_uses_the_given_buffers():
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_cell_ops_match_torch_cells(dtype, kind):
+def test_cell_ops_match_torch_cells(dtype, kind, device):
     shape = (6, 9, 11)
     d = cell_data(kind, shape, dtype, seed=31)
     tdt = TORCH_DTYPE[dtype]
@@ -528,21 +528,21 @@ def test_cell_ops_match_torch_cells(dtype, kind):
         th, tc = cell(x, (hp, cp))
         ((th * torch.from_numpy(d["dh"])).sum() + (tc * torch.from_numpy(d["dc"])).sum()).backward()
         h, c, gates = ops.lstm_cell_forward(d["x"], d["h_prev"], d["c_prev"], d["w_ih"],
-                                            d["w_hh"], d["b"])
+                                            d["w_hh"], d["b"], device=device)
         assert_close_norm(h, th.detach(), rtol, "h vs LSTMCell")
         assert_close_norm(c, tc.detach(), rtol, "c vs LSTMCell")
         dx, dhp, dcp, dwi, dwh, db = ops.lstm_cell_backward(
-            d["dh"], d["dc"], gates, c, d["c_prev"], d["x"], d["h_prev"], d["w_ih"], d["w_hh"])
+            d["dh"], d["dc"], gates, c, d["c_prev"], d["x"], d["h_prev"], d["w_ih"], d["w_hh"], device=device)
         assert_close_norm(dcp, cp.grad, rtol, "dc_prev vs LSTMCell")
     else:
         th = cell(x, hp)
         (th * torch.from_numpy(d["dh"])).sum().backward()
         h = ops.rnn_cell_forward(d["x"], d["h_prev"], d["w_ih"], d["w_hh"], d["b"],
-                                 nonlinearity=nonlinearity_of(kind))
+                                 nonlinearity=nonlinearity_of(kind), device=device)
         assert_close_norm(h, th.detach(), rtol, "h vs RNNCell")
         dx, dhp, dwi, dwh, db = ops.rnn_cell_backward(
             d["dh"], h, d["x"], d["h_prev"], d["w_ih"], d["w_hh"],
-            nonlinearity=nonlinearity_of(kind))
+            nonlinearity=nonlinearity_of(kind), device=device)
     assert_close_norm(dx, x.grad, rtol, "dx")
     assert_close_norm(dhp, hp.grad, rtol, "dh_prev")
     assert_close_norm(dwi, cell.weight_ih.grad, rtol, "dweight_ih")
@@ -572,16 +572,16 @@ def assert_matches_fd(analytic, numeric, name, f_scale=1.0):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cell_ops_finite_differences(kind):
+def test_cell_ops_finite_differences(kind, device):
     d = cell_data(kind, (3, 4, 5), "float64", seed=41, w_scale=2.0)
     x, hp, cp, wi, wh, b = (d[k].copy() for k in ("x", "h_prev", "c_prev", "w_ih", "w_hh", "b"))
     dh, dc = d["dh"], d["dc"]
     if is_lstm(kind):
         def f():
-            h, c, _ = ops.lstm_cell_forward(x, hp, cp, wi, wh, b)
+            h, c, _ = ops.lstm_cell_forward(x, hp, cp, wi, wh, b, device=device)
             return float(np.sum(dh * h) + np.sum(dc * c))
-        h, c, gates = ops.lstm_cell_forward(x, hp, cp, wi, wh, b)
-        analytic = ops.lstm_cell_backward(dh, dc, gates, c, cp, x, hp, wi, wh)
+        h, c, gates = ops.lstm_cell_forward(x, hp, cp, wi, wh, b, device=device)
+        analytic = ops.lstm_cell_backward(dh, dc, gates, c, cp, x, hp, wi, wh, device=device)
         arrays = (x, hp, cp, wi, wh, b)
         names = ("dx", "dh_prev", "dc_prev", "dweight_ih", "dweight_hh", "dbias")
     else:
@@ -590,9 +590,9 @@ def test_cell_ops_finite_differences(kind):
         assert np.abs(z).min() > 1e-3, "test setup: a pre-activation is too close to the kink"
 
         def f():
-            return float(np.sum(dh * ops.rnn_cell_forward(x, hp, wi, wh, b, nonlinearity=nl)))
-        h = ops.rnn_cell_forward(x, hp, wi, wh, b, nonlinearity=nl)
-        analytic = ops.rnn_cell_backward(dh, h, x, hp, wi, wh, nonlinearity=nl)
+            return float(np.sum(dh * ops.rnn_cell_forward(x, hp, wi, wh, b, nonlinearity=nl, device=device)))
+        h = ops.rnn_cell_forward(x, hp, wi, wh, b, nonlinearity=nl, device=device)
+        analytic = ops.rnn_cell_backward(dh, h, x, hp, wi, wh, nonlinearity=nl, device=device)
         arrays = (x, hp, wi, wh, b)
         names = ("dx", "dh_prev", "dweight_ih", "dweight_hh", "dbias")
     numeric = central_difference(f, arrays)

@@ -48,7 +48,8 @@ inline TensorView view_of(const py::handle& obj, const char* op, const char* arg
 // An array on a CUDA device through its __cuda_array_interface__ (CuPy, PyTorch, Numba, JAX),
 // used in place: C-contiguous float32/float64 only (no silent copies or casts). A producer's
 // stream in the interface (v3) is waited for, so that its pending writes have landed.
-inline TensorView cuda_array_view(const py::handle& obj, const char* op, const char* arg) {
+inline TensorView cuda_array_view(const py::handle& obj, const char* op, const char* arg,
+                                  bool writable = false) {
   const py::dict iface = obj.attr("__cuda_array_interface__");
   TensorView t;
   t.device = Device::cuda;
@@ -79,6 +80,7 @@ inline TensorView cuda_array_view(const py::handle& obj, const char* op, const c
   }
   const py::tuple data = iface["data"];
   t.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+  if (writable && data[1].cast<bool>()) fail<ValueError>(op, ": ", arg, " must be writable");
   if (iface.contains("stream") && !iface["stream"].is_none())
     cuda_synchronize_stream(iface["stream"].cast<uintptr_t>());
   return t;
@@ -95,10 +97,11 @@ inline TensorView net_input_view(const py::handle& obj, const NetBase& net, cons
 }
 
 // An op's input: a numpy array (CPU) or a device array (__cuda_array_interface__, CUDA).
-inline TensorView array_view(const py::handle& obj, const char* op, const char* arg) {
+inline TensorView array_view(const py::handle& obj, const char* op, const char* arg,
+                             bool writable = false) {
   if (!py::isinstance<py::array>(obj) && py::hasattr(obj, "__cuda_array_interface__"))
-    return cuda_array_view(obj, op, arg);
-  return view_of(obj, op, arg);
+    return cuda_array_view(obj, op, arg, writable);
+  return view_of(obj, op, arg, writable);
 }
 
 // A new C-contiguous array of the given dtype and shape, and its view.

@@ -1,6 +1,6 @@
 // vgkern._core ops: allocate outputs, release the GIL, call the op. Inputs are numpy arrays or,
 // for the ops with CUDA kernels, device arrays (__cuda_array_interface__), whose outputs are
-// then CudaArrays on the device (bindings/cuda_array.h); the batch-norm ops take numpy only.
+// then CudaArrays on the device (bindings/cuda_array.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -122,9 +122,9 @@ py::tuple py_batchnorm_forward(py::handle x_obj, py::handle gamma_obj, py::handl
                                bool training, double momentum, double eps) {
   const char* op = "batchnorm_forward";
   auto optional = [&](py::handle obj, const char* arg, bool writable) {
-    return obj.is_none() ? TensorView{} : view_of(obj, op, arg, writable);
+    return obj.is_none() ? TensorView{} : array_view(obj, op, arg, writable);
   };
-  const TensorView x = view_of(x_obj, op, "x");
+  const TensorView x = array_view(x_obj, op, "x");
   const TensorView gamma = optional(gamma_obj, "gamma", false);
   const TensorView beta = optional(beta_obj, "beta", false);
   const TensorView running_mean = optional(running_mean_obj, "running_mean", training);
@@ -132,9 +132,9 @@ py::tuple py_batchnorm_forward(py::handle x_obj, py::handle gamma_obj, py::handl
   check_shape(op, "x", x, {-1, -1});
   check_batchnorm_spec(op, BatchNormSpec{training, momentum, eps}, x.dim(0));  // before allocating
   TensorView y, mean, rstd;
-  py::array y_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &y);
-  py::array mean_arr = new_array(x.dtype, {x.dim(1)}, &mean);
-  py::array rstd_arr = new_array(x.dtype, {x.dim(1)}, &rstd);
+  py::object y_arr = new_output(x, {x.dim(0), x.dim(1)}, &y);
+  py::object mean_arr = new_output(x, {x.dim(1)}, &mean);
+  py::object rstd_arr = new_output(x, {x.dim(1)}, &rstd);
   {
     py::gil_scoped_release release;
     batchnorm_forward(y, mean, rstd, running_mean, running_var, x, gamma, beta,
@@ -146,19 +146,19 @@ py::tuple py_batchnorm_forward(py::handle x_obj, py::handle gamma_obj, py::handl
 py::tuple py_batchnorm_backward(py::handle dy_obj, py::handle x_obj, py::handle mean_obj,
                                 py::handle rstd_obj, py::handle gamma_obj, bool training) {
   const char* op = "batchnorm_backward";
-  const TensorView dy = view_of(dy_obj, op, "dy");
-  const TensorView x = view_of(x_obj, op, "x");
-  const TensorView mean = view_of(mean_obj, op, "mean");
-  const TensorView rstd = view_of(rstd_obj, op, "rstd");
-  const TensorView gamma = gamma_obj.is_none() ? TensorView{} : view_of(gamma_obj, op, "gamma");
+  const TensorView dy = array_view(dy_obj, op, "dy");
+  const TensorView x = array_view(x_obj, op, "x");
+  const TensorView mean = array_view(mean_obj, op, "mean");
+  const TensorView rstd = array_view(rstd_obj, op, "rstd");
+  const TensorView gamma = gamma_obj.is_none() ? TensorView{} : array_view(gamma_obj, op, "gamma");
   check_shape(op, "x", x, {-1, -1});
   check_arg(op, "mean", mean, x, {x.dim(1)});  // before allocating outputs of x's width
   TensorView dx, dgamma, dbeta;
-  py::array dx_arr = new_array(x.dtype, {x.dim(0), x.dim(1)}, &dx);
+  py::object dx_arr = new_output(x, {x.dim(0), x.dim(1)}, &dx);
   py::object dgamma_arr = py::none(), dbeta_arr = py::none();
   if (gamma.present()) {
-    dgamma_arr = new_array(x.dtype, {x.dim(1)}, &dgamma);
-    dbeta_arr = new_array(x.dtype, {x.dim(1)}, &dbeta);
+    dgamma_arr = new_output(x, {x.dim(1)}, &dgamma);
+    dbeta_arr = new_output(x, {x.dim(1)}, &dbeta);
   }
   {
     py::gil_scoped_release release;

@@ -62,14 +62,14 @@ std::pair<int64_t, int64_t> steps_and_rows(const PyRecurrent& self, const char* 
 py::tuple py_lstm_cell_forward(py::handle x, py::handle h_prev, py::handle c_prev,
                                py::handle w_ih, py::handle w_hh, py::handle bias) {
   const char* op = "lstm_cell_forward";
-  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
-  const TensorView cv = view_of(c_prev, op, "c_prev"), wi = view_of(w_ih, op, "weight_ih");
-  const TensorView wh = view_of(w_hh, op, "weight_hh"), bv = view_of(bias, op, "bias");
+  const TensorView xv = array_view(x, op, "x"), hv = array_view(h_prev, op, "h_prev");
+  const TensorView cv = array_view(c_prev, op, "c_prev"), wi = array_view(w_ih, op, "weight_ih");
+  const TensorView wh = array_view(w_hh, op, "weight_hh"), bv = array_view(bias, op, "bias");
   const CellShape s = check_cell(op, xv, hv, wi, wh, bv, 4);
   TensorView h, c, gates;
-  py::array h_arr = new_array(xv.dtype, {s.rows, s.hidden}, &h);
-  py::array c_arr = new_array(xv.dtype, {s.rows, s.hidden}, &c);
-  py::array g_arr = new_array(xv.dtype, {s.rows, 4 * s.hidden}, &gates);
+  py::object h_arr = new_output(xv, {s.rows, s.hidden}, &h);
+  py::object c_arr = new_output(xv, {s.rows, s.hidden}, &c);
+  py::object g_arr = new_output(xv, {s.rows, 4 * s.hidden}, &gates);
   {
     py::gil_scoped_release release;
     lstm_cell_forward(h, c, gates, xv, hv, cv, wi, wh, bv);
@@ -81,19 +81,19 @@ py::tuple py_lstm_cell_backward(py::handle dh, py::handle dc, py::handle gates, 
                                 py::handle c_prev, py::handle x, py::handle h_prev,
                                 py::handle w_ih, py::handle w_hh) {
   const char* op = "lstm_cell_backward";
-  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
-  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
-  const TensorView dhv = view_of(dh, op, "dh"), dcv = view_of(dc, op, "dc");
-  const TensorView gv = view_of(gates, op, "gates"), cv = view_of(c, op, "c");
-  const TensorView cpv = view_of(c_prev, op, "c_prev");
+  const TensorView xv = array_view(x, op, "x"), hv = array_view(h_prev, op, "h_prev");
+  const TensorView wi = array_view(w_ih, op, "weight_ih"), wh = array_view(w_hh, op, "weight_hh");
+  const TensorView dhv = array_view(dh, op, "dh"), dcv = array_view(dc, op, "dc");
+  const TensorView gv = array_view(gates, op, "gates"), cv = array_view(c, op, "c");
+  const TensorView cpv = array_view(c_prev, op, "c_prev");
   const CellShape s = check_cell(op, xv, hv, wi, wh, TensorView{}, 4);
   TensorView dx, dh_prev, dc_prev, dwi, dwh, db;
-  py::array dx_arr = new_array(xv.dtype, {s.rows, s.in}, &dx);
-  py::array dhp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dh_prev);
-  py::array dcp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dc_prev);
-  py::array dwi_arr = new_array(xv.dtype, {4 * s.hidden, s.in}, &dwi);
-  py::array dwh_arr = new_array(xv.dtype, {4 * s.hidden, s.hidden}, &dwh);
-  py::array db_arr = new_array(xv.dtype, {4 * s.hidden}, &db);
+  py::object dx_arr = new_output(xv, {s.rows, s.in}, &dx);
+  py::object dhp_arr = new_output(xv, {s.rows, s.hidden}, &dh_prev);
+  py::object dcp_arr = new_output(xv, {s.rows, s.hidden}, &dc_prev);
+  py::object dwi_arr = new_output(xv, {4 * s.hidden, s.in}, &dwi);
+  py::object dwh_arr = new_output(xv, {4 * s.hidden, s.hidden}, &dwh);
+  py::object db_arr = new_output(xv, {4 * s.hidden}, &db);
   {
     py::gil_scoped_release release;
     lstm_cell_backward(dx, dh_prev, dc_prev, dwi, dwh, db, dhv, dcv, gv, cv, cpv, xv, hv, wi, wh);
@@ -101,16 +101,16 @@ py::tuple py_lstm_cell_backward(py::handle dh, py::handle dc, py::handle gates, 
   return py::make_tuple(dx_arr, dhp_arr, dcp_arr, dwi_arr, dwh_arr, db_arr);
 }
 
-py::array py_rnn_cell_forward(py::handle x, py::handle h_prev, py::handle w_ih, py::handle w_hh,
+py::object py_rnn_cell_forward(py::handle x, py::handle h_prev, py::handle w_ih, py::handle w_hh,
                               py::handle bias, const std::string& nonlinearity) {
   const char* op = "rnn_cell_forward";
   const Activation act = parse_rnn_nonlinearity(nonlinearity, "rnn_cell_forward: nonlinearity");
-  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
-  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
-  const TensorView bv = view_of(bias, op, "bias");
+  const TensorView xv = array_view(x, op, "x"), hv = array_view(h_prev, op, "h_prev");
+  const TensorView wi = array_view(w_ih, op, "weight_ih"), wh = array_view(w_hh, op, "weight_hh");
+  const TensorView bv = array_view(bias, op, "bias");
   const CellShape s = check_cell(op, xv, hv, wi, wh, bv, 1);
   TensorView h;
-  py::array h_arr = new_array(xv.dtype, {s.rows, s.hidden}, &h);
+  py::object h_arr = new_output(xv, {s.rows, s.hidden}, &h);
   {
     py::gil_scoped_release release;
     rnn_cell_forward(h, xv, hv, wi, wh, bv, act);
@@ -122,16 +122,16 @@ py::tuple py_rnn_cell_backward(py::handle dh, py::handle h, py::handle x, py::ha
                                py::handle w_ih, py::handle w_hh, const std::string& nonlinearity) {
   const char* op = "rnn_cell_backward";
   const Activation act = parse_rnn_nonlinearity(nonlinearity, "rnn_cell_backward: nonlinearity");
-  const TensorView xv = view_of(x, op, "x"), hv = view_of(h_prev, op, "h_prev");
-  const TensorView wi = view_of(w_ih, op, "weight_ih"), wh = view_of(w_hh, op, "weight_hh");
-  const TensorView dhv = view_of(dh, op, "dh"), houtv = view_of(h, op, "h");
+  const TensorView xv = array_view(x, op, "x"), hv = array_view(h_prev, op, "h_prev");
+  const TensorView wi = array_view(w_ih, op, "weight_ih"), wh = array_view(w_hh, op, "weight_hh");
+  const TensorView dhv = array_view(dh, op, "dh"), houtv = array_view(h, op, "h");
   const CellShape s = check_cell(op, xv, hv, wi, wh, TensorView{}, 1);
   TensorView dx, dh_prev, dwi, dwh, db;
-  py::array dx_arr = new_array(xv.dtype, {s.rows, s.in}, &dx);
-  py::array dhp_arr = new_array(xv.dtype, {s.rows, s.hidden}, &dh_prev);
-  py::array dwi_arr = new_array(xv.dtype, {s.hidden, s.in}, &dwi);
-  py::array dwh_arr = new_array(xv.dtype, {s.hidden, s.hidden}, &dwh);
-  py::array db_arr = new_array(xv.dtype, {s.hidden}, &db);
+  py::object dx_arr = new_output(xv, {s.rows, s.in}, &dx);
+  py::object dhp_arr = new_output(xv, {s.rows, s.hidden}, &dh_prev);
+  py::object dwi_arr = new_output(xv, {s.hidden, s.in}, &dwi);
+  py::object dwh_arr = new_output(xv, {s.hidden, s.hidden}, &dwh);
+  py::object db_arr = new_output(xv, {s.hidden}, &db);
   {
     py::gil_scoped_release release;
     rnn_cell_backward(dx, dh_prev, dwi, dwh, db, dhv, houtv, xv, hv, wi, wh, act);

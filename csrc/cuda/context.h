@@ -1,6 +1,7 @@
 // What every CUDA net holds and does per call: its device, stream and cuBLAS handle
 // (CudaContext), one call at a time (CudaCall), and synchronous copies of its buffers.
 #pragma once
+#include <memory>
 #include <mutex>
 
 #include "core/errors.h"
@@ -56,6 +57,15 @@ class CudaCall {
  private:
   std::unique_lock<std::mutex> lock_;
 };
+
+// The calling thread's stream and cuBLAS handle for vgkern.ops, on the device that was current
+// when the thread first used one (made the current device again on every call).
+inline CudaContext& thread_cuda_context() {
+  thread_local std::unique_ptr<CudaContext> context;
+  if (!context) context = std::make_unique<CudaContext>();
+  context->activate();
+  return *context;
+}
 
 // The host memory may go away on return, so both copies wait for the stream.
 inline void copy_buffer_to_host(const CudaContext& context, const void* device, size_t bytes,

@@ -5,6 +5,7 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
+#include "ops/ops_cuda.h"
 #include "core/errors.h"
 
 namespace vgkern {
@@ -47,9 +48,14 @@ void batchnorm_forward(const TensorView& y, const TensorView& mean, const Tensor
   // No features: every output is empty. Return before the kernels, whose loops over the rows
   // would be all that is left (minutes for an empty (10**12, 0) input).
   if (cols == 0) return;
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
-    batchnorm_forward_cpu<T>(y.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), running_mean.ptr<T>(),
+    if constexpr (decltype(tag)::device == Device::cuda)
+      batchnorm_forward_cuda<T>(y.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), running_mean.ptr<T>(),
+                                running_var.ptr<T>(), x.ptr<T>(), gamma.ptr<T>(), beta.ptr<T>(),
+                                rows, cols, bn);
+    else
+      batchnorm_forward_cpu<T>(y.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), running_mean.ptr<T>(),
                              running_var.ptr<T>(), x.ptr<T>(), gamma.ptr<T>(), beta.ptr<T>(),
                              rows, cols, bn);
   });
@@ -74,9 +80,14 @@ void batchnorm_backward(const TensorView& dx, const TensorView& dgamma, const Te
   }
   check_arg(op, "dx", dx, x, {rows, cols});
   if (cols == 0) return;  // every output is empty (see batchnorm_forward)
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
-    batchnorm_backward_cpu<T>(dx.ptr<T>(), dgamma.ptr<T>(), dbeta.ptr<T>(), dy.ptr<T>(),
+    if constexpr (decltype(tag)::device == Device::cuda)
+      batchnorm_backward_cuda<T>(dx.ptr<T>(), dgamma.ptr<T>(), dbeta.ptr<T>(), dy.ptr<T>(),
+                                 x.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), gamma.ptr<T>(), rows,
+                                 cols, training);
+    else
+      batchnorm_backward_cpu<T>(dx.ptr<T>(), dgamma.ptr<T>(), dbeta.ptr<T>(), dy.ptr<T>(),
                               x.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), gamma.ptr<T>(), rows,
                               cols, training);
   });

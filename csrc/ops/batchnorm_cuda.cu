@@ -165,7 +165,62 @@ __global__ void dz_kernel(T* g_dz, const T* xhat, const T* a, const T* b, const 
   }
 }
 
+// xhat = (x - mean) rstd (the standalone backward op recomputes it).
+template <class T>
+__global__ void xhat_kernel(T* xhat, const T* x, const T* mean, const T* rstd, int64_t n,
+                            int64_t cols) {
+  for (const int64_t i : grid_stride(n)) {
+    const int64_t j = i % cols;
+    xhat[i] = (x[i] - mean[j]) * rstd[j];
+  }
+}
+
 }  // namespace
+
+template <class T>
+void batchnorm_forward_op_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, T* xhat,
+                               const T* x, const T* gamma, const T* beta, int64_t rows,
+                               int64_t cols, BatchNormSpec bn, void* scratch,
+                               cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  const Scratch s(scratch);
+  const Columns columns(s.columns, cols);
+  const int col_blocks = column_blocks(cols);
+  if (bn.training)
+    VGKERN_LAUNCH((column_moments_kernel<T>), col_blocks, stream, x, rows, cols, columns.first,
+                  columns.second);
+  VGKERN_LAUNCH((batch_statistics_kernel<T>), col_blocks, stream, mean, rstd, running_mean,
+                running_var, columns.first, columns.second, rows, cols, bn.training, bn.momentum,
+                bn.eps);
+  VGKERN_LAUNCH((normalize_activate_kernel<T, Activation::identity, false>), blocks_for(n),
+                stream, y, static_cast<T*>(nullptr), xhat, x, mean, rstd, gamma, beta, n, cols,
+                T(1), T(0), static_cast<ForwardPartial*>(nullptr));
+}
+
+template <class T>
+void batchnorm_backward_op_cuda(T* dx, T* dgamma, T* dbeta, T* xhat, const T* dy, const T* x,
+                                const T* mean, const T* rstd, const T* gamma, int64_t rows,
+                                int64_t cols, bool training, void* scratch,
+                                cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  const Scratch s(scratch);
+  const Columns columns(s.columns, cols);
+  const int blocks = blocks_for(n);
+  T* a = static_cast<T*>(columns.a);
+  T* b = static_cast<T*>(columns.b);
+  T* c = static_cast<T*>(columns.c);
+  VGKERN_LAUNCH((xhat_kernel<T>), blocks, stream, xhat, x, mean, rstd, n, cols);
+  VGKERN_LAUNCH((gradient_at_y_kernel<T, false, false>), blocks, stream, dx, dy,
+                static_cast<const T*>(nullptr), n, static_cast<SumSq<T>*>(nullptr));
+  VGKERN_LAUNCH((backward_columns_kernel<T>), column_blocks(cols), stream, dgamma, dbeta, a, b, c,
+                dx, xhat, rstd, gamma, rows, cols);
+  if (training)
+    VGKERN_LAUNCH((dz_kernel<T, true, false>), blocks, stream, dx, xhat, a, b, c, n, cols,
+                  static_cast<SumSq<T>*>(nullptr));
+  else
+    VGKERN_LAUNCH((dz_kernel<T, false, false>), blocks, stream, dx, xhat, a, b, c, n, cols,
+                  static_cast<SumSq<T>*>(nullptr));
+}
 
 template <class T>
 void dense_bn_forward_cuda(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
@@ -268,7 +323,13 @@ void dense_bn_backward_norms_cuda(const T* dw, int64_t n_dw, const T* dgamma, co
                                                    const T*, const T*, int64_t, int64_t, bool,  \
                                                    bool, bool, double*, void*, cudaStream_t);   \
   template void dense_bn_backward_norms_cuda<T>(const T*, int64_t, const T*, const T*, int64_t, \
-                                                double*, void*, cudaStream_t);
+                                                double*, void*, cudaStream_t);                 \
+  template void batchnorm_forward_op_cuda<T>(T*, T*, T*, T*, T*, T*, const T*, const T*,        \
+                                             const T*, int64_t, int64_t, BatchNormSpec, void*,  \
+                                             cudaStream_t);                                     \
+  template void batchnorm_backward_op_cuda<T>(T*, T*, T*, T*, const T*, const T*, const T*,     \
+                                              const T*, const T*, int64_t, int64_t, bool, void*, \
+                                              cudaStream_t);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

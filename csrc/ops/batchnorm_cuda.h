@@ -37,4 +37,16 @@ void dense_bn_backward_norms_cuda(const T* dw, int64_t n_dw, const T* dgamma, co
                                   int64_t cols, double* slots, void* scratch,
                                   cudaStream_t stream);
 
+// The standalone ops (ops/batchnorm.h's batchnorm_forward / batchnorm_backward): y = gamma xhat +
+// beta with the same statistics; the backward recomputes xhat from x, mean and rstd. xhat is
+// (rows, cols) scratch.
+template <class T>
+void batchnorm_forward_op_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, T* xhat,
+                               const T* x, const T* gamma, const T* beta, int64_t rows,
+                               int64_t cols, BatchNormSpec bn, void* scratch, cudaStream_t stream);
+template <class T>
+void batchnorm_backward_op_cuda(T* dx, T* dgamma, T* dbeta, T* xhat, const T* dy, const T* x,
+                                const T* mean, const T* rstd, const T* gamma, int64_t rows,
+                                int64_t cols, bool training, void* scratch, cudaStream_t stream);
+
 }  // namespace vgkern

@@ -8,6 +8,7 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
+#include "ops/ops_cuda.h"
 #include "ops/rnn_cell.h"
 
 namespace vgkern {
@@ -24,8 +25,14 @@ void lstm_cell_forward(const TensorView& h, const TensorView& c, const TensorVie
   // Empty outputs: return before the kernels, whose loops over the rows would be all that is
   // left (minutes for an empty (10**12, 0) input).
   if (s.rows == 0 || s.hidden == 0) return;
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
+    if constexpr (decltype(tag)::device == Device::cuda) {
+      lstm_cell_forward_cuda<T>(h.ptr<T>(), c.ptr<T>(), gates.ptr<T>(), x.ptr<T>(),
+                                h_prev.ptr<T>(), c_prev.ptr<T>(), w_ih.ptr<T>(), w_hh.ptr<T>(),
+                                bias.ptr<T>(), s.rows, s.in, s.hidden);
+      return;
+    }
     std::vector<T> tanh_c(s.rows * s.hidden);
     cell_preactivations_cpu<T>(gates.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
                                w_hh.ptr<T>(), bias.ptr<T>(), s.rows, s.in, s.hidden,
@@ -54,15 +61,27 @@ void lstm_cell_backward(const TensorView& dx, const TensorView& dh_prev,
   check_arg(op, "dweight_hh", dw_hh, x, {4 * s.hidden, s.hidden});
   check_arg(op, "dbias", dbias, x, {4 * s.hidden});
   if (s.rows == 0 || s.hidden == 0) {  // no gate: zero gradients, without a loop over the rows
-    dispatch(op, x.device, x.dtype, [&](auto tag) {
+    dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
       using T = typename decltype(tag)::value_type;
-      for (const TensorView* t : {&dx, &dh_prev, &dc_prev, &dw_ih, &dw_hh, &dbias})
-        std::fill(t->ptr<T>(), t->ptr<T>() + t->numel(), T(0));
+      for (const TensorView* t : {&dx, &dh_prev, &dc_prev, &dw_ih, &dw_hh, &dbias}) {
+        if constexpr (decltype(tag)::device == Device::cuda)
+          fill_zero_cuda<T>(t->ptr<T>(), t->numel());
+        else
+          std::fill(t->ptr<T>(), t->ptr<T>() + t->numel(), T(0));
+      }
     });
     return;
   }
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
+    if constexpr (decltype(tag)::device == Device::cuda) {
+      lstm_cell_backward_cuda<T>(dx.ptr<T>(), dh_prev.ptr<T>(), dc_prev.ptr<T>(), dw_ih.ptr<T>(),
+                                 dw_hh.ptr<T>(), dbias.ptr<T>(), dh.ptr<T>(), dc.ptr<T>(),
+                                 gates.ptr<T>(), c.ptr<T>(), c_prev.ptr<T>(), x.ptr<T>(),
+                                 h_prev.ptr<T>(), w_ih.ptr<T>(), w_hh.ptr<T>(), s.rows, s.in,
+                                 s.hidden);
+      return;
+    }
     const int64_t n = s.rows * s.hidden;
     std::vector<T> tanh_c(n), dpre(4 * n), dh_total(n), dc_total(n);
     for (int64_t i = 0; i < n; ++i) tanh_c[i] = std::tanh(c.ptr<T>()[i]);

@@ -6,6 +6,7 @@
 #include "cuda/context.h"
 #include "cuda/device_array.h"
 #include "cuda/launch.cuh"
+#include "ops/batchnorm_cuda.h"
 #include "ops/dense_cuda.h"
 #include "ops/loss_cuda.h"
 #include "ops/recurrent_cuda.h"
@@ -16,13 +17,7 @@ namespace {
 using cuda::blocks_for;
 using cuda::grid_stride;
 
-// The calling thread's stream and cuBLAS handle on the device current when it first ran an op.
-CudaContext& default_context() {
-  thread_local std::unique_ptr<CudaContext> context;
-  if (!context) context = std::make_unique<CudaContext>();
-  context->activate();
-  return *context;
-}
+CudaContext& default_context() { return thread_cuda_context(); }
 
 template <class T, Activation K>
 __global__ void activation_forward_kernel(T* h, T* dact, const T* z, int64_t n, T alpha) {
@@ -41,6 +36,42 @@ __global__ void activation_backward_kernel(T* dz, const T* dh, const T* z, int64
 template <class T>
 __global__ void fill_kernel(T* v, int64_t n, T value) {
   for (const int64_t i : grid_stride(n)) v[i] = value;
+}
+
+template <class T>
+__global__ void tanh_kernel(T* out, const T* v, int64_t n) {
+  for (const int64_t i : grid_stride(n)) {
+    T d;
+    cuda::act_eval<Activation::tanh>(v[i], T(1), out[i], d);
+  }
+}
+
+// pre (rows, G) = bias + x W_ih^T + h_prev W_hh^T, as cell_preactivations_cpu.
+template <class T>
+void cell_preactivations(const CudaContext& context, T* pre, const T* x, const T* h_prev,
+                         const T* w_ih, const T* w_hh, const T* bias, int64_t rows, int64_t in,
+                         int64_t hidden, int64_t gates) {
+  broadcast_rows_cuda<T>(pre, bias, rows, gates, context.stream());
+  cuda_gemm<T>(context.cublas(), false, true, rows, gates, in, T(1), x, in, w_ih, in, T(1), pre,
+               gates);
+  cuda_gemm<T>(context.cublas(), false, true, rows, gates, hidden, T(1), h_prev, hidden, w_hh,
+               hidden, T(1), pre, gates);
+}
+
+// dx, dh_prev, dw_ih, dw_hh and dbias from dpre (rows, G), as cell_weight_backward_cpu.
+template <class T>
+void cell_weight_backward(const CudaContext& context, T* dx, T* dh_prev, T* dw_ih, T* dw_hh,
+                          T* dbias, const T* dpre, const T* x, const T* h_prev, const T* w_ih,
+                          const T* w_hh, int64_t rows, int64_t in, int64_t hidden,
+                          int64_t gates) {
+  const CublasHandle blas = context.cublas();
+  cuda_gemm<T>(blas, false, false, rows, in, gates, T(1), dpre, gates, w_ih, in, T(0), dx, in);
+  cuda_gemm<T>(blas, false, false, rows, hidden, gates, T(1), dpre, gates, w_hh, hidden, T(0),
+               dh_prev, hidden);
+  cuda_gemm<T>(blas, true, false, gates, in, rows, T(1), dpre, gates, x, in, T(0), dw_ih, in);
+  cuda_gemm<T>(blas, true, false, gates, hidden, rows, T(1), dpre, gates, h_prev, hidden, T(0),
+               dw_hh, hidden);
+  column_sums_cuda<T>(dbias, dpre, rows, gates, context.stream());
 }
 
 }  // namespace
@@ -148,6 +179,83 @@ void fill_zero_cuda(T* v, int64_t n) {
   context.synchronize();
 }
 
+template <class T>
+void batchnorm_forward_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
+                            const T* gamma, const T* beta, int64_t rows, int64_t cols,
+                            BatchNormSpec bn) {
+  CudaContext& context = default_context();
+  DeviceArray<T> xhat(rows * cols);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(cols));
+  batchnorm_forward_op_cuda<T>(y, mean, rstd, running_mean, running_var, xhat.data(), x, gamma,
+                               beta, rows, cols, bn, scratch.data(), context.stream());
+  context.synchronize();
+}
+
+template <class T>
+void batchnorm_backward_cuda(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* mean,
+                             const T* rstd, const T* gamma, int64_t rows, int64_t cols,
+                             bool training) {
+  CudaContext& context = default_context();
+  DeviceArray<T> xhat(rows * cols);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(cols));
+  batchnorm_backward_op_cuda<T>(dx, dgamma, dbeta, xhat.data(), dy, x, mean, rstd, gamma, rows,
+                                cols, training, scratch.data(), context.stream());
+  context.synchronize();
+}
+
+template <class T>
+void lstm_cell_forward_cuda(T* h, T* c, T* gates, const T* x, const T* h_prev, const T* c_prev,
+                            const T* w_ih, const T* w_hh, const T* bias, int64_t rows, int64_t in,
+                            int64_t hidden) {
+  CudaContext& context = default_context();
+  DeviceArray<T> tanh_c(rows * hidden);
+  cell_preactivations<T>(context, gates, x, h_prev, w_ih, w_hh, bias, rows, in, hidden,
+                         4 * hidden);
+  lstm_step_forward_cuda<T>(gates, c, h, tanh_c.data(), c_prev, rows, hidden, false, 0, nullptr,
+                            context.stream());
+  context.synchronize();
+}
+
+template <class T>
+void lstm_cell_backward_cuda(T* dx, T* dh_prev, T* dc_prev, T* dw_ih, T* dw_hh, T* dbias,
+                             const T* dh, const T* dc, const T* gates, const T* c,
+                             const T* c_prev, const T* x, const T* h_prev, const T* w_ih,
+                             const T* w_hh, int64_t rows, int64_t in, int64_t hidden) {
+  CudaContext& context = default_context();
+  const int64_t n = rows * hidden;
+  DeviceArray<T> tanh_c(n), dpre(4 * n);
+  VGKERN_LAUNCH((tanh_kernel<T>), blocks_for(n), context.stream(), tanh_c.data(), c, n);
+  lstm_step_backward_cuda<T>(dpre.data(), dc_prev, dh, nullptr, dc, gates, c_prev, tanh_c.data(),
+                             rows, hidden, false, 0, nullptr, context.stream());
+  cell_weight_backward<T>(context, dx, dh_prev, dw_ih, dw_hh, dbias, dpre.data(), x, h_prev,
+                          w_ih, w_hh, rows, in, hidden, 4 * hidden);
+  context.synchronize();
+}
+
+template <class T>
+void rnn_cell_forward_cuda(T* h, const T* x, const T* h_prev, const T* w_ih, const T* w_hh,
+                           const T* bias, int64_t rows, int64_t in, int64_t hidden,
+                           Activation act) {
+  CudaContext& context = default_context();
+  cell_preactivations<T>(context, h, x, h_prev, w_ih, w_hh, bias, rows, in, hidden, hidden);
+  rnn_step_forward_cuda<T>(h, rows, hidden, act, false, 0, nullptr, context.stream());
+  context.synchronize();
+}
+
+template <class T>
+void rnn_cell_backward_cuda(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, const T* dh,
+                            const T* h, const T* x, const T* h_prev, const T* w_ih,
+                            const T* w_hh, int64_t rows, int64_t in, int64_t hidden,
+                            Activation act) {
+  CudaContext& context = default_context();
+  DeviceArray<T> dpre(rows * hidden);
+  rnn_step_backward_cuda<T>(dpre.data(), dh, nullptr, h, rows, hidden, act, false, 0, nullptr,
+                            context.stream());
+  cell_weight_backward<T>(context, dx, dh_prev, dw_ih, dw_hh, dbias, dpre.data(), x, h_prev,
+                          w_ih, w_hh, rows, in, hidden, hidden);
+  context.synchronize();
+}
+
 #define VGKERN_INSTANTIATE(T)                                                                   \
   template void activation_forward_cuda<T>(T*, T*, const T*, int64_t, ActSpec);                \
   template void activation_backward_cuda<T>(T*, const T*, const T*, int64_t, ActSpec);         \
@@ -159,7 +267,21 @@ void fill_zero_cuda(T* v, int64_t n) {
   template double cross_entropy_loss_op_cuda<T>(T*, const T*, const int64_t*, int64_t,         \
                                                 int64_t);                                       \
   template double sum_squares_norm_cuda<T>(const T*, int64_t);                                 \
-  template void fill_zero_cuda<T>(T*, int64_t);
+  template void fill_zero_cuda<T>(T*, int64_t);                                                \
+  template void batchnorm_forward_cuda<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,     \
+                                          int64_t, int64_t, BatchNormSpec);                     \
+  template void batchnorm_backward_cuda<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                           const T*, int64_t, int64_t, bool);                   \
+  template void lstm_cell_forward_cuda<T>(T*, T*, T*, const T*, const T*, const T*, const T*,   \
+                                          const T*, const T*, int64_t, int64_t, int64_t);       \
+  template void lstm_cell_backward_cuda<T>(T*, T*, T*, T*, T*, T*, const T*, const T*,          \
+                                           const T*, const T*, const T*, const T*, const T*,    \
+                                           const T*, const T*, int64_t, int64_t, int64_t);      \
+  template void rnn_cell_forward_cuda<T>(T*, const T*, const T*, const T*, const T*, const T*,  \
+                                         int64_t, int64_t, int64_t, Activation);               \
+  template void rnn_cell_backward_cuda<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,     \
+                                          const T*, const T*, const T*, int64_t, int64_t,       \
+                                          int64_t, Activation);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "ops/activation.h"
+#include "ops/batchnorm.h"
 
 namespace vgkern {
 
@@ -30,5 +31,35 @@ template <class T>
 double sum_squares_norm_cuda(const T* v, int64_t n);
 template <class T>
 void fill_zero_cuda(T* v, int64_t n);
+
+// ops/batchnorm.h (running_mean/var may be null in training; gamma/beta null: affine=False).
+template <class T>
+void batchnorm_forward_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
+                            const T* gamma, const T* beta, int64_t rows, int64_t cols,
+                            BatchNormSpec bn);
+template <class T>
+void batchnorm_backward_cuda(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* mean,
+                             const T* rstd, const T* gamma, int64_t rows, int64_t cols,
+                             bool training);
+
+// ops/lstm_cell.h and ops/rnn_cell.h (G = 4H for the LSTM, H for the RNN).
+template <class T>
+void lstm_cell_forward_cuda(T* h, T* c, T* gates, const T* x, const T* h_prev, const T* c_prev,
+                            const T* w_ih, const T* w_hh, const T* bias, int64_t rows, int64_t in,
+                            int64_t hidden);
+template <class T>
+void lstm_cell_backward_cuda(T* dx, T* dh_prev, T* dc_prev, T* dw_ih, T* dw_hh, T* dbias,
+                             const T* dh, const T* dc, const T* gates, const T* c,
+                             const T* c_prev, const T* x, const T* h_prev, const T* w_ih,
+                             const T* w_hh, int64_t rows, int64_t in, int64_t hidden);
+template <class T>
+void rnn_cell_forward_cuda(T* h, const T* x, const T* h_prev, const T* w_ih, const T* w_hh,
+                           const T* bias, int64_t rows, int64_t in, int64_t hidden,
+                           Activation act);
+template <class T>
+void rnn_cell_backward_cuda(T* dx, T* dh_prev, T* dw_ih, T* dw_hh, T* dbias, const T* dh,
+                            const T* h, const T* x, const T* h_prev, const T* w_ih,
+                            const T* w_hh, int64_t rows, int64_t in, int64_t hidden,
+                            Activation act);
 
 }  // namespace vgkern

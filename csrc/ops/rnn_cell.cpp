@@ -5,6 +5,7 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
+#include "ops/ops_cuda.h"
 #include "core/errors.h"
 
 namespace vgkern {
@@ -34,11 +35,16 @@ void rnn_cell_forward(const TensorView& h, const TensorView& x, const TensorView
   const char* op = "rnn_cell_forward";
   const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, bias, 1);
   check_arg(op, "h", h, x, {s.rows, s.hidden});
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
-    cell_preactivations_cpu<T>(h.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
-                               w_hh.ptr<T>(), bias.ptr<T>(), s.rows, s.in, s.hidden, s.hidden);
-    rnn_forward_cpu<T>(h.ptr<T>(), s.rows * s.hidden, act, nullptr);
+    if constexpr (decltype(tag)::device == Device::cuda) {
+      rnn_cell_forward_cuda<T>(h.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
+                               w_hh.ptr<T>(), bias.ptr<T>(), s.rows, s.in, s.hidden, act);
+    } else {
+      cell_preactivations_cpu<T>(h.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
+                                 w_hh.ptr<T>(), bias.ptr<T>(), s.rows, s.in, s.hidden, s.hidden);
+      rnn_forward_cpu<T>(h.ptr<T>(), s.rows * s.hidden, act, nullptr);
+    }
   });
 }
 
@@ -50,8 +56,15 @@ void rnn_cell_backward(const TensorView& dx, const TensorView& dh_prev, const Te
   const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, TensorView{}, 1);
   check_arg(op, "dh", dh, x, {s.rows, s.hidden});
   check_arg(op, "h", h, x, {s.rows, s.hidden});
-  dispatch(op, x.device, x.dtype, [&](auto tag) {
+  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
+    if constexpr (decltype(tag)::device == Device::cuda) {
+      rnn_cell_backward_cuda<T>(dx.ptr<T>(), dh_prev.ptr<T>(), dw_ih.ptr<T>(), dw_hh.ptr<T>(),
+                                dbias.ptr<T>(), dh.ptr<T>(), h.ptr<T>(), x.ptr<T>(),
+                                h_prev.ptr<T>(), w_ih.ptr<T>(), w_hh.ptr<T>(), s.rows, s.in,
+                                s.hidden, act);
+      return;
+    }
     std::vector<T> dpre(s.rows * s.hidden), dh_total(s.rows * s.hidden);
     rnn_backward_cpu<T>(dpre.data(), dh_total.data(), dh.ptr<T>(), nullptr, h.ptr<T>(),
                         s.rows * s.hidden, act, nullptr);

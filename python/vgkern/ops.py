@@ -26,12 +26,11 @@ rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh")
     -> (dx, dh_prev, dweight_ih, dweight_hh, dbias)
 sum_squares_norm(a) -> float                    float64 Frobenius norm without under/overflow
 
-Devices: the activation, dense, loss and norm ops also run on CUDA. They run where their inputs
-live: device arrays (anything with __cuda_array_interface__: CuPy, PyTorch, Numba, JAX, and the
+Devices: every op also runs on CUDA. Ops run where their inputs live: device arrays (anything with __cuda_array_interface__: CuPy, PyTorch, Numba, JAX, and the
 vgkern.CudaArray these ops return) give CudaArray outputs on the GPU, which PyTorch and CuPy take
 without a copy (torch.from_dlpack, cupy.asarray); labels stay numpy. device="cuda" with numpy
-inputs copies them to the GPU and the outputs back (numpy in, numpy out); device="cpu" refuses
-device arrays. The batch-norm and cell ops are CPU only so far.
+inputs copies them to the GPU and the outputs back (numpy in, numpy out; running statistics
+updated in place as on the CPU); device="cpu" refuses device arrays.
 
 Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
 """
@@ -62,9 +61,10 @@ def _to_host(result):
     return result.numpy() if isinstance(result, getattr(_core, "CudaArray", ())) else result
 
 
-def _run(op, fn, arrays, names, device, *rest):
+def _run(op, fn, arrays, names, device, *rest, in_place=()):
     """fn(*arrays, *rest) where the arrays live, or on `device` (see the module's docstring).
-    None entries of `arrays` are optional arguments left out."""
+    None entries of `arrays` are optional arguments left out; the names in `in_place` are
+    updated by the op (never copied on the CPU; copied back after a device="cuda" run)."""
     if device is not None and device not in ("cpu", "cuda"):
         raise ValueError(f"{op}: device must be 'cpu' or 'cuda', got {device!r}")
     on_device = [n for a, n in zip(arrays, names) if _is_device_array(a)]
@@ -78,8 +78,12 @@ def _run(op, fn, arrays, names, device, *rest):
     if device == "cuda" and not on_device:  # numpy in, numpy out
         uploaded = [None if a is None else _core.to_device(_c(a), op, n)
                     for a, n in zip(arrays, names)]
-        return _to_host(fn(*uploaded, *rest))
-    return fn(*[_c(a) for a in arrays], *rest)
+        result = _to_host(fn(*uploaded, *rest))
+        for a, n, u in zip(arrays, names, uploaded):
+            if n in in_place and a is not None:
+                a[...] = u.numpy()
+        return result
+    return fn(*[a if n in in_place else _c(a) for a, n in zip(arrays, names)], *rest)
 
 
 def _act(op, activation, alpha):
@@ -120,41 +124,52 @@ def cross_entropy_loss(logits, labels, device=None):
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
-                      eps=1e-5):
+                      eps=1e-5, device=None):
     op = "batchnorm_forward"
     # running statistics are updated in place: never copied, so they must be C-contiguous
-    return _core.batchnorm_forward(_c(x), _c(gamma), _c(beta), running_mean, running_var,
-                                   _checks.flag(f"{op}: training", training),
-                                   _checks.real(f"{op}: momentum", momentum, finite=False),
-                                   _checks.real(f"{op}: eps", eps, finite=False))
+    return _run(op, _core.batchnorm_forward, [x, gamma, beta, running_mean, running_var],
+                ["x", "gamma", "beta", "running_mean", "running_var"], device,
+                _checks.flag(f"{op}: training", training),
+                _checks.real(f"{op}: momentum", momentum, finite=False),
+                _checks.real(f"{op}: eps", eps, finite=False),
+                in_place=("running_mean", "running_var") if training else ())
 
 
-def batchnorm_backward(dy, x, mean, rstd, gamma, training=True):
-    return _core.batchnorm_backward(_c(dy), _c(x), _c(mean), _c(rstd), _c(gamma),
-                                    _checks.flag("batchnorm_backward: training", training))
+def batchnorm_backward(dy, x, mean, rstd, gamma, training=True, device=None):
+    return _run("batchnorm_backward", _core.batchnorm_backward, [dy, x, mean, rstd, gamma],
+                ["dy", "x", "mean", "rstd", "gamma"], device,
+                _checks.flag("batchnorm_backward: training", training))
 
 
-def lstm_cell_forward(x, h_prev, c_prev, weight_ih, weight_hh, bias):
-    return _core.lstm_cell_forward(*map(_c, (x, h_prev, c_prev, weight_ih, weight_hh, bias)))
+def lstm_cell_forward(x, h_prev, c_prev, weight_ih, weight_hh, bias, device=None):
+    return _run("lstm_cell_forward", _core.lstm_cell_forward,
+                [x, h_prev, c_prev, weight_ih, weight_hh, bias],
+                ["x", "h_prev", "c_prev", "weight_ih", "weight_hh", "bias"], device)
 
 
-def lstm_cell_backward(dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh):
-    return _core.lstm_cell_backward(*map(_c, (dh, dc, gates, c, c_prev, x, h_prev, weight_ih,
-                                              weight_hh)))
+def lstm_cell_backward(dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh, device=None):
+    return _run("lstm_cell_backward", _core.lstm_cell_backward,
+                [dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh],
+                ["dh", "dc", "gates", "c", "c_prev", "x", "h_prev", "weight_ih", "weight_hh"],
+                device)
 
 
 def _nonlinearity(op, nonlinearity):
     return _checks.choice(f"{op}: nonlinearity", nonlinearity, ("tanh", "relu"))
 
 
-def rnn_cell_forward(x, h_prev, weight_ih, weight_hh, bias, nonlinearity="tanh"):
-    return _core.rnn_cell_forward(*map(_c, (x, h_prev, weight_ih, weight_hh, bias)),
-                                  _nonlinearity("rnn_cell_forward", nonlinearity))
+def rnn_cell_forward(x, h_prev, weight_ih, weight_hh, bias, nonlinearity="tanh", device=None):
+    op = "rnn_cell_forward"
+    return _run(op, _core.rnn_cell_forward, [x, h_prev, weight_ih, weight_hh, bias],
+                ["x", "h_prev", "weight_ih", "weight_hh", "bias"], device,
+                _nonlinearity(op, nonlinearity))
 
 
-def rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh"):
-    return _core.rnn_cell_backward(*map(_c, (dh, h, x, h_prev, weight_ih, weight_hh)),
-                                   _nonlinearity("rnn_cell_backward", nonlinearity))
+def rnn_cell_backward(dh, h, x, h_prev, weight_ih, weight_hh, nonlinearity="tanh", device=None):
+    op = "rnn_cell_backward"
+    return _run(op, _core.rnn_cell_backward, [dh, h, x, h_prev, weight_ih, weight_hh],
+                ["dh", "h", "x", "h_prev", "weight_ih", "weight_hh"], device,
+                _nonlinearity(op, nonlinearity))
 
 
 def sum_squares_norm(a, device=None):
