@@ -256,6 +256,34 @@ def test_recurrent_errors_are_the_cpu_errors(cls):
         assert str(on_cuda.value) == str(on_cpu.value), i
 
 
+@needs_cuda
+@pytest.mark.parametrize("make", [
+    lambda device: vgkern.MLP([5, 6, 6, 3], batch_norm=True, seed=3, device=device),
+    lambda device: vgkern.MLP([5, 6, 3], seed=3, dtype="float64", device=device),
+    lambda device: vgkern.LSTM(4, 5, seed=3, device=device),
+], ids=["mlp-bn", "mlp", "lstm"])
+def test_state_moves_a_net_between_devices(make):
+    cpu, gpu = make("cpu"), make("cuda")
+    rng = np.random.default_rng(7)
+    cpu.params = (cpu.params + rng.standard_normal(cpu.params.shape)).astype(cpu.params.dtype)
+    if isinstance(cpu, vgkern.MLP) and cpu.batch_norm:
+        cpu.step(rng.standard_normal((8, 5)).astype(np.float32), np.zeros((8, 3), np.float32))
+    state = cpu.state()
+    gpu.load_state(state)
+    for name, value in gpu.state().items():
+        assert np.array_equal(value, state[name]), name
+    back = make("cpu")
+    back.load_state(gpu.state())
+    assert all(np.array_equal(v, state[k]) for k, v in back.state().items())
+    with pytest.raises(ValueError, match="state must have the keys"):
+        gpu.load_state({"params": state["params"]} if len(state) > 1 else {})
+    with pytest.raises(ValueError, match=r"state\['params'\] must have shape"):
+        gpu.load_state({**state, "params": state["params"][:-1]})
+    if isinstance(cpu, vgkern.MLP):
+        gpu.set_weights([np.zeros_like(w) for w in cpu.weights])
+        assert all(not w.any() for w in gpu.weights)
+
+
 # --------------------------------------------------------------------------------------------
 # Device arrays in (__cuda_array_interface__)
 # --------------------------------------------------------------------------------------------
@@ -464,3 +492,21 @@ def test_parameter_list_with_device_copies():
     assert written == [1, 0, 1]  # nothing written when any entry is refused
     with pytest.raises(TypeError, match="never casts"):
         lst[0] = np.zeros((2, 3), np.float32)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: vgkern.MLP([5, 6, 6, 3], batch_norm=True, seed=3),
+    lambda: vgkern.RNN(4, 5, seed=3, dtype="float64"),
+], ids=["mlp-bn", "rnn"])
+def test_state_round_trip_on_the_cpu(make):
+    """state() / load_state() on every device; here CPU to CPU (the CUDA case is above)."""
+    a, b = make(), make()
+    a.params = a.params * 2
+    if isinstance(a, vgkern.MLP):
+        a.step(np.ones((4, 5), np.float32) * np.arange(5, dtype=np.float32), np.zeros((4, 3),
+                                                                                  np.float32))
+        assert set(a.state()) == {"params", "running_means", "running_vars"}
+    b.load_state(a.state())
+    assert all(np.array_equal(v, a.state()[k]) for k, v in b.state().items())
+    with pytest.raises(TypeError, match="state must be a dict"):
+        b.load_state([a.params])

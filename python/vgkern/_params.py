@@ -164,6 +164,32 @@ class NativeParameters:
         """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
         return self._core.grads if self._on_cuda() else self._grads
 
+    # The buffers state() saves: the parameters, and the batch-norm running statistics.
+    _STATE = ("params", "running_means", "running_vars")
+
+    def state(self):
+        """Host copies of everything the net learns or tracks, {"params": flat array, ...}
+        (plus "running_means"/"running_vars" for an MLP with batch norm): load_state() takes it
+        on any net of the same shape, dtype and kind, on either device."""
+        return {name: np.array(getattr(self._core, name))
+                for name in self._STATE if hasattr(self._core, name)}
+
+    def load_state(self, state):
+        """Writes a state() dict into this net (CPU or CUDA); every entry is checked (names,
+        shapes, dtypes) before any is written."""
+        what = f"{type(self).__name__}.load_state"
+        if not isinstance(state, dict):
+            raise TypeError(f"{what}: state must be a dict from state(), got {type(state).__name__}")
+        names = [n for n in self._STATE if hasattr(self._core, n)]
+        if sorted(state) != sorted(names):
+            raise ValueError(f"{what}: state must have the keys {names}, got {sorted(state)}")
+        checked = {n: np.ascontiguousarray(_checked(f"{what}: state[{n!r}]",
+                                                    getattr(self._core, n), state[n]))
+                   for n in names}
+        for n, value in checked.items():
+            if value.size:
+                self._core.write(n, 0, value)
+
     @property
     def stats(self):
         """Whether forward/backward compute statistics (False: report fields are NaN)."""

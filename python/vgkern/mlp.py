@@ -152,6 +152,14 @@ class MLP(NativeParameters):
         self.input_grad = None
         self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
 
+    def set_weights(self, weights):
+        """`net.weights = weights` as a method: every W_l checked, then written (any device)."""
+        self.weights = weights
+
+    def set_biases(self, biases):
+        """`net.biases = biases` as a method."""
+        self.biases = biases
+
     def _parameter_list(self, buffer, kind, name, layers):
         """ParameterList of `kind` entries of the given layers of a core buffer: views on the
         CPU; on CUDA host copies made at each access, written back through the core."""
