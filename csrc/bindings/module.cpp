@@ -51,15 +51,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_compiled", [] { return kBuiltWithCuda; });
   m.def("cuda_device_count", [] { return cuda_device_count(); });
   m.def("load_cublas", &load_cublas, py::arg("candidates"));
-  m.def(
-      "check_device",
-      [](const std::string& op, const std::string& device) {
-        if (device != "cpu" && device != "cuda")
-          fail<ValueError>(op, ": device must be 'cpu' or 'cuda', got '", device, "'");
-        dispatch(op.c_str(), device == "cpu" ? Device::cpu : Device::cuda, DType::f32,
-                 [](auto) {});
-      },
-      py::arg("op"), py::arg("device"));
   m.def("build_info", &build_info_dict);
   m.def("set_flush_denormal", [](bool on) {
     g_flush_denormal = on;

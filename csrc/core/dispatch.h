@@ -1,6 +1,6 @@
 // The one place that knows whether CUDA was compiled in. Ops call
 //   dispatch(op_name, device, dtype, [&](auto tag) { ... tag.value_type ... tag.device ... });
-// and get a clear error for a device that this build (or this op) does not support.
+// and get a clear error for device "cuda" where this build has no CUDA or no GPU is visible.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -44,23 +44,11 @@ inline void check_cuda_device(const char* op) {
     fail<DeviceError>(op, ": device 'cuda' requested but no CUDA GPU is visible");
 }
 
-// For ops without CUDA kernels: device 'cuda' is refused with a clear error.
+// body gets KernelTag<T, Device::cuda> for device 'cuda' (CUDA builds with a visible GPU only:
+// body's CUDA branch is not even compiled otherwise), KernelTag<T, Device::cpu> for the CPU
+// (with subnormals flushed as core/denormals.h says).
 template <class F>
 decltype(auto) dispatch(const char* op, Device device, DType dtype, F&& body) {
-  if (device == Device::cuda) {
-    check_cuda_device(op);
-    fail<DeviceError>(op, ": no CUDA kernel for this op yet (CPU only; the CUDA backend covers "
-                          "vgkern.MLP without batch norm so far)");
-  }
-  DenormalsFlushed flushed;
-  if (dtype == DType::f32) return body(KernelTag<float, Device::cpu>{});
-  return body(KernelTag<double, Device::cpu>{});
-}
-
-// For code with CUDA kernels: body gets KernelTag<T, Device::cuda> for device 'cuda' (CUDA
-// builds with a visible GPU only; body's CUDA branch is not even compiled otherwise).
-template <class F>
-decltype(auto) dispatch_devices(const char* op, Device device, DType dtype, F&& body) {
   if (device == Device::cuda) {
     check_cuda_device(op);
 #ifdef VGKERN_WITH_CUDA

@@ -331,7 +331,7 @@ std::unique_ptr<MLPBase> make_mlp(const std::vector<int64_t>& sizes,
                      acts.size());
   if (bn.enabled) check_batchnorm_spec("MLP", BatchNormSpec{false, bn.momentum, bn.eps}, 2);
   if (device == Device::cuda)
-    return dispatch_devices("MLP", device, dtype, [&](auto tag) -> std::unique_ptr<MLPBase> {
+    return dispatch("MLP", device, dtype, [&](auto tag) -> std::unique_ptr<MLPBase> {
       using T = typename decltype(tag)::value_type;
       if constexpr (decltype(tag)::device == Device::cuda) return make_cuda_mlp<T>(sizes, acts, bn);
       else fail<DeviceError>("MLP: unreachable device dispatch");

@@ -422,7 +422,7 @@ std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
   check_fits_in_memory(2 * gates * (input_size + hidden_size + 1), dtype == DType::f32 ? 4 : 8,
                        concat(what, ": input_size and hidden_size").c_str());
   if (device == Device::cuda)
-    return dispatch_devices(what, device, dtype, [&](auto tag) -> std::unique_ptr<RecurrentBase> {
+    return dispatch(what, device, dtype, [&](auto tag) -> std::unique_ptr<RecurrentBase> {
       using T = typename decltype(tag)::value_type;
       if constexpr (decltype(tag)::device == Device::cuda)
         return make_cuda_recurrent<T>(kind, input_size, hidden_size, nonlinearity);

@@ -33,7 +33,7 @@ void activation_forward(const TensorView& h, const TensorView& dact, const Tenso
   check_shape(op, "z", z, {-1, -1});
   check_like(op, "h", h, "z", z);
   check_like(op, "dact", dact, "z", z);
-  dispatch_devices(op, z.device, z.dtype, [&](auto tag) {
+  dispatch(op, z.device, z.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       activation_forward_cuda<T>(h.ptr<T>(), dact.ptr<T>(), z.ptr<T>(), z.numel(), act);
@@ -48,7 +48,7 @@ void activation_backward(const TensorView& dz, const TensorView& dh, const Tenso
   check_shape(op, "z", z, {-1, -1});
   check_like(op, "dh", dh, "z", z);
   check_like(op, "dz", dz, "z", z);
-  dispatch_devices(op, z.device, z.dtype, [&](auto tag) {
+  dispatch(op, z.device, z.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       activation_backward_cuda<T>(dz.ptr<T>(), dh.ptr<T>(), z.ptr<T>(), z.numel(), act);

@@ -48,7 +48,7 @@ void batchnorm_forward(const TensorView& y, const TensorView& mean, const Tensor
   // No features: every output is empty. Return before the kernels, whose loops over the rows
   // would be all that is left (minutes for an empty (10**12, 0) input).
   if (cols == 0) return;
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       batchnorm_forward_cuda<T>(y.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), running_mean.ptr<T>(),
@@ -80,7 +80,7 @@ void batchnorm_backward(const TensorView& dx, const TensorView& dgamma, const Te
   }
   check_arg(op, "dx", dx, x, {rows, cols});
   if (cols == 0) return;  // every output is empty (see batchnorm_forward)
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       batchnorm_backward_cuda<T>(dx.ptr<T>(), dgamma.ptr<T>(), dbeta.ptr<T>(), dy.ptr<T>(),

@@ -24,7 +24,7 @@ void dense_forward(const TensorView& h, const TensorView& dact, const TensorView
   check_arg(op, "dact", dact, x, {rows, out});
   // Empty outputs: nothing to compute (and no zero bias of `out` entries to allocate for them).
   if (rows == 0 || out == 0) return;
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       dense_forward_cuda<T>(h.ptr<T>(), dact.ptr<T>(), x.ptr<T>(), w.ptr<T>(),
@@ -53,7 +53,7 @@ void dense_backward(const TensorView& dx, const TensorView& dw, const TensorView
   check_arg(op, "dw", dw, x, {out, in});
   check_arg(op, "db", db, x, {out});
   if (dx.present()) check_arg(op, "dx", dx, x, {rows, in});
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if (rows == 0 || out == 0) {  // no delta: every gradient is zero (and no pass over,
       for (const TensorView* g : {&dx, &dw, &db}) {  // say, 10**12 empty rows)

@@ -13,7 +13,7 @@ double mse_loss(const TensorView& dout, const TensorView& out, const TensorView&
   if (out.dim(0) == 0) fail<ValueError>(op, ": out must have at least one row, got shape (0, ", out.dim(1), ")");
   check_like(op, "target", target, "out", out);
   check_like(op, "dout", dout, "out", out);
-  return dispatch_devices(op, out.device, out.dtype, [&](auto tag) {
+  return dispatch(op, out.device, out.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       return mse_loss_op_cuda<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0),
@@ -34,7 +34,7 @@ double cross_entropy_loss(const TensorView& dlogits, const TensorView& logits,
     fail<ValueError>(op, ": labels must have shape (", logits.dim(0), ",) to match logits ",
                      logits.shape_str(), ", got (", num_labels, ",)");
   check_like(op, "dlogits", dlogits, "logits", logits);
-  return dispatch_devices(op, logits.device, logits.dtype, [&](auto tag) {
+  return dispatch(op, logits.device, logits.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       check_labels(labels, logits.dim(0), logits.dim(1));

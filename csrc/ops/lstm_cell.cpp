@@ -25,7 +25,7 @@ void lstm_cell_forward(const TensorView& h, const TensorView& c, const TensorVie
   // Empty outputs: return before the kernels, whose loops over the rows would be all that is
   // left (minutes for an empty (10**12, 0) input).
   if (s.rows == 0 || s.hidden == 0) return;
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       lstm_cell_forward_cuda<T>(h.ptr<T>(), c.ptr<T>(), gates.ptr<T>(), x.ptr<T>(),
@@ -61,7 +61,7 @@ void lstm_cell_backward(const TensorView& dx, const TensorView& dh_prev,
   check_arg(op, "dweight_hh", dw_hh, x, {4 * s.hidden, s.hidden});
   check_arg(op, "dbias", dbias, x, {4 * s.hidden});
   if (s.rows == 0 || s.hidden == 0) {  // no gate: zero gradients, without a loop over the rows
-    dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+    dispatch(op, x.device, x.dtype, [&](auto tag) {
       using T = typename decltype(tag)::value_type;
       for (const TensorView* t : {&dx, &dh_prev, &dc_prev, &dw_ih, &dw_hh, &dbias}) {
         if constexpr (decltype(tag)::device == Device::cuda)
@@ -72,7 +72,7 @@ void lstm_cell_backward(const TensorView& dx, const TensorView& dh_prev,
     });
     return;
   }
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       lstm_cell_backward_cuda<T>(dx.ptr<T>(), dh_prev.ptr<T>(), dc_prev.ptr<T>(), dw_ih.ptr<T>(),

@@ -7,7 +7,7 @@
 namespace vgkern {
 
 double sum_squares_norm(const TensorView& a) {
-  return dispatch_devices("sum_squares_norm", a.device, a.dtype, [&](auto tag) {
+  return dispatch("sum_squares_norm", a.device, a.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
       return sum_squares_norm_cuda<T>(a.ptr<T>(), a.numel());

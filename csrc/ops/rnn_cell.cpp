@@ -35,7 +35,7 @@ void rnn_cell_forward(const TensorView& h, const TensorView& x, const TensorView
   const char* op = "rnn_cell_forward";
   const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, bias, 1);
   check_arg(op, "h", h, x, {s.rows, s.hidden});
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       rnn_cell_forward_cuda<T>(h.ptr<T>(), x.ptr<T>(), h_prev.ptr<T>(), w_ih.ptr<T>(),
@@ -56,7 +56,7 @@ void rnn_cell_backward(const TensorView& dx, const TensorView& dh_prev, const Te
   const CellShape s = check_cell(op, x, h_prev, w_ih, w_hh, TensorView{}, 1);
   check_arg(op, "dh", dh, x, {s.rows, s.hidden});
   check_arg(op, "h", h, x, {s.rows, s.hidden});
-  dispatch_devices(op, x.device, x.dtype, [&](auto tag) {
+  dispatch(op, x.device, x.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       rnn_cell_backward_cuda<T>(dx.ptr<T>(), dh_prev.ptr<T>(), dw_ih.ptr<T>(), dw_hh.ptr<T>(),
