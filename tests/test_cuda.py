@@ -33,6 +33,17 @@ def pair(sizes, dtype, **kwargs):
             vgkern.MLP(sizes, dtype=dtype, seed=4, device="cuda", **kwargs))
 
 
+def assert_same_errors(cases, cpu, gpu):
+    """Each case(net) raises on both nets: the same exception type and message."""
+    for i, case in enumerate(cases):
+        with pytest.raises(Exception) as on_cpu:
+            case(cpu)
+        with pytest.raises(Exception) as on_cuda:
+            case(gpu)
+        assert type(on_cuda.value) is type(on_cpu.value), i
+        assert str(on_cuda.value) == str(on_cpu.value), i
+
+
 def max_error(a, reference):
     return float(np.max(np.abs(np.asarray(a, np.float64) - reference)))
 
@@ -147,13 +158,7 @@ def test_errors_are_the_cpu_errors():
         lambda net: net.step(x, np.array([0, 1, 2]), loss="cross_entropy"),
         lambda net: vgkern.MLP([3, 2], device="cuda").backward(np.zeros((1, 2), np.float32)),
     ]
-    for i, case in enumerate(cases):
-        with pytest.raises(Exception) as on_cpu:
-            case(cpu)
-        with pytest.raises(Exception) as on_cuda:
-            case(gpu)
-        assert type(on_cuda.value) is type(on_cpu.value), i
-        assert str(on_cuda.value) == str(on_cpu.value), i
+    assert_same_errors(cases, cpu, gpu)
     # a refused step leaves no forward behind, as on the CPU
     gpu.forward(x)
     with pytest.raises(ValueError):
@@ -247,13 +252,7 @@ def test_recurrent_errors_are_the_cpu_errors(cls):
         lambda net: net.step(x, np.zeros((2, 5), np.float32)),
         lambda net: cls(3, 4, device=net.device).backward(np.zeros((5, 2, 4), np.float32)),
     ]
-    for i, case in enumerate(cases):
-        with pytest.raises(Exception) as on_cpu:
-            case(cpu)
-        with pytest.raises(Exception) as on_cuda:
-            case(gpu)
-        assert type(on_cuda.value) is type(on_cpu.value), i
-        assert str(on_cuda.value) == str(on_cpu.value), i
+    assert_same_errors(cases, cpu, gpu)
 
 
 @needs_cuda

@@ -3,8 +3,6 @@
 #pragma once
 #include "cuda/runtime.h"
 
-#include <type_traits>
-
 #include "ops/activation.h"
 
 namespace vgkern {
@@ -38,20 +36,6 @@ __device__ inline void act_eval(T z, T alpha, T& h, T& d) {
     const T zneg = z > T(0) ? T(0) : z;  // NaN stays NaN
     h = z > T(0) ? z : alpha * dev_expm1(zneg);
     d = z > T(0) ? T(1) : alpha * dev_exp(zneg);
-  }
-}
-
-// body(std::integral_constant<Activation, K>{}) for the runtime kind (host side: picks the
-// kernel instantiation).
-template <class F>
-void with_activation_kind(Activation kind, F&& body) {
-  using A = Activation;
-  switch (kind) {
-    case A::sigmoid: return body(std::integral_constant<A, A::sigmoid>{});
-    case A::tanh: return body(std::integral_constant<A, A::tanh>{});
-    case A::relu: return body(std::integral_constant<A, A::relu>{});
-    case A::elu: return body(std::integral_constant<A, A::elu>{});
-    default: return body(std::integral_constant<A, A::identity>{});
   }
 }
 

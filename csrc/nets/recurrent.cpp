@@ -33,10 +33,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-double log10_norm(double norm) {
-  return norm > 0 ? std::log10(norm) : norm == 0 ? -std::numeric_limits<double>::infinity() : kNaN;
-}
-
 template <class T>
 class Recurrent final : public RecurrentBase {
  public:
@@ -70,11 +66,9 @@ class Recurrent final : public RecurrentBase {
     const std::string op = name("backward");
     if (!forward_done_)
       fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
-    const T* g_seq = optional_grad(op, "grad_h_seq", grad_h_seq, {steps_, rows_, hidden_});
-    const T* g_h = optional_grad(op, "grad_hT", grad_h_last, {rows_, hidden_});
-    const T* g_c = optional_grad(op, "grad_cT", grad_c_last, {rows_, hidden_});
-    if (g_c && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (grad_cT)");
-    run_backward(out, g_seq, g_h, g_c, op);
+    check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
+    run_backward(out, present_or_null(grad_h_seq), present_or_null(grad_h_last),
+                 present_or_null(grad_c_last), op);
   }
 
   double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
@@ -83,14 +77,7 @@ class Recurrent final : public RecurrentBase {
     DenormalsFlushed flushed;  // core/denormals.h
     refuse_if_busy(lock, "step");
     const std::string op = name("step");
-    // Refuse a bad target before the forward overwrites the state of the last one.
-    check_dtype(op.c_str(), "target", target, dtype());
-    const int64_t steps = x_seq.ndim == 3 ? x_seq.dim(0) : -1;
-    const int64_t batch = x_seq.ndim == 3 ? x_seq.dim(1) : -1;
-    if (every_step)
-      check_shape(op.c_str(), "target", target, {steps, batch, hidden_});
-    else
-      check_shape(op.c_str(), "target", target, {batch, hidden_});
+    check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
     run_forward(out, x_seq, h0, c0, op);
     const int64_t rows = every_step ? steps_ * rows_ : rows_;
     const T* prediction = every_step ? h_all_.data() + rows_ * hidden_ : last_hidden();
@@ -107,9 +94,9 @@ class Recurrent final : public RecurrentBase {
   }
 
  private:
-  std::string name(const char* method) const {
-    return std::string(kind_ == CellKind::lstm ? "LSTM." : "RNN.") + method;
-  }
+  SequenceSpec spec() const { return SequenceSpec{kind_, dtype(), in_, hidden_}; }
+  static const T* present_or_null(const TensorView& g) { return g.present() ? g.ptr<T>() : nullptr; }
+  std::string name(const char* method) const { return spec().op(method); }
   void refuse_if_busy(const std::unique_lock<std::mutex>& lock, const char* method) const {
     if (!lock.owns_lock())
       fail<DeviceError>(name(method), ": this net is already running in another thread; one net "
@@ -126,13 +113,6 @@ class Recurrent final : public RecurrentBase {
     return plan;
   }
 
-  const T* optional_grad(const std::string& op, const char* arg, const TensorView& g,
-                         std::initializer_list<int64_t> shape) const {
-    if (!g.present()) return nullptr;
-    check_dtype(op.c_str(), arg, g, dtype());
-    check_shape(op.c_str(), arg, g, shape);
-    return g.ptr<T>();
-  }
 
   void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
@@ -167,18 +147,8 @@ class Recurrent final : public RecurrentBase {
   void run_forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                    const TensorView& c0, const std::string& name) {
     const char* op = name.c_str();
-    check_dtype(op, "x_seq", x_seq, dtype());
-    check_shape(op, "x_seq", x_seq, {-1, -1, in_});
+    check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
-    if (steps == 0) fail<ValueError>(op, ": x_seq must have at least one time step, got shape ", x_seq.shape_str());
-    if (rows == 0) fail<ValueError>(op, ": x_seq must have at least one sequence (batch > 0), got shape ", x_seq.shape_str());
-    blas_int(steps * rows, "steps * batch");
-    for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"h0", &h0}, {"c0", &c0}})
-      if (t->present()) {
-        check_dtype(op, arg, *t, dtype());
-        check_shape(op, arg, *t, {rows, hidden_});
-      }
-    if (c0.present() && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (c0)");
     ensure_workspace(op, steps, rows);
     forward_done_ = false;
     const int64_t n = rows * hidden_;
@@ -254,18 +224,7 @@ class Recurrent final : public RecurrentBase {
   void run_backward(const SequenceOutputs& out, const T* grad_h_seq, const T* grad_h_last,
                     const T* grad_c_last, const std::string& name) {
     const char* op = name.c_str();
-    // The caller sized these from the last forward before this call took the lock; a forward
-    // from another thread in between would make them too small: refuse instead of overflowing.
-    check_dtype(op, "report", out.report, DType::f64);
-    const bool sized_for_this_forward =
-        out.report.dim(0) == steps_ && out.report.dim(1) == kNumSequenceColumns &&
-        (!out.x_grad.present() || (out.x_grad.dim(0) == steps_ && out.x_grad.dim(1) == rows_ &&
-                                   out.x_grad.dim(2) == in_)) &&
-        (!out.h0_grad.present() || out.h0_grad.dim(0) == rows_) &&
-        (!out.c0_grad.present() || out.c0_grad.dim(0) == rows_);
-    if (!sized_for_this_forward)
-      fail<DeviceError>(op, ": the last forward changed (T, B) while this call was starting; "
-                        "another thread is using this net (use one net per thread)");
+    check_sequence_outputs(op, spec(), out, steps_, rows_);
     const int64_t n = rows_ * hidden_;
     const T* w_ih = params_.data();
     const T* w_hh = w_ih + gates_ * in_;
@@ -408,6 +367,74 @@ class Recurrent final : public RecurrentBase {
 };
 
 }  // namespace
+
+std::string SequenceSpec::op(const char* method) const {
+  return std::string(kind == CellKind::lstm ? "LSTM." : "RNN.") + method;
+}
+
+void check_sequence_input(const char* op, const SequenceSpec& net, const TensorView& x_seq,
+                          const TensorView& h0, const TensorView& c0) {
+  check_dtype(op, "x_seq", x_seq, net.dtype);
+  check_shape(op, "x_seq", x_seq, {-1, -1, net.in});
+  const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
+  if (steps == 0)
+    fail<ValueError>(op, ": x_seq must have at least one time step, got shape ", x_seq.shape_str());
+  if (rows == 0)
+    fail<ValueError>(op, ": x_seq must have at least one sequence (batch > 0), got shape ",
+                     x_seq.shape_str());
+  blas_int(steps * rows, "steps * batch");
+  for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"h0", &h0}, {"c0", &c0}})
+    if (t->present()) {
+      check_dtype(op, arg, *t, net.dtype);
+      check_shape(op, arg, *t, {rows, net.hidden});
+    }
+  if (c0.present() && net.kind == CellKind::rnn)
+    fail<ValueError>(op, ": an RNN has no cell state (c0)");
+}
+
+void check_sequence_target(const char* op, const SequenceSpec& net, const TensorView& x_seq,
+                           const TensorView& target, bool every_step) {
+  check_dtype(op, "target", target, net.dtype);
+  const int64_t steps = x_seq.ndim == 3 ? x_seq.dim(0) : -1;
+  const int64_t batch = x_seq.ndim == 3 ? x_seq.dim(1) : -1;
+  if (every_step)
+    check_shape(op, "target", target, {steps, batch, net.hidden});
+  else
+    check_shape(op, "target", target, {batch, net.hidden});
+}
+
+void check_sequence_grads(const char* op, const SequenceSpec& net, int64_t steps, int64_t rows,
+                          const TensorView& grad_h_seq, const TensorView& grad_h_last,
+                          const TensorView& grad_c_last) {
+  auto optional = [&](const char* arg, const TensorView& g, std::initializer_list<int64_t> shape) {
+    if (!g.present()) return;
+    check_dtype(op, arg, g, net.dtype);
+    check_shape(op, arg, g, shape);
+  };
+  optional("grad_h_seq", grad_h_seq, {steps, rows, net.hidden});
+  optional("grad_hT", grad_h_last, {rows, net.hidden});
+  optional("grad_cT", grad_c_last, {rows, net.hidden});
+  if (grad_c_last.present() && net.kind == CellKind::rnn)
+    fail<ValueError>(op, ": an RNN has no cell state (grad_cT)");
+}
+
+void check_sequence_outputs(const char* op, const SequenceSpec& net, const SequenceOutputs& out,
+                            int64_t steps, int64_t rows) {
+  check_dtype(op, "report", out.report, DType::f64);
+  const bool sized_for_this_forward =
+      out.report.dim(0) == steps && out.report.dim(1) == kNumSequenceColumns &&
+      (!out.x_grad.present() || (out.x_grad.dim(0) == steps && out.x_grad.dim(1) == rows &&
+                                 out.x_grad.dim(2) == net.in)) &&
+      (!out.h0_grad.present() || out.h0_grad.dim(0) == rows) &&
+      (!out.c0_grad.present() || out.c0_grad.dim(0) == rows);
+  if (!sized_for_this_forward)
+    fail<DeviceError>(op, ": the last forward changed (T, B) while this call was starting; "
+                      "another thread is using this net (use one net per thread)");
+}
+
+double log10_norm(double norm) {
+  return norm > 0 ? std::log10(norm) : norm == 0 ? -std::numeric_limits<double>::infinity() : kNaN;
+}
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
                                               int64_t hidden_size, Activation nonlinearity,

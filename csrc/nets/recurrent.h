@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/tensor.h"
 #include "nets/net_base.h"
@@ -59,6 +60,30 @@ class RecurrentBase : public NetBase {
                       const TensorView& c0, const TensorView& target, bool every_step) = 0;
   bool stats = true;
 };
+
+// What the CPU and CUDA sequence drivers check alike (nets/recurrent.cpp), with the same messages.
+struct SequenceSpec {
+  CellKind kind;
+  DType dtype;
+  int64_t in, hidden;
+  std::string op(const char* method) const;  // "LSTM.forward", "RNN.step", ...
+};
+// x_seq (T, B, I) with T, B >= 1 (T * B within a BLAS int); h0, c0 (B, H) when present; no c0
+// for an RNN.
+void check_sequence_input(const char* op, const SequenceSpec& net, const TensorView& x_seq,
+                          const TensorView& h0, const TensorView& c0);
+// step's target: (B, H), or (T, B, H) for a loss on every step; refused before the forward.
+void check_sequence_target(const char* op, const SequenceSpec& net, const TensorView& x_seq,
+                           const TensorView& target, bool every_step);
+// backward's gradients (each may be absent) for the last forward's (T, B); no grad_cT for an RNN.
+void check_sequence_grads(const char* op, const SequenceSpec& net, int64_t steps, int64_t rows,
+                          const TensorView& grad_h_seq, const TensorView& grad_h_last,
+                          const TensorView& grad_c_last);
+// The outputs the caller sized from the last forward before the call took the net's lock; a
+// forward from another thread in between would make them too small: refused.
+void check_sequence_outputs(const char* op, const SequenceSpec& net, const SequenceOutputs& out,
+                            int64_t steps, int64_t rows);
+double log10_norm(double norm);  // -inf for 0, NaN for NaN
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
                                               int64_t hidden_size, Activation nonlinearity,

@@ -5,8 +5,6 @@
 // the loop. Parameters, gradients and workspaces stay on the GPU; per-step statistics are folded
 // on the device and copied out with the weight norms (and the loss) in one block per call.
 #include <algorithm>
-#include <cmath>
-#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -27,10 +25,6 @@ namespace vgkern {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-double log10_norm(double norm) {
-  return norm > 0 ? std::log10(norm) : norm == 0 ? -std::numeric_limits<double>::infinity() : kNaN;
-}
 
 // The results block: kNumSeqSlots per step, then the three weight norms and the loss.
 enum ResultSlot : int { kResultWeightIh, kResultWeightHh, kResultBias, kResultLoss, kNumResults };
@@ -97,16 +91,14 @@ class CudaRecurrent final : public RecurrentBase {
     if (!forward_done_)
       fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
     const int64_t n = rows_ * hidden_;
-    const T* g_seq = optional_grad(op, "grad_h_seq", grad_h_seq, {steps_, rows_, hidden_});
-    const T* g_h = optional_grad(op, "grad_hT", grad_h_last, {rows_, hidden_});
-    const T* g_c = optional_grad(op, "grad_cT", grad_c_last, {rows_, hidden_});
-    if (g_c && kind_ == CellKind::rnn) fail<ValueError>(op, ": an RNN has no cell state (grad_cT)");
-    check_outputs(op, out);
-    if (g_seq) copy_in(loss_grad_.data(), g_seq, steps_ * n);
-    if (g_h) copy_in(dh_last_.data(), g_h, n);
-    if (g_c) copy_in(dc_last_.data(), g_c, n);
-    run_backward(g_seq ? loss_grad_.data() : nullptr, g_h ? dh_last_.data() : nullptr,
-                 g_c ? dc_last_.data() : nullptr);
+    check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
+    check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
+    if (grad_h_seq.present()) copy_in(loss_grad_.data(), grad_h_seq.ptr<T>(), steps_ * n);
+    if (grad_h_last.present()) copy_in(dh_last_.data(), grad_h_last.ptr<T>(), n);
+    if (grad_c_last.present()) copy_in(dc_last_.data(), grad_c_last.ptr<T>(), n);
+    run_backward(grad_h_seq.present() ? loss_grad_.data() : nullptr,
+                 grad_h_last.present() ? dh_last_.data() : nullptr,
+                 grad_c_last.present() ? dc_last_.data() : nullptr);
     finish(out);
   }
 
@@ -114,15 +106,8 @@ class CudaRecurrent final : public RecurrentBase {
               const TensorView& c0, const TensorView& target, bool every_step) override {
     const std::string op = name("step");
     CudaCall call(busy_, context_, op.c_str());
-    // Refuse a bad target before the forward overwrites the state of the last one.
-    check_dtype(op.c_str(), "target", target, dtype());
-    const int64_t steps = x_seq.ndim == 3 ? x_seq.dim(0) : -1;
-    const int64_t batch = x_seq.ndim == 3 ? x_seq.dim(1) : -1;
-    if (every_step)
-      check_shape(op.c_str(), "target", target, {steps, batch, hidden_});
-    else
-      check_shape(op.c_str(), "target", target, {batch, hidden_});
-    check_input(x_seq, h0, c0, op.c_str());
+    check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
+    check_sequence_input(op.c_str(), spec(), x_seq, h0, c0);
     try {  // what mse_loss refuses, refused before the forward
       ensure_workspace(op.c_str(), x_seq.dim(0), x_seq.dim(1));
       check_target_finite_on(target.device, target.ptr<T>(), target.numel() / hidden_, hidden_,
@@ -132,7 +117,7 @@ class CudaRecurrent final : public RecurrentBase {
       throw;
     }
     run_forward(x_seq, h0, c0, op.c_str());
-    check_outputs(op, out);
+    check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
     const int64_t n = rows_ * hidden_, rows = every_step ? steps_ * rows_ : rows_;
     copy_in(target_.data(), target.ptr<T>(), rows * hidden_);
     const T* prediction = every_step ? h_all_.data() + n : h_all_.data() + steps_ * n;
@@ -146,30 +131,8 @@ class CudaRecurrent final : public RecurrentBase {
   }
 
  private:
-  std::string name(const char* method) const {
-    return std::string(kind_ == CellKind::lstm ? "LSTM." : "RNN.") + method;
-  }
-
-  const T* optional_grad(const std::string& op, const char* arg, const TensorView& g,
-                         std::initializer_list<int64_t> shape) const {
-    if (!g.present()) return nullptr;
-    check_dtype(op.c_str(), arg, g, dtype());
-    check_shape(op.c_str(), arg, g, shape);
-    return g.ptr<T>();
-  }
-
-  // The bindings sized the outputs from the last forward (as on the CPU).
-  void check_outputs(const std::string& op, const SequenceOutputs& out) const {
-    check_dtype(op.c_str(), "report", out.report, DType::f64);
-    const bool sized_for_this_forward =
-        out.report.dim(0) == steps_ && out.report.dim(1) == kNumSequenceColumns &&
-        (!out.x_grad.present() || (out.x_grad.dim(0) == steps_ && out.x_grad.dim(1) == rows_ &&
-                                   out.x_grad.dim(2) == in_)) &&
-        (!out.h0_grad.present() || out.h0_grad.dim(0) == rows_) &&
-        (!out.c0_grad.present() || out.c0_grad.dim(0) == rows_);
-    if (!sized_for_this_forward)
-      fail<DeviceError>(op, ": the outputs were sized for another (T, B) than the last forward");
-  }
+  SequenceSpec spec() const { return SequenceSpec{kind_, dtype(), in_, hidden_}; }
+  std::string name(const char* method) const { return spec().op(method); }
 
   // From the host or a device (an input with __cuda_array_interface__): cudaMemcpyDefault.
   void copy_in(T* device, const T* source, int64_t n) {
@@ -186,26 +149,6 @@ class CudaRecurrent final : public RecurrentBase {
   }
   double* seq_slots() { return results_.data(); }
   double* result_slot(int which) { return results_.data() + steps_ * kNumSeqSlots + which; }
-
-  void check_input(const TensorView& x_seq, const TensorView& h0, const TensorView& c0,
-                   const char* op) const {
-    check_dtype(op, "x_seq", x_seq, dtype());
-    check_shape(op, "x_seq", x_seq, {-1, -1, in_});
-    const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
-    if (steps == 0)
-      fail<ValueError>(op, ": x_seq must have at least one time step, got shape ", x_seq.shape_str());
-    if (rows == 0)
-      fail<ValueError>(op, ": x_seq must have at least one sequence (batch > 0), got shape ",
-                       x_seq.shape_str());
-    blas_int(steps * rows, "steps * batch");
-    for (auto [arg, t] : {std::pair<const char*, const TensorView*>{"h0", &h0}, {"c0", &c0}})
-      if (t->present()) {
-        check_dtype(op, arg, *t, dtype());
-        check_shape(op, arg, *t, {rows, hidden_});
-      }
-    if (c0.present() && kind_ == CellKind::rnn)
-      fail<ValueError>(op, ": an RNN has no cell state (c0)");
-  }
 
   void ensure_workspace(const char* op, int64_t steps, int64_t rows) {
     if (steps == steps_ && rows == rows_) return;
@@ -232,7 +175,7 @@ class CudaRecurrent final : public RecurrentBase {
 
   void run_forward(const TensorView& x_seq, const TensorView& h0, const TensorView& c0,
                    const char* op) {
-    check_input(x_seq, h0, c0, op);
+    check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
     ensure_workspace(op, steps, rows);
     forward_done_ = false;

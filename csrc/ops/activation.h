@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "core/tensor.h"
 
@@ -16,6 +17,20 @@ struct ActSpec {
   Activation kind = Activation::identity;
   double alpha = 1.0;  // ELU only
 };
+
+// Calls body(std::integral_constant<Activation, K>{}) for the runtime kind, so that hot loops
+// are compiled once per activation with no per-element switch.
+template <class F>
+decltype(auto) with_activation(Activation kind, F&& body) {
+  using A = Activation;
+  switch (kind) {
+    case A::sigmoid: return body(std::integral_constant<A, A::sigmoid>{});
+    case A::tanh: return body(std::integral_constant<A, A::tanh>{});
+    case A::relu: return body(std::integral_constant<A, A::relu>{});
+    case A::elu: return body(std::integral_constant<A, A::elu>{});
+    default: return body(std::integral_constant<A, A::identity>{});
+  }
+}
 
 // Largest derivative of each activation; "saturated" means act'(z) < 1% of it.
 inline double max_derivative(ActSpec act) {

@@ -39,18 +39,4 @@ inline void act_eval(T z, T alpha, T& h, T& d) {
   }
 }
 
-// Calls body(std::integral_constant<Activation, K>{}) for the runtime kind, so that hot loops
-// are compiled once per activation with no per-element switch.
-template <class F>
-decltype(auto) with_activation(Activation kind, F&& body) {
-  using A = Activation;
-  switch (kind) {
-    case A::sigmoid: return body(std::integral_constant<A, A::sigmoid>{});
-    case A::tanh: return body(std::integral_constant<A, A::tanh>{});
-    case A::relu: return body(std::integral_constant<A, A::relu>{});
-    case A::elu: return body(std::integral_constant<A, A::elu>{});
-    default: return body(std::integral_constant<A, A::identity>{});
-  }
-}
-
 }  // namespace vgkern

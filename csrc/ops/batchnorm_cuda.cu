@@ -240,7 +240,7 @@ void dense_bn_forward_cuda(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_
                 bn.eps);
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
-  cuda::with_activation_kind(act.kind, [&](auto kind) {
+  with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
     if (slots)
       VGKERN_LAUNCH((normalize_activate_kernel<T, K, true>), blocks, stream, h, dact, xhat, z,

@@ -75,7 +75,7 @@ void dense_forward_epilogue_cuda(T* h, T* dact, T* z, const T* b, int64_t rows, 
   const int blocks = blocks_for(n);
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
-  cuda::with_activation_kind(act.kind, [&](auto kind) {
+  with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
     if (slots)
       VGKERN_LAUNCH((epilogue_kernel<T, K, true>), blocks, stream, h, dact, z, b, n, cols, alpha,

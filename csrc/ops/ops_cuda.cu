@@ -79,7 +79,7 @@ void cell_weight_backward(const CudaContext& context, T* dx, T* dh_prev, T* dw_i
 template <class T>
 void activation_forward_cuda(T* h, T* dact, const T* z, int64_t n, ActSpec act) {
   CudaContext& context = default_context();
-  cuda::with_activation_kind(act.kind, [&](auto kind) {
+  with_activation(act.kind, [&](auto kind) {
     VGKERN_LAUNCH((activation_forward_kernel<T, decltype(kind)::value>), blocks_for(n),
                   context.stream(), h, dact, z, n, static_cast<T>(act.alpha));
   });
@@ -89,7 +89,7 @@ void activation_forward_cuda(T* h, T* dact, const T* z, int64_t n, ActSpec act) 
 template <class T>
 void activation_backward_cuda(T* dz, const T* dh, const T* z, int64_t n, ActSpec act) {
   CudaContext& context = default_context();
-  cuda::with_activation_kind(act.kind, [&](auto kind) {
+  with_activation(act.kind, [&](auto kind) {
     VGKERN_LAUNCH((activation_backward_kernel<T, decltype(kind)::value>), blocks_for(n),
                   context.stream(), dz, dh, z, n, static_cast<T>(act.alpha));
   });
