@@ -175,6 +175,16 @@ def paired_overhead(step_on, step_off, rounds: int = 16, block_s: float = 0.25) 
             "steps_per_block": steps}
 
 
+def stats_overhead_fields(step_on, step_off, medians_ratio: float) -> dict:
+    """A result's statistics-cost fields: (on - off) / off from paired_overhead, and the ratio
+    of the interleaved single-step medians (far noisier) for reference."""
+    paired = paired_overhead(step_on, step_off)
+    return {"stats_overhead": paired["overhead"],
+            "stats_overhead_spread": [paired["p25"], paired["p75"]],
+            "stats_overhead_method": {k: paired[k] for k in ("rounds", "steps_per_block")},
+            "stats_overhead_interleaved_medians": medians_ratio}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

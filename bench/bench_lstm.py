@@ -52,8 +52,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import (cpu_model, gemm_call_overhead_s, max_rel_diff,  # noqa: E402
-                     paired_overhead, run_interleaved, to_numpy, add_timing_arguments,
-                     targets_line)
+                     run_interleaved, stats_overhead_fields, to_numpy,
+                     add_timing_arguments, targets_line)
 
 # --------------------------------------------------------------------------------------------
 # Configurations and targets
@@ -441,13 +441,8 @@ def bench_config(cfg, args, vgkern, dtype, wanted):
         res["gemm_calls_per_step"] = gemm_calls
         res["gemm_call_overhead_ms"] = overhead_s * 1e3
     if "vgkern_nostats" in med:
-        # (on - off) / off: from back-to-back blocks (_timing.paired_overhead); the ratio of
-        # the settled single-step medians above is kept for reference, it is far noisier
-        paired = paired_overhead(steps["vgkern"], steps["vgkern_nostats"])
-        res["stats_overhead"] = paired["overhead"]
-        res["stats_overhead_spread"] = [paired["p25"], paired["p75"]]
-        res["stats_overhead_method"] = {k: paired[k] for k in ("rounds", "steps_per_block")}
-        res["stats_overhead_interleaved_medians"] = v / med["vgkern_nostats"] - 1.0
+        res.update(stats_overhead_fields(steps["vgkern"], steps["vgkern_nostats"],
+                                         v / med["vgkern_nostats"] - 1.0))
     res["targets"] = evaluate_targets(cfg, res)
     return res
 
