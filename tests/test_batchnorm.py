@@ -1253,6 +1253,40 @@ def test_eval_batch_of_one_works(dtype, rng, device):
     np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=4 * eps(dtype))
 
 
+@pytest.mark.parametrize("width", [16, 37, 64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bn_dead_and_saturated_units_are_counted_exactly(dtype, width, rng, device):
+    """BN layers count saturation and zeros per vector lane and mark nonzero columns per row
+    block: units forced dead (beta = -100 before a relu) or saturated (gamma = 100 before a
+    tanh) must come out exactly, for widths that are and are not multiples of the lanes."""
+    x = rng.standard_normal((64, width)).astype(dtype)
+    target = np.zeros((64, 3), dtype)
+    net = vgkern.MLP([width, width, 3], activation="relu", batch_norm=True, dtype=dtype, seed=0,
+                     device=device)
+    betas = np.array(net.bn_betas[0])
+    betas[:5] = -100.0
+    net.bn_betas[0] = betas
+    rep = net.step(x, target)
+    xhat = (x @ np.asarray(net.weights[0], np.float64).T)
+    xhat = (xhat - xhat.mean(0)) / np.sqrt(xhat.var(0) + 1e-5)
+    h = np.maximum(np.asarray(net.bn_gammas[0], np.float64) * xhat + betas, 0.0)
+    assert rep.dead_fraction[0] == (h == 0).all(axis=0).mean() == 5 / width
+    assert rep.zero_fraction[0] == pytest.approx((h == 0).mean(), abs=2 / h.size)
+    assert rep.saturated_fraction[0] == 0.0
+
+    net = vgkern.MLP([width, width, 3], activation="tanh", batch_norm=True, dtype=dtype, seed=0,
+                     device=device)
+    gammas = np.array(net.bn_gammas[0])
+    gammas[:3] = 100.0
+    net.bn_gammas[0] = gammas
+    rep = net.step(x, target)
+    y = gammas * xhat + np.asarray(net.bn_betas[0], np.float64)
+    saturated = 1 - np.tanh(y) ** 2 < 0.01
+    assert rep.saturated_fraction[0] == pytest.approx(saturated.mean(), abs=2 / y.size)
+    assert rep.saturated_fraction[0] > 3 / width * 0.8
+    assert rep.dead_fraction[0] == 0.0
+
+
 @pytest.mark.parametrize("case", ["constant-column", "zero-weight-row", "all-constant"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_zero_variance_feature_is_finite(dtype, case, rng, device):

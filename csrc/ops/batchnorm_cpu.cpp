@@ -21,7 +21,7 @@ namespace {
 
 // One per-thread buffer per purpose, so that no two live arrays ever share storage.
 enum Slot { kColMean, kColVar, kPartSums, kSumG, kSumGx, kCoefA, kCoefB, kCoefC, kXhat,
-            kSaturated, kZeros, kNumSlots };
+            kNonzero, kNumSlots };
 
 template <class U>
 std::vector<U>& slot_buffer(Slot which) {
@@ -114,39 +114,81 @@ void batch_statistics(T* mean, T* rstd, T* running_mean, T* running_var, const d
   }
 }
 
-// xhat = (z - mean) * rstd (may overwrite z), y = gamma * xhat + beta, h = act(y),
-// dact = act'(y); per-column counts of saturated and zero activations.
+struct alignas(64) ActivationCounts {  // of one row block; one cache line each
+  int64_t saturated = 0, zeros = 0;
+};
+
+// Column j of one row: xhat = (z - mean) * rstd (may overwrite z), y = gamma * xhat + beta,
+// h = act(y), dact = act'(y); with Stats, that entry's saturation and zero counts into one lane.
+template <class T, Activation K, bool Stats>
+[[gnu::always_inline]] inline void normalize_activate_entry(
+    T* h_row, T* dact_row, T* xhat_row, const T* z_row, int64_t j, const T* mean, const T* rstd,
+    const T* gamma, const T* beta, T alpha, T saturation_threshold, int32_t& saturated,
+    int32_t& zeros) {
+  constexpr bool kCountSaturated =
+      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
+  const T xh = (z_row[j] - mean[j]) * rstd[j];
+  const T y = gamma ? gamma[j] * xh + beta[j] : xh;
+  T hv, dv;
+  act_eval<K>(y, alpha, hv, dv);
+  xhat_row[j] = xh;
+  h_row[j] = hv;
+  if constexpr (K != Activation::identity) dact_row[j] = dv;
+  if constexpr (Stats) {
+    if constexpr (kCountSaturated) saturated += dv < saturation_threshold ? 1 : 0;
+    zeros += hv == T(0) ? 1 : 0;
+  }
+}
+
+// normalize_activate_entry over rows x cols; with Stats, the counts of saturated and zero
+// activations in `counts`, summed per lane (column j of a run of kStatLanes columns goes to
+// lane j: no horizontal reduction, no per-column counters in memory).
 template <class T, Activation K, bool Stats>
 VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, const T* mean,
                                            const T* rstd, const T* gamma, const T* beta,
                                            int64_t rows, int64_t cols, T alpha,
-                                           T saturation_threshold, int32_t* saturated,
-                                           int32_t* zeros) {
-  constexpr bool kCountSaturated =
-      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
-  if (Stats) {
-    std::fill(saturated, saturated + cols, 0);
-    std::fill(zeros, zeros + cols, 0);
-  }
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* z_row = z + i * cols;
-    T* xhat_row = xhat + i * cols;
-    T* h_row = h + i * cols;
-    T* dact_row = K == Activation::identity ? nullptr : dact + i * cols;
+                                           T saturation_threshold, ActivationCounts* counts) {
+  int32_t unused = 0;
+  int64_t saturated[kStatLanes] = {}, zeros[kStatLanes] = {};
+  const int64_t rows_per_chunk = std::max<int64_t>(1, kCountChunk / std::max<int64_t>(cols, 1));
+  for (int64_t chunk = 0; chunk < rows; chunk += rows_per_chunk) {
+    int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
+    for (int64_t i = chunk; i < std::min(rows, chunk + rows_per_chunk); ++i) {
+      const T* z_row = z + i * cols;
+      T* xhat_row = xhat + i * cols;
+      T* h_row = h + i * cols;
+      T* dact_row = K == Activation::identity ? nullptr : dact + i * cols;
+      if constexpr (!Stats) {
 #pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) {
-      const T xh = (z_row[j] - mean[j]) * rstd[j];
-      const T y = gamma ? gamma[j] * xh + beta[j] : xh;
-      T hv, dv;
-      act_eval<K>(y, alpha, hv, dv);
-      xhat_row[j] = xh;
-      h_row[j] = hv;
-      if constexpr (K != Activation::identity) dact_row[j] = dv;
-      if constexpr (Stats) {
-        if constexpr (kCountSaturated) saturated[j] += dv < saturation_threshold ? 1 : 0;
-        zeros[j] += hv == T(0) ? 1 : 0;
+        for (int64_t j = 0; j < cols; ++j)
+          normalize_activate_entry<T, K, false>(h_row, dact_row, xhat_row, z_row, j, mean, rstd,
+                                                gamma, beta, alpha, saturation_threshold,
+                                                unused, unused);
+        continue;
       }
+      int64_t j0 = 0;
+      for (; j0 + kStatLanes <= cols; j0 += kStatLanes) {
+#pragma omp simd
+        for (int lane = 0; lane < kStatLanes; ++lane)
+          normalize_activate_entry<T, K, true>(h_row, dact_row, xhat_row, z_row, j0 + lane, mean,
+                                               rstd, gamma, beta, alpha, saturation_threshold,
+                                               chunk_saturated[lane], chunk_zeros[lane]);
+      }
+      for (int lane = 0; j0 + lane < cols; ++lane)  // the row's ragged end
+        normalize_activate_entry<T, K, true>(h_row, dact_row, xhat_row, z_row, j0 + lane, mean,
+                                             rstd, gamma, beta, alpha, saturation_threshold,
+                                             chunk_saturated[lane], chunk_zeros[lane]);
     }
+    for (int lane = 0; lane < kStatLanes; ++lane) {
+      saturated[lane] += chunk_saturated[lane];
+      zeros[lane] += chunk_zeros[lane];
+    }
+  }
+  if (!Stats) return;
+  counts->saturated = counts->zeros = 0;
+  for (int lane = 0; lane < kStatLanes; ++lane) {
+    counts->saturated += saturated[lane];
+    counts->zeros += zeros[lane];
   }
 }
 
@@ -277,8 +319,8 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   }
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, out, bn);
 
-  const PartRows<int32_t> saturated = part_slot<int32_t>(kSaturated, parts, out);  // per block
-  const PartRows<int32_t> zeros = part_slot<int32_t>(kZeros, parts, out);
+  const PartRows<int32_t> col_nonzero = part_slot<int32_t>(kNonzero, parts, out);  // per block
+  ActivationCounts counts[kMaxParts];
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
   with_activation(act.kind, [&](auto kind) {
@@ -287,31 +329,29 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
       const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
       T* xhat_part = xhat + begin * out;
       T* dact_part = K == Activation::identity ? dact : dact + begin * out;
-      if (stats)
-        normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
-                                       rstd, gamma, beta, count, out, alpha, threshold,
-                                       saturated[p], zeros[p]);
-      else
+      if (!stats) {
         normalize_activate<T, K, false>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
-                                        rstd, gamma, beta, count, out, alpha, threshold, nullptr,
-                                        nullptr);
+                                        rstd, gamma, beta, count, out, alpha, threshold, nullptr);
+        return;
+      }
+      normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean, rstd,
+                                     gamma, beta, count, out, alpha, threshold, &counts[p]);
+      if (counts[p].zeros > 0) mark_nonzero_columns(h + begin * out, count, out, col_nonzero[p]);
     });
   });
   if (!stats) return;
-  int64_t saturated_total = 0, zeros_total = 0, dead = 0;
-  for (int64_t j = 0; j < out; ++j) {
-    int64_t column_zeros = 0;
-    for (int p = 0; p < parts; ++p) {
-      saturated_total += saturated[p][j];
-      column_zeros += zeros[p][j];
-    }
-    zeros_total += column_zeros;
-    dead += column_zeros == rows;
+  int64_t saturated_total = 0, zeros_total = 0;
+  int parts_with_zeros = 0;
+  for (int p = 0; p < parts; ++p) {
+    saturated_total += counts[p].saturated;
+    zeros_total += counts[p].zeros;
+    parts_with_zeros += counts[p].zeros > 0;
   }
   const double n = static_cast<double>(rows) * out;
   stats->saturated_fraction = saturated_total / n;
   stats->zero_fraction = zeros_total / n;
-  stats->dead_fraction = static_cast<double>(dead) / out;
+  stats->dead_fraction =
+      static_cast<double>(dead_columns(col_nonzero, parts, parts_with_zeros, out)) / out;
 }
 
 template <class T>
@@ -373,7 +413,7 @@ void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_v
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
   normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,
-                                                      rows, cols, T(1), T(0), nullptr, nullptr);
+                                                      rows, cols, T(1), T(0), nullptr);
 }
 
 template <class T>

@@ -34,54 +34,82 @@ struct EpilogueSums {
   int64_t saturated = 0, zeros = 0;
 };
 
+// One entry of the forward epilogue: h[i] = act(z), dact[i] = act'(z) from z = h[i], and with
+// Stats that entry's share of one lane's moments and counts.
+template <class T, Activation K, bool Stats>
+[[gnu::always_inline]] inline void epilogue_entry(T* h, T* dact, int64_t i, T alpha,
+                                                  T saturation_threshold, T shift, T& s1, T& s2,
+                                                  int32_t& saturated, int32_t& zeros) {
+  constexpr bool kCountSaturated =
+      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
+  const T z = h[i];
+  T hv, dv;
+  act_eval<K>(z, alpha, hv, dv);
+  h[i] = hv;
+  if constexpr (K != Activation::identity) dact[i] = dv;
+  if constexpr (Stats) {
+    const T c = z - shift;
+    s1 += c;
+    s2 += c * c;
+    if constexpr (kCountSaturated) saturated += dv < saturation_threshold ? 1 : 0;
+    zeros += hv == T(0) ? 1 : 0;
+  }
+}
+
 // The flat (n,) buffer h holds z = x W^T + b on entry (the bias was written before the GEMM
 // accumulated into it, so no column index is needed here); leaves h = act(z), dact = act'(z).
+// Statistics per lane: moments in T over each block of kSquareBlock entries, then in float64.
+// The lanes are added in lane order at the end, so the sums depend on n only (see
+// run_forward_epilogue for the check of the float sums).
 template <class T, Activation K, bool Stats>
 VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
                                          T saturation_threshold, T shift, EpilogueSums& sums) {
-  constexpr bool kCountSaturated =
-      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
-  // Moments summed in T over blocks of kSquareBlock entries, then in float64: register
-  // accumulators, one horizontal reduction per block (see run_forward_epilogue for the check).
-  EpilogueSums total;
-  for (int64_t start = 0; start < n; start += kSquareBlock) {
-    const int64_t end = std::min(n, start + kSquareBlock);
-    T s1 = 0, s2 = 0;
-    int32_t saturated = 0, zeros = 0;
-#pragma omp simd reduction(+ : s1, s2, saturated, zeros)
-    for (int64_t i = start; i < end; ++i) {
-      const T z = h[i];
-      T hv, dv;
-      act_eval<K>(z, alpha, hv, dv);
-      h[i] = hv;
-      if constexpr (K != Activation::identity) dact[i] = dv;
-      if constexpr (Stats) {
-        const T c = z - shift;
-        s1 += c;
-        s2 += c * c;
-        if constexpr (kCountSaturated) saturated += dv < saturation_threshold ? 1 : 0;
-        zeros += hv == T(0) ? 1 : 0;
+  if constexpr (!Stats) {
+    T unused_sum = 0;
+    int32_t unused_count = 0;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)
+      epilogue_entry<T, K, false>(h, dact, i, alpha, saturation_threshold, shift, unused_sum,
+                                  unused_sum, unused_count, unused_count);
+    return;
+  }
+  double sum1[kStatLanes] = {}, sum2[kStatLanes] = {};
+  int64_t saturated[kStatLanes] = {}, zeros[kStatLanes] = {};
+  for (int64_t chunk = 0; chunk < n; chunk += kCountChunk) {
+    const int64_t chunk_end = std::min(n, chunk + kCountChunk);
+    int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
+    for (int64_t start = chunk; start < chunk_end; start += kSquareBlock) {
+      const int64_t end = std::min(chunk_end, start + kSquareBlock);
+      T s1[kStatLanes] = {}, s2[kStatLanes] = {};
+      int64_t k = start;
+      for (; k + kStatLanes <= end; k += kStatLanes) {
+#pragma omp simd
+        for (int lane = 0; lane < kStatLanes; ++lane)
+          epilogue_entry<T, K, true>(h, dact, k + lane, alpha, saturation_threshold, shift,
+                                     s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
+      }
+      for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
+        epilogue_entry<T, K, true>(h, dact, k + lane, alpha, saturation_threshold, shift,
+                                   s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
+#pragma omp simd
+      for (int lane = 0; lane < kStatLanes; ++lane) {
+        sum1[lane] += s1[lane];
+        sum2[lane] += s2[lane];
       }
     }
-    total.shifted_sum += s1;
-    total.shifted_sumsq += s2;
-    total.saturated += saturated;
-    total.zeros += zeros;
+    for (int lane = 0; lane < kStatLanes; ++lane) {
+      saturated[lane] += chunk_saturated[lane];
+      zeros[lane] += chunk_zeros[lane];
+    }
+  }
+  EpilogueSums total;
+  for (int lane = 0; lane < kStatLanes; ++lane) {
+    total.shifted_sum += sum1[lane];
+    total.shifted_sumsq += sum2[lane];
+    total.saturated += saturated[lane];
+    total.zeros += zeros[lane];
   }
   sums = total;
-}
-
-// col_nonzero[j] = 1 where column j of h (rows, cols) is nonzero in some row. Only run when
-// zeros exist.
-template <class T>
-VGKERN_SIMD_CLONES void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols,
-                                             int32_t* col_nonzero) {
-  std::fill(col_nonzero, col_nonzero + cols, 0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* h_row = h + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) col_nonzero[j] |= h_row[j] != T(0) ? 1 : 0;
-  }
 }
 
 // One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
@@ -137,15 +165,7 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int
     m2 += part_m2 + d * d * (count * part.count / total);
     count = total;
   }
-  // A column is dead when it is zero in every row of every part: only possible when every part
-  // has zeros (and so filled its col_nonzero row).
-  int64_t dead = 0;
-  if (parts_with_zeros == num_parts)
-    for (int64_t j = 0; j < cols; ++j) {
-      int32_t alive = 0;
-      for (int p = 0; p < num_parts; ++p) alive |= col_nonzero[p][j];
-      dead += alive == 0;
-    }
+  const int64_t dead = dead_columns(col_nonzero, num_parts, parts_with_zeros, cols);
   stats->preact_mean = mean;
   stats->preact_std = count > 0 ? std::sqrt(m2 / count) : 0.0;
   stats->saturated_fraction = count > 0 ? saturated / count : 0.0;
@@ -218,6 +238,29 @@ VGKERN_SIMD_CLONES void add_into(T* __restrict target, const T* __restrict v, in
 }
 
 }  // namespace
+
+template <class T>
+VGKERN_SIMD_CLONES void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols,
+                                             int32_t* col_nonzero) {
+  std::fill(col_nonzero, col_nonzero + cols, 0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* h_row = h + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) col_nonzero[j] |= h_row[j] != T(0) ? 1 : 0;
+  }
+}
+
+int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_zeros,
+                     int64_t cols) {
+  int64_t dead = 0;
+  if (parts_with_zeros == parts)
+    for (int64_t j = 0; j < cols; ++j) {
+      int32_t alive = 0;
+      for (int p = 0; p < parts; ++p) alive |= col_nonzero[p][j];
+      dead += alive == 0;
+    }
+  return dead;
+}
 
 template <class T>
 BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
@@ -359,7 +402,8 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
                                       int64_t, int64_t, int64_t, bool, BackwardStats*);       \
   template double weight_and_input_grads<T>(const LayerPlan&, T*, T*, const T*, const T*,      \
                                             const T*, int64_t, int64_t, int64_t, bool);      \
-  template class BackwardGemms<T>;
+  template class BackwardGemms<T>;                                                             \
+  template void mark_nonzero_columns<T>(const T*, int64_t, int64_t, int32_t*);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

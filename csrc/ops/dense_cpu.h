@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/scratch.h"
 #include "ops/activation.h"
 #include "ops/layer_plan.h"
 
@@ -30,6 +31,22 @@ struct BackwardStats {
   double gamma_grad_norm = NAN, beta_grad_norm = NAN;  // batch-norm layers only
   int rescale_log2 = 0;
 };
+
+// Lanes of the activation passes' statistics: entry j of a run of kStatLanes entries goes to
+// lane j (one AVX-512 vector of floats), so hot loops carry no horizontal reduction. Counts
+// stay in int32 lanes for at most kCountChunk entries, then go to int64.
+constexpr int kStatLanes = 16;
+constexpr int64_t kCountChunk = int64_t{1} << 28;
+
+// col_nonzero (cols,) = 1 where column j of h (rows, cols) is nonzero in some row, else 0: run
+// by a row block that has zeros, for dead_columns.
+template <class T>
+void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols, int32_t* col_nonzero);
+
+// Columns that are zero in every row of every block, from the blocks' mark_nonzero_columns
+// rows. A column can only be dead when every block has zeros (and so marked its row).
+int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_zeros,
+                     int64_t cols);
 
 // dact may be null only for the identity activation (act' = 1 is not stored).
 // stats may be null (no statistics computed).
