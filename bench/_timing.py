@@ -143,7 +143,7 @@ def run_interleaved(steps: dict, reps: int, warmup: int, gap_s: float, max_settl
     return t
 
 
-def paired_overhead(step_on, step_off, rounds: int = 16, block_s: float = 0.25) -> dict:
+def paired_overhead(step_on, step_off, rounds: int = 24, block_s: float = 0.4) -> dict:
     """Cost of step_on over step_off, measured the way a sweep runs: blocks of back-to-back
     steps (warm caches, pools awake), on and off alternating (on first in even rounds, off first
     in odd ones). Each block keeps its fastest step, which other processes can only slow down,
