@@ -148,34 +148,37 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
                                            const T* rstd, const T* gamma, const T* beta,
                                            int64_t rows, int64_t cols, T alpha,
                                            T saturation_threshold, ActivationCounts* counts) {
-  int32_t unused = 0;
+  if constexpr (!Stats) {
+    int32_t unused = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t at = i * cols;
+      T* dact_row = K == Activation::identity ? nullptr : dact + at;
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j)
+        normalize_activate_entry<T, K, false>(h + at, dact_row, xhat + at, z + at, j, mean, rstd,
+                                              gamma, beta, alpha, saturation_threshold, unused,
+                                              unused);
+    }
+    return;
+  }
   int64_t saturated[kStatLanes] = {}, zeros[kStatLanes] = {};
   const int64_t rows_per_chunk = std::max<int64_t>(1, kCountChunk / std::max<int64_t>(cols, 1));
   for (int64_t chunk = 0; chunk < rows; chunk += rows_per_chunk) {
     int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
     for (int64_t i = chunk; i < std::min(rows, chunk + rows_per_chunk); ++i) {
-      const T* z_row = z + i * cols;
-      T* xhat_row = xhat + i * cols;
-      T* h_row = h + i * cols;
-      T* dact_row = K == Activation::identity ? nullptr : dact + i * cols;
-      if constexpr (!Stats) {
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j)
-          normalize_activate_entry<T, K, false>(h_row, dact_row, xhat_row, z_row, j, mean, rstd,
-                                                gamma, beta, alpha, saturation_threshold,
-                                                unused, unused);
-        continue;
-      }
+      const int64_t at = i * cols;
+      T* dact_row = K == Activation::identity ? nullptr : dact + at;
       int64_t j0 = 0;
       for (; j0 + kStatLanes <= cols; j0 += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          normalize_activate_entry<T, K, true>(h_row, dact_row, xhat_row, z_row, j0 + lane, mean,
-                                               rstd, gamma, beta, alpha, saturation_threshold,
-                                               chunk_saturated[lane], chunk_zeros[lane]);
+          normalize_activate_entry<T, K, true>(h + at, dact_row, xhat + at, z + at, j0 + lane,
+                                               mean, rstd, gamma, beta, alpha,
+                                               saturation_threshold, chunk_saturated[lane],
+                                               chunk_zeros[lane]);
       }
       for (int lane = 0; j0 + lane < cols; ++lane)  // the row's ragged end
-        normalize_activate_entry<T, K, true>(h_row, dact_row, xhat_row, z_row, j0 + lane, mean,
+        normalize_activate_entry<T, K, true>(h + at, dact_row, xhat + at, z + at, j0 + lane, mean,
                                              rstd, gamma, beta, alpha, saturation_threshold,
                                              chunk_saturated[lane], chunk_zeros[lane]);
     }
@@ -184,7 +187,6 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
       zeros[lane] += chunk_zeros[lane];
     }
   }
-  if (!Stats) return;
   counts->saturated = counts->zeros = 0;
   for (int lane = 0; lane < kStatLanes; ++lane) {
     counts->saturated += saturated[lane];
