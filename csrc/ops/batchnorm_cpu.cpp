@@ -237,13 +237,14 @@ VGKERN_SIMD_CLONES void backward_dz(T* g_dz, const T* xhat, const T* a, const T*
 }
 
 // The BN backward from g (rows, cols) and the column sums of g and g * xhat: dgamma, dbeta
-// (when gamma), dz in place of g over the row blocks of `plan` (each block's sum of squares of
-// dz while its rows are hot), then finish_block(p) in block p; returns ||dz||^2.
+// (when gamma), dz in place of g over the row blocks of `plan` (with sumsq, each block's sum of
+// squares of dz while its rows are hot), then finish_block(p) in block p; returns ||dz||^2
+// (0 without sumsq).
 template <class T, class F>
 double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* dbeta,
                                  const T* xhat, const T* rstd, const T* gamma,
                                  const double* sum_g, const double* sum_gx, int64_t rows,
-                                 int64_t cols, bool training, F&& finish_block) {
+                                 int64_t cols, bool training, bool sumsq, F&& finish_block) {
   T* a = slot<T>(kCoefA, cols);
   T* b = slot<T>(kCoefB, cols);
   T* c = slot<T>(kCoefC, cols);
@@ -265,7 +266,7 @@ double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* d
       backward_dz<T, true>(dz, xhat + begin * cols, a, b, c, count, cols);
     else
       backward_dz<T, false>(dz, xhat + begin * cols, a, b, c, count, cols);
-    dz_sumsq[p].value = sum_squares_blocked(dz, count * cols);
+    if (sumsq) dz_sumsq[p].value = sum_squares_blocked(dz, count * cols);
     finish_block(p);  // e.g. the GEMMs that read this block of dz
   });
   return total_of_parts(dz_sumsq, parts);
@@ -381,13 +382,14 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
   // GEMMs follow its dz pass at once (rows still hot, one hand-off fewer).
   const BackwardGemms<T> gemms(plan, dx, dw, dz, x, w, rows, in, out);
   const bool fused = plan.split_gemm && !log_scale;
+  const bool want = stats != nullptr || log_scale;  // ||dz||: reported, or to renormalise by
   const double dz_sumsq = batchnorm_backward_from_g(
-      plan, dz, dgamma, dbeta, xhat, rstd, gamma, sum_g[0], sum_gx[0], rows, out, training,
+      plan, dz, dgamma, dbeta, xhat, rstd, gamma, sum_g[0], sum_gx[0], rows, out, training, want,
       [&](int p) {
         if (fused) gemms.block(p);
       });
   const int64_t n = rows * out;
-  const double dz_norm = norm_from_sum_squares(dz_sumsq, dz, n);
+  const double dz_norm = want ? norm_from_sum_squares(dz_sumsq, dz, n) : 0.0;
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(dz_norm, {{dz, n}, {dgamma, out}, {dbeta, out}}) : 0;
   if (!fused) gemms.run();
@@ -429,7 +431,7 @@ void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
   double* sum_gx = slot<double>(kSumGx, cols);
   backward_reduce<T, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx);
   batchnorm_backward_from_g(LayerPlan{}, dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx,
-                            rows, cols, training, [](int) {});
+                            rows, cols, training, false, [](int) {});
 }
 
 #define VGKERN_INSTANTIATE(T)                                                                 \
