@@ -161,7 +161,7 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
     }
     return;
   }
-  int64_t saturated[kStatLanes] = {}, zeros[kStatLanes] = {};
+  *counts = ActivationCounts{};
   const int64_t rows_per_chunk = std::max<int64_t>(1, kCountChunk / std::max<int64_t>(cols, 1));
   for (int64_t chunk = 0; chunk < rows; chunk += rows_per_chunk) {
     int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
@@ -183,14 +183,9 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
                                              chunk_saturated[lane], chunk_zeros[lane]);
     }
     for (int lane = 0; lane < kStatLanes; ++lane) {
-      saturated[lane] += chunk_saturated[lane];
-      zeros[lane] += chunk_zeros[lane];
+      counts->saturated += chunk_saturated[lane];
+      counts->zeros += chunk_zeros[lane];
     }
-  }
-  counts->saturated = counts->zeros = 0;
-  for (int lane = 0; lane < kStatLanes; ++lane) {
-    counts->saturated += saturated[lane];
-    counts->zeros += zeros[lane];
   }
 }
 

@@ -74,7 +74,7 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
     return;
   }
   double sum1[kStatLanes] = {}, sum2[kStatLanes] = {};
-  int64_t saturated[kStatLanes] = {}, zeros[kStatLanes] = {};
+  EpilogueSums total;
   for (int64_t chunk = 0; chunk < n; chunk += kCountChunk) {
     const int64_t chunk_end = std::min(n, chunk + kCountChunk);
     int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
@@ -98,16 +98,13 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
       }
     }
     for (int lane = 0; lane < kStatLanes; ++lane) {
-      saturated[lane] += chunk_saturated[lane];
-      zeros[lane] += chunk_zeros[lane];
+      total.saturated += chunk_saturated[lane];
+      total.zeros += chunk_zeros[lane];
     }
   }
-  EpilogueSums total;
   for (int lane = 0; lane < kStatLanes; ++lane) {
     total.shifted_sum += sum1[lane];
     total.shifted_sumsq += sum2[lane];
-    total.saturated += saturated[lane];
-    total.zeros += zeros[lane];
   }
   sums = total;
 }

@@ -34,7 +34,7 @@ struct BackwardStats {
 
 // Lanes of the activation passes' statistics: entry j of a run of kStatLanes entries goes to
 // lane j (one AVX-512 vector of floats), so hot loops carry no horizontal reduction. Counts
-// stay in int32 lanes for at most kCountChunk entries, then go to int64.
+// stay in int32 lanes for at most kCountChunk entries, then are added to int64 totals.
 constexpr int kStatLanes = 16;
 constexpr int64_t kCountChunk = int64_t{1} << 28;
 
