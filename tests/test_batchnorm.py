@@ -656,6 +656,28 @@ def test_bn_mlp_forward_backward_matches_reference(dtype, training, rng, device)
     check_report_vs_oracle(net, rep, ref, naive, dtype, "elu", "sigmoid", 1.0)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bn_mlp_column_split_layers_match_reference(dtype, training, rng):
+    """Layers big enough to cut each GEMM by output columns (csrc/ops/layer_plan.h: 512 x 260
+    x 300 and 512 x 300 x 290, halves split at columns 128 and 144), against the oracle."""
+    sizes, batch = [260, 300, 290, 7], 512
+    net = bn_net(sizes, "tanh", "xavier_normal", dtype, seed=4)
+    randomize_bn_state(net, rng)
+    net.train() if training else net.eval()
+    state = snapshot(net)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    g = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+    kw = dict(training=training, grad_out=g)
+    ref = oracle_for(state, x, "tanh", dtype, wide=oracle_dtype(dtype), **kw)
+    naive = oracle_for(state, x, "tanh", dtype, **kw)
+    ulps = mlp_ulps(batch, len(sizes) - 1)
+    assert_rule(net.forward(x), ref.out, naive.out, dtype, atol_ulps=ulps, name="out")
+    rep = net.backward(g)
+    check_grads_vs_oracle(net, ref, [naive], dtype, ulps)
+    check_report_vs_oracle(net, rep, ref, naive, dtype, "tanh", "identity", 1.0)
+
+
 # --------------------------------------------------------------------------------------------
 # Whole BN-MLP: finite differences (float64)
 # --------------------------------------------------------------------------------------------

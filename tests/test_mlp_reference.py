@@ -161,6 +161,37 @@ def test_forward_backward_matches_reference(activation, alpha, sizes, batch, dty
                                                   rel=1e-6 if dtype == np.float32 else 1e-12)
 
 
+# Layers above 2^25 multiply-adds per GEMM with both widths >= 128 cut each GEMM by output
+# columns (csrc/ops/layer_plan.h): 512 x 260 x 300 and 512 x 300 x 290 do, their halves split
+# at columns 128 and 144 (not the middle); the 290 -> 7 output layer is cut by rows instead.
+BIG_SIZES, BIG_BATCH = [260, 300, 290, 7], 512
+
+
+@pytest.mark.parametrize("log_scale", [False, True], ids=["linear", "log_scale"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_column_split_layers_match_reference(activation, dtype, log_scale, rng):
+    net = make_net(BIG_SIZES, activation, "xavier_normal", dtype, seed=3)
+    ws, bs = random_weights(rng, BIG_SIZES, dtype, scale=None)
+    write_params(net, ws, bs)
+    x = rng.standard_normal((BIG_BATCH, BIG_SIZES[0])).astype(dtype)
+    grad_out = rng.standard_normal((BIG_BATCH, BIG_SIZES[-1])).astype(dtype)
+    ref, naive = oracles(ws, bs, x, activation, "identity", 1.0, dtype, grad_out=grad_out)
+    assert_rule(net.forward(x), ref.out, naive.out, dtype, name="out")
+    rep = net.backward(grad_out, log_scale=log_scale)
+    if not log_scale:
+        check_gradients(net, ref, naive, dtype)
+        check_report(rep, ref, naive, dtype, activation, "identity", 1.0)
+        return
+    # gradients come back scaled by 2^-grad_log2_scale; the log10 norms are the true ones
+    for l in range(len(BIG_SIZES) - 1):
+        scale = 2.0 ** rep.grad_log2_scale[l]
+        assert_rule(net.weight_grads[l] * np.asarray(scale, dtype), ref.dW[l], naive.dW[l], dtype, name=f"dW[{l}]")
+    for field in R.NORM_FIELDS:
+        np.testing.assert_allclose(getattr(rep, "log10_" + field), ref["log10_" + field],
+                                   rtol=0, atol=1e-5, err_msg=field)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("output_activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)

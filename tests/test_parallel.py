@@ -90,6 +90,10 @@ CASES = {
     "mlp": mlp_step,
     "mlp_relu_float64": lambda: mlp_step(activation="relu", dtype="float64"),
     "mlp_batch_norm": lambda: mlp_step(batch_norm=True),
+    # 400 x 300 x 300 per GEMM: each cut by output columns (ops/layer_plan.h)
+    "mlp_column_split": lambda: mlp_step(width=300, batch=400),
+    "mlp_column_split_float64": lambda: mlp_step(width=300, batch=400, dtype="float64"),
+    "mlp_column_split_batch_norm": lambda: mlp_step(batch_norm=True, width=300, batch=400),
     "lstm": lambda: recurrent_step("lstm"),
     "lstm_float64": lambda: recurrent_step("lstm", dtype="float64"),
     "rnn": lambda: recurrent_step("rnn"),

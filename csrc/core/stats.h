@@ -40,6 +40,7 @@ inline bool sum_squares_trusted(double sumsq) {
 // the squares lost to underflow (each < 2^-126, also with flush-to-zero) are then below 2^-24
 // of it. An untrusted block (tiny, huge, zero or NaN entries) is summed again in float64.
 constexpr int64_t kSquareBlock = 256;
+constexpr int64_t kWideSquareBlock = 1024;  // sum_squares_blocked's blocks: 64 lanes of 16
 
 inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
   return sumsq <= std::numeric_limits<float>::max() &&
@@ -53,8 +54,8 @@ inline double checked_block_sum_squares(float fast, const float* v, int64_t coun
 }
 
 // Sum of squares of n contiguous values for a separate pass over data still in cache: float in
-// float per kSquareBlock block (checked as above, untrusted blocks in float64), double as
-// sum_squares. On float data: no conversions and twice the lanes of sum_squares.
+// float per kWideSquareBlock block, the rest per kSquareBlock block (checked as above, untrusted
+// blocks in float64), double as sum_squares. On float data: no conversions and twice the lanes of sum_squares.
 template <class T>
 double sum_squares_blocked(const T* v, int64_t n);
 

@@ -109,7 +109,8 @@ class Recurrent final : public RecurrentBase {
   // threads.
   LayerPlan recurrence_plan(int64_t rows) const {
     LayerPlan plan = layer_plan(rows, hidden_, gates_);
-    if (!plan.split_gemm) plan.parts = 1;
+    if (!plan.split_rows) plan.parts = 1;
+    plan.split_columns = false;  // the step's GEMMs are row blocks or whole
     return plan;
   }
 
@@ -296,10 +297,10 @@ class Recurrent final : public RecurrentBase {
       dx = x_grad_.data();
     }
     LayerPlan grads_plan = plan;
-    grads_plan.dw_blocks = plan.split_gemm && gates_ * in_ >= 2 * kMinBlockEntries ? 2 : 1;
+    grads_plan.dw_blocks = plan.split_rows && gates_ * in_ >= 2 * kMinBlockEntries ? 2 : 1;
     const double dw_ih_sumsq = weight_and_input_grads(grads_plan, dx, dw_ih, dpre_.data(), x_.data(),
                                                       w_ih, all_rows, in_, gates_, stats);
-    grads_plan.dw_blocks = plan.split_gemm && gates_ * hidden_ >= 2 * kMinBlockEntries ? 2 : 1;
+    grads_plan.dw_blocks = plan.split_rows && gates_ * hidden_ >= 2 * kMinBlockEntries ? 2 : 1;
     const double dw_hh_sumsq =
         weight_and_input_grads<T>(grads_plan, nullptr, dw_hh, dpre_.data(), h_all_.data(), w_hh,
                                   all_rows, hidden_, gates_, stats);

@@ -287,7 +287,12 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
     preact(begin, part_begin(rows, parts, p + 1) - begin);
   };
   const bool moments = bn.training || stats;
-  if (!plan.split_gemm)
+  if (plan.split_columns)  // output columns [c0, c1) of z, over all rows
+    for_parts(plan, parts, [&](int p) {
+      const int64_t c0 = column_begin(out, p), c1 = column_begin(out, p + 1);
+      gemm<T>(false, true, rows, c1 - c0, in, T(1), x, in, w + c0 * in, in, T(0), xhat + c0, out);
+    });
+  else if (!plan.split_rows)
     preact(0, rows);
   else if (!moments)
     for_parts(plan, parts, preact_block);
@@ -295,7 +300,7 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   double* col_var = slot<double>(kColVar, out);
   if (moments)  // a block's GEMM, then its column sums at once
     column_moments(plan, xhat, rows, out, col_mean, col_var, [&](int p) {
-      if (plan.split_gemm) preact_block(p);
+      if (plan.split_rows) preact_block(p);
     });
   if (stats) {
     // Pre-BN moments of all rows * out entries, combined from the column moments (Chan et al.).
@@ -375,8 +380,8 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
   const double dh_sumsq = total_of_parts(dh_sumsq_parts, parts);
   // Log-scale renormalises dz by its norm over all rows before the GEMMs; otherwise a block's
   // GEMMs follow its dz pass at once (rows still hot, one hand-off fewer).
-  const BackwardGemms<T> gemms(plan, dx, dw, dz, x, w, rows, in, out);
-  const bool fused = plan.split_gemm && !log_scale;
+  BackwardGemms<T> gemms(plan, dx, dw, dz, x, w, rows, in, out, stats != nullptr);
+  const bool fused = plan.split_rows && !log_scale;
   const bool want = stats != nullptr || log_scale;  // ||dz||: reported, or to renormalise by
   const double dz_sumsq = batchnorm_backward_from_g(
       plan, dz, dgamma, dbeta, xhat, rstd, gamma, sum_g[0], sum_gx[0], rows, out, training, want,
@@ -388,7 +393,7 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(dz_norm, {{dz, n}, {dgamma, out}, {dbeta, out}}) : 0;
   if (!fused) gemms.run();
-  const double dw_sumsq = gemms.finish(stats != nullptr);
+  const double dw_sumsq = gemms.finish();
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = dz_norm;

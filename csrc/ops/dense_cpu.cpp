@@ -261,10 +261,10 @@ int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_ze
 
 template <class T>
 BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
-                                const T* w, int64_t rows, int64_t in, int64_t out)
+                                const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq)
     : plan_(plan), dx_(dx), dw_(dw), delta_(delta), x_(x), w_(w), rows_(rows), in_(in),
-      out_(out),
-      dw_rest_(plan.split_gemm ? scratch(dw_scratch<T>(), (plan.parts - 1) * out * in) : nullptr) {}
+      out_(out), sumsq_(sumsq),
+      dw_rest_(plan.split_rows ? scratch(dw_scratch<T>(), (plan.parts - 1) * out * in) : nullptr) {}
 
 template <class T>
 void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) const {
@@ -283,26 +283,42 @@ void BackwardGemms<T>::block(int p) const {
 }
 
 template <class T>
-void BackwardGemms<T>::run() const {
-  if (plan_.split_gemm)
+void BackwardGemms<T>::column_half(int p) {
+  const int64_t in_begin = column_begin(in_, p), in_count = column_begin(in_, p + 1) - in_begin;
+  const int64_t out_begin = column_begin(out_, p), out_count = column_begin(out_, p + 1) - out_begin;
+  if (dx_)
+    gemm<T>(false, false, rows_, in_count, out_, T(1), delta_, out_, w_ + in_begin, in_, T(0),
+            dx_ + in_begin, in_);
+  T* dw_rows = dw_ + out_begin * in_;  // (out_count, in), contiguous
+  gemm<T>(true, false, out_count, in_, rows_, T(1), delta_ + out_begin, out_, x_, in_, T(0),
+          dw_rows, in_);
+  if (sumsq_) column_sumsq_[p] = sum_squares_blocked(dw_rows, out_count * in_);  // in L2
+}
+
+template <class T>
+void BackwardGemms<T>::run() {
+  if (plan_.split_rows)
     for_parts(plan_, plan_.parts, [this](int p) { block(p); });
+  else if (plan_.split_columns)
+    for_parts(plan_, plan_.parts, [this](int p) { column_half(p); });
   else
     rows_gemms(0, rows_, dw_);  // each GEMM whole, on the BLAS's threads
 }
 
 template <class T>
-double BackwardGemms<T>::finish(bool sumsq) const {
+double BackwardGemms<T>::finish() const {
+  if (plan_.split_columns) return column_sumsq_[0] + column_sumsq_[1];
   // The shares summed, then the squares of dw while it is hot (measured faster than GEMM tiles
   // normed while in L2: small tiles cost the BLAS more than the re-read), in blocks.
   const int64_t n = out_ * in_;
   double block_sumsq[kMaxParts] = {0, 0};
-  if (plan_.split_gemm || sumsq)
+  if (plan_.split_rows || sumsq_)
     for_parts(plan_, plan_.dw_blocks, [&](int p) {
       const int64_t begin = part_begin(n, plan_.dw_blocks, p);
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
-      for (int q = 1; plan_.split_gemm && q < plan_.parts; ++q)
+      for (int q = 1; plan_.split_rows && q < plan_.parts; ++q)
         add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count);
-      if (sumsq) block_sumsq[p] = sum_squares_blocked(dw_ + begin, count);
+      if (sumsq_) block_sumsq[p] = sum_squares_blocked(dw_ + begin, count);
     });
   return block_sumsq[0] + block_sumsq[1];
 }
@@ -310,9 +326,9 @@ double BackwardGemms<T>::finish(bool sumsq) const {
 template <class T>
 double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
                               const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq) {
-  const BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out);
+  BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out, sumsq);
   gemms.run();
-  return gemms.finish(sumsq);
+  return gemms.finish();
 }
 
 template <class T>
@@ -326,13 +342,22 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
     gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1),
             dst + begin * out, out);
   };
-  if (!plan.split_gemm) preact(h, 0, rows);
+  // Split columns: output columns [c0, c1) of z, i.e. units c0.. of w, over all rows.
+  auto preact_columns = [&](int p) {
+    const int64_t c0 = column_begin(out, p), c1 = column_begin(out, p + 1);
+    for (int64_t i = 0; i < rows; ++i) std::copy(b + c0, b + c1, h + i * out + c0);
+    gemm<T>(false, true, rows, c1 - c0, in, T(1), x, in, w + c0 * in, in, T(1), h + c0, out);
+  };
+  if (plan.split_columns)
+    for_parts(plan, plan.parts, preact_columns);
+  else if (!plan.split_rows)
+    preact(h, 0, rows);
   const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
   PartMoments moments[kMaxParts];
   for_parts(plan, plan.parts, [&](int p) {
     const int64_t begin = part_begin(rows, plan.parts, p);
     const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-    if (plan.split_gemm) preact(h, begin, count);
+    if (plan.split_rows) preact(h, begin, count);
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
@@ -354,10 +379,10 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
   const bool want = stats != nullptr || log_scale;
-  const BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out);
+  BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out, stats != nullptr);
   // Log-scale renormalises delta by its norm over all rows before the GEMMs; otherwise a
   // block's GEMMs follow its own prologue at once (one hand-off per layer, rows still hot).
-  const bool fused = plan.split_gemm && !log_scale;
+  const bool fused = plan.split_rows && !log_scale;
   const PartRows<double> bias_sums = part_rows(t_bias_sums, parts, out);  // column sums of delta
   PrologueSums part_sums[kMaxParts];
   for_parts(plan, parts, [&](int p) {
@@ -381,7 +406,7 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
   if (!fused) gemms.run();
-  const double dw_sumsq = gemms.finish(stats != nullptr);
+  const double dw_sumsq = gemms.finish();
   if (stats) {
     stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
     stats->preact_grad_norm = delta_norm;

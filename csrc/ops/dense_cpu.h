@@ -65,26 +65,32 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
                         BackwardStats* stats);
 
 // The GEMMs of a layer's backward, cut as `plan` says: dw (out, in) = delta^T @ x and, when dx
-// is not null, dx (B, in) = delta @ w. With split GEMMs, row block p computes dx_p = delta_p @
-// w and its share delta_p^T x_p of dw (into dw for block 0, scratch for the others: each block
-// keeps its rows in its core's cache); finish() adds the shares in block order.
+// is not null, dx (B, in) = delta @ w, and the sum of squares of dw when sumsq.
+// - split rows: row block p computes dx_p = delta_p @ w and its share delta_p^T x_p of dw (into
+//   dw for block 0, scratch for the others: each block keeps its rows in its core's cache);
+//   finish() adds the shares in block order.
+// - split columns: half p computes dx's columns p and dw's rows p (its output units), then sums
+//   those rows' squares while they are in its core's L2.
 template <class T>
 class BackwardGemms {
  public:
   BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x, const T* w,
-                int64_t rows, int64_t in, int64_t out);
-  void block(int p) const;  // split plans: block p's GEMMs, from inside for_parts
-  void run() const;         // all blocks side by side (split), or each GEMM whole on BLAS threads
-  double finish(bool sumsq) const;  // the sum of squares of dw when sumsq, else 0
+                int64_t rows, int64_t in, int64_t out, bool sumsq);
+  void block(int p) const;  // split rows: block p's GEMMs, from inside for_parts
+  void run();               // all parts side by side (split), or each GEMM whole on BLAS threads
+  double finish() const;    // the sum of squares of dw when sumsq, else 0
 
  private:
   // dx rows [begin, begin + count) and those rows' share delta^T x of dw, into dw_target
   void rows_gemms(int64_t begin, int64_t count, T* dw_target) const;
+  void column_half(int p);  // split columns: half p's GEMMs and sum of squares
   LayerPlan plan_;
   T *dx_, *dw_;
   const T *delta_, *x_, *w_;
   int64_t rows_, in_, out_;
-  T* dw_rest_;  // (parts - 1, out, in) the other blocks' shares of dw
+  bool sumsq_;
+  T* dw_rest_;  // (parts - 1, out, in) the other row blocks' shares of dw
+  double column_sumsq_[kMaxParts] = {0, 0};
 };
 
 // BackwardGemms run, then finished.
