@@ -28,21 +28,14 @@ VGKERN_SIMD_CLONES double sum_squares(const T* v, int64_t n) {
   return total;
 }
 
-// One wide block's float sum of squares: 64 lanes (four AVX-512 registers, independent FMA
-// chains; one register's chain made this pass half as fast on data in L2), folded to 16, then
-// a tree. Each lane sums kWideSquareBlock / 64 = 16 squares, as a narrow block's lanes do.
+// One wide block's float sum of squares (a single register's chain made this pass half as
+// fast on data in L2).
 VGKERN_SIMD_CLONES inline float wide_block_sum_squares(const float* v) {
-  constexpr int64_t kLanes = 64;
-  float lanes[kLanes] = {};
-  for (int64_t i = 0; i < kWideSquareBlock; i += kLanes)
+  float lanes[kWideLanes] = {};
+  for (int64_t i = 0; i < kWideSquareBlock; i += kWideLanes)
 #pragma omp simd
-    for (int64_t k = 0; k < kLanes; ++k) lanes[k] += v[i + k] * v[i + k];
-#pragma omp simd
-  for (int64_t k = 0; k < 16; ++k) lanes[k] = (lanes[k] + lanes[k + 16]) + (lanes[k + 32] + lanes[k + 48]);
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t k = 0; k < 16; ++k) sum += lanes[k];
-  return sum;
+    for (int64_t k = 0; k < kWideLanes; ++k) lanes[k] += v[i + k] * v[i + k];
+  return sum_wide_lanes(lanes);
 }
 
 template <class T>
