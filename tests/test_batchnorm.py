@@ -659,9 +659,9 @@ def test_bn_mlp_forward_backward_matches_reference(dtype, training, rng, device)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_bn_mlp_column_split_layers_match_reference(dtype, training, rng):
-    """Layers big enough to cut each GEMM by output columns (csrc/ops/layer_plan.h: 512 x 260
-    x 300 and 512 x 300 x 290, halves split at columns 128 and 144), against the oracle."""
-    sizes, batch = [260, 300, 290, 7], 512
+    """Layers that cut each GEMM by output columns (csrc/ops/layer_plan.h: 256 x 600 x 700 and
+    256 x 700 x 650, halves split at columns 288, 336 and 320), against the oracle."""
+    sizes, batch = [600, 700, 650, 7], 256
     net = bn_net(sizes, "tanh", "xavier_normal", dtype, seed=4)
     randomize_bn_state(net, rng)
     net.train() if training else net.eval()

@@ -161,10 +161,11 @@ def test_forward_backward_matches_reference(activation, alpha, sizes, batch, dty
                                                   rel=1e-6 if dtype == np.float32 else 1e-12)
 
 
-# Layers above 2^25 multiply-adds per GEMM with both widths >= 128 cut each GEMM by output
-# columns (csrc/ops/layer_plan.h): 512 x 260 x 300 and 512 x 300 x 290 do, their halves split
-# at columns 128 and 144 (not the middle); the 290 -> 7 output layer is cut by rows instead.
-BIG_SIZES, BIG_BATCH = [260, 300, 290, 7], 512
+# Layers above 2^25 multiply-adds per GEMM, with fewer rows than units and both widths >= 128,
+# cut each GEMM by output columns (csrc/ops/layer_plan.h): 256 x 600 x 700 and 256 x 700 x 650
+# do, their halves split at columns 288, 336 and 320 (not the middle); the 650 -> 7 output layer
+# is cut by rows instead.
+BIG_SIZES, BIG_BATCH = [600, 700, 650, 7], 256
 
 
 @pytest.mark.parametrize("log_scale", [False, True], ids=["linear", "log_scale"])

@@ -1,5 +1,6 @@
-"""The two-part split of small layers (csrc/core/parallel.h, csrc/ops/layer_plan.h): a helper
-thread runs the second row block of each layer while the BLAS is held to one thread per call.
+"""The two-part split of layers (csrc/core/parallel.h, csrc/ops/layer_plan.h): a helper thread
+runs the second row block of each layer, or the second column half of each big layer's GEMMs,
+while the BLAS is held to one thread per call.
 
 What must hold: results bit-identical with 1 and 2 BLAS threads for every net kind (the parts
 depend on shapes only); the BLAS's thread setting restored after every call, also when several
@@ -90,10 +91,12 @@ CASES = {
     "mlp": mlp_step,
     "mlp_relu_float64": lambda: mlp_step(activation="relu", dtype="float64"),
     "mlp_batch_norm": lambda: mlp_step(batch_norm=True),
-    # 400 x 300 x 300 per GEMM: each cut by output columns (ops/layer_plan.h)
-    "mlp_column_split": lambda: mlp_step(width=300, batch=400),
-    "mlp_column_split_float64": lambda: mlp_step(width=300, batch=400, dtype="float64"),
-    "mlp_column_split_batch_norm": lambda: mlp_step(batch_norm=True, width=300, batch=400),
+    # 200 x 600 x 600 per GEMM: each cut by output columns (ops/layer_plan.h)
+    "mlp_column_split": lambda: mlp_step(width=600, batch=200),
+    "mlp_column_split_float64": lambda: mlp_step(width=600, batch=200, dtype="float64"),
+    "mlp_column_split_batch_norm": lambda: mlp_step(batch_norm=True, width=600, batch=200),
+    # 1024 x 300 x 300: above the row-split work, but with more rows than units: rows again
+    "mlp_tall_row_split": lambda: mlp_step(width=300, batch=1024),
     "lstm": lambda: recurrent_step("lstm"),
     "lstm_float64": lambda: recurrent_step("lstm", dtype="float64"),
     "rnn": lambda: recurrent_step("rnn"),

@@ -29,9 +29,12 @@ struct LayerPlan {
   bool threaded() const { return parts > 1 && (split_rows || split_columns); }
 };
 
-// GEMM work (multiply-adds) up to which a layer splits its GEMMs by rows. Measured on 2 cores
-// (bench/README.md, "Threads"): 256 x 256 x 256 gains from it; 64 x 1024 x 1024 loses (adding
-// the shares of a 4 MB dw), and gains from the column split instead.
+// A layer splits its GEMMs by rows up to this GEMM work (multiply-adds), or when it has at least
+// as many rows as units in or out (then the shares of dw to add are no bigger than a block's
+// rows of x); otherwise by columns. Measured on 2 cores, paired, statistics off (bench/README.md,
+// "Threads"): the column split is 8 % slower at 256 x 256 x 256, 33 % at 256 x 128 x 128 and
+// 6 % at 512 x 512 x 512, and the row split 50 % slower at 64 x 1024 x 1024 (adding the shares
+// of a 4 MB dw); at 256 x 384 x 384 up to 1024 x 2048 x 2048 they are within 3 %.
 constexpr double kMaxSplitWork = 1 << 25;
 constexpr int64_t kMinBlockEntries = 1 << 15;  // below this, a hand-off costs more than it saves
 // Output columns of each half of a column-split GEMM at least (a multiple of kColumnAlign).
@@ -41,7 +44,8 @@ constexpr int64_t kColumnAlign = 16;  // halves start on a 64-byte line in float
 inline LayerPlan layer_plan(int64_t rows, int64_t in, int64_t out) {
   LayerPlan plan;
   plan.parts = rows >= 2 ? 2 : 1;
-  plan.split_rows = plan.parts == 2 && static_cast<double>(rows) * in * out <= kMaxSplitWork;
+  plan.split_rows = plan.parts == 2 && (static_cast<double>(rows) * in * out <= kMaxSplitWork ||
+                                        rows >= std::max(in, out));
   plan.split_columns = plan.parts == 2 && !plan.split_rows &&
                        std::min(in, out) >= 2 * kMinSplitColumns;
   plan.dw_blocks = plan.split_rows && out * in >= 2 * kMinBlockEntries ? 2 : 1;
