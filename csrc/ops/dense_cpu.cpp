@@ -173,22 +173,12 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int
 
 // delta = dh * dact (dact null: identity), written out of place so that dh survives for the
 // rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
-// (kWideLanes accumulators per sum, one reduction per wide block: a single register's chain
-// bounded this pass at one vector per FMA latency; float squares summed in float per block and
-// checked, see float_block_sum_squares_trusted), then the float64 column sums of delta (-> db)
-// in a second pass over the rows while they are in L1/L2.
+// (register accumulators, one reduction per block; float squares summed in float per block
+// and checked, see float_block_sum_squares_trusted), then the float64 column sums of delta
+// (-> db) in a second pass over the rows while they are in L1/L2.
 struct alignas(64) PrologueSums {  // one cache line each: written by different threads
   double dh_sumsq = 0, delta_sumsq = 0;
 };
-
-template <class T, bool HasDact>
-inline void prologue_entry(T* __restrict delta, const T* __restrict dh, const T* __restrict dact,
-                           int64_t i, T& g, T& d) {
-  g = dh[i];
-  d = g;
-  if constexpr (HasDact) d = g * dact[i];
-  delta[i] = d;
-}
 
 template <class T, bool HasDact, bool Stats>
 VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* __restrict dh,
@@ -198,39 +188,26 @@ VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* 
   using Square = std::conditional_t<std::is_same_v<T, float>, float, double>;
   const int64_t n = rows * cols;
   PrologueSums sums;
-  if constexpr (!Stats) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      T g, d;
-      prologue_entry<T, HasDact>(delta, dh, dact, i, g, d);
+  for (int64_t start = 0; start < n; start += kSquareBlock) {
+    const int64_t end = std::min(n, start + kSquareBlock);
+    Square dh_sq = 0, delta_sq = 0;
+#pragma omp simd reduction(+ : dh_sq, delta_sq)
+    for (int64_t i = start; i < end; ++i) {
+      const T g = dh[i];
+      T d = g;
+      if constexpr (HasDact) d = g * dact[i];
+      delta[i] = d;
+      if constexpr (Stats) {
+        dh_sq += static_cast<Square>(g) * static_cast<Square>(g);
+        delta_sq += static_cast<Square>(d) * static_cast<Square>(d);
+      }
     }
-  } else {
-    for (int64_t start = 0; start < n; start += kWideSquareBlock) {
-      const int64_t end = std::min(n, start + kWideSquareBlock);
-      Square dh_lanes[kWideLanes] = {}, delta_lanes[kWideLanes] = {};
-      int64_t i = start;
-      for (; i + kWideLanes <= end; i += kWideLanes)
-#pragma omp simd
-        for (int64_t k = 0; k < kWideLanes; ++k) {
-          T g, d;
-          prologue_entry<T, HasDact>(delta, dh, dact, i + k, g, d);
-          dh_lanes[k] += static_cast<Square>(g) * static_cast<Square>(g);
-          delta_lanes[k] += static_cast<Square>(d) * static_cast<Square>(d);
-        }
-      for (int64_t k = 0; i + k < end; ++k) {  // the ragged end of the last block
-        T g, d;
-        prologue_entry<T, HasDact>(delta, dh, dact, i + k, g, d);
-        dh_lanes[k] += static_cast<Square>(g) * static_cast<Square>(g);
-        delta_lanes[k] += static_cast<Square>(d) * static_cast<Square>(d);
-      }
-      const Square dh_sq = sum_wide_lanes(dh_lanes), delta_sq = sum_wide_lanes(delta_lanes);
-      if constexpr (std::is_same_v<Square, float>) {
-        sums.dh_sumsq += checked_block_sum_squares(dh_sq, dh + start, end - start);
-        sums.delta_sumsq += checked_block_sum_squares(delta_sq, delta + start, end - start);
-      } else {
-        sums.dh_sumsq += dh_sq;
-        sums.delta_sumsq += delta_sq;
-      }
+    if constexpr (Stats && std::is_same_v<Square, float>) {
+      sums.dh_sumsq += checked_block_sum_squares(dh_sq, dh + start, end - start);
+      sums.delta_sumsq += checked_block_sum_squares(delta_sq, delta + start, end - start);
+    } else {
+      sums.dh_sumsq += dh_sq;
+      sums.delta_sumsq += delta_sq;
     }
   }
   std::fill(bias_sum, bias_sum + cols, 0.0);
