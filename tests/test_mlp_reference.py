@@ -187,7 +187,8 @@ def test_column_split_layers_match_reference(activation, dtype, log_scale, rng):
     # gradients come back scaled by 2^-grad_log2_scale; the log10 norms are the true ones
     for l in range(len(BIG_SIZES) - 1):
         scale = 2.0 ** rep.grad_log2_scale[l]
-        assert_rule(net.weight_grads[l] * np.asarray(scale, dtype), ref.dW[l], naive.dW[l], dtype, name=f"dW[{l}]")
+        assert_rule(net.weight_grads[l] * np.asarray(scale, dtype), ref.dW[l], naive.dW[l],
+                    dtype, name=f"dW[{l}]")
     for field in R.NORM_FIELDS:
         np.testing.assert_allclose(getattr(rep, "log10_" + field), ref["log10_" + field],
                                    rtol=0, atol=1e-5, err_msg=field)

@@ -50,7 +50,8 @@ constexpr int64_t kWideSquareBlock = 16 * kWideLanes;
 template <class S>
 inline S sum_wide_lanes(S* lanes) {
 #pragma omp simd
-  for (int64_t k = 0; k < 16; ++k) lanes[k] = (lanes[k] + lanes[k + 16]) + (lanes[k + 32] + lanes[k + 48]);
+  for (int64_t k = 0; k < 16; ++k)
+    lanes[k] = (lanes[k] + lanes[k + 16]) + (lanes[k + 32] + lanes[k + 48]);
   S sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t k = 0; k < 16; ++k) sum += lanes[k];
@@ -70,7 +71,7 @@ inline double checked_block_sum_squares(float fast, const float* v, int64_t coun
 
 // Sum of squares of n contiguous values for a separate pass over data still in cache: float in
 // float per kWideSquareBlock block, the rest per kSquareBlock block (checked as above, untrusted
-// blocks in float64), double as sum_squares. On float data: no conversions and twice the lanes of sum_squares.
+// blocks in float64), double as sum_squares. On float data: no conversions, twice the lanes.
 template <class T>
 double sum_squares_blocked(const T* v, int64_t n);
 

@@ -285,7 +285,8 @@ void BackwardGemms<T>::block(int p) const {
 template <class T>
 void BackwardGemms<T>::column_half(int p) {
   const int64_t in_begin = column_begin(in_, p), in_count = column_begin(in_, p + 1) - in_begin;
-  const int64_t out_begin = column_begin(out_, p), out_count = column_begin(out_, p + 1) - out_begin;
+  const int64_t out_begin = column_begin(out_, p);
+  const int64_t out_count = column_begin(out_, p + 1) - out_begin;
   if (dx_)
     gemm<T>(false, false, rows_, in_count, out_, T(1), delta_, out_, w_ + in_begin, in_, T(0),
             dx_ + in_begin, in_);

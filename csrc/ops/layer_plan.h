@@ -2,12 +2,13 @@
 // only, never from thread counts, so results are the same with any number of threads.
 //
 //   parts:         row blocks of the elementwise passes (2 when there are 2 rows or more)
-//   split_rows:    small layers: the layer's GEMMs run inside the row blocks too, single-threaded
-//                  BLAS each (each block's share of dw is added in block order)
+//   split_rows:    small layers, and layers with as many rows as units: the layer's GEMMs run
+//                  inside the row blocks too, single-threaded BLAS each (each block's share of
+//                  dw is added in block order)
 //   split_columns: bigger layers (64 x 1024 x 1024): each GEMM is cut by its output columns
 //                  into two single-threaded halves, side by side; no shares to add, and each
 //                  half of dw is summed for ||dw|| in its own core's L2 right after its GEMM
-//   neither:       each GEMM gets the BLAS's own threads (layers too narrow to cut by columns)
+//   neither:       each GEMM gets the BLAS's own threads (big layers too narrow to cut by columns)
 //                  and the elementwise blocks run one after another on the caller (a helper
 //                  would fight the BLAS's spinning threads for the cores: measured 10-20%
 //                  slower at 64 x 1024 x 1024)
@@ -30,8 +31,8 @@ struct LayerPlan {
 };
 
 // A layer splits its GEMMs by rows up to this GEMM work (multiply-adds), or when it has at least
-// as many rows as units in or out (then the shares of dw to add are no bigger than a block's
-// rows of x); otherwise by columns. Measured on 2 cores, paired, statistics off (bench/README.md,
+// as many rows as units in or out (then a share of dw, out x in, is no bigger than x); otherwise
+// by columns. Measured on 2 cores, paired, statistics off (bench/README.md,
 // "Threads"): the column split is 8 % slower at 256 x 256 x 256, 33 % at 256 x 128 x 128 and
 // 6 % at 512 x 512 x 512, and the row split 50 % slower at 64 x 1024 x 1024 (adding the shares
 // of a 4 MB dw); at 256 x 384 x 384 up to 1024 x 2048 x 2048 they are within 3 %.
