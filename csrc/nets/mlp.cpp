@@ -124,7 +124,13 @@ class MLP final : public MLPBase {
     // x copy, then per layer h, dact and xhat (at most), then the three (B, widest) buffers
     double elements = sizes_[0] + 3.0 * widest();
     for (size_t i = 1; i < sizes_.size(); ++i) elements += 3.0 * sizes_[i];
-    check_fits_in_memory(elements * rows, sizeof(T), "MLP.forward: the workspace for this batch");
+    // and the second row block's share of the largest row-split layer's dw (ops/layer_plan.h)
+    double dw_share = 0;
+    for (size_t i = 1; i < sizes_.size(); ++i)
+      if (layer_plan(rows, sizes_[i - 1], sizes_[i]).split_rows)
+        dw_share = std::max(dw_share, static_cast<double>(sizes_[i - 1]) * sizes_[i]);
+    check_fits_in_memory(elements * rows + dw_share, sizeof(T),
+                         "MLP.forward: the workspace for this batch");
   }
 
  private:
