@@ -40,23 +40,6 @@ inline bool sum_squares_trusted(double sumsq) {
 // the squares lost to underflow (each < 2^-126, also with flush-to-zero) are then below 2^-24
 // of it. An untrusted block (tiny, huge, zero or NaN entries) is summed again in float64.
 constexpr int64_t kSquareBlock = 256;
-// Wide blocks: 64 lanes (four AVX-512 registers of floats: independent FMA chains, where one
-// register's chain bounds a pass over data in cache at one vector per FMA latency), each summing
-// 16 squares as a narrow block's lanes do.
-constexpr int64_t kWideLanes = 64;
-constexpr int64_t kWideSquareBlock = 16 * kWideLanes;
-
-// The sum of a wide block's kWideLanes partial sums: folded to 16 with vector adds, then a tree.
-template <class S>
-inline S sum_wide_lanes(S* lanes) {
-#pragma omp simd
-  for (int64_t k = 0; k < 16; ++k)
-    lanes[k] = (lanes[k] + lanes[k + 16]) + (lanes[k + 32] + lanes[k + 48]);
-  S sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t k = 0; k < 16; ++k) sum += lanes[k];
-  return sum;
-}
 
 inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
   return sumsq <= std::numeric_limits<float>::max() &&
@@ -70,8 +53,8 @@ inline double checked_block_sum_squares(float fast, const float* v, int64_t coun
 }
 
 // Sum of squares of n contiguous values for a separate pass over data still in cache: float in
-// float per kWideSquareBlock block, the rest per kSquareBlock block (checked as above, untrusted
-// blocks in float64), double as sum_squares. On float data: no conversions, twice the lanes.
+// float per block of 1024 entries in 64 lanes, the rest per kSquareBlock block (checked as
+// above, untrusted blocks in float64), double as sum_squares. On float data: no conversions.
 template <class T>
 double sum_squares_blocked(const T* v, int64_t n);
 

@@ -278,22 +278,19 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
                           ForwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
-  // z = x W^T lands in xhat's buffer and is normalised in place.
-  auto preact = [&](int64_t begin, int64_t count) {
-    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(0), xhat + begin * out, out);
-  };
+  // z = x W^T (no bias) lands in xhat's buffer and is normalised in place.
   auto preact_block = [&](int p) {
-    const int64_t begin = part_begin(rows, parts, p);
-    preact(begin, part_begin(rows, parts, p + 1) - begin);
+    preactivation<T>(xhat, x, w, nullptr, in, out, part_begin(rows, parts, p),
+                     part_begin(rows, parts, p + 1), 0, out);
   };
   const bool moments = bn.training || stats;
-  if (plan.split_columns)  // output columns [c0, c1) of z, over all rows
+  if (plan.split_columns)  // units [c0, c1) of z, over all rows
     for_parts(plan, parts, [&](int p) {
-      const int64_t c0 = column_begin(out, p), c1 = column_begin(out, p + 1);
-      gemm<T>(false, true, rows, c1 - c0, in, T(1), x, in, w + c0 * in, in, T(0), xhat + c0, out);
+      preactivation<T>(xhat, x, w, nullptr, in, out, 0, rows, column_begin(out, p),
+                       column_begin(out, p + 1));
     });
   else if (!plan.split_rows)
-    preact(0, rows);
+    preactivation<T>(xhat, x, w, nullptr, in, out, 0, rows, 0, out);
   else if (!moments)
     for_parts(plan, parts, preact_block);
   double* col_mean = slot<double>(kColMean, out);

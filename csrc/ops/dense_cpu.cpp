@@ -333,32 +333,32 @@ double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delt
 }
 
 template <class T>
+void preactivation(T* z, const T* x, const T* w, const T* b, int64_t in, int64_t out,
+                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+  T* corner = z + row_begin * out + col_begin;
+  if (b)
+    for (int64_t i = 0; i < row_end - row_begin; ++i)
+      std::copy(b + col_begin, b + col_end, corner + i * out);
+  gemm<T>(false, true, row_end - row_begin, col_end - col_begin, in, T(1), x + row_begin * in, in,
+          w + col_begin * in, in, b ? T(1) : T(0), corner, out);
+}
+
+template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
-  // Rows [begin, begin + count) of z = b + x w^T into dst (B, out): the GEMM accumulates onto
-  // rows of b, so the epilogue is one flat pass.
-  auto preact = [&](T* dst, int64_t begin, int64_t count) {
-    for (int64_t i = begin; i < begin + count; ++i) std::copy(b, b + out, dst + i * out);
-    gemm<T>(false, true, count, out, in, T(1), x + begin * in, in, w, in, T(1),
-            dst + begin * out, out);
-  };
-  // Split columns: output columns [c0, c1) of z, i.e. units c0.. of w, over all rows.
-  auto preact_columns = [&](int p) {
-    const int64_t c0 = column_begin(out, p), c1 = column_begin(out, p + 1);
-    for (int64_t i = 0; i < rows; ++i) std::copy(b + c0, b + c1, h + i * out + c0);
-    gemm<T>(false, true, rows, c1 - c0, in, T(1), x, in, w + c0 * in, in, T(1), h + c0, out);
-  };
-  if (plan.split_columns)
-    for_parts(plan, plan.parts, preact_columns);
+  if (plan.split_columns)  // units [c0, c1) of z, over all rows
+    for_parts(plan, plan.parts, [&](int p) {
+      preactivation(h, x, w, b, in, out, 0, rows, column_begin(out, p), column_begin(out, p + 1));
+    });
   else if (!plan.split_rows)
-    preact(h, 0, rows);
+    preactivation(h, x, w, b, in, out, 0, rows, 0, out);
   const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
   PartMoments moments[kMaxParts];
   for_parts(plan, plan.parts, [&](int p) {
     const int64_t begin = part_begin(rows, plan.parts, p);
     const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-    if (plan.split_rows) preact(h, begin, count);
+    if (plan.split_rows) preactivation(h, x, w, b, in, out, begin, begin + count, 0, out);
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
@@ -369,7 +369,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
   // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
   // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
   T* z = scratch(preact_scratch<T>(), rows * out);
-  preact(z, 0, rows);
+  preactivation(z, x, w, b, in, out, 0, rows, 0, out);
   scaled_mean_std(z, rows * out, &stats->preact_mean, &stats->preact_std);
 }
 
@@ -426,6 +426,8 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   template double weight_and_input_grads<T>(const LayerPlan&, T*, T*, const T*, const T*,      \
                                             const T*, int64_t, int64_t, int64_t, bool);      \
   template class BackwardGemms<T>;                                                             \
+  template void preactivation<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,   \
+                                 int64_t, int64_t, int64_t);                                   \
   template void mark_nonzero_columns<T>(const T*, int64_t, int64_t, int32_t*);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)

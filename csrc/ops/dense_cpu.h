@@ -48,6 +48,13 @@ void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols, int32_t* col_n
 int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_zeros,
                      int64_t cols);
 
+// z (rows, out) = x (rows, in) @ w^T, plus b when not null, on rows [row_begin, row_end) and
+// columns [col_begin, col_end) of z: a row block, or a column half (ops/layer_plan.h). b is
+// written first and the GEMM accumulates onto it, so the epilogue is one flat pass.
+template <class T>
+void preactivation(T* z, const T* x, const T* w, const T* b, int64_t in, int64_t out,
+                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end);
+
 // dact may be null only for the identity activation (act' = 1 is not stored).
 // stats may be null (no statistics computed).
 template <class T>
