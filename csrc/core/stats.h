@@ -46,6 +46,13 @@ inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
          sumsq >= static_cast<float>(count) * 0x1p-102f;
 }
 
+// A float64 total of such float lane sums over count values: trusted by the same bound (lost
+// squares below 2^-24 of it), else the caller sums the values again in float64.
+inline bool float_sum_squares_trusted(double sumsq, int64_t count) {
+  return sumsq <= std::numeric_limits<double>::max() &&
+         sumsq >= static_cast<double>(count) * 0x1p-102;
+}
+
 // One block's float sum of squares `fast` of v[0 .. count) when trusted, else the block summed
 // again in float64.
 inline double checked_block_sum_squares(float fast, const float* v, int64_t count) {
