@@ -70,6 +70,15 @@ VGKERN_SIMD_CLONES double sum_squares_blocked(const T* v, int64_t n) {
 }
 
 template <class T>
+double sum_squares_newest_first(const T* v, int64_t n) {
+  double total = 0;
+  for (int64_t start = (n - 1) / kNewestFirstChunk * kNewestFirstChunk; start >= 0;
+       start -= kNewestFirstChunk)
+    total += sum_squares_blocked(v + start, std::min(kNewestFirstChunk, n - start));
+  return total;
+}
+
+template <class T>
 double scaled_norm(const T* v, int64_t n) {
   double max_abs = 0;
   bool has_nan = false;
@@ -143,6 +152,8 @@ template double sum_squares<float>(const float*, int64_t);
 template double sum_squares<double>(const double*, int64_t);
 template double sum_squares_blocked<float>(const float*, int64_t);
 template double sum_squares_blocked<double>(const double*, int64_t);
+template double sum_squares_newest_first<float>(const float*, int64_t);
+template double sum_squares_newest_first<double>(const double*, int64_t);
 template double scaled_norm<float>(const float*, int64_t);
 template double scaled_norm<double>(const double*, int64_t);
 template void scaled_mean_std<float>(const float*, int64_t, double*, double*);

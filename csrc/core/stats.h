@@ -65,6 +65,14 @@ inline double checked_block_sum_squares(float fast, const float* v, int64_t coun
 template <class T>
 double sum_squares_blocked(const T* v, int64_t n);
 
+// sum_squares_blocked over chunks of kNewestFirstChunk entries, the last chunk first, their sums
+// added in that fixed order. For a buffer just written front to back (a GEMM's dw), whose
+// newest lines are still in L2: read oldest first, each line fetched evicts a newer one before
+// it is read (LRU). Measured on a 2 MB half of dw right after its GEMM: 43 us, not 56 us.
+constexpr int64_t kNewestFirstChunk = 1 << 14;
+template <class T>
+double sum_squares_newest_first(const T* v, int64_t n);
+
 // The norm from a fast sum of squares of v, falling back to scaled_norm(v) where needed.
 template <class T>
 inline double norm_from_sum_squares(double sumsq, const T* v, int64_t n) {

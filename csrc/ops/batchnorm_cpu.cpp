@@ -134,8 +134,8 @@ template <class T, Activation K, bool Stats>
   xhat_row[j] = xh;
   h_row[j] = hv;
   if constexpr (K != Activation::identity) dact_row[j] = dv;
-  if constexpr (Stats) {
-    if constexpr (kCountSaturated) saturated += dv < saturation_threshold ? 1 : 0;
+  if constexpr (Stats) {  // the counts written as in the dense epilogue (ops/dense_cpu.cpp)
+    if constexpr (kCountSaturated) saturated = dv < saturation_threshold ? saturated + 1 : saturated;
     zeros += hv == T(0) ? 1 : 0;
   }
 }

@@ -325,7 +325,7 @@ void BackwardGemms<T>::column_half(int p) {
   T* dw_rows = dw_ + out_begin * in_;  // (out_count, in), contiguous
   gemm<T>(true, false, out_count, in_, rows_, T(1), delta_ + out_begin, out_, x_, in_, T(0),
           dw_rows, in_);
-  if (sumsq_) column_sumsq_[p] = sum_squares_blocked(dw_rows, out_count * in_);  // in L2
+  if (sumsq_) column_sumsq_[p] = sum_squares_newest_first(dw_rows, out_count * in_);  // L2
 }
 
 template <class T>
@@ -351,7 +351,7 @@ double BackwardGemms<T>::finish() const {
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
       for (int q = 1; plan_.split_rows && q < plan_.parts; ++q)
         add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count);
-      if (sumsq_) block_sumsq[p] = sum_squares_blocked(dw_ + begin, count);
+      if (sumsq_) block_sumsq[p] = sum_squares_newest_first(dw_ + begin, count);
     });
   return block_sumsq[0] + block_sumsq[1];
 }
