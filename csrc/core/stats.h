@@ -3,8 +3,9 @@
 // Fast path: squares summed in float64. For float data this is always exact enough: the square
 // of any float (1e-45 .. 3.4e38) is a normal double, so nothing under- or overflows. Hot passes
 // over float data go faster still (no conversions, twice the lanes): squares summed in float
-// per block of kSquareBlock entries, each block checked and summed again in float64 when some
-// of its squares may have under- or overflowed (float_block_sum_squares_trusted). For double
+// per lane over blocks of kSquareBlock entries, each block (float_block_sum_squares_trusted) or
+// the float64 total of a pass (float_sum_squares_trusted) checked and summed again in float64
+// when some of its squares may have under- or overflowed. For double
 // data the fast sum is trusted when it lies in [2^-900, 2^900]: then every square lost to
 // underflow (< 2^-1074) is below 2^-170 of the total. Outside that range (vanishing or exploding
 // float64 gradients, NaN/Inf, all zeros) the norm is recomputed in two passes scaled by the
@@ -46,8 +47,9 @@ inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
          sumsq >= static_cast<float>(count) * 0x1p-102f;
 }
 
-// A float64 total of such float lane sums over count values: trusted by the same bound (lost
-// squares below 2^-24 of it), else the caller sums the values again in float64.
+// A float64 total of such per-block lane sums over a whole pass of count values (the backward
+// prologue's): trusted by the same bound (the lost squares, each < 2^-126, below 2^-24 of it),
+// else the caller sums the values again in float64. One check per pass, no reduction per block.
 inline bool float_sum_squares_trusted(double sumsq, int64_t count) {
   return sumsq <= std::numeric_limits<double>::max() &&
          sumsq >= static_cast<double>(count) * 0x1p-102;
