@@ -136,7 +136,8 @@ template <class T, Activation K, bool Stats>
   if constexpr (K != Activation::identity) dact_row[j] = dv;
   if constexpr (Stats) {  // the counts written as in the dense epilogue (ops/dense_cpu.cpp)
     if constexpr (kCountSaturated) saturated = dv < saturation_threshold ? saturated + 1 : saturated;
-    zeros += hv == T(0) ? 1 : 0;
+    if constexpr (K == Activation::relu) zeros += hv == T(0) ? 1 : 0;
+    else zeros = hv == T(0) ? zeros + 1 : zeros;
   }
 }
 
