@@ -119,8 +119,9 @@ struct alignas(64) ActivationCounts {  // of one row block; one cache line each
 };
 
 // Column j of one row: xhat = (z - mean) * rstd (may overwrite z), y = gamma * xhat + beta,
-// h = act(y), dact = act'(y); with Stats, that entry's saturation and zero counts into one lane.
-template <class T, Activation K, bool Stats>
+// h = act(y), dact = act'(y); with Stats, that entry's saturation and zero counts into one lane
+// (counted as masked_counts() says).
+template <class T, Activation K, bool Stats, bool Masked = false>
 [[gnu::always_inline]] inline void normalize_activate_entry(
     T* h_row, T* dact_row, T* xhat_row, const T* z_row, int64_t j, const T* mean, const T* rstd,
     const T* gamma, const T* beta, T alpha, T saturation_threshold, int32_t& saturated,
@@ -134,17 +135,16 @@ template <class T, Activation K, bool Stats>
   xhat_row[j] = xh;
   h_row[j] = hv;
   if constexpr (K != Activation::identity) dact_row[j] = dv;
-  if constexpr (Stats) {  // the counts written as in the dense epilogue (ops/dense_cpu.cpp)
-    if constexpr (kCountSaturated) saturated = dv < saturation_threshold ? saturated + 1 : saturated;
-    if constexpr (K == Activation::relu) zeros += hv == T(0) ? 1 : 0;
-    else zeros = hv == T(0) ? zeros + 1 : zeros;
+  if constexpr (Stats) {  // as in the dense epilogue (ops/dense_cpu.cpp)
+    if constexpr (kCountSaturated) count_if<Masked>(dv < saturation_threshold, saturated);
+    count_if<Masked && K != Activation::relu>(hv == T(0), zeros);
   }
 }
 
 // normalize_activate_entry over rows x cols; with Stats, the counts of saturated and zero
 // activations in `counts`, summed per lane (column j of a run of kStatLanes columns goes to
 // lane j: no horizontal reduction, no per-column counters in memory).
-template <class T, Activation K, bool Stats>
+template <class T, Activation K, bool Stats, bool Masked = false>
 VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, const T* mean,
                                            const T* rstd, const T* gamma, const T* beta,
                                            int64_t rows, int64_t cols, T alpha,
@@ -173,13 +173,13 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
       for (; j0 + kStatLanes <= cols; j0 += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          normalize_activate_entry<T, K, true>(h + at, dact_row, xhat + at, z + at, j0 + lane,
+          normalize_activate_entry<T, K, true, Masked>(h + at, dact_row, xhat + at, z + at, j0 + lane,
                                                mean, rstd, gamma, beta, alpha,
                                                saturation_threshold, chunk_saturated[lane],
                                                chunk_zeros[lane]);
       }
       for (int lane = 0; j0 + lane < cols; ++lane)  // the row's ragged end
-        normalize_activate_entry<T, K, true>(h + at, dact_row, xhat + at, z + at, j0 + lane, mean,
+        normalize_activate_entry<T, K, true, Masked>(h + at, dact_row, xhat + at, z + at, j0 + lane, mean,
                                              rstd, gamma, beta, alpha, saturation_threshold,
                                              chunk_saturated[lane], chunk_zeros[lane]);
     }
@@ -335,8 +335,13 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
                                         rstd, gamma, beta, count, out, alpha, threshold, nullptr);
         return;
       }
-      normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean, rstd,
-                                     gamma, beta, count, out, alpha, threshold, &counts[p]);
+      if (masked_counts())
+        normalize_activate<T, K, true, true>(h + begin * out, dact_part, xhat_part, xhat_part,
+                                             mean, rstd, gamma, beta, count, out, alpha,
+                                             threshold, &counts[p]);
+      else
+        normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
+                                       rstd, gamma, beta, count, out, alpha, threshold, &counts[p]);
       if (counts[p].zeros > 0) mark_nonzero_columns(h + begin * out, count, out, col_nonzero[p]);
     });
   });

@@ -35,8 +35,8 @@ struct EpilogueSums {
 };
 
 // One entry of the forward epilogue: h[i] = act(z), dact[i] = act'(z) from z = h[i], and with
-// Stats that entry's share of one lane's moments and counts.
-template <class T, Activation K, bool Stats>
+// Stats that entry's share of one lane's moments and counts (counted as masked_counts() says).
+template <class T, Activation K, bool Stats, bool Masked = false>
 [[gnu::always_inline]] inline void epilogue_entry(T* h, T* dact, int64_t i, T alpha,
                                                   T saturation_threshold, T shift, T& s1, T& s2,
                                                   int32_t& saturated, int32_t& zeros) {
@@ -51,12 +51,9 @@ template <class T, Activation K, bool Stats>
     const T c = z - shift;
     s1 += c;
     s2 += c * c;
-    // Selects: AVX-512 adds under the compare's mask (2 operations, not 3; measured 0.2-0.3 %
-    // of the W=64 tanh step). Relu's zero count stays an add of 0 or 1: as a select, GCC left
-    // the relu loop scalar (10x slower).
-    if constexpr (kCountSaturated) saturated = dv < saturation_threshold ? saturated + 1 : saturated;
-    if constexpr (K == Activation::relu) zeros += hv == T(0) ? 1 : 0;
-    else zeros = hv == T(0) ? zeros + 1 : zeros;
+    if constexpr (kCountSaturated) count_if<Masked>(dv < saturation_threshold, saturated);
+    // relu's zero count as a select made GCC leave the whole relu loop scalar (10x slower)
+    count_if<Masked && K != Activation::relu>(hv == T(0), zeros);
   }
 }
 
@@ -65,7 +62,7 @@ template <class T, Activation K, bool Stats>
 // Statistics per lane: moments in T over each block of kSquareBlock entries, then in float64.
 // The lanes are added in lane order at the end, so the sums depend on n only (see
 // run_forward_epilogue for the check of the float sums).
-template <class T, Activation K, bool Stats>
+template <class T, Activation K, bool Stats, bool Masked = false>
 VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
                                          T saturation_threshold, T shift, EpilogueSums& sums) {
   if constexpr (!Stats) {
@@ -89,11 +86,11 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
       for (; k + kStatLanes <= end; k += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          epilogue_entry<T, K, true>(h, dact, k + lane, alpha, saturation_threshold, shift,
+          epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold, shift,
                                      s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
       }
       for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        epilogue_entry<T, K, true>(h, dact, k + lane, alpha, saturation_threshold, shift,
+        epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold, shift,
                                    s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
 #pragma omp simd
       for (int lane = 0; lane < kStatLanes; ++lane) {
@@ -129,8 +126,11 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   const T shift = n > 0 ? h[0] : T(0);  // shifted sums: less cancellation in the variance
   PartMoments part;
   with_activation(act.kind, [&](auto kind) {
-    forward_epilogue<T, decltype(kind)::value, Stats>(h, dact, n, alpha, threshold, shift,
-                                                      part.sums);
+    constexpr Activation K = decltype(kind)::value;
+    if (Stats && masked_counts())
+      forward_epilogue<T, K, Stats, true>(h, dact, n, alpha, threshold, shift, part.sums);
+    else
+      forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, part.sums);
   });
   if (!Stats) return part;
   part.count = static_cast<double>(n);
