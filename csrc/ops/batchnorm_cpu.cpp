@@ -173,15 +173,14 @@ VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, c
       for (; j0 + kStatLanes <= cols; j0 += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          normalize_activate_entry<T, K, true, Masked>(h + at, dact_row, xhat + at, z + at, j0 + lane,
-                                               mean, rstd, gamma, beta, alpha,
-                                               saturation_threshold, chunk_saturated[lane],
-                                               chunk_zeros[lane]);
+          normalize_activate_entry<T, K, true, Masked>(
+              h + at, dact_row, xhat + at, z + at, j0 + lane, mean, rstd, gamma, beta, alpha,
+              saturation_threshold, chunk_saturated[lane], chunk_zeros[lane]);
       }
       for (int lane = 0; j0 + lane < cols; ++lane)  // the row's ragged end
-        normalize_activate_entry<T, K, true, Masked>(h + at, dact_row, xhat + at, z + at, j0 + lane, mean,
-                                             rstd, gamma, beta, alpha, saturation_threshold,
-                                             chunk_saturated[lane], chunk_zeros[lane]);
+        normalize_activate_entry<T, K, true, Masked>(
+            h + at, dact_row, xhat + at, z + at, j0 + lane, mean, rstd, gamma, beta, alpha,
+            saturation_threshold, chunk_saturated[lane], chunk_zeros[lane]);
     }
     for (int lane = 0; lane < kStatLanes; ++lane) {
       counts->saturated += chunk_saturated[lane];

@@ -86,12 +86,14 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
       for (; k + kStatLanes <= end; k += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold, shift,
-                                     s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
+          epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold,
+                                             shift, s1[lane], s2[lane], chunk_saturated[lane],
+                                             chunk_zeros[lane]);
       }
       for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold, shift,
-                                   s1[lane], s2[lane], chunk_saturated[lane], chunk_zeros[lane]);
+        epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold,
+                                           shift, s1[lane], s2[lane], chunk_saturated[lane],
+                                           chunk_zeros[lane]);
 #pragma omp simd
       for (int lane = 0; lane < kStatLanes; ++lane) {
         sum1[lane] += s1[lane];
