@@ -195,6 +195,11 @@ def _numpy_activation(name):
         def f(z):
             h = 1 / (1 + np.exp(-z))
             return h, h * (1 - h)
+    elif name == "elu":  # alpha = 1, vgkern's default
+        def f(z):
+            negative = np.minimum(z, 0)
+            return (np.where(z > 0, z, np.expm1(negative)),
+                    np.where(z > 0, 1, np.exp(negative)).astype(z.dtype))
     elif name == "identity":
         def f(z):
             return z, None
@@ -296,7 +301,7 @@ def make_numpy_loop_bn(cfg: Config, x, target, weights, biases, gammas, betas):
 def make_torch(cfg: Config, x, target, weights, biases, gammas=(), betas=()):
     L, B = cfg.layers, cfg.batch
     acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
-            "identity": torch.nn.Identity}
+            "elu": torch.nn.ELU, "identity": torch.nn.Identity}
     dtype = getattr(torch, str(x.dtype))
     linears, bn_layers, modules = [], [], []
     for l in range(L):
@@ -362,7 +367,7 @@ def make_jax(jax, cfg: Config, x, target, weights, biases, gammas=(), betas=()):
     jnp = jax.numpy
     L, B = cfg.layers, cfg.batch
     H = L - 1 if cfg.batch_norm else 0  # layers 0 .. H-1 have BN (and no bias)
-    acts = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
+    acts = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "elu": jax.nn.elu,
             "identity": lambda z: z}
     act = acts[cfg.activation]
 

@@ -114,6 +114,33 @@ def test_mixed_magnitudes(dtype, lo, hi, device):
     assert_rel(rep.preact_grad_norm[0], expected, rtol, "preact_grad_norm[0]")
 
 
+@pytest.mark.parametrize("big", [1e-20, 1e10, 3e38])
+def test_tiny_gradients_with_one_unsampled_large_entry(big, device):
+    """float32 gradients too small to square in float (a 32-entry sample's largest below 2^-45)
+    are squared times 2^k, k from that sample. One entry the sample misses, far larger than the
+    rest: its scaled square either fits (1e-20) or overflows, and then the pass is summed again
+    in float64. The norms stay exact either way; also in a sigmoid layer (delta = dh * s')."""
+    rng = np.random.default_rng(3)
+    batch, n_out = 64, 64  # two row blocks of 2048 entries, sampled every 64th
+    grad_out = (rng.choice([-1.0, 1.0], size=(batch, n_out))
+                * 10.0 ** rng.uniform(-31, -30, size=(batch, n_out)))
+    grad_out.flat[77] = big  # not a multiple of 64: not sampled
+    grad_out = grad_out.astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((batch, 5)).astype(np.float32)
+    net = identity_net(5, n_out, "float32", device=device)
+    net.forward(x)
+    rep = net.backward(grad_out)
+    assert_rel(rep.act_grad_norm[0], norm64(grad_out), 1e-6, "act_grad_norm[0]")
+    assert_rel(rep.preact_grad_norm[0], norm64(grad_out), 1e-6, "preact_grad_norm[0]")
+    sig = vgkern.MLP([5, n_out], activation="identity", output_activation="sigmoid",
+                     dtype="float32", seed=0, device=device)
+    h = sig.forward(x).astype(np.float64)
+    rep = sig.backward(grad_out)
+    delta = grad_out.astype(np.float64) * h * (1.0 - h)
+    assert_rel(rep.act_grad_norm[0], norm64(grad_out), 1e-6, "sigmoid act_grad_norm[0]")
+    assert_rel(rep.preact_grad_norm[0], norm64(delta), 1e-6, "sigmoid preact_grad_norm[0]")
+
+
 @pytest.mark.parametrize("dtype,x_scale,g_scale", [
     ("float32", 1e-12, 1e-13),       # dW entries ~1e-25: dW**2 ~1e-50 underflows float32
     ("float32", 1e-19, 1e-19),       # dW entries ~1e-38: near the float32 normal minimum

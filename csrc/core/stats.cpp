@@ -53,6 +53,7 @@ VGKERN_SIMD_CLONES double sum_squares_blocked(const T* v, int64_t n) {
   if constexpr (!std::is_same_v<T, float>) {
     return sum_squares(v, n);
   } else {
+    if (float_squares_underflow(v, n)) return sum_squares(v, n);
     double total = 0;
     const int64_t bulk = n - n % kWideSquareBlock;
     for (int64_t start = 0; start < bulk; start += kWideSquareBlock)

@@ -187,49 +187,52 @@ struct alignas(64) PrologueSums {  // one cache line each: written by different 
 };
 
 // One entry of the backward prologue: delta[i] = dh[i] * dact[i], and with Stats the squares of
-// both added to one lane's sums.
-template <class T, class Square, bool HasDact, bool Stats>
+// both (times scale: Scaled) added to one lane's sums.
+template <class T, bool HasDact, bool Stats, bool Scaled>
 [[gnu::always_inline]] inline void prologue_entry(T* __restrict delta, const T* __restrict dh,
-                                                  const T* __restrict dact, int64_t i,
-                                                  Square& dh_sq, Square& delta_sq) {
+                                                  const T* __restrict dact, int64_t i, T scale,
+                                                  T& dh_sq, T& delta_sq) {
   const T g = dh[i];
   T d = g;
   if constexpr (HasDact) d = g * dact[i];
   delta[i] = d;
   if constexpr (Stats) {
-    dh_sq += static_cast<Square>(g) * static_cast<Square>(g);
-    delta_sq += static_cast<Square>(d) * static_cast<Square>(d);
+    const T gs = Scaled ? g * scale : g, ds = Scaled ? d * scale : d;
+    dh_sq += gs * gs;
+    delta_sq += ds * ds;
   }
 }
 
-template <class T, bool HasDact, bool Stats>
+// Squares summed in T per lane over each block of kSquareBlock entries (for float data: no
+// conversions, twice the lanes of double), then in float64 lanes. Scaled: the squares of the
+// values times 2^scale_log2 (float data too small to square, float_squares_underflow).
+template <class T, bool HasDact, bool Stats, bool Scaled = false>
 VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* __restrict dh,
                                                   const T* __restrict dact, int64_t rows,
-                                                  int64_t cols, double* __restrict bias_sum) {
-  // float data: squares summed in float per lane over each block of kSquareBlock entries (no
-  // conversions, twice the lanes of double), then in float64 lanes; double data: double.
-  using Square = std::conditional_t<std::is_same_v<T, float>, float, double>;
+                                                  int64_t cols, int scale_log2,
+                                                  double* __restrict bias_sum) {
   const int64_t n = rows * cols;
+  const T scale = static_cast<T>(std::ldexp(1.0, scale_log2));
   PrologueSums sums;
   if constexpr (!Stats) {
-    Square unused = 0;
+    T unused = 0;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i)
-      prologue_entry<T, Square, HasDact, false>(delta, dh, dact, i, unused, unused);
+      prologue_entry<T, HasDact, false, false>(delta, dh, dact, i, scale, unused, unused);
   } else {
     double dh_lanes[kStatLanes] = {}, delta_lanes[kStatLanes] = {};
     for (int64_t start = 0; start < n; start += kSquareBlock) {
       const int64_t end = std::min(n, start + kSquareBlock);
-      Square dh_sq[kStatLanes] = {}, delta_sq[kStatLanes] = {};
+      T dh_sq[kStatLanes] = {}, delta_sq[kStatLanes] = {};
       int64_t k = start;
       for (; k + kStatLanes <= end; k += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          prologue_entry<T, Square, HasDact, true>(delta, dh, dact, k + lane, dh_sq[lane],
+          prologue_entry<T, HasDact, true, Scaled>(delta, dh, dact, k + lane, scale, dh_sq[lane],
                                                    delta_sq[lane]);
       }
       for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        prologue_entry<T, Square, HasDact, true>(delta, dh, dact, k + lane, dh_sq[lane],
+        prologue_entry<T, HasDact, true, Scaled>(delta, dh, dact, k + lane, scale, dh_sq[lane],
                                                  delta_sq[lane]);
 #pragma omp simd
       for (int lane = 0; lane < kStatLanes; ++lane) {
@@ -241,9 +244,12 @@ VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* 
       sums.dh_sumsq += dh_lanes[lane];
       sums.delta_sumsq += delta_lanes[lane];
     }
-    if constexpr (std::is_same_v<Square, float>) {  // squares lost to under- or overflow: again
-      if (!float_sum_squares_trusted(sums.dh_sumsq, n)) sums.dh_sumsq = sum_squares(dh, n);
-      if (!float_sum_squares_trusted(sums.delta_sumsq, n)) sums.delta_sumsq = sum_squares(delta, n);
+    if constexpr (std::is_same_v<T, float>) {  // squares lost to under- or overflow: again
+      sums.dh_sumsq = float_sum_squares_trusted(sums.dh_sumsq, n)
+                          ? std::ldexp(sums.dh_sumsq, -2 * scale_log2) : sum_squares(dh, n);
+      sums.delta_sumsq = float_sum_squares_trusted(sums.delta_sumsq, n)
+                             ? std::ldexp(sums.delta_sumsq, -2 * scale_log2)
+                             : sum_squares(delta, n);
     }
   }
   std::fill(bias_sum, bias_sum + cols, 0.0);
@@ -258,10 +264,16 @@ VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* 
 template <class T>
 PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
                                    int64_t cols, bool want, double* bias_sum) {
-  if (dact && want) return backward_prologue<T, true, true>(delta, dh, dact, rows, cols, bias_sum);
-  if (dact) return backward_prologue<T, true, false>(delta, dh, dact, rows, cols, bias_sum);
-  if (want) return backward_prologue<T, false, true>(delta, dh, dact, rows, cols, bias_sum);
-  return backward_prologue<T, false, false>(delta, dh, dact, rows, cols, bias_sum);
+  int k = 0;
+  if constexpr (std::is_same_v<T, float>) k = want ? tiny_float_scale_log2(dh, rows * cols) : 0;
+  if (k != 0) {
+    if (dact) return backward_prologue<T, true, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
+    return backward_prologue<T, false, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
+  }
+  if (dact && want) return backward_prologue<T, true, true>(delta, dh, dact, rows, cols, 0, bias_sum);
+  if (dact) return backward_prologue<T, true, false>(delta, dh, dact, rows, cols, 0, bias_sum);
+  if (want) return backward_prologue<T, false, true>(delta, dh, dact, rows, cols, 0, bias_sum);
+  return backward_prologue<T, false, false>(delta, dh, dact, rows, cols, 0, bias_sum);
 }
 
 template <class T>
