@@ -5,7 +5,8 @@
 // over float data go faster still (no conversions, twice the lanes): squares summed in float
 // per lane over blocks of kSquareBlock entries, each block (float_block_sum_squares_trusted) or
 // the float64 total of a pass (float_sum_squares_trusted) checked and summed again in float64
-// when some of its squares may have under- or overflowed. For double
+// when some of its squares may have under- or overflowed; data too small to square in float
+// (float_squares_underflow) is scaled by a power of two first, or summed in float64. For double
 // data the fast sum is trusted when it lies in [2^-900, 2^900]: then every square lost to
 // underflow (< 2^-1074) is below 2^-170 of the total. Outside that range (vanishing or exploding
 // float64 gradients, NaN/Inf, all zeros) the norm is recomputed in two passes scaled by the
