@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/blas.h"
@@ -334,13 +335,15 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
                                         rstd, gamma, beta, count, out, alpha, threshold, nullptr);
         return;
       }
+      auto counting = [&](auto masked) {
+        normalize_activate<T, K, true, decltype(masked)::value>(
+            h + begin * out, dact_part, xhat_part, xhat_part, mean, rstd, gamma, beta, count, out,
+            alpha, threshold, &counts[p]);
+      };
       if (masked_counts())
-        normalize_activate<T, K, true, true>(h + begin * out, dact_part, xhat_part, xhat_part,
-                                             mean, rstd, gamma, beta, count, out, alpha,
-                                             threshold, &counts[p]);
+        counting(std::true_type{});
       else
-        normalize_activate<T, K, true>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
-                                       rstd, gamma, beta, count, out, alpha, threshold, &counts[p]);
+        counting(std::false_type{});
       if (counts[p].zeros > 0) mark_nonzero_columns(h + begin * out, count, out, col_nonzero[p]);
     });
   });

@@ -129,10 +129,10 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   PartMoments part;
   with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
-    if (Stats && masked_counts())
-      forward_epilogue<T, K, Stats, true>(h, dact, n, alpha, threshold, shift, part.sums);
-    else
-      forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, part.sums);
+    if constexpr (Stats)
+      if (masked_counts())
+        return forward_epilogue<T, K, true, true>(h, dact, n, alpha, threshold, shift, part.sums);
+    forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, part.sums);
   });
   if (!Stats) return part;
   part.count = static_cast<double>(n);
