@@ -254,6 +254,64 @@ def test_preact_mean_std_of_tiny_or_huge_preactivations(dtype, scale, device):
     assert_rel(rep.preact_std[0], z.std() * scale, rtol, "preact_std[0]")
 
 
+def assert_moments(rep, l, z, rtol, what):
+    """preact_mean/std of layer l against the float64 z (mean relative to std + |mean|)."""
+    mean, std = float(z.mean()), float(z.std())
+    assert abs(rep.preact_mean[l] - mean) <= rtol * (std + abs(mean)), (
+        f"{what}: preact_mean[{l}] = {rep.preact_mean[l]!r}, expected {mean!r}")
+    assert_rel(rep.preact_std[l], std, rtol, f"{what}: preact_std[{l}]")
+
+
+@pytest.mark.parametrize("activation", ["identity", "sigmoid", "tanh", "relu", "elu"])
+@pytest.mark.parametrize("big", [None, 1e-20, 1e10, 3e38])
+def test_tiny_preactivations_with_one_unsampled_large_entry(activation, big, device):
+    """float32 pre-activations too small to square in float (32 sampled |z - z[0]| below 2^-30)
+    get their moments from (z - z[0]) * 2^k. One entry the sample misses, far larger than the
+    rest: its scaled square either fits (1e-20) or overflows (the moments are then recomputed in
+    scaled float64). Either way mean and std match float64, for every activation."""
+    n = 64  # z = x: identity weights, zero bias; two row blocks of 2048 entries
+    net = vgkern.MLP([n, n], activation="identity", output_activation=activation,
+                     dtype="float32", seed=0, device=device)
+    net.weights[0][...] = np.eye(n, dtype=np.float32)
+    net.biases[0][...] = 0
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, n)) * 1e-25).astype(np.float32)
+    if big is not None:
+        x.flat[77] = big  # not a multiple of 64: not sampled
+    rep = net.step(x, np.zeros((64, n), dtype=np.float32), loss="mse")
+    assert_moments(rep, 0, x.astype(np.float64), 1e-5, f"{activation}, big={big}")
+
+
+def test_vanishing_forward_signal_moments(device):
+    """A 40-layer float32 tanh net with small weights (sigma_w = 0.3): the forward signal
+    shrinks ~0.3x per layer, to ~1e-20 at the top. Every layer's preact_mean/std must match a
+    float64 forward through the same weights."""
+    depth, width = 40, 64
+    net = vgkern.MLP([width] * (depth + 1), activation="tanh", init="scaled_normal",
+                     sigma_w=0.3, sigma_b=0.0, dtype="float32", seed=1, device=device)
+    x = np.random.default_rng(6).standard_normal((128, width)).astype(np.float32)
+    rep = net.step(x, np.zeros((128, width), dtype=np.float32), loss="mse")
+    h = x.astype(np.float64)
+    for l in range(depth):
+        z = h @ net.weights[l].astype(np.float64).T + net.biases[l].astype(np.float64)
+        assert_moments(rep, l, z, 1e-4, "sigma_w=0.3")
+        h = np.tanh(z) if l < depth - 1 else z
+    assert rep.preact_std[depth - 1] < 1e-15, "test setup: the signal must vanish"
+
+
+def test_zero_blocks_before_tiny_values():
+    """Zeros (gradients that underflowed to 0) fail the fast sums' checks, and the float64
+    sums that follow skip leading zero blocks: values after them, tiny or NaN, still count."""
+    a = np.zeros(5000, dtype=np.float32)
+    assert ops.sum_squares_norm(a) == 0.0
+    a[4999] = 3e-30
+    assert_rel(ops.sum_squares_norm(a), norm64(a), 1e-12, "one tiny value after zeros")
+    a[300] = -4e-30
+    assert_rel(ops.sum_squares_norm(a), norm64(a), 1e-12, "two tiny values after zeros")
+    a[2048] = np.nan
+    assert math.isnan(ops.sum_squares_norm(a))
+
+
 # --------------------------------------------------------------------------------------------
 # ops.sum_squares_norm
 # --------------------------------------------------------------------------------------------

@@ -6,14 +6,33 @@
 
 namespace vgkern {
 
+// Start of the first block of kZeroBlock values with a nonzero (or NaN) one; n rounded down to
+// a whole block when all blocks are zero. All-zero data (gradients that underflowed to 0, dead
+// layers) fails the fast sums' checks; this pass lets the float64 fallbacks skip it.
+constexpr int64_t kZeroBlock = 256;
+
+template <class T>
+VGKERN_SIMD_CLONES int64_t first_nonzero_block(const T* v, int64_t n) {
+  int64_t start = 0;
+  for (; start + kZeroBlock <= n; start += kZeroBlock) {
+    int nonzero = 0;
+#pragma omp simd reduction(| : nonzero)
+    for (int64_t k = 0; k < kZeroBlock; ++k) nonzero |= v[start + k] != T(0);
+    if (nonzero) break;
+  }
+  return start;
+}
+
 // 32 independent float64 partial sums (four AVX-512 registers) hide the FMA latency; they
-// are added in a fixed order at the end.
+// are added in a fixed order at the end. Leading zero blocks are skipped (a multiple of the
+// lanes: each value keeps its lane, the sum its bits).
 template <class T>
 VGKERN_SIMD_CLONES double sum_squares(const T* v, int64_t n) {
   constexpr int64_t kLanes = 32;
+  static_assert(kZeroBlock % kLanes == 0);
   double partial[kLanes] = {};
   const int64_t bulk = n - n % kLanes;
-  for (int64_t i = 0; i < bulk; i += kLanes)
+  for (int64_t i = first_nonzero_block(v, n); i < bulk; i += kLanes)
 #pragma omp simd
     for (int64_t k = 0; k < kLanes; ++k) {
       const double d = static_cast<double>(v[i + k]);
@@ -83,7 +102,8 @@ template <class T>
 double scaled_norm(const T* v, int64_t n) {
   double max_abs = 0;
   bool has_nan = false;
-  for (int64_t i = 0; i < n; ++i) {
+  const int64_t first = first_nonzero_block(v, n);
+  for (int64_t i = first; i < n; ++i) {
     const double a = std::fabs(static_cast<double>(v[i]));
     max_abs = a > max_abs ? a : max_abs;
     has_nan |= std::isnan(a);
@@ -92,7 +112,7 @@ double scaled_norm(const T* v, int64_t n) {
   if (max_abs == 0 || std::isinf(max_abs)) return max_abs;
   const int e = std::ilogb(max_abs);
   double total = 0;  // every scaled value is in [0, 2): no overflow, negligible underflow
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = first; i < n; ++i) {
     const double s = std::ldexp(static_cast<double>(v[i]), -e);
     total += s * s;
   }

@@ -12,6 +12,7 @@
 // float64 gradients, NaN/Inf, all zeros) the norm is recomputed in two passes scaled by the
 // largest magnitude. Sums run in a fixed order, so results do not depend on thread counts.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -60,10 +61,10 @@ inline bool float_sum_squares_trusted(double sumsq, int64_t count) {
 // assist (~100x slower: a 50-layer sigmoid net's backward spent 1 ms per step in them). The
 // largest |v| of 32 entries spread over v (NaNs skipped) tells: below 2^-45, passes square
 // v * 2^k instead, k = tiny_float_scale_log2(v, n) (exact: a power of two), or square in float64.
-inline float sampled_largest_magnitude(const float* v, int64_t n) {
+inline float sampled_largest_magnitude(const float* v, int64_t n, float shift = 0) {
   const int64_t step = n > 32 ? n / 32 : 1;
   float largest = 0;
-  for (int64_t i = 0; i < n; i += step) largest = std::fmax(largest, std::fabs(v[i]));
+  for (int64_t i = 0; i < n; i += step) largest = std::fmax(largest, std::fabs(v[i] - shift));
   return largest;
 }
 
@@ -71,11 +72,12 @@ inline bool float_squares_underflow(const float* v, int64_t n) {
   return sampled_largest_magnitude(v, n) < 0x1p-45f;
 }
 
-// k with the sampled largest |v| * 2^k in [1, 2) when that magnitude is below 2^-45 (and not 0),
-// else 0.
-inline int tiny_float_scale_log2(const float* v, int64_t n) {
-  const float largest = sampled_largest_magnitude(v, n);
-  return largest > 0 && largest < 0x1p-45f ? -std::ilogb(largest) : 0;
+// k with the sampled largest |v - shift| * 2^k in [1, 2) (at most 2^126: 2^k stays a float)
+// when that magnitude is below `below` (and not 0), else 0.
+inline int tiny_float_scale_log2(const float* v, int64_t n, float below = 0x1p-45f,
+                                 float shift = 0) {
+  const float largest = sampled_largest_magnitude(v, n, shift);
+  return largest > 0 && largest < below ? std::min(-std::ilogb(largest), 126) : 0;
 }
 
 // One block's float sum of squares `fast` of v[0 .. count) when trusted, else the block summed

@@ -35,11 +35,12 @@ struct EpilogueSums {
 };
 
 // One entry of the forward epilogue: h[i] = act(z), dact[i] = act'(z) from z = h[i], and with
-// Stats that entry's share of one lane's moments and counts (counted as masked_counts() says).
-template <class T, Activation K, bool Stats, bool Masked = false>
+// Stats that entry's share of one lane's moments and counts (counted as masked_counts() says),
+// the moments of (z - shift) * scale when Scaled.
+template <class T, Activation K, bool Stats, bool Masked = false, bool Scaled = false>
 [[gnu::always_inline]] inline void epilogue_entry(T* h, T* dact, int64_t i, T alpha,
-                                                  T saturation_threshold, T shift, T& s1, T& s2,
-                                                  int32_t& saturated, int32_t& zeros) {
+                                                  T saturation_threshold, T shift, T scale, T& s1,
+                                                  T& s2, int32_t& saturated, int32_t& zeros) {
   constexpr bool kCountSaturated =
       K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
   const T z = h[i];
@@ -48,7 +49,7 @@ template <class T, Activation K, bool Stats, bool Masked = false>
   h[i] = hv;
   if constexpr (K != Activation::identity) dact[i] = dv;
   if constexpr (Stats) {
-    const T c = z - shift;
+    const T c = Scaled ? (z - shift) * scale : z - shift;
     s1 += c;
     s2 += c * c;
     if constexpr (kCountSaturated) count_if<Masked>(dv < saturation_threshold, saturated);
@@ -62,16 +63,17 @@ template <class T, Activation K, bool Stats, bool Masked = false>
 // Statistics per lane: moments in T over each block of kSquareBlock entries, then in float64.
 // The lanes are added in lane order at the end, so the sums depend on n only (see
 // run_forward_epilogue for the check of the float sums).
-template <class T, Activation K, bool Stats, bool Masked = false>
+template <class T, Activation K, bool Stats, bool Masked = false, bool Scaled = false>
 VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
-                                         T saturation_threshold, T shift, EpilogueSums& sums) {
+                                         T saturation_threshold, T shift, T scale,
+                                         EpilogueSums& sums) {
   if constexpr (!Stats) {
     T unused_sum = 0;
     int32_t unused_count = 0;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i)
-      epilogue_entry<T, K, false>(h, dact, i, alpha, saturation_threshold, shift, unused_sum,
-                                  unused_sum, unused_count, unused_count);
+      epilogue_entry<T, K, false>(h, dact, i, alpha, saturation_threshold, shift, scale,
+                                  unused_sum, unused_sum, unused_count, unused_count);
     return;
   }
   double sum1[kStatLanes] = {}, sum2[kStatLanes] = {};
@@ -86,14 +88,16 @@ VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
       for (; k + kStatLanes <= end; k += kStatLanes) {
 #pragma omp simd
         for (int lane = 0; lane < kStatLanes; ++lane)
-          epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold,
-                                             shift, s1[lane], s2[lane], chunk_saturated[lane],
-                                             chunk_zeros[lane]);
+          epilogue_entry<T, K, true, Masked, Scaled>(h, dact, k + lane, alpha,
+                                                     saturation_threshold, shift, scale, s1[lane],
+                                                     s2[lane], chunk_saturated[lane],
+                                                     chunk_zeros[lane]);
       }
       for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        epilogue_entry<T, K, true, Masked>(h, dact, k + lane, alpha, saturation_threshold,
-                                           shift, s1[lane], s2[lane], chunk_saturated[lane],
-                                           chunk_zeros[lane]);
+        epilogue_entry<T, K, true, Masked, Scaled>(h, dact, k + lane, alpha,
+                                                   saturation_threshold, shift, scale, s1[lane],
+                                                   s2[lane], chunk_saturated[lane],
+                                                   chunk_zeros[lane]);
 #pragma omp simd
       for (int lane = 0; lane < kStatLanes; ++lane) {
         sum1[lane] += s1[lane];
@@ -119,6 +123,12 @@ struct alignas(64) PartMoments {  // one cache line each: written by different t
   bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
 };
 
+// A forward signal that vanishes with depth (small weights): below about 2^-63, the float
+// squares of z - shift come out subnormal (a microcode assist each) and fail the trust check
+// below, whose fallback recomputes z. When 32 sampled |z - shift| all lie below this, the moments
+// are taken of (z - shift) * 2^k instead (k from tiny_float_scale_log2; exact, a power of two).
+constexpr float kTinyShiftedPreact = 0x1p-30f;
+
 template <class T, bool Stats>
 PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
                                  int32_t* col_nonzero) {
@@ -126,13 +136,22 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   const T alpha = static_cast<T>(act.alpha);
   const T threshold = static_cast<T>(0.01 * max_derivative(act));
   const T shift = n > 0 ? h[0] : T(0);  // shifted sums: less cancellation in the variance
+  int scale_log2 = 0;
+  if constexpr (Stats && std::is_same_v<T, float>)
+    scale_log2 = tiny_float_scale_log2(h, n, kTinyShiftedPreact, shift);
+  const T scale = std::ldexp(T(1), scale_log2);
   PartMoments part;
   with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
+    if constexpr (Stats && std::is_same_v<T, float>)
+      if (scale_log2 != 0)
+        return forward_epilogue<T, K, true, false, true>(h, dact, n, alpha, threshold, shift,
+                                                         scale, part.sums);
     if constexpr (Stats)
       if (masked_counts())
-        return forward_epilogue<T, K, true, true>(h, dact, n, alpha, threshold, shift, part.sums);
-    forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, part.sums);
+        return forward_epilogue<T, K, true, true>(h, dact, n, alpha, threshold, shift, scale,
+                                                  part.sums);
+    forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, scale, part.sums);
   });
   if (!Stats) return part;
   part.count = static_cast<double>(n);
@@ -142,6 +161,8 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   const double smallest_trusted =
       part.count * std::ldexp(1.0, std::numeric_limits<T>::min_exponent - 1 + 40);
   part.trusted = std::isfinite(part.sums.shifted_sumsq) && part.sums.shifted_sumsq >= smallest_trusted;
+  part.sums.shifted_sum = std::ldexp(part.sums.shifted_sum, -scale_log2);
+  part.sums.shifted_sumsq = std::ldexp(part.sums.shifted_sumsq, -2 * scale_log2);
   return part;
 }
 
