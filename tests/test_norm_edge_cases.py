@@ -272,8 +272,8 @@ def test_tiny_preactivations_with_one_unsampled_large_entry(activation, big, dev
     n = 64  # z = x: identity weights, zero bias; two row blocks of 2048 entries
     net = vgkern.MLP([n, n], activation="identity", output_activation=activation,
                      dtype="float32", seed=0, device=device)
-    net.weights[0][...] = np.eye(n, dtype=np.float32)
-    net.biases[0][...] = 0
+    net.weights = [np.eye(n, dtype=np.float32)]  # whole lists: also on CUDA
+    net.biases = [np.zeros(n, dtype=np.float32)]
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((64, n)) * 1e-25).astype(np.float32)
     if big is not None:
@@ -297,6 +297,51 @@ def test_vanishing_forward_signal_moments(device):
         assert_moments(rep, l, z, 1e-4, "sigma_w=0.3")
         h = np.tanh(z) if l < depth - 1 else z
     assert rep.preact_std[depth - 1] < 1e-15, "test setup: the signal must vanish"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bias", [0.0, 0.25])
+def test_preact_moments_above_a_dead_layer(dtype, bias, device):
+    """Layer 0 of a relu net is dead (bias -1e3), so layer 1 sees z = its bias exactly: std 0,
+    mean = bias (the fast sums are all 0 there and the moments are recomputed). Layer 2 sees a
+    per-unit constant; its moments match float64."""
+    net = vgkern.MLP([16, 64, 64, 64, 4], activation="relu", dtype=dtype, seed=3, device=device)
+    biases = [b.copy() for b in net.biases]  # whole lists: also on CUDA
+    biases[0][...] = -1e3
+    biases[1][...] = bias
+    net.biases = biases
+    x = np.random.default_rng(7).standard_normal((128, 16)).astype(dtype)
+    rep = net.step(x, np.zeros((128, 4), dtype=dtype), loss="mse")
+    assert rep.zero_fraction[0] == 1 and rep.dead_fraction[0] == 1
+    assert rep.preact_std[1] == 0 and rep.preact_mean[1] == np.float64(np.asarray(bias, dtype))
+    h1 = np.full((128, 64), max(np.asarray(bias, dtype), 0), dtype=np.float64)
+    z2 = h1 @ net.weights[2].astype(np.float64).T + net.biases[2].astype(np.float64)
+    if bias > 0:
+        assert_moments(rep, 2, z2, 1e-5 if dtype == "float32" else 1e-12, "layer 2")
+    else:
+        assert rep.preact_std[2] == 0 and rep.preact_mean[2] == 0
+    # a NaN weight above the dead layer: z = 0 * NaN + bias is NaN, not the bias
+    weights = [w.copy() for w in net.weights]
+    weights[1][3, 5] = np.nan
+    net.weights = weights
+    rep = net.step(x, np.zeros((128, 4), dtype=dtype), loss="mse")
+    assert math.isnan(rep.preact_mean[1]) and math.isnan(rep.preact_std[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_preact_moments_of_infinite_preactivations(dtype, device):
+    """An infinite pre-activation gives mean +-inf (or NaN) and std NaN, as np.mean/np.std."""
+    net = identity_net(3, 5, dtype, device=device)
+    net.weights = [np.abs(net.weights[0]) + np.asarray(0.5, dtype)]
+    x = np.ones((4, 3), dtype=dtype)
+    x[1, 2] = np.inf
+    rep = net.step(x, np.zeros((4, 5), dtype=dtype), loss="mse")
+    z = x.astype(np.float64) @ net.weights[0].astype(np.float64).T
+    assert rep.preact_mean[0] == np.inf == z.mean()
+    assert math.isnan(rep.preact_std[0])
+    x[2, 0] = -np.inf
+    rep = net.step(x, np.zeros((4, 5), dtype=dtype), loss="mse")
+    assert math.isnan(rep.preact_mean[0]) and math.isnan(rep.preact_std[0])
 
 
 def test_zero_blocks_before_tiny_values():

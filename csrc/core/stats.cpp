@@ -23,6 +23,13 @@ VGKERN_SIMD_CLONES int64_t first_nonzero_block(const T* v, int64_t n) {
   return start;
 }
 
+template <class T>
+bool all_zero(const T* v, int64_t n) {
+  for (int64_t i = first_nonzero_block(v, n); i < n; ++i)
+    if (v[i] != T(0)) return false;
+  return true;
+}
+
 // 32 independent float64 partial sums (four AVX-512 registers) hide the FMA latency; they
 // are added in a fixed order at the end. Leading zero blocks are skipped (a multiple of the
 // lanes: each value keeps its lane, the sum its bits).
@@ -98,56 +105,84 @@ double sum_squares_newest_first(const T* v, int64_t n) {
   return total;
 }
 
+// Sum of v[i] * scale (an exact power of two) over [begin, n) in kMomentLanes fixed lanes, or
+// with Centered, of (v[i] * scale - center)^2.
+constexpr int64_t kMomentLanes = 16;
+
+template <class T, bool Centered>
+VGKERN_SIMD_CLONES double scaled_lane_sum(const T* v, int64_t begin, int64_t n, double scale,
+                                          double center) {
+  double lanes[kMomentLanes] = {};
+  const int64_t bulk = n - n % kMomentLanes;
+  int64_t i = begin / kMomentLanes * kMomentLanes;
+  for (; i < bulk; i += kMomentLanes)
+#pragma omp simd
+    for (int64_t k = 0; k < kMomentLanes; ++k) {
+      const double c = static_cast<double>(v[i + k]) * scale - center;
+      lanes[k] += Centered ? c * c : c;
+    }
+  for (; i < n; ++i) {
+    const double c = static_cast<double>(v[i]) * scale - center;
+    lanes[i - bulk] += Centered ? c * c : c;
+  }
+  double total = 0;
+  for (int64_t k = 0; k < kMomentLanes; ++k) total += lanes[k];
+  return total;
+}
+
+// The largest |v[i]| over [begin, n) (a max: order-free, vectorised), and whether a NaN (which
+// never wins a comparison) was seen.
+template <class T>
+VGKERN_SIMD_CLONES double largest_magnitude(const T* v, int64_t begin, int64_t n,
+                                            bool* nan_seen) {
+  T largest = 0;
+  int nan = 0;
+#pragma omp simd reduction(max : largest) reduction(| : nan)
+  for (int64_t i = begin; i < n; ++i) {
+    const T a = std::fabs(v[i]);
+    largest = a > largest ? a : largest;
+    nan |= v[i] != v[i];
+  }
+  *nan_seen = nan != 0;
+  return static_cast<double>(largest);
+}
+
+// e such that values up to `largest` (finite, > 0) times 2^-e lie in [0, 2): no overflow,
+// negligible underflow. Float64 data below 2^-1000 (subnormal) is scaled by 2^1000 only: still
+// far from both ends, and 2^-e stays a double.
+inline int scale_exponent(double largest) { return std::max(std::ilogb(largest), -1000); }
+
 template <class T>
 double scaled_norm(const T* v, int64_t n) {
-  double max_abs = 0;
-  bool has_nan = false;
-  const int64_t first = first_nonzero_block(v, n);
-  for (int64_t i = first; i < n; ++i) {
-    const double a = std::fabs(static_cast<double>(v[i]));
-    max_abs = a > max_abs ? a : max_abs;
-    has_nan |= std::isnan(a);
-  }
-  if (has_nan) return NAN;
-  if (max_abs == 0 || std::isinf(max_abs)) return max_abs;
-  const int e = std::ilogb(max_abs);
-  double total = 0;  // every scaled value is in [0, 2): no overflow, negligible underflow
-  for (int64_t i = first; i < n; ++i) {
-    const double s = std::ldexp(static_cast<double>(v[i]), -e);
-    total += s * s;
-  }
-  return std::ldexp(std::sqrt(total), e);
+  const int64_t first = first_nonzero_block(v, n);  // zeros add nothing
+  bool nan_seen = false;
+  const double largest = largest_magnitude(v, first, n, &nan_seen);
+  if (nan_seen) return NAN;
+  if (largest == 0 || std::isinf(largest)) return largest;
+  const int e = scale_exponent(largest);
+  const double scaled_sumsq = scaled_lane_sum<T, true>(v, first, n, std::ldexp(1.0, -e), 0.0);
+  return std::ldexp(std::sqrt(scaled_sumsq), e);
 }
 
 template <class T>
 void scaled_mean_std(const T* v, int64_t n, double* mean, double* std) {
-  double max_abs = 0, sum = 0;
-  bool has_nan = false;
-  for (int64_t i = 0; i < n; ++i) {
-    const double x = static_cast<double>(v[i]);
-    max_abs = std::fmax(max_abs, std::fabs(x));
-    sum += x;
-    has_nan |= std::isnan(x);
-  }
-  if (has_nan || !std::isfinite(max_abs)) {
-    *mean = has_nan ? NAN : sum / n;
+  const int64_t first = first_nonzero_block(v, n);  // zeros add nothing to the sums
+  bool nan_seen = false;
+  const double largest = largest_magnitude(v, first, n, &nan_seen);
+  if (nan_seen || std::isinf(largest)) {
+    *mean = nan_seen ? NAN : scaled_lane_sum<T, false>(v, first, n, 1.0, 0.0) / n;  // +-inf or NaN
     *std = NAN;
     return;
   }
-  if (max_abs == 0) {
+  if (largest == 0) {
     *mean = 0;
     *std = 0;
     return;
   }
-  const int e = std::ilogb(max_abs);
-  double scaled_sum = 0;
-  for (int64_t i = 0; i < n; ++i) scaled_sum += std::ldexp(static_cast<double>(v[i]), -e);
-  const double scaled_mean = scaled_sum / n;
-  double scaled_m2 = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double c = std::ldexp(static_cast<double>(v[i]), -e) - scaled_mean;
-    scaled_m2 += c * c;
-  }
+  const int e = scale_exponent(largest);
+  const double scale = std::ldexp(1.0, -e);
+  const double scaled_mean = scaled_lane_sum<T, false>(v, first, n, scale, 0.0) / n;
+  const double scaled_m2 = scaled_lane_sum<T, true>(v, 0, n, scale, scaled_mean);
   *mean = std::ldexp(scaled_mean, e);
   *std = std::ldexp(std::sqrt(scaled_m2 / n), e);
 }
@@ -169,6 +204,8 @@ int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, in
   return e;
 }
 
+template bool all_zero<float>(const float*, int64_t);
+template bool all_zero<double>(const double*, int64_t);
 template double sum_squares<float>(const float*, int64_t);
 template double sum_squares<double>(const double*, int64_t);
 template double sum_squares_blocked<float>(const float*, int64_t);

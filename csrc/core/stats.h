@@ -26,6 +26,10 @@ namespace vgkern {
 template <class T>
 double sum_squares(const T* v, int64_t n);
 
+// Whether every value is zero (+-0; a NaN is not), skipping zero blocks fast.
+template <class T>
+bool all_zero(const T* v, int64_t n);
+
 // sqrt(sum of squares) in two passes scaled by 2^-ilogb(max |v|): exact range, slow path.
 template <class T>
 double scaled_norm(const T* v, int64_t n);

@@ -435,10 +435,29 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
                        : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
   });
   if (!stats || combine_forward_stats(moments, plan.parts, col_nonzero, out, stats)) return;
-  // Extreme or non-finite pre-activations (exploding/vanishing nets, constant layers): z is
-  // gone (h holds act(z)), so recompute it once and take the moments in scaled float64.
+  // Input all zeros (above a dead relu layer) and no NaN or infinity met: z = b in every row
+  // exactly, so the moments are those of b, without a GEMM.
+  bool finite = true;
+  for (int p = 0; p < plan.parts; ++p)
+    finite = finite && std::isfinite(moments[p].sums.shifted_sum + moments[p].sums.shifted_sumsq);
+  if (finite && all_zero(x, rows * in)) {
+    if (b) {
+      scaled_mean_std(b, out, &stats->preact_mean, &stats->preact_std);
+    } else {
+      stats->preact_mean = 0;
+      stats->preact_std = 0;
+    }
+    return;
+  }
+  // Extreme or non-finite pre-activations (exploding nets), constant layers: z is gone (h holds
+  // act(z)), so recompute it once, by row blocks as the epilogue ran (the BLAS's own threads
+  // would fight the spinning helper: 11x slower forward through a dead relu net, before the
+  // case above), and take the moments in scaled float64.
   T* z = scratch(preact_scratch<T>(), rows * out);
-  preactivation(z, x, w, b, in, out, 0, rows, 0, out);
+  for_parts(plan, plan.parts, [&](int p) {
+    preactivation(z, x, w, b, in, out, part_begin(rows, plan.parts, p),
+                  part_begin(rows, plan.parts, p + 1), 0, out);
+  });
   scaled_mean_std(z, rows * out, &stats->preact_mean, &stats->preact_std);
 }
 
