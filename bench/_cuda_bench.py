@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import with_stats
+
 # Targets from the CUDA issue: (W, B, L) -> minimum ratio against torch, minimum roofline share.
 TARGETS = {(256, 1024, 50): {"torch": 4.0}, (1024, 1024, 10): {"torch": 1.0, "roofline": 0.80}}
 
@@ -57,10 +59,9 @@ def parse(text):
     return configs
 
 
-def make_vgkern(vgkern, cfg, x, target, stats):
+def make_vgkern(vgkern, cfg, x, target):
     net = vgkern.MLP([cfg.width] * (cfg.layers + 1), activation=cfg.activation, seed=0,
                      device="cuda")
-    net.stats = stats
 
     def step():
         rep = net.step(x, target, loss="mse")
@@ -148,10 +149,10 @@ def bench(torch, vgkern, cfg, reps, warmup):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((cfg.batch, cfg.width)).astype(np.float32)
     target = rng.standard_normal((cfg.batch, cfg.width)).astype(np.float32)
-    net, vg = make_vgkern(vgkern, cfg, x, target, True)
-    _, vg_off = make_vgkern(vgkern, cfg, x, target, False)
+    net, step = make_vgkern(vgkern, cfg, x, target)
+    vg = with_stats(net, step, True)
     weights, biases = [np.array(w) for w in net.weights], [np.array(b) for b in net.biases]
-    steps = {"vgkern": vg, "vgkern_nostats": vg_off,
+    steps = {"vgkern": vg, "vgkern_nostats": with_stats(net, step, False),
              "torch": make_torch(torch, cfg, x, target, weights, biases),
              "gemm": make_gemms(torch, cfg, x, weights)}
     ref = vg()

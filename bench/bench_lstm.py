@@ -8,7 +8,7 @@ dtype, weights, inputs and thread count:
   vgkern            vgkern.LSTM(I, H).step(x_seq, target, loss="mse"); per-step statistics on
                     (||dL/dh_t||, ||dL/dc_t||, ||dL/dx_t||, forget-gate mean, saturation) and the
                     weight-gradient norms
-  vgkern stats off  the same with net.stats = False
+  vgkern stats off  the same net with net.stats = False
   torch LSTMCell    a Python loop over t of h, c = cell(x_t, (h, c)); tensor hooks on every h_t
                     and c_t record ||dL/dh_t||, ||dL/dc_t|| (float64) during backward; x_seq
                     requires grad, ||dL/dx_t|| of every step from x_seq.grad in one call;
@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import (cpu_model, gemm_call_overhead_s, max_rel_diff,  # noqa: E402
-                     run_interleaved, stats_overhead_fields, to_numpy,
+                     run_interleaved, stats_overhead_fields, to_numpy, with_stats,
                      add_timing_arguments, targets_line)
 
 # --------------------------------------------------------------------------------------------
@@ -356,9 +356,10 @@ def bench_config(cfg, args, vgkern, dtype, wanted):
     target = rng.standard_normal((cfg.batch, cfg.hidden)).astype(dtype)
 
     steps = {}
-    net, steps["vgkern"] = make_vgkern(vgkern, cfg, x, target, stats=True)
+    net, step = make_vgkern(vgkern, cfg, x, target, stats=True)
+    steps["vgkern"] = with_stats(net, step, True)
     if "vgkern_nostats" in wanted:
-        net_off, steps["vgkern_nostats"] = make_vgkern(vgkern, cfg, x, target, stats=False)
+        steps["vgkern_nostats"] = with_stats(net, step, False)
     # The torch baselines start from vgkern's initial weights (copies), so results can be checked.
     w_ih, w_hh, b = (np.array(a, dtype=dtype, copy=True)
                      for a in (net.weight_ih, net.weight_hh, net.bias))
@@ -383,7 +384,7 @@ def bench_config(cfg, args, vgkern, dtype, wanted):
         # Its report holds no norms (NaN): compare its loss and the norms of its gradients.
         loss_off = steps["vgkern_nostats"]()[0]
         grads_off = [np.linalg.norm(np.asarray(g, dtype=np.float64))
-                     for g in (net_off.weight_ih_grad, net_off.weight_hh_grad, net_off.bias_grad)]
+                     for g in (net.weight_ih_grad, net.weight_hh_grad, net.bias_grad)]
         check["vgkern_nostats"] = max_rel_diff((loss_off, grads_off), ref[:2])
     if "torch_cell" in steps:
         check["torch_cell"] = check_against(steps["torch_cell"](), ref)

@@ -5,7 +5,7 @@ One step = forward + MSE loss + backward + per-layer gradient statistics. Every 
 runs in this one process on the same shapes, dtype, weights, inputs and thread count:
 
   vgkern            net.step(x, target, loss="mse")  (all statistics on)
-  vgkern stats off  the same with net.stats = False  (statistics cost, target <= 3 %, measured
+  vgkern stats off  the same net with net.stats = False  (statistics cost, target <= 3 %, measured
                     apart in paired back-to-back blocks: _timing.paired_overhead)
   numpy loop        a Python loop over layers, NumPy GEMMs, float64 norms: the obvious baseline
   torch eager       nn.Sequential(Linear, act) * L, tensor hooks on every pre-activation for its
@@ -59,7 +59,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import (cpu_model, gemm_call_overhead_s, max_rel_diff,  # noqa: E402
-                     run_interleaved, stats_overhead_fields, to_numpy,
+                     run_interleaved, stats_overhead_fields, to_numpy, with_stats,
                      add_timing_arguments, targets_line)
 
 # --------------------------------------------------------------------------------------------
@@ -162,10 +162,9 @@ def parse_configs(text: str | None) -> list[Config]:
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
 
 
-def make_vgkern(vgkern, cfg: Config, x, target, stats: bool):
+def make_vgkern(vgkern, cfg: Config, x, target):
     net = vgkern.MLP(cfg.sizes, activation=cfg.activation, dtype=str(x.dtype), seed=0,
                      batch_norm=cfg.batch_norm, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM)
-    net.stats = stats
 
     if not cfg.batch_norm:
         def step():
@@ -536,9 +535,10 @@ def bench_config(cfg, args, vgkern, jax, dtype, wanted):
     target = rng.standard_normal((cfg.batch, cfg.width)).astype(dtype)
 
     steps = {}
-    net, steps["vgkern"] = make_vgkern(vgkern, cfg, x, target, stats=True)
+    net, step = make_vgkern(vgkern, cfg, x, target)
+    steps["vgkern"] = with_stats(net, step, True)
     if "vgkern_nostats" in wanted:
-        _, steps["vgkern_nostats"] = make_vgkern(vgkern, cfg, x, target, stats=False)
+        steps["vgkern_nostats"] = with_stats(net, step, False)
     # Every baseline starts from vgkern's initial weights (copies), so the results can be checked.
     # With batch norm, biases[l] is empty on the BN layers and gammas/betas hold L - 1 arrays.
     weights = [np.array(w, dtype=dtype, copy=True) for w in net.weights]
