@@ -133,13 +133,12 @@ def parse_configs(text: str | None) -> list[Config]:
 # --------------------------------------------------------------------------------------------
 
 
-def make_vgkern(vgkern, cfg: Config, x, target, stats: bool, kind: str = "lstm"):
+def make_vgkern(vgkern, cfg: Config, x, target, kind: str = "lstm"):
     dtype = str(x.dtype)
     if kind == "lstm":
         net = vgkern.LSTM(cfg.input, cfg.hidden, dtype=dtype, seed=0)
     else:
         net = vgkern.RNN(cfg.input, cfg.hidden, nonlinearity="tanh", dtype=dtype, seed=0)
-    net.stats = stats
 
     def step():
         rep = net.step(x, target, loss="mse")
@@ -356,7 +355,7 @@ def bench_config(cfg, args, vgkern, dtype, wanted):
     target = rng.standard_normal((cfg.batch, cfg.hidden)).astype(dtype)
 
     steps = {}
-    net, step = make_vgkern(vgkern, cfg, x, target, stats=True)
+    net, step = make_vgkern(vgkern, cfg, x, target)
     steps["vgkern"] = with_stats(net, step, True)
     if "vgkern_nostats" in wanted:
         steps["vgkern_nostats"] = with_stats(net, step, False)
@@ -374,7 +373,7 @@ def bench_config(cfg, args, vgkern, dtype, wanted):
         h_prev = np.concatenate([np.zeros((1, cfg.batch, cfg.hidden), dtype), h_seq[:-1]])
         steps["gemm"], gemm_calls = make_gemm_roofline(cfg, x, w_ih, w_hh, h_prev)
     if "vgkern_rnn" in wanted:
-        rnn_net, steps["vgkern_rnn"] = make_vgkern(vgkern, cfg, x, target, stats=True, kind="rnn")
+        rnn_net, steps["vgkern_rnn"] = make_vgkern(vgkern, cfg, x, target, kind="rnn")
 
     # First touch outside the timing, then check results against vgkern (fields: loss,
     # weight norms, h_t norms, c_t norms, x_t norms).

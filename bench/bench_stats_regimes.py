@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vgkern  # noqa: E402
-from _timing import paired_overhead  # noqa: E402
+from _timing import paired_overhead, with_stats  # noqa: E402
 
 WIDTH, BATCH, DEPTH = 64, 256, 50
 
@@ -57,15 +57,8 @@ def measure(args, kwargs, edit, grad_scale):
     x = rng.standard_normal((BATCH, WIDTH)).astype(np.float32)
     target = rng.standard_normal((BATCH, WIDTH)).astype(np.float32)
 
-    def switched(run):
-        def on():
-            net.stats = True
-            run()
-
-        def off():
-            net.stats = False
-            run()
-        return on, off
+    def switched(run):  # (statistics on, statistics off) of one net
+        return with_stats(net, run, True), with_stats(net, run, False)
 
     def step():
         if grad_scale is None:
