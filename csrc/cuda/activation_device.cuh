@@ -3,7 +3,7 @@
 #pragma once
 #include "cuda/runtime.h"
 
-#include "ops/activation.h"
+#include "core/activation_kind.h"
 
 namespace vgkern {
 namespace cuda {

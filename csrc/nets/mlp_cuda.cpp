@@ -136,14 +136,14 @@ class CudaMLP final : public MLPBase {
     double* loss_slot = slots() + num_layers() * kNumDenseSlots;
     if (loss == Loss::mse) {
       copy_in(target_.data(), target.ptr<T>(), rows * classes);
-      mse_loss_cuda<T>(grad_a_.data(), output(), target_.data(), rows, classes, rows, loss_slot,
-                       scratch_.data(), context_.stream());
+      mse_loss_stream<T>(grad_a_.data(), output(), target_.data(), rows, classes, rows, loss_slot,
+                         scratch_.data(), context_.stream());
     } else {
       VGKERN_CUDA_CHECK(cudaMemcpyAsync(labels_.data(), labels, rows * sizeof(int64_t),
                                         cudaMemcpyHostToDevice, context_.stream()));
-      cross_entropy_loss_cuda<T>(grad_a_.data(), output(), labels_.data(), rows, classes,
-                                 row_losses_.data(), loss_slot, scratch_.data(),
-                                 context_.stream());
+      cross_entropy_loss_stream<T>(grad_a_.data(), output(), labels_.data(), rows, classes,
+                                   row_losses_.data(), loss_slot, scratch_.data(),
+                                   context_.stream());
     }
     const T* dx = run_backward(input_grad.present(), log_scale);
     finish(report, input_grad, dx, log_scale, /*with_output=*/true);
@@ -259,15 +259,15 @@ class CudaMLP final : public MLPBase {
       cuda_gemm<T>(context_.cublas(), false, true, rows, out, in, T(1), input, in, w, in, T(0),
                    z_.data(), out);
       if (is_batch_norm(l))
-        dense_bn_forward_cuda<T>(hidden(l), dact_[l].data(), xhat_[l].data(), mean_[l].data(),
-                                 rstd_[l].data(), running_mean_.data() + layer.running,
-                                 running_var_.data() + layer.running, z_.data(),
-                                 param(layer.gamma), param(layer.beta), rows, out, acts_[l],
-                                 spec, layer_slots, scratch_.data(), context_.stream());
+        dense_bn_forward_stream<T>(hidden(l), dact_[l].data(), xhat_[l].data(), mean_[l].data(),
+                                   rstd_[l].data(), running_mean_.data() + layer.running,
+                                   running_var_.data() + layer.running, z_.data(),
+                                   param(layer.gamma), param(layer.beta), rows, out, acts_[l],
+                                   spec, layer_slots, scratch_.data(), context_.stream());
       else
-        dense_forward_epilogue_cuda<T>(hidden(l), dact_[l].data(), z_.data(),
-                                       params_.data() + layer.bias, rows, out, acts_[l],
-                                       layer_slots, scratch_.data(), context_.stream());
+        dense_forward_epilogue_stream<T>(hidden(l), dact_[l].data(), z_.data(),
+                                         params_.data() + layer.bias, rows, out, acts_[l],
+                                         layer_slots, scratch_.data(), context_.stream());
       input = hidden(l);
     }
     forward_stats_valid_ = stats;
@@ -289,26 +289,26 @@ class CudaMLP final : public MLPBase {
       const T* w = params_.data() + layer.weight;
       T* dw = grads_.data() + layer.weight;
       if (is_batch_norm(l))
-        dense_bn_backward_prologue_cuda<T>(delta_.data(), grad(layer.gamma), grad(layer.beta),
-                                           current, dact, xhat_[l].data(), rstd_[l].data(),
-                                           param(layer.gamma), rows_, out, forward_training_,
-                                           stats, log_scale, slots(l), scratch_.data(),
-                                           context_.stream());
+        dense_bn_backward_prologue_stream<T>(delta_.data(), grad(layer.gamma), grad(layer.beta),
+                                             current, dact, xhat_[l].data(), rstd_[l].data(),
+                                             param(layer.gamma), rows_, out, forward_training_,
+                                             stats, log_scale, slots(l), scratch_.data(),
+                                             context_.stream());
       else
-        dense_backward_prologue_cuda<T>(delta_.data(), grad(layer.bias), current, dact, rows_,
-                                        out, stats, log_scale, slots(l), scratch_.data(),
-                                        context_.stream());
+        dense_backward_prologue_stream<T>(delta_.data(), grad(layer.bias), current, dact, rows_,
+                                          out, stats, log_scale, slots(l), scratch_.data(),
+                                          context_.stream());
       cuda_gemm<T>(context_.cublas(), true, false, out, in, rows_, T(1), delta_.data(), out, x,
                    in, T(0), dw, in);
       if (dx)
         cuda_gemm<T>(context_.cublas(), false, false, rows_, in, out, T(1), delta_.data(), out,
                      w, in, T(0), dx, in);
       if (stats && is_batch_norm(l))
-        dense_bn_backward_norms_cuda<T>(dw, out * in, grad(layer.gamma), grad(layer.beta), out,
-                                        slots(l), scratch_.data(), context_.stream());
+        dense_bn_backward_norms_stream<T>(dw, out * in, grad(layer.gamma), grad(layer.beta), out,
+                                          slots(l), scratch_.data(), context_.stream());
       else if (stats)
-        dense_backward_norms_cuda<T>(dw, out * in, grad(layer.bias), out, slots(l),
-                                     scratch_.data(), context_.stream());
+        dense_backward_norms_stream<T>(dw, out * in, grad(layer.bias), out, slots(l),
+                                       scratch_.data(), context_.stream());
       if (l == 0) input_grad = dx;
       std::swap(current, below);
     }

@@ -1,7 +1,7 @@
 // The LSTM / RNN sequence drivers of nets/recurrent.h on an NVIDIA GPU (built with CUDA only).
 // Same algorithm as the CPU driver: the input projection of all T steps is one cuBLAS GEMM, then
 // per step one GEMM (h_{t-1} W_hh^T, or dpre_t W_hh backward) and one fused gate kernel
-// (ops/recurrent_cuda.h); weight gradients and dx of all steps are GEMMs over T * B rows after
+// (ops/*_cell_cuda.h); weight gradients and dx of all steps are GEMMs over T * B rows after
 // the loop. Parameters, gradients and workspaces stay on the GPU; per-step statistics are folded
 // on the device and copied out with the weight norms (and the loss) in one block per call.
 #include <algorithm>
@@ -15,11 +15,14 @@
 #include "core/errors.h"
 #include "cuda/context.h"
 #include "cuda/device_array.h"
+#include "cuda/sequence_stats.h"
 #include "nets/recurrent.h"
 #include "ops/dense_cuda.h"
 #include "ops/loss.h"
 #include "ops/loss_cuda.h"
-#include "ops/recurrent_cuda.h"
+#include "ops/lstm_cell_cuda.h"
+#include "ops/norm_cuda.h"
+#include "ops/rnn_cell_cuda.h"
 
 namespace vgkern {
 namespace {
@@ -121,8 +124,8 @@ class CudaRecurrent final : public RecurrentBase {
     const int64_t n = rows_ * hidden_, rows = every_step ? steps_ * rows_ : rows_;
     copy_in(target_.data(), target.ptr<T>(), rows * hidden_);
     const T* prediction = every_step ? h_all_.data() + n : h_all_.data() + steps_ * n;
-    mse_loss_cuda<T>(loss_grad_.data(), prediction, target_.data(), rows, hidden_, rows_,
-                     result_slot(kResultLoss), scratch_.data(), context_.stream());
+    mse_loss_stream<T>(loss_grad_.data(), prediction, target_.data(), rows, hidden_, rows_,
+                       result_slot(kResultLoss), scratch_.data(), context_.stream());
     run_backward(every_step ? loss_grad_.data() : nullptr, every_step ? nullptr : loss_grad_.data(),
                  nullptr);
     copy_forward_outputs(out);
@@ -192,7 +195,7 @@ class CudaRecurrent final : public RecurrentBase {
     // The input projection of all steps at once: pre (T * B, G) = bias + X W_ih^T. The RNN's
     // pre-activations become its hidden states in place (h_all_ rows 1..T).
     T* pre = kind_ == CellKind::lstm ? gates_all_.data() : h_all_.data() + n;
-    broadcast_rows_cuda<T>(pre, bias, all_rows, gates_, stream);
+    broadcast_rows_stream<T>(pre, bias, all_rows, gates_, stream);
     cuda_gemm<T>(context_.cublas(), false, true, all_rows, gates_, in_, T(1), x_.data(), in_, w_ih,
                  in_, T(1), pre, gates_);
     for (int64_t t = 0; t < steps; ++t) {
@@ -200,13 +203,14 @@ class CudaRecurrent final : public RecurrentBase {
       cuda_gemm<T>(context_.cublas(), false, true, rows, gates_, hidden_, T(1),
                    h_all_.data() + t * n, hidden_, w_hh, hidden_, T(1), pre_t, gates_);
       if (kind_ == CellKind::lstm)
-        lstm_step_forward_cuda<T>(pre_t, c_all_.data() + (t + 1) * n, h_all_.data() + (t + 1) * n,
-                                  tanh_c_.data() + t * n, c_all_.data() + t * n, rows, hidden_,
-                                  stats, t, partials_.data(), stream);
+        lstm_step_forward_stream<T>(pre_t, c_all_.data() + (t + 1) * n, h_all_.data() + (t + 1) * n,
+                                    tanh_c_.data() + t * n, c_all_.data() + t * n, rows, hidden_,
+                                    stats, t, partials_.data(), stream);
       else
-        rnn_step_forward_cuda<T>(pre_t, rows, hidden_, act_, stats, t, partials_.data(), stream);
+        rnn_step_forward_stream<T>(pre_t, rows, hidden_, act_, stats, t, partials_.data(), stream);
     }
-    if (stats) fold_forward_steps_cuda(partials_.data(), steps, rows, hidden_, seq_slots(), stream);
+    if (stats)
+      fold_forward_steps_stream(partials_.data(), steps, rows, hidden_, seq_slots(), stream);
     forward_stats_valid_ = stats;
     forward_done_ = true;
   }
@@ -247,14 +251,14 @@ class CudaRecurrent final : public RecurrentBase {
       const T* g_seq = grad_h_seq ? grad_h_seq + t * n : nullptr;
       T* dpre_t = dpre_.data() + t * rows_ * gates_;
       if (kind_ == CellKind::lstm) {
-        lstm_step_backward_cuda<T>(dpre_t, dc_spare, dh_next, g_seq, dc_next,
-                                   gates_all_.data() + t * rows_ * gates_, c_all_.data() + t * n,
-                                   tanh_c_.data() + t * n, rows_, hidden_, stats, t,
-                                   partials_.data(), stream);
+        lstm_step_backward_stream<T>(dpre_t, dc_spare, dh_next, g_seq, dc_next,
+                                     gates_all_.data() + t * rows_ * gates_, c_all_.data() + t * n,
+                                     tanh_c_.data() + t * n, rows_, hidden_, stats, t,
+                                     partials_.data(), stream);
         std::swap(dc_next, dc_spare);
       } else {
-        rnn_step_backward_cuda<T>(dpre_t, dh_next, g_seq, h_all_.data() + (t + 1) * n, rows_,
-                                  hidden_, act_, stats, t, partials_.data(), stream);
+        rnn_step_backward_stream<T>(dpre_t, dh_next, g_seq, h_all_.data() + (t + 1) * n, rows_,
+                                    hidden_, act_, stats, t, partials_.data(), stream);
       }
       cuda_gemm<T>(context_.cublas(), false, false, rows_, hidden_, gates_, T(1), dpre_t, gates_,
                    w_hh, hidden_, T(0), dh_spare, hidden_);
@@ -263,8 +267,8 @@ class CudaRecurrent final : public RecurrentBase {
     h0_grad_ = dh_next;
     c0_grad_ = dc_next;
     if (stats)
-      fold_backward_steps_cuda<T>(partials_.data(), steps_, rows_, hidden_,
-                                  kind_ == CellKind::lstm, seq_slots(), stream);
+      fold_backward_steps_stream<T>(partials_.data(), steps_, rows_, hidden_,
+                                    kind_ == CellKind::lstm, seq_slots(), stream);
     // Weight gradients and dx of all steps at once: dw_ih = dpre^T X, dx = dpre W_ih,
     // dw_hh = dpre^T H_prev (h_0 .. h_{T-1}), dbias = column sums of dpre.
     cuda_gemm<T>(context_.cublas(), true, false, gates_, in_, all_rows, T(1), dpre_.data(), gates_,
@@ -273,12 +277,14 @@ class CudaRecurrent final : public RecurrentBase {
                  gates_, w_ih, in_, T(0), x_grad_.data(), in_);
     cuda_gemm<T>(context_.cublas(), true, false, gates_, hidden_, all_rows, T(1), dpre_.data(),
                  gates_, h_all_.data(), hidden_, T(0), dw_hh, hidden_);
-    column_sums_cuda<T>(dbias, dpre_.data(), all_rows, gates_, stream);
+    column_sums_stream<T>(dbias, dpre_.data(), all_rows, gates_, stream);
     if (!stats) return;
-    step_norms_cuda<T>(x_grad_.data(), steps_, rows_ * in_, seq_slots(), stream);
-    norm_cuda<T>(result_slot(kResultWeightIh), dw_ih, gates_ * in_, scratch_.data(), stream);
-    norm_cuda<T>(result_slot(kResultWeightHh), dw_hh, gates_ * hidden_, scratch_.data(), stream);
-    norm_cuda<T>(result_slot(kResultBias), dbias, gates_, scratch_.data(), stream);
+    step_norms_stream<T>(x_grad_.data(), steps_, rows_ * in_, seq_slots(), stream);
+    sum_squares_norm_stream<T>(result_slot(kResultWeightIh), dw_ih, gates_ * in_, scratch_.data(),
+                               stream);
+    sum_squares_norm_stream<T>(result_slot(kResultWeightHh), dw_hh, gates_ * hidden_,
+                               scratch_.data(), stream);
+    sum_squares_norm_stream<T>(result_slot(kResultBias), dbias, gates_, scratch_.data(), stream);
   }
 
   // One copy of the results block (and dx, dL/dh_0, dL/dc_0), then the report.
@@ -333,7 +339,7 @@ class CudaRecurrent final : public RecurrentBase {
   DeviceArray<T> dh_a_, dh_b_, dc_a_, dc_b_, dh_last_, dc_last_;  // (B, H)
   const T* h0_grad_ = nullptr;  // where dL/dh_0, dL/dc_0 are after the last backward
   const T* c0_grad_ = nullptr;
-  DeviceArray<unsigned char> partials_;  // per step and block (ops/recurrent_cuda.h)
+  DeviceArray<unsigned char> partials_;  // per step and block (cuda/sequence_stats.h)
   DeviceArray<double> results_;          // (T, kNumSeqSlots) then kNumResults
   std::vector<double> host_results_;
   bool forward_done_ = false, forward_stats_valid_ = false;

@@ -6,7 +6,7 @@
 #include "core/checks.h"
 #include "core/errors.h"
 #include "core/dispatch.h"
-#include "ops/ops_cuda.h"
+#include "ops/activation_cuda.h"
 
 namespace vgkern {
 

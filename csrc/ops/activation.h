@@ -7,11 +7,10 @@
 #include <string>
 #include <type_traits>
 
+#include "core/activation_kind.h"
 #include "core/tensor.h"
 
 namespace vgkern {
-
-enum class Activation { identity, sigmoid, tanh, relu, elu };
 
 struct ActSpec {
   Activation kind = Activation::identity;

@@ -3,7 +3,10 @@
 #include <cmath>
 
 #include "cuda/activation_device.cuh"
+#include "cuda/context.h"
+#include "cuda/device_array.h"
 #include "cuda/layer_stats.cuh"
+#include "ops/dense_cuda.h"
 
 namespace vgkern {
 namespace {
@@ -178,10 +181,10 @@ __global__ void xhat_kernel(T* xhat, const T* x, const T* mean, const T* rstd, i
 }  // namespace
 
 template <class T>
-void batchnorm_forward_op_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, T* xhat,
-                               const T* x, const T* gamma, const T* beta, int64_t rows,
-                               int64_t cols, BatchNormSpec bn, void* scratch,
-                               cudaStream_t stream) {
+void batchnorm_forward_stream(T* y, T* mean, T* rstd, T* running_mean, T* running_var, T* xhat,
+                              const T* x, const T* gamma, const T* beta, int64_t rows,
+                              int64_t cols, BatchNormSpec bn, void* scratch,
+                              cudaStream_t stream) {
   const int64_t n = rows * cols;
   const Scratch s(scratch);
   const Columns columns(s.columns, cols);
@@ -198,10 +201,10 @@ void batchnorm_forward_op_cuda(T* y, T* mean, T* rstd, T* running_mean, T* runni
 }
 
 template <class T>
-void batchnorm_backward_op_cuda(T* dx, T* dgamma, T* dbeta, T* xhat, const T* dy, const T* x,
-                                const T* mean, const T* rstd, const T* gamma, int64_t rows,
-                                int64_t cols, bool training, void* scratch,
-                                cudaStream_t stream) {
+void batchnorm_backward_stream(T* dx, T* dgamma, T* dbeta, T* xhat, const T* dy, const T* x,
+                               const T* mean, const T* rstd, const T* gamma, int64_t rows,
+                               int64_t cols, bool training, void* scratch,
+                               cudaStream_t stream) {
   const int64_t n = rows * cols;
   const Scratch s(scratch);
   const Columns columns(s.columns, cols);
@@ -223,10 +226,10 @@ void batchnorm_backward_op_cuda(T* dx, T* dgamma, T* dbeta, T* xhat, const T* dy
 }
 
 template <class T>
-void dense_bn_forward_cuda(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
-                           T* running_var, const T* z, const T* gamma, const T* beta,
-                           int64_t rows, int64_t cols, ActSpec act, BatchNormSpec bn,
-                           double* slots, void* scratch, cudaStream_t stream) {
+void dense_bn_forward_stream(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_mean,
+                             T* running_var, const T* z, const T* gamma, const T* beta,
+                             int64_t rows, int64_t cols, ActSpec act, BatchNormSpec bn,
+                             double* slots, void* scratch, cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n == 0) return;
   const Scratch s(scratch);
@@ -255,10 +258,10 @@ void dense_bn_forward_cuda(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_
 }
 
 template <class T>
-void dense_bn_backward_prologue_cuda(T* dz, T* dgamma, T* dbeta, const T* dh, const T* dact,
-                                     const T* xhat, const T* rstd, const T* gamma, int64_t rows,
-                                     int64_t cols, bool training, bool norms, bool log_scale,
-                                     double* slots, void* scratch, cudaStream_t stream) {
+void dense_bn_backward_prologue_stream(T* dz, T* dgamma, T* dbeta, const T* dh, const T* dact,
+                                       const T* xhat, const T* rstd, const T* gamma, int64_t rows,
+                                       int64_t cols, bool training, bool norms, bool log_scale,
+                                       double* slots, void* scratch, cudaStream_t stream) {
   const int64_t n = rows * cols;
   const Scratch s(scratch);
   const Columns columns(s.columns, cols);
@@ -303,9 +306,9 @@ void dense_bn_backward_prologue_cuda(T* dz, T* dgamma, T* dbeta, const T* dh, co
 }
 
 template <class T>
-void dense_bn_backward_norms_cuda(const T* dw, int64_t n_dw, const T* dgamma, const T* dbeta,
-                                  int64_t cols, double* slots, void* scratch,
-                                  cudaStream_t stream) {
+void dense_bn_backward_norms_stream(const T* dw, int64_t n_dw, const T* dgamma, const T* dbeta,
+                                    int64_t cols, double* slots, void* scratch,
+                                    cudaStream_t stream) {
   const Scratch s(scratch);
   const int blocks = blocks_for(n_dw);
   auto* partials = static_cast<SumSq<T>*>(s.sumsq_a);
@@ -315,21 +318,50 @@ void dense_bn_backward_norms_cuda(const T* dw, int64_t n_dw, const T* dgamma, co
                 cols, slots);
 }
 
+template <class T>
+void batchnorm_forward_cuda(T* y, T* mean, T* rstd, T* running_mean, T* running_var, const T* x,
+                            const T* gamma, const T* beta, int64_t rows, int64_t cols,
+                            BatchNormSpec bn) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<T> xhat(rows * cols);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(cols));
+  batchnorm_forward_stream<T>(y, mean, rstd, running_mean, running_var, xhat.data(), x, gamma,
+                              beta, rows, cols, bn, scratch.data(), context.stream());
+  context.synchronize();
+}
+
+template <class T>
+void batchnorm_backward_cuda(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T* mean,
+                             const T* rstd, const T* gamma, int64_t rows, int64_t cols,
+                             bool training) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<T> xhat(rows * cols);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(cols));
+  batchnorm_backward_stream<T>(dx, dgamma, dbeta, xhat.data(), dy, x, mean, rstd, gamma, rows,
+                               cols, training, scratch.data(), context.stream());
+  context.synchronize();
+}
+
 #define VGKERN_INSTANTIATE(T)                                                                   \
-  template void dense_bn_forward_cuda<T>(T*, T*, T*, T*, T*, T*, T*, const T*, const T*,        \
-                                         const T*, int64_t, int64_t, ActSpec, BatchNormSpec,    \
-                                         double*, void*, cudaStream_t);                         \
-  template void dense_bn_backward_prologue_cuda<T>(T*, T*, T*, const T*, const T*, const T*,    \
-                                                   const T*, const T*, int64_t, int64_t, bool,  \
-                                                   bool, bool, double*, void*, cudaStream_t);   \
-  template void dense_bn_backward_norms_cuda<T>(const T*, int64_t, const T*, const T*, int64_t, \
-                                                double*, void*, cudaStream_t);                 \
-  template void batchnorm_forward_op_cuda<T>(T*, T*, T*, T*, T*, T*, const T*, const T*,        \
-                                             const T*, int64_t, int64_t, BatchNormSpec, void*,  \
+  template void dense_bn_forward_stream<T>(T*, T*, T*, T*, T*, T*, T*, const T*, const T*,      \
+                                           const T*, int64_t, int64_t, ActSpec, BatchNormSpec,  \
+                                           double*, void*, cudaStream_t);                       \
+  template void dense_bn_backward_prologue_stream<T>(T*, T*, T*, const T*, const T*, const T*,  \
+                                                     const T*, const T*, int64_t, int64_t,      \
+                                                     bool, bool, bool, double*, void*,          \
+                                                     cudaStream_t);                             \
+  template void dense_bn_backward_norms_stream<T>(const T*, int64_t, const T*, const T*,        \
+                                                  int64_t, double*, void*, cudaStream_t);       \
+  template void batchnorm_forward_stream<T>(T*, T*, T*, T*, T*, T*, const T*, const T*,         \
+                                            const T*, int64_t, int64_t, BatchNormSpec, void*,   \
+                                            cudaStream_t);                                      \
+  template void batchnorm_backward_stream<T>(T*, T*, T*, T*, const T*, const T*, const T*,      \
+                                             const T*, const T*, int64_t, int64_t, bool, void*, \
                                              cudaStream_t);                                     \
-  template void batchnorm_backward_op_cuda<T>(T*, T*, T*, T*, const T*, const T*, const T*,     \
-                                              const T*, const T*, int64_t, int64_t, bool, void*, \
-                                              cudaStream_t);
+  template void batchnorm_forward_cuda<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,     \
+                                          int64_t, int64_t, BatchNormSpec);                     \
+  template void batchnorm_backward_cuda<T>(T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                           const T*, int64_t, int64_t, bool);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

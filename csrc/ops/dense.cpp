@@ -6,8 +6,9 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
+#include "cuda/fill.h"
 #include "ops/dense_cpu.h"
-#include "ops/ops_cuda.h"
+#include "ops/dense_cuda.h"
 
 namespace vgkern {
 

@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "cuda/activation_device.cuh"
+#include "cuda/context.h"
+#include "cuda/device_array.h"
 #include "cuda/layer_stats.cuh"
 
 namespace vgkern {
@@ -62,13 +64,19 @@ __global__ void prologue_kernel(T* delta, const T* dh, const T* dact, int64_t n,
   }
 }
 
+template <class T>
+__global__ void fill_kernel(T* v, int64_t n, T value) {
+  for (const int64_t i : grid_stride(n)) v[i] = value;
+}
+
 }  // namespace
 
 size_t dense_cuda_scratch_bytes(int64_t widest) { return ScratchLayout(widest).bytes; }
 
 template <class T>
-void dense_forward_epilogue_cuda(T* h, T* dact, T* z, const T* b, int64_t rows, int64_t cols,
-                                 ActSpec act, double* slots, void* scratch, cudaStream_t stream) {
+void dense_forward_epilogue_stream(T* h, T* dact, T* z, const T* b, int64_t rows, int64_t cols,
+                                   ActSpec act, double* slots, void* scratch,
+                                   cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n == 0) return;
   const Scratch s(scratch);
@@ -89,9 +97,9 @@ void dense_forward_epilogue_cuda(T* h, T* dact, T* z, const T* b, int64_t rows, 
 }
 
 template <class T>
-void dense_backward_prologue_cuda(T* delta, T* db, const T* dh, const T* dact, int64_t rows,
-                                  int64_t cols, bool norms, bool log_scale, double* slots,
-                                  void* scratch, cudaStream_t stream) {
+void dense_backward_prologue_stream(T* delta, T* db, const T* dh, const T* dact, int64_t rows,
+                                    int64_t cols, bool norms, bool log_scale, double* slots,
+                                    void* scratch, cudaStream_t stream) {
   const int64_t n = rows * cols;
   const Scratch s(scratch);
   const int blocks = blocks_for(n);
@@ -120,8 +128,8 @@ void dense_backward_prologue_cuda(T* delta, T* db, const T* dh, const T* dact, i
 }
 
 template <class T>
-void dense_backward_norms_cuda(const T* dw, int64_t n_dw, const T* db, int64_t cols,
-                               double* slots, void* scratch, cudaStream_t stream) {
+void dense_backward_norms_stream(const T* dw, int64_t n_dw, const T* db, int64_t cols,
+                                 double* slots, void* scratch, cudaStream_t stream) {
   const Scratch s(scratch);
   const int blocks = blocks_for(n_dw);
   auto* partials = static_cast<SumSq<T>*>(s.sumsq_a);
@@ -131,13 +139,53 @@ void dense_backward_norms_cuda(const T* dw, int64_t n_dw, const T* db, int64_t c
                 static_cast<int>(kSlotBetaGradNorm), cols, slots);
 }
 
+template <class T>
+void dense_forward_cuda(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
+                        int64_t in, int64_t out, ActSpec act) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<T> zero_bias(b ? 0 : out);
+  if (!b) {
+    VGKERN_LAUNCH((fill_kernel<T>), blocks_for(out), context.stream(), zero_bias.data(), out, T(0));
+    b = zero_bias.data();
+  }
+  // z into h, then the epilogue in place (h = act(z + b)); the identity's dact is all ones
+  cuda_gemm<T>(context.cublas(), false, true, rows, out, in, T(1), x, in, w, in, T(0), h, out);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(0));
+  dense_forward_epilogue_stream<T>(h, dact, h, b, rows, out, act, nullptr, scratch.data(),
+                                   context.stream());
+  if (act.kind == Activation::identity)
+    VGKERN_LAUNCH((fill_kernel<T>), blocks_for(rows * out), context.stream(), dact, rows * out,
+                  T(1));
+  context.synchronize();
+}
+
+template <class T>
+void dense_backward_cuda(T* dx, T* dw, T* db, const T* dh, const T* dact, const T* x, const T* w,
+                         int64_t rows, int64_t in, int64_t out) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<T> delta(rows * out);
+  DeviceArray<unsigned char> scratch(dense_cuda_scratch_bytes(0));
+  dense_backward_prologue_stream<T>(delta.data(), db, dh, dact, rows, out, false, false, nullptr,
+                                    scratch.data(), context.stream());
+  cuda_gemm<T>(context.cublas(), true, false, out, in, rows, T(1), delta.data(), out, x, in, T(0),
+               dw, in);
+  if (dx)
+    cuda_gemm<T>(context.cublas(), false, false, rows, in, out, T(1), delta.data(), out, w, in,
+                 T(0), dx, in);
+  context.synchronize();
+}
+
 #define VGKERN_INSTANTIATE(T)                                                                   \
-  template void dense_forward_epilogue_cuda<T>(T*, T*, T*, const T*, int64_t, int64_t, ActSpec, \
-                                               double*, void*, cudaStream_t);                   \
-  template void dense_backward_prologue_cuda<T>(T*, T*, const T*, const T*, int64_t, int64_t,   \
-                                                bool, bool, double*, void*, cudaStream_t);      \
-  template void dense_backward_norms_cuda<T>(const T*, int64_t, const T*, int64_t, double*,     \
-                                             void*, cudaStream_t);
+  template void dense_forward_epilogue_stream<T>(T*, T*, T*, const T*, int64_t, int64_t,       \
+                                                 ActSpec, double*, void*, cudaStream_t);        \
+  template void dense_backward_prologue_stream<T>(T*, T*, const T*, const T*, int64_t, int64_t, \
+                                                  bool, bool, double*, void*, cudaStream_t);    \
+  template void dense_backward_norms_stream<T>(const T*, int64_t, const T*, int64_t, double*,   \
+                                               void*, cudaStream_t);                            \
+  template void dense_forward_cuda<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,   \
+                                      int64_t, ActSpec);                                        \
+  template void dense_backward_cuda<T>(T*, T*, T*, const T*, const T*, const T*, const T*,      \
+                                       int64_t, int64_t, int64_t);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

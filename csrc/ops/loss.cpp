@@ -3,7 +3,7 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
-#include "ops/ops_cuda.h"
+#include "ops/loss_cuda.h"
 
 namespace vgkern {
 
@@ -16,8 +16,8 @@ double mse_loss(const TensorView& dout, const TensorView& out, const TensorView&
   return dispatch(op, out.device, out.dtype, [&](auto tag) {
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda)
-      return mse_loss_op_cuda<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0),
-                                 out.dim(1));
+      return mse_loss_cuda<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0),
+                              out.dim(1));
     else
       return mse_loss_cpu<T>(dout.ptr<T>(), out.ptr<T>(), target.ptr<T>(), out.dim(0),
                              out.dim(1), out.dim(0));
@@ -38,8 +38,8 @@ double cross_entropy_loss(const TensorView& dlogits, const TensorView& logits,
     using T = typename decltype(tag)::value_type;
     if constexpr (decltype(tag)::device == Device::cuda) {
       check_labels(labels, logits.dim(0), logits.dim(1));
-      return cross_entropy_loss_op_cuda<T>(dlogits.ptr<T>(), logits.ptr<T>(), labels,
-                                           logits.dim(0), logits.dim(1));
+      return cross_entropy_loss_cuda<T>(dlogits.ptr<T>(), logits.ptr<T>(), labels,
+                                        logits.dim(0), logits.dim(1));
     } else {
       return cross_entropy_loss_cpu<T>(dlogits.ptr<T>(), logits.ptr<T>(), labels, logits.dim(0),
                                        logits.dim(1));

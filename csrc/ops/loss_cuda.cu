@@ -5,6 +5,8 @@
 #include "ops/loss.h"
 
 #include "cuda/activation_device.cuh"
+#include "cuda/context.h"
+#include "cuda/device_array.h"
 #include "cuda/launch.cuh"
 #include "cuda/reduce.cuh"
 
@@ -82,8 +84,8 @@ __global__ void finish_kernel(const double* partials, int count, double scale, d
 size_t loss_cuda_scratch_bytes() { return kMaxBlocks * sizeof(double); }
 
 template <class T>
-void mse_loss_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
-                   int64_t batch, double* loss_slot, void* scratch, cudaStream_t stream) {
+void mse_loss_stream(T* dout, const T* out, const T* target, int64_t rows, int64_t cols,
+                     int64_t batch, double* loss_slot, void* scratch, cudaStream_t stream) {
   const int64_t n = rows * cols;
   const int blocks = blocks_for(n);
   auto* partials = static_cast<double*>(scratch);
@@ -94,9 +96,9 @@ void mse_loss_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t
 }
 
 template <class T>
-void cross_entropy_loss_cuda(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
-                             int64_t cols, double* row_losses, double* loss_slot, void* scratch,
-                             cudaStream_t stream) {
+void cross_entropy_loss_stream(T* dlogits, const T* logits, const int64_t* labels, int64_t rows,
+                               int64_t cols, double* row_losses, double* loss_slot, void* scratch,
+                               cudaStream_t stream) {
   const int row_blocks = static_cast<int>((rows + kThreads - 1) / kThreads);
   VGKERN_LAUNCH((cross_entropy_kernel<T>), row_blocks, stream, dlogits, logits, labels, rows, cols,
                 T(1) / static_cast<T>(rows), row_losses);
@@ -127,17 +129,46 @@ void check_target_finite_on(Device device, const T* target, int64_t rows, int64_
   check_target_finite(host.data(), rows, cols);
 }
 
-template void check_target_finite_on<float>(Device, const float*, int64_t, int64_t, double*,
-                                            void*, cudaStream_t);
-template void check_target_finite_on<double>(Device, const double*, int64_t, int64_t, double*,
-                                             void*, cudaStream_t);
-template void mse_loss_cuda<float>(float*, const float*, const float*, int64_t, int64_t, int64_t,
-                                   double*, void*, cudaStream_t);
-template void mse_loss_cuda<double>(double*, const double*, const double*, int64_t, int64_t,
-                                    int64_t, double*, void*, cudaStream_t);
-template void cross_entropy_loss_cuda<float>(float*, const float*, const int64_t*, int64_t,
-                                             int64_t, double*, double*, void*, cudaStream_t);
-template void cross_entropy_loss_cuda<double>(double*, const double*, const int64_t*, int64_t,
-                                              int64_t, double*, double*, void*, cudaStream_t);
+template <class T>
+double mse_loss_cuda(T* dout, const T* out, const T* target, int64_t rows, int64_t cols) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<unsigned char> scratch(loss_cuda_scratch_bytes());
+  DeviceArray<double> slot(1);
+  check_target_finite_on(Device::cuda, target, rows, cols, slot.data(), scratch.data(),
+                         context.stream());
+  mse_loss_stream<T>(dout, out, target, rows, cols, rows, slot.data(), scratch.data(),
+                     context.stream());
+  double loss = 0;
+  copy_buffer_to_host(context, slot.data(), sizeof(double), &loss);
+  return loss;
+}
+
+template <class T>
+double cross_entropy_loss_cuda(T* dlogits, const T* logits, const int64_t* host_labels,
+                               int64_t rows, int64_t cols) {
+  CudaContext& context = thread_cuda_context();
+  DeviceArray<unsigned char> scratch(loss_cuda_scratch_bytes());
+  DeviceArray<double> slot(1), row_losses(rows);
+  DeviceArray<int64_t> labels(rows);
+  copy_buffer_from_host(context, labels.data(), host_labels, rows * sizeof(int64_t));
+  cross_entropy_loss_stream<T>(dlogits, logits, labels.data(), rows, cols, row_losses.data(),
+                               slot.data(), scratch.data(), context.stream());
+  double loss = 0;
+  copy_buffer_to_host(context, slot.data(), sizeof(double), &loss);
+  return loss;
+}
+
+#define VGKERN_INSTANTIATE(T)                                                                   \
+  template void check_target_finite_on<T>(Device, const T*, int64_t, int64_t, double*, void*,  \
+                                          cudaStream_t);                                        \
+  template void mse_loss_stream<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, double*,  \
+                                   void*, cudaStream_t);                                        \
+  template void cross_entropy_loss_stream<T>(T*, const T*, const int64_t*, int64_t, int64_t,    \
+                                             double*, double*, void*, cudaStream_t);            \
+  template double mse_loss_cuda<T>(T*, const T*, const T*, int64_t, int64_t);                  \
+  template double cross_entropy_loss_cuda<T>(T*, const T*, const int64_t*, int64_t, int64_t);
+VGKERN_INSTANTIATE(float)
+VGKERN_INSTANTIATE(double)
+#undef VGKERN_INSTANTIATE
 
 }  // namespace vgkern

@@ -8,7 +8,8 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
-#include "ops/ops_cuda.h"
+#include "cuda/fill.h"
+#include "ops/lstm_cell_cuda.h"
 #include "ops/rnn_cell.h"
 
 namespace vgkern {

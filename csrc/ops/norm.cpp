@@ -2,7 +2,7 @@
 
 #include "core/dispatch.h"
 #include "core/stats.h"
-#include "ops/ops_cuda.h"
+#include "ops/norm_cuda.h"
 
 namespace vgkern {
 

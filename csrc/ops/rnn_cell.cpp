@@ -5,7 +5,7 @@
 
 #include "core/checks.h"
 #include "core/dispatch.h"
-#include "ops/ops_cuda.h"
+#include "ops/rnn_cell_cuda.h"
 #include "core/errors.h"
 
 namespace vgkern {
