@@ -2,7 +2,8 @@
 // forward moments of the pre-activations in scaled float64 (as core/stats.h's scaled_mean_std),
 // saturated/zero/dead counts, the backward norms and the log-scale renormalisation, all with
 // cuda/reduce.cuh's deterministic reductions, and the scratch regions their partials live in.
-// Internal to those two files (an unnamed namespace: each gets its own copy).
+// Internal to the .cu files that include it (also ops/norm_cuda.cu and, through
+// cuda/sequence_stats.cuh, the recurrent ones): an unnamed namespace, each gets its own copy.
 #pragma once
 #include <algorithm>
 #include <cmath>
