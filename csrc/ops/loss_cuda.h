@@ -1,7 +1,7 @@
-// The losses of ops/loss.h on the GPU (names: csrc/ops/README.md): the ops, and their
-// stream-level kernels for the CUDA nets: device pointers, asynchronous on `stream`, the loss
-// value written to *loss_slot (device). Targets and labels are checked on the host before they
-// are copied (check_target_finite, check_labels).
+// The losses of ops/loss.h on the GPU (names: csrc/ops/README.md): the ops, and the stream-level
+// kernels the CUDA nets use (device pointers, asynchronous on `stream`, the loss value written to
+// *loss_slot on the device). Targets and labels are checked on the host before they are copied
+// (check_target_finite, check_labels).
 #pragma once
 #include "cuda/stream.h"
 
