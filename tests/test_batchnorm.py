@@ -20,7 +20,7 @@ vgkern.MLP(batch_norm=True).
   log_scale=True.
 
 Tolerances of the torch cross-checks are norm-relative, ``||a - b|| <= rtol ||b||``, as in
-test_torch_crosscheck.py: float64 1e-10; float32 3e-4 (depth <= 5) and 5e-3 (depth 30), about
+test_mlp_crosscheck.py: float64 1e-10; float32 3e-4 (depth <= 5) and 5e-3 (depth 30), about
 10x the measured torch-float32 vs torch-float64 deviation over the same trajectories (see
 twin_rtol). After every SGD update the twin is re-synced to vgkern's parameters (once they have
 been compared), so each step compares one step's arithmetic, not the growth of rounding

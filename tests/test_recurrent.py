@@ -32,7 +32,7 @@ these configurations are <= 3e-7 (T <= 5) and <= 1.4e-6 (T = 40), float64 ones <
 the margins are >= 100x; vgkern itself measured <= 3e-7 / 1.4e-6 (float32) and <= 1.5e-15
 (float64) when this file was written. Hard-saturated inputs (x ~ 100 N(0,1)) use 1e-4 / 1e-11.
 Counting statistics (saturated_fraction) are compared with a bracket, as in
-test_torch_crosscheck.py: lower counts units saturated everywhere in ``pre +- tol``, upper those
+test_mlp_crosscheck.py: lower counts units saturated everywhere in ``pre +- tol``, upper those
 saturated somewhere in it (tol = z_rtol (|pre| + std(pre))).
 """
 
