@@ -1309,6 +1309,25 @@ def test_bn_dead_and_saturated_units_are_counted_exactly(dtype, width, rng, devi
     assert rep.dead_fraction[0] == 0.0
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bn_dead_fraction_ignores_the_blocks_of_earlier_calls(dtype, device):
+    """Batches of 4 rows (row blocks 0-1 and 2-3), x = c * (1, 1) with nonnegative weights: after
+    batch norm a relu unit is zero exactly where c is below the batch's mean. Call 1 makes block
+    0 zero in every unit, call 2 block 1 (block 0 then has no zero at all); no unit is zero in
+    every row, so dead_fraction is 0. Reading block 0's nonzero-column flags left over from call
+    1 (all 0) in call 2 would report every unit dead."""
+    net = vgkern.MLP([2, 4, 1], activation="relu", batch_norm=True, dtype=dname(dtype), seed=0,
+                     device=device)
+    net.weights[0] = np.abs(np.array(net.weights[0])) + np.asarray(0.1, dtype)
+    target = np.zeros((4, 1), dtype)
+    calls = [[-2, -1, 1, 2], [2, 1, -1, -2], [-2, -1, 1, 2], [1, -1, 2, -2], [2, 1, -1, -2]]
+    for i, c in enumerate(calls):
+        x = np.outer(c, [1.0, 1.0]).astype(dtype)
+        rep = net.step(x, target, loss="mse")
+        assert rep.zero_fraction[0] == 0.5, (i, c, rep.zero_fraction)
+        assert rep.dead_fraction[0] == 0.0, f"call {i} with c = {c}: {rep.dead_fraction}"
+
+
 @pytest.mark.parametrize("case", ["constant-column", "zero-weight-row", "all-constant"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_zero_variance_feature_is_finite(dtype, case, rng, device):
