@@ -37,8 +37,8 @@ print('cuBLAS from', vgkern._cuda.load_cublas()); assert vgkern.cuda_available()
 step "CUDA tests (VGKERN_CUDA_SYNC=1)"
 VGKERN_CUDA_SYNC=1 timeout 300 "$python" -m pytest -q -p no:cacheprovider -x -k cuda \
   -c pyproject.toml --rootdir . tests/test_cuda.py tests/test_mlp_reference.py \
-  tests/test_batchnorm.py tests/test_recurrent.py tests/test_finite_differences.py \
-  tests/test_torch_crosscheck.py tests/test_log_scale.py tests/test_norm_edge_cases.py \
+  tests/test_batchnorm.py tests/test_recurrent.py tests/test_mlp_crosscheck.py \
+  tests/test_log_scale.py tests/test_norm_edge_cases.py \
   tests/test_determinism.py tests/test_ops.py > "$out/tests.log" 2>&1 || status=1
 tail -30 "$out/tests.log" | tee -a "$out/summary.txt"
 

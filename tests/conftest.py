@@ -51,8 +51,8 @@ LOSSES = ("mse", "cross_entropy")
 
 # --------------------------------------------------------------------------------------------
 # Devices: a test that takes a `device` argument runs on "cpu" and on "cuda"; the CUDA case
-# skips unless a GPU is visible or the build emulates CUDA (VGKERN_CUDA=EMULATE,
-# .ci/cuda_emulation_check.sh).
+# skips unless a GPU is visible or the build emulates CUDA (VGKERN_CUDA=EMULATE: CI runs the
+# whole suite against such a build, with ASan and UBSan, in .ci/sanitize.sh).
 # --------------------------------------------------------------------------------------------
 
 def pytest_generate_tests(metafunc):

@@ -20,7 +20,7 @@ vgkern.MLP(batch_norm=True).
   log_scale=True.
 
 Tolerances of the torch cross-checks are norm-relative, ``||a - b|| <= rtol ||b||``, as in
-test_torch_crosscheck.py: float64 1e-10; float32 3e-4 (depth <= 5) and 5e-3 (depth 30), about
+test_mlp_crosscheck.py: float64 1e-10; float32 3e-4 (depth <= 5) and 5e-3 (depth 30), about
 10x the measured torch-float32 vs torch-float64 deviation over the same trajectories (see
 twin_rtol). After every SGD update the twin is re-synced to vgkern's parameters (once they have
 been compared), so each step compares one step's arithmetic, not the growth of rounding
@@ -1307,6 +1307,25 @@ def test_bn_dead_and_saturated_units_are_counted_exactly(dtype, width, rng, devi
     assert rep.saturated_fraction[0] == pytest.approx(saturated.mean(), abs=2 / y.size)
     assert rep.saturated_fraction[0] > 3 / width * 0.8
     assert rep.dead_fraction[0] == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bn_dead_fraction_ignores_the_blocks_of_earlier_calls(dtype, device):
+    """Batches of 4 rows (row blocks 0-1 and 2-3), x = c * (1, 1) with nonnegative weights: after
+    batch norm a relu unit is zero exactly where c is below the batch's mean. Call 1 makes block
+    0 zero in every unit, call 2 block 1 (block 0 then has no zero at all); no unit is zero in
+    every row, so dead_fraction is 0. Reading block 0's nonzero-column flags left over from call
+    1 (all 0) in call 2 would report every unit dead."""
+    net = vgkern.MLP([2, 4, 1], activation="relu", batch_norm=True, dtype=dname(dtype), seed=0,
+                     device=device)
+    net.weights[0] = np.abs(np.array(net.weights[0])) + np.asarray(0.1, dtype)
+    target = np.zeros((4, 1), dtype)
+    calls = [[-2, -1, 1, 2], [2, 1, -1, -2], [-2, -1, 1, 2], [1, -1, 2, -2], [2, 1, -1, -2]]
+    for i, c in enumerate(calls):
+        x = np.outer(c, [1.0, 1.0]).astype(dtype)
+        rep = net.step(x, target, loss="mse")
+        assert rep.zero_fraction[0] == 0.5, (i, c, rep.zero_fraction)
+        assert rep.dead_fraction[0] == 0.0, f"call {i} with c = {c}: {rep.dead_fraction}"
 
 
 @pytest.mark.parametrize("case", ["constant-column", "zero-weight-row", "all-constant"])

@@ -1,6 +1,6 @@
 """The CUDA backend: what is specific to device="cuda" (the numerics tests in test_mlp_reference,
-test_batchnorm, test_recurrent, test_ops, test_finite_differences, test_torch_crosscheck,
-test_log_scale, test_norm_edge_cases and test_determinism also run on CUDA through their
+test_mlp_crosscheck, test_batchnorm, test_recurrent, test_ops, test_log_scale,
+test_norm_edge_cases and test_determinism also run on CUDA through their
 `device` argument; test_fuzz draws CUDA nets too).
 
 Runs on a CUDA GPU, or on the CPU against a build with VGKERN_CUDA=EMULATE (.ci/sanitize.sh

@@ -310,6 +310,107 @@ def test_saturated_fraction_threshold_is_relative_to_max_derivative(dtype, devic
 
 
 # --------------------------------------------------------------------------------------------
+# Statistics of a call depend on that call only (per-part buffers are not left over)
+# --------------------------------------------------------------------------------------------
+# Each layer's elementwise pass runs in two row blocks (parts) whenever the batch has 2 rows or
+# more (csrc/ops/layer_plan.h), each with per-part buffers shared by all layers and calls of a
+# thread (e.g. which columns are nonzero, written only by a block that has zeros).
+
+def unit0_relu_net(dtype, device, **kw):
+    """relu [2, 4, 1]: hidden unit 0 is z = x[:, 0] (zero where x[:, 0] <= 0), units 1-3 are
+    z = 1 (never zero); so each batch says exactly which rows of unit 0 are zero."""
+    net = make_net([2, 4, 1], "relu", "xavier_normal", dtype, seed=0, device=device, **kw)
+    w0 = np.zeros((4, 2), dtype)
+    w0[0, 0] = 1
+    write_params(net, [w0, np.ones((1, 4), dtype)], [np.array([0, 1, 1, 1], dtype),
+                                                     np.zeros(1, dtype)])
+    return net
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_dead_fraction_ignores_the_blocks_of_earlier_calls(dtype, device):
+    """Batches of 4 rows (blocks: rows 0-1 and 2-3). Unit 0 is zero in block 1 of call 1 and
+    in block 0 of call 2, where block 1 has no zero at all: a dead-unit count that read block
+    1's nonzero-column flags left over from call 1 reported dead_fraction 0.25 for call 2."""
+    net = unit0_relu_net(dtype, device)
+    zeros_in = {(): 0, (0, 1): 2, (2, 3): 2, (0, 1, 2, 3): 4}
+    calls = [((2, 3), 0.0), ((0, 1), 0.0), ((0, 1, 2, 3), 0.25), ((2, 3), 0.0), ((), 0.0),
+             ((0, 1), 0.0), ((0, 1, 2, 3), 0.25), ((), 0.0)]
+    for i, (zero_rows, dead) in enumerate(calls):
+        x = np.ones((4, 2), dtype)
+        x[list(zero_rows), 0] = -1
+        rep = net.step(x, np.zeros((4, 1), dtype), loss="mse")
+        assert rep.zero_fraction[0] == zeros_in[zero_rows] / 16, (i, zero_rows)
+        assert rep.dead_fraction[0] == dead, (
+            f"call {i}: unit 0 zero in rows {zero_rows}: dead_fraction {rep.dead_fraction[0]}, "
+            f"expected {dead}")
+
+
+def block_patterned_batch(rng, batch, width, dtype):
+    """Each row block (first and second half of the rows) drawn as one kind: positive multiples
+    of one positive vector, negative multiples, or rows of mixed signs. With nonnegative
+    weights and no bias, a relu layer is nonzero everywhere in the first kind of block and zero
+    everywhere in the second (with batch norm: where the multiple is above or below the batch's
+    mean), so a block may have no zeros, only zeros or some, changing from call to call."""
+    v = np.abs(rng.standard_normal(width)) + 0.1
+    x = np.empty((batch, width))
+    for rows in (slice(0, batch // 2), slice(batch // 2, batch)):
+        n = len(range(*rows.indices(batch)))
+        scale = 1 + np.abs(rng.standard_normal((n, 1)))
+        kind = rng.integers(0, 3)
+        x[rows] = scale * v if kind == 0 else -scale * v if kind == 1 else \
+            scale * v * rng.choice([-1.0, 1.0], (n, width))
+    return x.astype(dtype)
+
+
+def report_and_grads(net, rep):
+    return dict(rep.as_dict(), grads=np.array(net.grads, copy=True))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reports_of_a_call_sequence_equal_fresh_nets(dtype, batch_norm, rng, device):
+    """One net stepped through 40 batches (other batch sizes, one row or many, blocks with no,
+    some or only zeros; layers of other widths sharing the per-part buffers) reports, bit for
+    bit, what a fresh net with the same parameters reports for each batch alone, and (without
+    batch norm) the zero and dead fractions of the NumPy oracle. (The per-part buffers belong
+    to the thread, not the net: the fresh net's call follows the other net's, so a buffer that a
+    call reads without writing can fool the bitwise comparison; the oracle cannot be fooled.)"""
+    sizes = [5, 7, 12, 3, 4]
+
+    def fresh():
+        net = make_net(sizes, "relu", "he_normal", dtype, seed=3, batch_norm=batch_norm,
+                       device=device)
+        ws, bs = params_of(net)
+        write_params(net, [np.abs(w) for w in ws], [np.zeros_like(b) for b in bs])
+        return net
+
+    net = fresh()
+    dead_seen = set()
+    for i in range(40):
+        batch = int(rng.choice([1, 2, 3, 4, 7, 16]))
+        if batch_norm and batch == 1:
+            batch = 2  # training-mode batch norm needs two rows
+        x = block_patterned_batch(rng, batch, sizes[0], dtype)
+        target = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+        rep = net.step(x, target, loss="mse")
+        got = report_and_grads(net, rep)
+        alone = fresh()
+        want = report_and_grads(alone, alone.step(x, target, loss="mse"))
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name],
+                                          err_msg=f"call {i} (batch {batch}): {name}")
+        if not batch_norm:
+            ref = R.mlp_reference(*params_of(net), x, "relu", target=target, loss="mse",
+                                  dtype=oracle_dtype(dtype))
+            bounds = fraction_bounds(ref.zs, "relu", "identity", 1.0)
+            assert_fractions_within(rep, bounds, f"call {i}: ")
+        dead_seen.update(np.flatnonzero(want["dead_fraction"][:-1] > 0).tolist())
+    if not batch_norm:  # (batch norm centres every unit: none is dead in a call's batch)
+        assert dead_seen, "no call had a dead unit: the sequence tests nothing"
+
+
+# --------------------------------------------------------------------------------------------
 # Parameters: writes take effect, views into one flat buffer
 # --------------------------------------------------------------------------------------------
 

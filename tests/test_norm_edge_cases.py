@@ -344,6 +344,35 @@ def test_preact_moments_of_infinite_preactivations(dtype, device):
     assert math.isnan(rep.preact_mean[0]) and math.isnan(rep.preact_std[0])
 
 
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+@pytest.mark.parametrize("dtype,big", [("float32", 1e20), ("float64", 1e200)])
+def test_preact_moments_of_zero_rows_then_huge_values(dtype, big, batch_norm, device):
+    """z = x (identity weights): 8 rows of exact zeros (512 entries: whole zero blocks, which
+    the float64 sums may skip) then rows of values near `big`, whose squares overflow the
+    dtype, so the moments come from the scaled float64 fallback. The zeros still count in the
+    centred sum of squares: skipping them there made preact_std 17 % low in the case first
+    reported, 56 % here."""
+    n = 64
+    net = vgkern.MLP([n, n] + ([1] if batch_norm else []), activation="identity",
+                     batch_norm=batch_norm, dtype=dtype, seed=0, device=device)
+    weights = list(net.weights)
+    weights[0] = np.eye(n, dtype=dtype)  # whole lists: also on CUDA
+    net.weights = weights
+    if not batch_norm:  # (a batch-norm layer has no bias)
+        biases = list(net.biases)
+        biases[0] = np.zeros(n, dtype=dtype)
+        net.biases = biases
+    rng = np.random.default_rng(8)
+    x = (big * (1 + 0.1 * rng.standard_normal((64, n)))).astype(dtype)
+    x[:8] = 0
+    rep = net.step(x, np.zeros((64, net.sizes[-1]), dtype=dtype), loss="mse")
+    z = x.astype(np.float64) / big  # the float64 reference, scaled: z**2 must not overflow
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    assert abs(rep.preact_mean[0] / big - z.mean()) <= rtol * (z.std() + abs(z.mean())), (
+        f"preact_mean[0] = {rep.preact_mean[0]!r}, expected {z.mean() * big!r}")
+    assert_rel(rep.preact_std[0] / big, z.std(), rtol, "preact_std[0] / big")
+
+
 def test_zero_blocks_before_tiny_values():
     """Zeros (gradients that underflowed to 0) fail the fast sums' checks, and the float64
     sums that follow skip leading zero blocks: values after them, tiny or NaN, still count."""

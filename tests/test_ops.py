@@ -16,7 +16,7 @@ from vgkern import ops
 
 import reference as R
 from conftest import (ACTIVATION_CONFIGS, ACTIVATION_IDS, DTYPE_IDS, DTYPES, assert_max_ulp,
-                      assert_rule, eps, oracle_dtype)
+                      assert_rule, central_difference, eps, oracle_dtype)
 
 MAX_ULP = {np.float32: 4, np.float64: 8}
 
@@ -478,6 +478,105 @@ def test_sum_squares_norm_nonfinite(dtype, device):
     assert ops.sum_squares_norm(a, device=device) == np.inf
     a[2, 2] = np.nan
     assert np.isnan(ops.sum_squares_norm(a, device=device))
+
+
+# --------------------------------------------------------------------------------------------
+# Finite differences (float64): dense_backward, activation_backward and the two losses
+# --------------------------------------------------------------------------------------------
+
+H = 1e-6          # finite-difference step (parameters are O(1))
+RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
+KINK_MARGIN = 1e-3
+
+
+def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
+    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
+    gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
+    central difference of a function of magnitude f_scale."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
+    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
+    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
+    bad = np.abs(analytic - numeric) > bound
+    assert not bad.any(), (
+        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
+        f"{np.argwhere(bad)[:5].tolist()}")
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
+def test_dense_backward_matches_finite_differences(activation, alpha, with_bias, rng):
+    batch, fan_in, fan_out = 3, 4, 5
+    for _ in range(200):
+        x = rng.standard_normal((batch, fan_in))
+        w = rng.standard_normal((fan_out, fan_in)) / 2
+        b = rng.standard_normal(fan_out) / 2
+        z = x @ w.T + (b if with_bias else 0)
+        if np.abs(z).min() > KINK_MARGIN:
+            break
+    else:
+        raise AssertionError("no kink-free input")
+    g = rng.standard_normal((batch, fan_out))
+    bias = b if with_bias else None
+
+    def f():
+        h, _ = ops.dense_forward(x, w, bias, activation=activation, alpha=alpha)
+        return float(np.sum(h * g))
+
+    _, dact = ops.dense_forward(x, w, bias, activation=activation, alpha=alpha)
+    dx, dw, db = ops.dense_backward(g, dact, x, w)
+    arrays = [x, w] + ([b] if with_bias else [])
+    f0 = f()
+    numeric = central_difference(f, arrays)
+    scale = max(1e-3, max(float(np.abs(n).max()) for n in numeric))
+    assert_matches_fd(dx, numeric[0], "dx", scale, f0)
+    assert_matches_fd(dw, numeric[1], "dw", scale, f0)
+    if with_bias:
+        assert_matches_fd(db, numeric[2], "db", scale, f0)
+    else:
+        # without a bias, db is still delta.sum(0) = d f / d (a bias added to z)
+        shift = np.zeros(fan_out)
+
+        def f_shift():
+            h, _ = ops.dense_forward(x, w, shift, activation=activation, alpha=alpha)
+            return float(np.sum(h * g))
+
+        assert_matches_fd(db, central_difference(f_shift, [shift])[0], "db", scale, f0)
+
+
+@pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
+def test_activation_backward_matches_finite_differences(activation, alpha, rng):
+    z = rng.uniform(-8, 8, (6, 7))
+    z[np.abs(z) < 0.05] = 0.5  # away from the kink at 0
+    g = rng.standard_normal(z.shape)
+    dz = ops.activation_backward(g, z, activation, alpha=alpha)
+    # the activation is elementwise: perturbing all entries at once gives every partial
+    h_plus, _ = ops.activation_forward(z + H, activation, alpha=alpha)
+    h_minus, _ = ops.activation_forward(z - H, activation, alpha=alpha)
+    numeric = g * (h_plus - h_minus) / (2 * H)
+    assert_matches_fd(dz, numeric, "dz", max(1e-3, float(np.abs(numeric).max())))
+    _, dact = ops.activation_forward(z, activation, alpha=alpha)
+    assert_matches_fd(dact, (h_plus - h_minus) / (2 * H), "dact", 1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (3, 5)], ids=str)
+def test_mse_loss_gradient_matches_finite_differences(shape, rng):
+    out = rng.standard_normal(shape)
+    target = rng.standard_normal(shape)
+    loss, dout = ops.mse_loss(out, target)
+    assert loss == pytest.approx(R.mse_loss(out, target)[0], rel=1e-14)
+    numeric = central_difference(lambda: ops.mse_loss(out, target)[0], [out])[0]
+    assert_matches_fd(dout, numeric, "dout", max(1e-3, float(np.abs(numeric).max())))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (3, 5), (4, 2)], ids=str)
+def test_cross_entropy_gradient_matches_finite_differences(shape, rng):
+    logits = 2 * rng.standard_normal(shape)
+    labels = rng.integers(0, shape[1], shape[0])
+    loss, dlogits = ops.cross_entropy_loss(logits, labels)
+    assert loss == pytest.approx(R.cross_entropy_loss(logits, labels)[0], rel=1e-14, abs=1e-300)
+    numeric = central_difference(lambda: ops.cross_entropy_loss(logits, labels)[0], [logits])[0]
+    assert_matches_fd(dlogits, numeric, "dlogits", max(1e-3, float(np.abs(numeric).max())))
 
 
 # --------------------------------------------------------------------------------------------

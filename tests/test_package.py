@@ -1,5 +1,6 @@
 """Package-level behaviour: build information, BLAS hookup, CUDA seam, the CLI."""
 import json
+import os
 import subprocess
 import sys
 
@@ -72,6 +73,43 @@ def test_cli_entry_points_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vgkern.cli", "demo", "--depth", "1"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "--depth" in bad.stderr
+
+
+def test_version_is_the_one_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        expected = tomllib.load(f)["project"]["version"]
+    assert vgkern.__version__ == expected
+    assert vgkern.build_info()["version"] == expected
+
+
+def test_pyproject_version_reads_vgkerns_project_table_only(tmp_path):
+    from vgkern.info import pyproject_version
+
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[build-system]\nversion = "9"\n\n[project]\nname = "vgkern"\n'
+                    'version = "1.2.3"\n\n[tool.x]\nversion = "7"\n')
+    assert pyproject_version(str(path)) == "1.2.3"
+    path.write_text('[project]\nname = "other"\nversion = "1.2.3"\n')
+    assert pyproject_version(str(path)) is None
+    assert pyproject_version(str(tmp_path / "missing.toml")) is None
+
+
+def test_version_without_a_source_tree_is_the_metadata_or_unknown(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    from vgkern import info
+
+    monkeypatch.setattr(info, "_PYPROJECT", str(tmp_path / "missing.toml"))
+    monkeypatch.setattr(metadata, "version", lambda name: {"vgkern": "4.5.6"}[name])
+    assert info.package_version() == "4.5.6"
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert info.package_version() == "0+unknown"
 
 
 def test_blas_threads_context_manager():

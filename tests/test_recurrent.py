@@ -32,7 +32,7 @@ these configurations are <= 3e-7 (T <= 5) and <= 1.4e-6 (T = 40), float64 ones <
 the margins are >= 100x; vgkern itself measured <= 3e-7 / 1.4e-6 (float32) and <= 1.5e-15
 (float64) when this file was written. Hard-saturated inputs (x ~ 100 N(0,1)) use 1e-4 / 1e-11.
 Counting statistics (saturated_fraction) are compared with a bracket, as in
-test_torch_crosscheck.py: lower counts units saturated everywhere in ``pre +- tol``, upper those
+test_mlp_crosscheck.py: lower counts units saturated everywhere in ``pre +- tol``, upper those
 saturated somewhere in it (tol = z_rtol (|pre| + std(pre))).
 """
 
@@ -1405,6 +1405,91 @@ def test_forward_outputs_are_not_overwritten_by_the_next_forward():
     net.forward(rng.standard_normal((5, 2, 3)))
     for a, s in zip((h1, hT1, cT1), saved):
         np.testing.assert_array_equal(a, s)
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM gate saturation threshold; statistics of a call depend on that call only
+# --------------------------------------------------------------------------------------------
+
+# |pre| where a gate's derivative is 1% of its largest: sigmoid'(z) = 1 / (4 cosh^2(z / 2)) is
+# 0.0025 at 2 acosh(10) = 5.987, tanh'(z) = 1 / cosh^2(z) is 0.01 at acosh(10) = 2.993.
+SIGMOID_EDGE = 2 * math.acosh(10.0)
+TANH_EDGE = math.acosh(10.0)
+
+
+def saturated_by_definition(pre, edge_kind):
+    """act'(pre) < 1% of act's largest derivative, in float64 from the definition."""
+    pre = np.asarray(pre, dtype=np.float64)
+    if edge_kind == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-pre))
+        return s * (1.0 - s) < 0.01 * 0.25
+    return 1.0 - np.tanh(pre) ** 2 < 0.01
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+def test_lstm_gate_saturation_threshold_is_one_percent_of_the_largest_derivative(dtype, device):
+    """Pre-activations set through the bias alone (W_ih = W_hh = 0): each gate gets values
+    0.05 % inside and outside its threshold in |pre|, on both signs, and far from it.
+    saturated_fraction must count exactly the gate units the definition counts (i, f, o:
+    sigmoid' < 0.0025; g: tanh' < 0.01): moving a derivative threshold by 1 % of itself (|pre|
+    by about 0.2 %), or using one gate's threshold for another, changes the count."""
+    factors = [0.9995, 1.0005, -0.9995, -1.0005, 0.5, 3.0, 0.0, -2.0]  # times the gate's edge
+    hidden = len(factors)
+    edges = {"i": SIGMOID_EDGE, "f": SIGMOID_EDGE, "g": TANH_EDGE, "o": SIGMOID_EDGE}
+    # the g gate also gets the sigmoid edge's values and the sigmoid gates the tanh edge's,
+    # in a second net: a swapped threshold shows in one of the two
+    for swap in (False, True):
+        bias = []
+        for gate, edge in edges.items():
+            if swap:
+                edge = SIGMOID_EDGE if gate == "g" else TANH_EDGE
+            bias.append(np.array(factors) * edge)
+        bias = np.concatenate(bias).astype(NP_DTYPE[dtype])
+        expected = np.concatenate([
+            saturated_by_definition(bias[k * hidden:(k + 1) * hidden],
+                                    "tanh" if gate == "g" else "sigmoid")
+            for k, gate in enumerate(edges)])
+        if not swap:  # the values really straddle the thresholds
+            assert expected.reshape(4, hidden)[:, :4].tolist() == [[False, True] * 2] * 4
+        net = vgkern.LSTM(3, hidden, dtype=dtype, seed=0, device=device)
+        net.weight_ih = np.zeros_like(net.weight_ih)
+        net.weight_hh = np.zeros_like(net.weight_hh)
+        net.bias = bias
+        steps, batch = 2, 3
+        x = np.random.default_rng(1).standard_normal((steps, batch, 3)).astype(NP_DTYPE[dtype])
+        rep = net.step(x, np.zeros((batch, hidden), NP_DTYPE[dtype]), loss="mse")
+        np.testing.assert_array_equal(rep.saturated_fraction, np.full(steps, expected.mean()),
+                                      err_msg=f"swap={swap}: expected {expected.sum()} of "
+                                              f"{expected.size} gate units per row")
+
+
+def seq_report_and_grads(net, rep):
+    return dict(rep.as_dict(), grads=np.array(net.grads, copy=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reports_of_a_call_sequence_equal_fresh_nets(kind, device):
+    """One net run through 12 calls (other sequence lengths and batch sizes, so that the
+    per-block buffers of the time loop change shape; saturating and mild inputs; both losses;
+    statistics switched off and on) reports, bit for bit, what a fresh net with the same
+    parameters reports for each call alone."""
+    input_size, hidden, dtype = 5, 6, "float64"
+    rng = np.random.default_rng(11)
+    net = make_net(kind, input_size, hidden, dtype, seed=4, device=device)
+    shapes = [(3, 4), (1, 1), (6, 7), (2, 2), (5, 16), (4, 3), (1, 2), (7, 5), (2, 9), (3, 1),
+              (6, 4), (2, 6)]
+    for i, (steps, batch) in enumerate(shapes):
+        x = (rng.choice([0.5, 5.0]) * rng.standard_normal((steps, batch, input_size)))
+        loss = "mse" if i % 2 else "mse_sequence"
+        target = rng.standard_normal((batch, hidden) if loss == "mse" else (steps, batch, hidden))
+        stats = i % 5 != 3
+        net.stats = stats
+        got = seq_report_and_grads(net, net.step(x, target, loss=loss))
+        alone = make_net(kind, input_size, hidden, dtype, seed=4, stats=stats, device=device)
+        want = seq_report_and_grads(alone, alone.step(x, target, loss=loss))
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name],
+                                          err_msg=f"call {i} (T={steps}, B={batch}): {name}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ from .plots import (  # noqa: E402
     plot_gain_vs_depth, plot_gradient_heatmap, plot_gradient_norms, plot_sweep,
 )
 
-__version__ = "0.1.0"
+from .info import package_version as _package_version  # noqa: E402
+
+__version__ = _package_version()  # pyproject.toml's [project] version, the only copy
 
 __all__ = [
     "ACTIVATIONS",

@@ -1,11 +1,49 @@
 """Build and runtime information, CUDA availability, BLAS thread control."""
 import contextlib
+import os
 import platform
+import re
 
 import numpy as np
 import scipy
 
 from . import _core
+
+_PYPROJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                          "pyproject.toml")
+
+
+def pyproject_version(path):
+    """The [project] version of the pyproject.toml at `path`, or None when there is no such
+    file or it is not vgkern's (a regular expression: tomllib is Python 3.11+ only)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    if project is None or not re.search(r'^name\s*=\s*"vgkern"\s*$', project.group(1), re.M):
+        return None
+    version = re.search(r'^version\s*=\s*"([^"]+)"\s*$', project.group(1), re.M)
+    return version.group(1) if version else None
+
+
+def package_version():
+    """vgkern's version, written in one place: pyproject.toml's [project] version.
+
+    Imported from a source checkout (PYTHONPATH=<checkout>/python, or an editable install), it
+    is read from that checkout's pyproject.toml, which is the truth even when an older vgkern is
+    also installed; installed from a wheel, it is the package metadata that pip wrote from the
+    same field; "0+unknown" when neither exists (a copied package folder)."""
+    version = pyproject_version(_PYPROJECT)
+    if version is not None:
+        return version
+    from importlib import metadata
+
+    try:
+        return metadata.version("vgkern")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def cuda_available():

@@ -1,7 +1,16 @@
-"""Cross-check vgkern.MLP against PyTorch autograd (torch==2.13.0, CPU).
+"""vgkern.MLP's gradients against two independent oracles: central finite differences (float64)
+and PyTorch autograd (torch==2.13.0, CPU). The NumPy oracle of the same nets is in
+test_mlp_reference.py; batch norm's and the recurrent nets' counterparts are in test_batchnorm.py
+and test_recurrent.py.
 
-torch is imported unconditionally on purpose: CI installs it, and a missing torch must fail
-the suite instead of silently skipping the only independent oracle.
+Finite differences: d loss / d W and d loss / d b from ``net.step`` are compared with
+(L(p + h) - L(p - h)) / (2 h), where L is evaluated with ``net.forward`` and the loss written in
+NumPy (tests/reference.py). Inputs are chosen so that every pre-activation stays at least 1e-3
+away from 0 (the kinks of relu and of elu with alpha != 1), which is far more than the
+perturbation moves it.
+
+PyTorch: torch is imported unconditionally on purpose: CI installs it, and a missing torch must
+fail the suite instead of silently skipping the only independent oracle.
 
 For every configuration the same parameters (copied out of ``net.weights`` / ``net.biases``)
 go into an ``nn.Sequential`` of ``nn.Linear`` + activation modules. Hooks capture dL/dz (the
@@ -29,6 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import vgkern
+
+import reference as R
+from conftest import ACTIVATION_CONFIGS, ACTIVATION_IDS, INITS, LOSSES, central_difference
 
 # Largest derivative of each activation (saturated = derivative below 1% of this).
 MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0}
@@ -472,3 +484,149 @@ def test_int32_labels_match_int64(dtype):
     ref = torch_reference(list(net.weights), list(net.biases), x, activation="elu",
                           target=labels, loss="cross_entropy")
     assert_scalar_rel(rep32.loss, ref["loss"], rtol_for(dtype, 2), "loss")
+
+
+# --------------------------------------------------------------------------------------------
+# finite differences (float64)
+# --------------------------------------------------------------------------------------------
+
+H = 1e-6          # finite-difference step (parameters are O(1))
+RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
+KINK_MARGIN = 1e-3
+
+
+def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
+    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
+    gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
+    central difference of a function of magnitude f_scale."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
+    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
+    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
+    bad = np.abs(analytic - numeric) > bound
+    assert not bad.any(), (
+        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
+        f"{np.argwhere(bad)[:5].tolist()}")
+
+
+def min_abs_preactivation(ws, bs, x, activation, output_activation, alpha):
+    _, zs, _ = R.mlp_forward(ws, bs, x, activation, output_activation, alpha)
+    return min(float(np.abs(z).min()) for z in zs)
+
+
+def kink_free_input(rng, ws, bs, batch, activation, output_activation, alpha):
+    """An input whose pre-activations all stay KINK_MARGIN away from 0 (deterministic search)."""
+    for _ in range(200):
+        x = rng.standard_normal((batch, ws[0].shape[1]))
+        if min_abs_preactivation(ws, bs, x, activation, output_activation, alpha) > KINK_MARGIN:
+            return x
+    raise AssertionError("no kink-free input found; change the seed")
+
+
+def numpy_loss(out, target, loss):
+    return float(R.loss_and_grad(np.asarray(out, np.float64), target, loss)[0])
+
+
+def net_central_difference(net, f):
+    """central_difference over every weight and bias of `net` (weights first): on the CPU
+    perturbed in place through the views; on CUDA in host copies, written to the device before
+    every evaluation."""
+    if net.device == "cpu":
+        return central_difference(f, list(net.weights) + list(net.biases))
+    num_layers = net.num_layers
+    params = [np.array(a) for a in list(net.weights) + list(net.biases)]
+
+    def write_then_f():
+        net.weights, net.biases = params[:num_layers], params[num_layers:]
+        return f()
+
+    return central_difference(write_then_f, params)
+
+
+def check_mlp_against_fd(net, x, target, loss):
+    rep = net.step(x, target, loss=loss)
+    analytic_w = [np.array(g) for g in net.weight_grads]
+    analytic_b = [np.array(g) for g in net.bias_grads]
+    loss0 = numpy_loss(net.forward(x), target, loss)
+    assert rep.loss == pytest.approx(loss0, rel=1e-12, abs=1e-300)
+
+    num_layers = len(analytic_w)
+    numeric = net_central_difference(net, lambda: numpy_loss(net.forward(x), target, loss))
+    scale = max(1e-3, max(float(np.abs(g).max()) for g in numeric))
+    for l in range(num_layers):
+        assert_matches_fd(analytic_w[l], numeric[l], f"dW[{l}]", scale, loss0)
+        assert_matches_fd(analytic_b[l], numeric[num_layers + l], f"db[{l}]", scale, loss0)
+    # the gradient is not trivially zero (the comparison would then prove little)
+    assert scale > 1e-3
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
+def test_mlp_step_gradients_match_finite_differences(activation, alpha, init, loss, rng, device):
+    sizes = [3, 4, 2]
+    kw = ({"sigma_w": 1.2, "sigma_b": 0.5} if init == "scaled_normal" else {"bias_init": 0.1})
+    net = vgkern.MLP(sizes, activation=activation, init=init, dtype="float64", alpha=alpha,
+                     seed=21, device=device, **kw)
+    ws = [np.array(w) for w in net.weights]
+    bs = [np.array(b) for b in net.biases]
+    x = kink_free_input(rng, ws, bs, 3, activation, "identity", alpha)
+    target = make_target(rng, ws, bs, x, activation, "identity", alpha, loss)
+    check_mlp_against_fd(net, x, target, loss)
+
+
+def make_target(rng, ws, bs, x, activation, output_activation, alpha, loss):
+    """mse: a random target; cross-entropy: the least likely class of each example, so that
+    the gradient is never negligible."""
+    if loss == "mse":
+        return rng.standard_normal((x.shape[0], ws[-1].shape[0]))
+    out, _, _ = R.mlp_forward(ws, bs, x, activation, output_activation, alpha)
+    return np.argmin(out, axis=1)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
+def test_deeper_mlp_gradients_match_finite_differences(activation, alpha, loss, rng, device):
+    """Depth 5 with a non-identity output activation: the chain rule across many layers."""
+    sizes = [2, 3, 3, 3, 3, 3]
+    output_activation = "sigmoid" if activation != "sigmoid" else "tanh"
+    net = vgkern.MLP(sizes, activation=activation, init="xavier_normal", dtype="float64",
+                     output_activation=output_activation, alpha=alpha, seed=5, gain=1.3,
+                     device=device)
+    ws, bs = random_params(rng, sizes)
+    for l in range(len(ws)):
+        net.weights[l] = ws[l]
+        net.biases[l] = bs[l]
+    x = kink_free_input(rng, ws, bs, 2, activation, output_activation, alpha)
+    target = make_target(rng, ws, bs, x, activation, output_activation, alpha, loss)
+    check_mlp_against_fd(net, x, target, loss)
+
+
+def random_params(rng, sizes):
+    ws = [rng.standard_normal((o, i)) * 1.3 / np.sqrt(i) for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [0.3 * rng.standard_normal(o) for o in sizes[1:]]
+    return ws, bs
+
+
+@pytest.mark.parametrize("activation,alpha", ACTIVATION_CONFIGS, ids=ACTIVATION_IDS)
+def test_mlp_backward_with_grad_out_matches_finite_differences(activation, alpha, rng, device):
+    """backward(grad_out) is the vector-Jacobian product: d <out, G> / d params."""
+    sizes = [3, 5, 4, 2]
+    net = vgkern.MLP(sizes, activation=activation, init="he_normal", dtype="float64",
+                     alpha=alpha, seed=2, bias_init=-0.05, device=device)
+    ws = [np.array(w) for w in net.weights]
+    bs = [np.array(b) for b in net.biases]
+    x = kink_free_input(rng, ws, bs, 4, activation, "identity", alpha)
+    grad_out = rng.standard_normal((4, 2))
+    net.forward(x)
+    net.backward(grad_out)
+    analytic = [np.array(g) for g in net.weight_grads] + [np.array(g) for g in net.bias_grads]
+
+    def f():
+        return float(np.sum(net.forward(x) * grad_out))
+
+    f0 = f()
+    numeric = net_central_difference(net, f)
+    scale = max(1e-3, max(float(np.abs(g).max()) for g in numeric))
+    for i, (a, n) in enumerate(zip(analytic, numeric)):
+        assert_matches_fd(a, n, f"param {i}", scale, f0)
