@@ -69,8 +69,8 @@ class MLP(NativeParameters):
     running_vars. train() / eval() switch between batch and running statistics.
 
     Gradients: weight_grads, bias_grads, bn_gamma_grads, bn_beta_grads (the gradient of X is
-    X_grad(s)), input_grad = dL/dx; as LSTM and RNN name theirs. pickle and copy.deepcopy give an
-    independent net (see NativeParameters.__getstate__).
+    X_grad(s)) and input_grad = dL/dx, as LSTM and RNN name theirs. pickle and copy.deepcopy
+    give an independent net (see NativeParameters.__getstate__).
     """
 
     # per-layer views into params (and the running statistics); `net.weights = [...]` copies in
