@@ -239,6 +239,20 @@ def test_ops_refuse_a_device_as_the_nets_do():
     assert ops.sum_squares_norm(x, device=None) == pytest.approx(math.sqrt(6))
 
 
+def test_modules_share_the_argument_helpers():
+    """mlp, recurrent and ops check arguments with vgkern._checks; none borrows another's
+    private helpers (recurrent.py used to import _as_input & co. from mlp.py)."""
+    import ast
+
+    for module in (vgkern.mlp, vgkern.recurrent, vgkern.ops):
+        tree = ast.parse(inspect.getsource(module))
+        borrowed = [(node.module, a.name) for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom)
+                    for a in node.names if a.name.startswith("_") and node.module]
+        assert not borrowed, f"{module.__name__} imports private names {borrowed}"
+        assert module._checks is vgkern._checks
+
+
 def test_activation_lists_are_one():
     assert vgkern.ACTIVATIONS == ops.ACTIVATIONS
     with pytest.raises(ValueError, match="nonlinearity"):
