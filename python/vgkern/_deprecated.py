@@ -7,7 +7,14 @@ Renamed after 0.1.0 (one API shape for MLP, LSTM and RNN; removed in the release
 """
 import warnings
 
-UNSET = object()  # default of a deprecated keyword: tells "not given" from any value
+class _Unset:
+    """The default of a deprecated keyword: tells "not given" from any value."""
+
+    def __repr__(self):
+        return "<deprecated>"  # as help() shows it
+
+
+UNSET = _Unset()
 
 
 def warn_renamed(old, new, stacklevel):

@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _cuda
 
 
 class ParameterList:
@@ -228,6 +228,7 @@ class NativeParameters:
             found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
             raise ValueError(f"{what}: unknown pickle format {found!r} (this vgkern reads "
                              f"format {self._PICKLE_FORMAT})")
+        _cuda.net_device(type(self).__name__, saved["config"]["device"])  # cuBLAS, for "cuda"
         self._build(**saved["config"])
         for name, value in saved["switches"].items():
             setattr(self._core, name, value)
