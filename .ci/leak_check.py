@@ -96,7 +96,7 @@ class Workload:
 
         # MLP, float32, mse
         net = self.mlp
-        rep = net.step(self.mlp_x, self.mlp_t, loss="mse", input_grad=(i % 2 == 0))
+        rep = net.step(self.mlp_x, self.mlp_t, loss="mse", compute_input_grad=(i % 2 == 0))
         d = rep.as_dict()
         norms = [d[k] for k in d if k.endswith("_norm")]
         assert np.isfinite(rep.loss) and len(norms) >= 4
@@ -127,7 +127,7 @@ class Workload:
         net = self.lstm
         rep = net.step(self.lstm_x, self.lstm_t, loss="mse", h0=self.lstm_h0)
         d = rep.as_dict()
-        got += [d, rep.log10_x_grad_norm, net.x_grad, net.h0_grad, net.c0_grad, net.last_output,
+        got += [d, rep.log10_x_grad_norm, net.input_grad, net.h0_grad, net.c0_grad, net.last_output,
                 repr(rep)]
         net.params -= lr * net.grads
         net.params = net.params.copy()
@@ -138,7 +138,7 @@ class Workload:
         # RNN, float64, loss on every step
         net = self.rnn
         rep = net.step(self.rnn_x, self.rnn_t, loss="mse_sequence")
-        got += [rep.as_dict(), net.x_grad]
+        got += [rep.as_dict(), net.input_grad]
         net.params -= lr * net.grads
 
         # a few ops

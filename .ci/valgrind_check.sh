@@ -48,13 +48,13 @@ def mlp_steps(dtype, batch_norm, loss, steps=3):
     x = rng.standard_normal((5, 6)).astype(dtype)
     target = rng.standard_normal((5, 4)).astype(dtype) if loss == "mse" else rng.integers(0, 4, 5)
     for _ in range(steps):
-        rep = net.step(x, target, loss=loss, input_grad=True)
+        rep = net.step(x, target, loss=loss, compute_input_grad=True)
         rep.as_dict()
         net.params -= 0.01 * net.grads
         net.params = net.params.copy()
         net.weights[0] = net.weights[0].copy()
     out = net.forward(x)
-    net.backward(out, log_scale=True, input_grad=True)
+    net.backward(out, log_scale=True, compute_input_grad=True)
     net.eval().forward(x)
     net.stats = False
     net.train().step(x, target, loss=loss)

@@ -20,7 +20,7 @@ dtype, weights, inputs and thread count:
                     forward  X (T*B, I) W_ih^T (one call), then h_{t-1} (B, H) W_hh^T per step;
                     backward dpre_t (B, 4H) W_hh per step (dh), then dW_ih = dpre^T X,
                     dW_hh = dpre^T H_prev over all T*B rows, dx = dpre W_ih
-  vgkern RNN tanh   for reference: vgkern.RNN(I, H, "tanh").step(...), the same statistics
+  vgkern RNN tanh   for reference: vgkern.RNN(I, H, nonlinearity="tanh").step(...), the same statistics
                     (a quarter of the LSTM's GEMM work; its GFLOP/s use its own count)
 
 Timing as in bench_mlp.py (helpers in bench/_timing.py): after warm-up, each repetition runs

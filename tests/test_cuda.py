@@ -130,8 +130,8 @@ def test_gradients_input_grad_and_stats_off_match_the_cpu(dtype):
     tol = 64 * eps(np.dtype(dtype).type)
     for stats in (True, False):
         cpu.stats = gpu.stats = stats
-        rc = cpu.step(x, target, input_grad=True)
-        rg = gpu.step(x, target, input_grad=True)
+        rc = cpu.step(x, target, compute_input_grad=True)
+        rg = gpu.step(x, target, compute_input_grad=True)
         np.testing.assert_allclose(gpu.input_grad, cpu.input_grad, rtol=tol, atol=tol)
         for a, b in zip(gpu.weight_grads, cpu.weight_grads):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
@@ -234,7 +234,7 @@ def test_recurrent_parameters_are_host_copies_and_setters_write_the_device(cls):
         got = getattr(gpu, name)
         assert not got.flags.writeable
         np.testing.assert_allclose(got, getattr(cpu, name), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(gpu.x_grad, cpu.x_grad, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gpu.input_grad, cpu.input_grad, rtol=1e-12, atol=1e-14)
 
 
 @needs_cuda
@@ -317,8 +317,8 @@ def test_mlp_takes_device_arrays_in_place_of_numpy(batch_norm):
     g = rng.standard_normal((9, 3)).astype(np.float32)
     host, dev = (vgkern.MLP([5, 8, 3], seed=2, device="cuda", batch_norm=batch_norm)
                  for _ in range(2))
-    expected = host.step(x, t, input_grad=True).as_dict()
-    got = dev.step(on_device(x), on_device(t), input_grad=True).as_dict()
+    expected = host.step(x, t, compute_input_grad=True).as_dict()
+    got = dev.step(on_device(x), on_device(t), compute_input_grad=True).as_dict()
     for k, v in expected.items():
         if isinstance(v, np.ndarray):
             assert np.array_equal(got[k], v, equal_nan=True), k

@@ -593,8 +593,8 @@ MLP_BAD = dict(
     init=["xavier", None, 1],
     dtype=["float16", "int32", None, object, [1], {}, "f2", "complex64", 3],
     seed=[-1, 1.5, "a", {}, [-3]],
-    sigma_w=[float("nan"), float("inf"), "1", None, 10**400, np.array(1.0), True],
-    sigma_b=[float("nan"), "0", None],
+    sigma_w=[float("nan"), float("inf"), "1", -1.0, 10**400, np.array(1.0), True],
+    sigma_b=[float("nan"), "0", -0.5],
     bias_init=[float("nan"), "0.1", True, 1e300, 10**400],
     gain=[float("inf"), None, "1", 1e300],
     alpha=[float("nan"), None, 10**400, "1"],
@@ -670,10 +670,14 @@ def mlp_kwargs(draw):
     if draw(st.integers(0, 2)) == 0:
         bad = draw(st.sampled_from(sorted(MLP_BAD)))
         kw[bad] = draw(st.sampled_from(MLP_BAD[bad]))
+    if ("sigma_w" in kw or "sigma_b" in kw) and bad != "init":
+        kw["init"] = "scaled_normal"  # the only init that uses them (refused with the others)
     if kw.get(bad) == 1e300:  # overflows float32 (for gain: with the inits that use it)
         kw["dtype"] = "float32"
         if bad == "gain":
             kw["init"] = "xavier_normal"
+            for key in ("sigma_w", "sigma_b"):  # refused with xavier_normal
+                kw.pop(key, None)
     if bad in ("bn_momentum", "bn_eps") and isinstance(kw[bad], (int, float)):
         kw["batch_norm"] = True  # out of range matters with batch norm only
     if kw.get("init") == "scaled_normal" and kw.get("bias_init") is not None and bad != "bias_init":
@@ -824,14 +828,15 @@ def test_fuzz_mlp_methods(net, data):
                 input_grad = data.draw(st.sampled_from([False, False, True, "yes"]))
                 if t_bad is not None:
                     bads.append(t_bad)  # a non-finite mse target is refused (documented)
-                for flag_name, flag in (("log_scale", log_scale), ("input_grad", input_grad)):
+                for flag_name, flag in (("log_scale", log_scale),
+                                        ("compute_input_grad", input_grad)):
                     if not isinstance(flag, (bool, np.bool_)):
                         bads.append(flag_name)
                 args.append(target)
-                names += ["target", "labels", "log_scale", "input_grad"]
+                names += ["target", "labels", "log_scale", "compute_input_grad"]
                 loss = "cross_entropy" if ce else "mse"
                 fn = lambda a, b, ls=log_scale, ig=input_grad, lo=loss: net.step(
-                    a, b, loss=lo, log_scale=ls, input_grad=ig)
+                    a, b, loss=lo, log_scale=ls, compute_input_grad=ig)
             else:
                 t_bad, fn = None, net.forward
             if bn_train and rows < 2:
@@ -870,11 +875,11 @@ def test_fuzz_mlp_methods(net, data):
             input_grad = data.draw(st.sampled_from([False, True, np.bool_(True), "yes", None]))
             bads = [g_bad] if g_bad not in (None, "nan") else []
             if not isinstance(input_grad, (bool, np.bool_)):
-                bads.append("input_grad")
+                bads.append("compute_input_grad")
             if known.last is None:
                 bads.append("no forward")
-            fn = lambda a, ig=input_grad: net.backward(a, input_grad=ig)
-            rep, error = checked_call("MLP.backward", fn, [g], ["grad_out", "input_grad",
+            fn = lambda a, ig=input_grad: net.backward(a, compute_input_grad=ig)
+            rep, error = checked_call("MLP.backward", fn, [g], ["grad_out", "compute_input_grad",
                                                               "forward"], bads, g_bad == "huge")
             if error is not None or bads:
                 known.last = None
@@ -1093,13 +1098,13 @@ def test_fuzz_recurrent_methods(net, data):
             assert len(result.x_grad_norm) == T
             if finite:
                 assert math.isfinite(result.loss)
-                check_outputs(f"{kind}.{method}", net.x_grad, [(T, B, I)], dtype, True)
+                check_outputs(f"{kind}.{method}", net.input_grad, [(T, B, I)], dtype, True)
                 if net.stats:
                     assert np.isfinite(result.x_grad_norm).all()
-            loss_value, x_grad = result.loss, net.x_grad.copy()
+            loss_value, x_grad = result.loss, net.input_grad.copy()
             again, _ = call(f"{kind}.{method}", fn, *map(contiguous, args), valid=True)
             assert_same_results(f"{kind}.{method}", (loss_value, x_grad),
-                                (again.loss, net.x_grad))
+                                (again.loss, net.input_grad))
         elif method == "backward":
             T, B = known.last or (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
             kw, bads = states(B, ["grad_hT", "grad_cT"] if lstm else ["grad_hT"])
@@ -1116,7 +1121,7 @@ def test_fuzz_recurrent_methods(net, data):
                 known.last = None
                 continue
             assert len(rep.h_grad_norm) == T
-            check_outputs(f"{kind}.backward", net.x_grad, [(T, B, I)], dtype,
+            check_outputs(f"{kind}.backward", net.input_grad, [(T, B, I)], dtype,
                           not known.tainted and finite_values(*kw.values()))
         else:
             name = data.draw(st.sampled_from(["weight_ih", "weight_hh", "bias"]))
@@ -1384,8 +1389,8 @@ def test_regression_flags_are_not_read_by_truthiness():
     with pytest.raises(TypeError, match="log_scale"):
         net.step(x, np.zeros((3, 2), f32), log_scale="no")
     net.forward(x)
-    with pytest.raises(TypeError, match="input_grad"):
-        net.backward(np.ones((3, 2), f32), input_grad="no")
+    with pytest.raises(TypeError, match="compute_input_grad"):
+        net.backward(np.ones((3, 2), f32), compute_input_grad="no")
     with pytest.raises(TypeError, match="training"):
         ops.batchnorm_forward(x, None, None, np.zeros(3, f32), np.ones(3, f32), training="False")
     with pytest.raises(TypeError, match="need_dx"):

@@ -262,7 +262,7 @@ def check_sequence(net, rep, exp, kind, dtype, *, rtol, z_rtol, what=""):
     grads = [("weight_ih_grad", "dW_ih", (gates * hidden, input_size)),
              ("weight_hh_grad", "dW_hh", (gates * hidden, hidden)),
              ("bias_grad", "db", (gates * hidden,)),
-             ("x_grad", "dx", (steps, batch, input_size)),
+             ("input_grad", "dx", (steps, batch, input_size)),
              ("h0_grad", "dh0", (batch, hidden))]
     if lstm:
         grads.append(("c0_grad", "dc0", (batch, hidden)))
@@ -306,8 +306,8 @@ def check_sequence(net, rep, exp, kind, dtype, *, rtol, z_rtol, what=""):
 
     # the reported norms are those of vgkern's own gradients (almost exactly)
     own = 1e-6 if dtype == "float32" else 1e-12
-    assert_rel_each(rep.x_grad_norm, step_norms(np.asarray(net.x_grad)), own,
-                    f"{what}x_grad_norm vs ||net.x_grad[t]||")
+    assert_rel_each(rep.x_grad_norm, step_norms(np.asarray(net.input_grad)), own,
+                    f"{what}x_grad_norm vs ||net.input_grad[t]||")
 
     # forward statistics
     pre = exp["pre"]
@@ -721,7 +721,7 @@ def test_gradients_are_overwritten_not_accumulated(kind, device):
 
 
 def grad_attrs(kind):
-    base = ["weight_ih_grad", "weight_hh_grad", "bias_grad", "x_grad", "h0_grad"]
+    base = ["weight_ih_grad", "weight_hh_grad", "bias_grad", "input_grad", "h0_grad"]
     return base + (["c0_grad"] if is_lstm(kind) else [])
 
 
@@ -1109,7 +1109,7 @@ def test_sequence_backward_finite_differences(case, device):
         net.backward(g, grad_hT=ghT)
     analytic = {a: np.array(getattr(net, a)) for a in grad_attrs(kind)}
     params, f = perturbable_params(net, f)
-    arrays = {**params, "x_grad": x, "h0_grad": h0}
+    arrays = {**params, "input_grad": x, "h0_grad": h0}
     if lstm:
         arrays["c0_grad"] = c0
     numeric = central_difference(f, list(arrays.values()))
@@ -1137,10 +1137,10 @@ def test_sequence_step_finite_differences(case, loss, device):
     rep = net.step(x, target, loss=loss)
     assert abs(rep.loss - f0) <= 1e-14 * abs(f0)
     analytic = {a: np.array(getattr(net, a))
-                for a in ("weight_ih_grad", "weight_hh_grad", "bias_grad", "x_grad")}
+                for a in ("weight_ih_grad", "weight_hh_grad", "bias_grad", "input_grad")}
     params, f = perturbable_params(net, f)
-    numeric = central_difference(f, list({**params, "x_grad": x}.values()))
-    arrays = {**params, "x_grad": x}
+    numeric = central_difference(f, list({**params, "input_grad": x}.values()))
+    arrays = {**params, "input_grad": x}
     for (name, _), n in zip(arrays.items(), numeric):
         assert np.abs(n).max() > 1e-4, f"test setup: {name} ~ 0"
         assert_matches_fd(analytic[name], n, name, f_scale=f0)

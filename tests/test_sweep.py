@@ -112,7 +112,7 @@ def reference(c):
                 out = net.forward(x_seq)
                 h_last = out[1][0] if c["model"] == "lstm" else out[1]
                 hrep = head.step(np.ascontiguousarray(h_last), y, loss="cross_entropy",
-                                 input_grad=True)
+                                 compute_input_grad=True)
                 rep = net.backward(None, grad_hT=head.input_grad)
                 loss = hrep.loss
             else:

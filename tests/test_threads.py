@@ -144,7 +144,7 @@ def _train_mlp(job, sync):
     history = []
     for _ in range(STEPS):
         sync()
-        rep = net.step(x, target, loss=loss, input_grad=True)
+        rep = net.step(x, target, loss=loss, compute_input_grad=True)
         history.append((rep.as_dict(), net.last_output.copy(), net.input_grad.copy(),
                         net.grads.copy()))
         net.params -= LR * net.grads  # in place on the native buffer (see _params.py)
@@ -172,7 +172,7 @@ def _train_recurrent(job, sync):
     for _ in range(STEPS):
         sync()
         rep = net.step(x, target, loss=loss, h0=h0)
-        history.append((rep.as_dict(), net.last_output.copy(), net.x_grad.copy(),
+        history.append((rep.as_dict(), net.last_output.copy(), net.input_grad.copy(),
                         net.h0_grad.copy(), net.grads.copy()))
         net.params -= LR * net.grads
     fwd = net.forward(x, h0)

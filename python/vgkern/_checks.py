@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 
 INT_MAX = 2**31 - 1  # layer widths reach a 32-bit BLAS
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # the only dtypes vgkern computes in
+DEVICES = ("cpu", "cuda")
 
 
 def flag(what, value):
@@ -55,6 +57,7 @@ def rng(what, seed):
 
 
 def choice(what, value, options):
+    """One of `options` (strings), compared exactly: "TANH" is not "tanh"."""
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, options))}, got {value!r}")
     return value
@@ -69,13 +72,16 @@ def dtype_name(what, dtype):
             name = np.dtype(dtype).name
         except (TypeError, ValueError):
             name = None
-    if name not in ("float32", "float64"):
+    if name not in [d.name for d in FLOAT_DTYPES]:
         raise ValueError(f"{what} must be 'float32' or 'float64', got {dtype!r}")
     return name
 
 
-def device(owner, value):
-    if not isinstance(value, str) or value not in ("cpu", "cuda"):
+def device(owner, value, optional=False):
+    """'cpu' or 'cuda' (None too where `optional`: the ops then run where their inputs live)."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, str) or value not in DEVICES:
         raise ValueError(f"{owner}: device must be 'cpu' or 'cuda', got {value!r}")
     return value
 
@@ -85,3 +91,43 @@ def fits_dtype(what, value, dtype):
     if abs(value) > float(np.finfo(dtype).max):
         raise ValueError(f"{what} = {value!r} overflows {np.dtype(dtype).name}")
     return value
+
+
+def is_device_array(value):
+    """A GPU array from any library: CuPy, PyTorch, Numba, JAX, vgkern.CudaArray (anything with
+    __cuda_array_interface__ that is not a numpy array)."""
+    return not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__")
+
+
+def shape_of(value):
+    """The shape of a numpy array or of a device array (__cuda_array_interface__)."""
+    if isinstance(value, np.ndarray):
+        return value.shape
+    return tuple(value.__cuda_array_interface__["shape"])
+
+
+def array_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None, device="cpu"):
+    """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
+    first (dtype; shape, where `shape` gives a size, None for any; then `before_copy(shape)`,
+    e.g. the net's workspace check) so that a refused one is never copied; contiguous ones are
+    checked natively. For a CUDA net also a device array (__cuda_array_interface__: CuPy,
+    PyTorch, Numba, JAX), used in place (C-contiguous, dtype and shape checked natively)."""
+    if device == "cuda" and is_device_array(value):
+        if len(shape_of(value)) != ndim:
+            raise ValueError(f"{what} must have {ndim} dimensions, got shape {shape_of(value)}")
+        return value
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
+    if value.flags.c_contiguous:
+        return value
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{what} must have dtype {np.dtype(dtype).name}, got {value.dtype} "
+                        "(vgkern never casts silently)")
+    if shape is not None and any(e is not None and e != d for e, d in zip(shape, value.shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+        raise ValueError(f"{what} must have shape {want}, got {value.shape}")
+    if before_copy is not None:
+        before_copy(value.shape)
+    return np.ascontiguousarray(value)

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 
 def cublas_soname():
@@ -46,3 +46,13 @@ def to_device(a):
         raise RuntimeError("to_device: no CUDA GPU is available (vgkern.cuda_available() is False)")
     load_cublas()
     return _core.to_device(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a)
+
+
+def net_device(owner, device):
+    """A net's `device` argument, checked; for "cuda" where a GPU is visible cuBLAS is loaded
+    first (without one the native constructor refuses "cuda", saying so)."""
+    from .info import cuda_available
+
+    if _checks.device(owner, device) == "cuda" and cuda_available():
+        load_cublas()
+    return device

@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _cuda
 
 
 class ParameterList:
@@ -73,7 +73,9 @@ def _checked(what, target, value):
     if value.dtype != target.dtype:
         raise TypeError(f"{what} must have dtype {target.dtype}, got {value.dtype} "
                         "(vgkern never casts silently)")
-    return value
+    # numpy's own instance of the dtype: an unpickled array carries an equal but distinct one,
+    # which the native write refuses (it compares dtypes by identity)
+    return value.view(np.dtype(value.dtype.type))
 
 
 def _copy_into(what, target, value):
@@ -198,3 +200,40 @@ class NativeParameters:
     @stats.setter
     def stats(self, on):
         self._core.stats = _checks.flag(f"{type(self).__name__}.stats", on)
+
+    # Pickling and copy.deepcopy. The native core cannot be pickled, so a net travels as the
+    # checked constructor arguments its core was built from (self._config, given to
+    # self._build on arrival), its buffers (state() and the gradients), its switches, and the
+    # results of its last call; that is everything a later step reads, so a round-tripped net
+    # steps bit-identically. Not carried: the activations a forward saves for the next
+    # backward (call forward or step first on the copy) and attributes users add.
+    _PICKLE_FORMAT = 1
+    _SWITCHES = ("stats", "training")  # native flags, where the core has them
+    _RESULTS = ("input_grad", "h0_grad", "c0_grad", "last_output")  # where the net has them
+
+    def __getstate__(self):
+        core = self._core
+        return {
+            "format": self._PICKLE_FORMAT,
+            "config": dict(self._config),
+            "switches": {n: getattr(core, n) for n in self._SWITCHES if hasattr(core, n)},
+            "state": self.state(),
+            "grads": np.array(core.grads),
+            "results": {n: getattr(self, n) for n in self._RESULTS if n in self.__dict__},
+        }
+
+    def __setstate__(self, saved):
+        what = f"unpickling a vgkern.{type(self).__name__}"
+        if not isinstance(saved, dict) or saved.get("format") != self._PICKLE_FORMAT:
+            found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"{what}: unknown pickle format {found!r} (this vgkern reads "
+                             f"format {self._PICKLE_FORMAT})")
+        _cuda.net_device(type(self).__name__, saved["config"]["device"])  # cuBLAS, for "cuda"
+        self._build(**saved["config"])
+        for name, value in saved["switches"].items():
+            setattr(self._core, name, value)
+        self.load_state(saved["state"])
+        grads = np.ascontiguousarray(_checked(f"{what}: grads", self._core.grads, saved["grads"]))
+        if grads.size:
+            self._core.write("grads", 0, grads)
+        self.__dict__.update(saved["results"])

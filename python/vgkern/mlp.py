@@ -4,22 +4,13 @@ from collections.abc import Mapping, Set
 
 import numpy as np
 
-from . import _checks, _core, _cuda
-from .info import cuda_available
+from . import _checks, _core, _cuda, _deprecated
 from .init import INITS, draw_layer
+from .ops import ACTIVATIONS
 from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
 
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
 LOSSES = ("mse", "cross_entropy")
-
-
-def _choice(name, value, options, owner="MLP"):
-    return _checks.choice(f"{owner}: {name}", value, options)
-
-
-def _dtype_name(dtype, owner="MLP"):
-    return _checks.dtype_name(f"{owner}: dtype", dtype)
 
 
 def _check_sizes(sizes):
@@ -39,98 +30,105 @@ def _check_sizes(sizes):
     return out
 
 
-def _shape_of(value):
-    """The shape of a numpy array or of a device array (__cuda_array_interface__)."""
-    if isinstance(value, np.ndarray):
-        return value.shape
-    return tuple(value.__cuda_array_interface__["shape"])
-
-
-def _as_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None, device="cpu"):
-    """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
-    first (dtype; shape, where `shape` gives a size, None for any; then `before_copy(shape)`,
-    e.g. the net's workspace check) so that a refused one is never copied; contiguous ones are
-    checked natively. For a CUDA net also a device array (__cuda_array_interface__: CuPy,
-    PyTorch, Numba, JAX), used in place (C-contiguous, dtype and shape checked natively)."""
-    if (device == "cuda" and not isinstance(value, np.ndarray)
-            and hasattr(value, "__cuda_array_interface__")):
-        if len(_shape_of(value)) != ndim:
-            raise ValueError(f"{what} must have {ndim} dimensions, got shape {_shape_of(value)}")
-        return value
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
-    if value.ndim != ndim:
-        raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
-    if value.flags.c_contiguous:
-        return value
-    if dtype is not None and value.dtype != dtype:
-        raise TypeError(f"{what} must have dtype {np.dtype(dtype).name}, got {value.dtype} "
-                        "(vgkern never casts silently)")
-    if shape is not None and any(e is not None and e != d for e, d in zip(shape, value.shape)):
-        want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
-        raise ValueError(f"{what} must have shape {want}, got {value.shape}")
-    if before_copy is not None:
-        before_copy(value.shape)
-    return np.ascontiguousarray(value)
+def _init_scales(init, sigma_w, sigma_b):
+    """(sigma_w, sigma_b) as floats for init="scaled_normal" (None: the defaults 1 and 0), None
+    for the other inits, which draw no Gaussian of a given scale: a sigma given with one of
+    them would be silently ignored, so it is refused, as is a negative or non-finite one."""
+    given = {}
+    for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b)):
+        if value is not None:
+            given[name] = _checks.real(f"MLP: {name}", value)
+            if given[name] < 0:
+                raise ValueError(f"MLP: {name} must be >= 0 (a standard deviation), got {value!r}")
+    if init == "scaled_normal":
+        return given.get("sigma_w", 1.0), given.get("sigma_b", 0.0)
+    if given:
+        name = next(iter(given))
+        raise ValueError(f"MLP: {name} applies to init='scaled_normal' only (W ~ N(0, "
+                         f"sigma_w^2 / fan_in), b ~ N(0, sigma_b^2)); init={init!r} does not use "
+                         f"it, got {name}={given[name]!r}")
+    return None, None
 
 
 class MLP(NativeParameters):
     """Dense network sizes[0] -> ... -> sizes[-1]: L = len(sizes) - 1 layers, W_l (d_{l+1}, d_l)
     as in torch.nn.Linear. Hidden layers apply `activation`, the last `output_activation`.
 
-    init: one of INITS; "scaled_normal" draws W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2);
-    other inits give zero biases unless bias_init (a constant) is given. `gain` scales the
-    xavier and orthogonal inits; `alpha` is the ELU parameter. stats=False skips the statistics.
+    Every option is a keyword: MLP([64] * 11, activation="relu", init="he_normal").
+
+    init: one of INITS; "scaled_normal" draws W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2)
+    (sigma_w = 1 and sigma_b = 0 unless given; both are refused with the other inits, which do
+    not use them); other inits give zero biases unless bias_init (a constant) is given. `gain`
+    scales the xavier and orthogonal inits; `alpha` is the ELU parameter. stats=False skips the
+    statistics.
 
     batch_norm=True puts batch normalization (as torch.nn.BatchNorm1d: bn_momentum, bn_eps,
     bn_affine) between the GEMM and the activation of every hidden layer. Those layers have no
     dense bias (it is redundant before BN: biases[l] is an empty array); their gamma and beta
     live in bn_gammas / bn_betas (views into params), running statistics in running_means /
     running_vars. train() / eval() switch between batch and running statistics.
+
+    Gradients: weight_grads, bias_grads, bn_gamma_grads, bn_beta_grads (the gradient of X is
+    X_grad(s)) and input_grad = dL/dx, as LSTM and RNN name theirs. pickle and copy.deepcopy
+    give an independent net (see NativeParameters.__getstate__).
     """
 
     # per-layer views into params (and the running statistics); `net.weights = [...]` copies in
     weights, biases, bn_gammas, bn_betas = Bound(), Bound(), Bound(), Bound()
     running_means, running_vars = Bound(), Bound()
 
-    def __init__(self, sizes, activation="tanh", init="xavier_normal", *,
-                 output_activation="identity", dtype="float32", seed=0, sigma_w=1.0, sigma_b=0.0,
-                 bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True,
+    def __init__(self, sizes, *, activation="tanh", init="xavier_normal",
+                 output_activation="identity", dtype="float32", seed=0, sigma_w=None,
+                 sigma_b=None, bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True,
                  batch_norm=False, bn_momentum=0.1, bn_eps=1e-5, bn_affine=True):
-        self.sizes = _check_sizes(sizes)
-        self.activation = _choice("activation", activation, ACTIVATIONS)
-        self.output_activation = _choice("output_activation", output_activation, ACTIVATIONS)
-        self.init = _choice("init", init, INITS)
-        self.dtype = np.dtype(_dtype_name(dtype))
-        for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b), ("gain", gain),
-                            ("alpha", alpha)):
-            _checks.real(f"MLP: {name}", value)
+        sizes = _check_sizes(sizes)
+        activation = _checks.choice("MLP: activation", activation, ACTIVATIONS)
+        output_activation = _checks.choice("MLP: output_activation", output_activation,
+                                           ACTIVATIONS)
+        init = _checks.choice("MLP: init", init, INITS)
+        dtype = _checks.dtype_name("MLP: dtype", dtype)
+        sigma_w, sigma_b = _init_scales(init, sigma_w, sigma_b)
+        gain = _checks.real("MLP: gain", gain)
+        alpha = _checks.real("MLP: alpha", alpha)
         if bias_init is not None:
-            _checks.fits_dtype("MLP: bias_init", _checks.real("MLP: bias_init", bias_init),
-                               self.dtype)
+            _checks.fits_dtype("MLP: bias_init", _checks.real("MLP: bias_init", bias_init), dtype)
         if bias_init is not None and init == "scaled_normal":
             raise ValueError("MLP: bias_init does not apply to init='scaled_normal', whose biases "
                              f"are N(0, sigma_b^2); got bias_init={bias_init!r}")
         _checks.rng("MLP: seed", seed)  # refused before anything is allocated
-        if _checks.device("MLP", device) == "cuda" and cuda_available():
-            _cuda.load_cublas()
-        self.device = device
-        self.alpha = float(alpha)
-
-        L = len(self.sizes) - 1
-        acts = [self.activation] * (L - 1) + [self.output_activation]
-        self.batch_norm = _checks.flag("MLP: batch_norm", batch_norm)
+        device = _cuda.net_device("MLP", device)
+        batch_norm = _checks.flag("MLP: batch_norm", batch_norm)
         bn_momentum = _checks.real("MLP: bn_momentum", bn_momentum, finite=False)
         bn_eps = _checks.real("MLP: bn_eps", bn_eps, finite=False)
-        if self.batch_norm and not 0 <= bn_momentum <= 1:
+        if batch_norm and not 0 <= bn_momentum <= 1:
             raise ValueError(f"MLP: bn_momentum must be in [0, 1], got {bn_momentum!r}")
-        if self.batch_norm and not 0 < bn_eps < float("inf"):
+        if batch_norm and not 0 < bn_eps < float("inf"):
             raise ValueError(f"MLP: bn_eps must be a finite number > 0, got {bn_eps!r}")
-        self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name,
-                                   self.batch_norm, _checks.flag("MLP: bn_affine", bn_affine),
-                                   bn_momentum, bn_eps, device)
+        bn_affine = _checks.flag("MLP: bn_affine", bn_affine)
+        self._build(sizes=sizes, activation=activation, output_activation=output_activation,
+                    init=init, dtype=dtype, alpha=alpha, device=device, batch_norm=batch_norm,
+                    bn_affine=bn_affine, bn_momentum=bn_momentum, bn_eps=bn_eps)
         self._core.stats = _checks.flag("MLP: stats", stats)
-        if device == "cpu":
+        self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
+
+    def _build(self, **config):
+        """The native core and the Python views on it, from checked arguments (`config`, kept
+        for pickling: see NativeParameters.__getstate__). Parameters are left to the caller."""
+        self._config = config
+        self.sizes = config["sizes"]
+        self.activation = config["activation"]
+        self.output_activation = config["output_activation"]
+        self.init = config["init"]
+        self.dtype = np.dtype(config["dtype"])
+        self.alpha = config["alpha"]
+        self.device = config["device"]
+        self.batch_norm = config["batch_norm"]
+        L = len(self.sizes) - 1
+        acts = [self.activation] * (L - 1) + [self.output_activation]
+        self._core = _core.MLPCore(self.sizes, acts, [self.alpha] * L, self.dtype.name,
+                                   self.batch_norm, config["bn_affine"], config["bn_momentum"],
+                                   config["bn_eps"], self.device)
+        if self.device == "cpu":
             self._params = self._core.params  # flat views; the core owns the memory
             self._grads = self._core.grads
         layout = self._core.layout
@@ -150,7 +148,6 @@ class MLP(NativeParameters):
         self._running_means = lists("running_means", "running", "running_means", bn_layers)
         self._running_vars = lists("running_vars", "running", "running_vars", bn_layers)
         self.input_grad = None
-        self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
 
     def set_weights(self, weights):
         """`net.weights = weights` as a method: every W_l checked, then written (any device)."""
@@ -238,43 +235,54 @@ class MLP(NativeParameters):
 
     def forward(self, x):
         """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
-        x = _as_input(x, "MLP.forward: x", dtype=self.dtype, shape=(None, self.sizes[0]),
-                      before_copy=self._check_batch, device=self.device)
+        x = _checks.array_input(x, "MLP.forward: x", dtype=self.dtype,
+                                shape=(None, self.sizes[0]), before_copy=self._check_batch,
+                                device=self.device)
         return self._core.forward(x)
 
-    def backward(self, grad_out, log_scale=False, input_grad=False):
+    def backward(self, grad_out, log_scale=False, compute_input_grad=False, *,
+                 input_grad=_deprecated.UNSET):
         """grad_out = dL/d(out) (B, sizes[-1]) for the last forward -> GradReport.
 
         Gradients land in weight_grads / bias_grads (overwritten, not accumulated); with
-        input_grad=True dL/dx lands in self.input_grad. log_scale=True renormalises the backward
-        signal at every layer by a power of two: the log10_ norms stay exact where the gradients
-        underflow, and stored gradients are the true ones times 2**-report.grad_log2_scale[l]."""
+        compute_input_grad=True dL/dx lands in self.input_grad (else it is None).
+        log_scale=True renormalises the backward signal at every layer by a power of two: the
+        log10_ norms stay exact where the gradients underflow, and stored gradients are the true
+        ones times 2**-report.grad_log2_scale[l]. `input_grad=` is the deprecated name of
+        compute_input_grad=."""
+        compute_input_grad = _deprecated.renamed_keyword(
+            "MLP.backward", "input_grad", input_grad, "compute_input_grad", compute_input_grad,
+            False)
         log_scale = _checks.flag("MLP.backward: log_scale", log_scale)
-        input_grad = _checks.flag("MLP.backward: input_grad", input_grad)
-        grad_out = _as_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
-                             shape=(None, self.sizes[-1]), device=self.device)
-        table, self.input_grad = self._core.backward(grad_out, log_scale, input_grad)
+        compute_input_grad = _checks.flag("MLP.backward: compute_input_grad", compute_input_grad)
+        grad_out = _checks.array_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
+                                       shape=(None, self.sizes[-1]), device=self.device)
+        table, self.input_grad = self._core.backward(grad_out, log_scale, compute_input_grad)
         return GradReport(table)
 
-    def step(self, x, target, loss="mse", log_scale=False, input_grad=False):
-        """forward + loss + backward in one native call -> GradReport with .loss.
+    def step(self, x, target, loss="mse", log_scale=False, compute_input_grad=False, *,
+             input_grad=_deprecated.UNSET):
+        """forward + loss + backward in one native call -> GradReport with .loss; the output
+        lands in self.last_output, log_scale and compute_input_grad as in backward().
 
         loss="mse": target (B, sizes[-1]) with the net's dtype, loss = 0.5 * mean over the batch
         of the squared error summed over outputs. loss="cross_entropy": target = integer class
         labels (B,), softmax cross-entropy averaged over the batch."""
-        _choice("loss", loss, LOSSES)
+        compute_input_grad = _deprecated.renamed_keyword(
+            "MLP.step", "input_grad", input_grad, "compute_input_grad", compute_input_grad, False)
+        _checks.choice("MLP: loss", loss, LOSSES)
         log_scale = _checks.flag("MLP.step: log_scale", log_scale)
-        input_grad = _checks.flag("MLP.step: input_grad", input_grad)
-        x = _as_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]),
-                      before_copy=self._check_batch, device=self.device)
-        rows = _shape_of(x)[0]
+        compute_input_grad = _checks.flag("MLP.step: compute_input_grad", compute_input_grad)
+        x = _checks.array_input(x, "MLP.step: x", dtype=self.dtype, shape=(None, self.sizes[0]),
+                                before_copy=self._check_batch, device=self.device)
+        rows = _checks.shape_of(x)[0]
         if loss == "mse":
-            target = _as_input(target, "MLP.step: target", dtype=self.dtype,
-                               shape=(rows, self.sizes[-1]), device=self.device)
+            target = _checks.array_input(target, "MLP.step: target", dtype=self.dtype,
+                                         shape=(rows, self.sizes[-1]), device=self.device)
         else:  # integer labels of any integer dtype (converted natively), on the host
-            target = _as_input(target, "MLP.step: target", ndim=1, shape=(rows,))
+            target = _checks.array_input(target, "MLP.step: target", ndim=1, shape=(rows,))
         value, self.last_output, table, self.input_grad = self._core.step(
-            x, target, loss, log_scale, input_grad)
+            x, target, loss, log_scale, compute_input_grad)
         return GradReport(table, loss=value)
 
     def __repr__(self):

@@ -39,20 +39,16 @@ import numpy as np
 from . import _checks, _core, _cuda
 from .info import cuda_available
 
-_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")  # also MLP's (vgkern.ACTIVATIONS)
+RNN_NONLINEARITIES = ("tanh", "relu")  # also RNN's
 
 
 def _c(a):
     """C-contiguous (copied on purpose if not). 0-d arrays stay 0-d, so that a refusal names the
     shape given; an array of a refused dtype is not copied (the native check refuses it)."""
-    if not isinstance(a, np.ndarray) or a.flags.c_contiguous or a.dtype not in _FLOATS:
+    if not isinstance(a, np.ndarray) or a.flags.c_contiguous or a.dtype not in _checks.FLOAT_DTYPES:
         return a
     return np.ascontiguousarray(a)
-
-
-def _is_device_array(a):
-    return not isinstance(a, np.ndarray) and hasattr(a, "__cuda_array_interface__")
 
 
 def _to_host(result):
@@ -65,9 +61,8 @@ def _run(op, fn, arrays, names, device, *rest, in_place=()):
     """fn(*arrays, *rest) where the arrays live, or on `device` (see the module's docstring).
     None entries of `arrays` are optional arguments left out; the names in `in_place` are
     updated by the op (never copied on the CPU; copied back after a device="cuda" run)."""
-    if device is not None and device not in ("cpu", "cuda"):
-        raise ValueError(f"{op}: device must be 'cpu' or 'cuda', got {device!r}")
-    on_device = [n for a, n in zip(arrays, names) if _is_device_array(a)]
+    device = _checks.device(op, device, optional=True)
+    on_device = [n for a, n in zip(arrays, names) if _checks.is_device_array(a)]
     if device == "cpu" and on_device:
         raise ValueError(f"{op}: device='cpu' but {on_device[0]} is a device array")
     if device == "cuda" or on_device:
@@ -87,7 +82,7 @@ def _run(op, fn, arrays, names, device, *rest, in_place=()):
 
 
 def _act(op, activation, alpha):
-    return (_checks.choice(f"{op}: activation", activation, _ACTIVATIONS),
+    return (_checks.choice(f"{op}: activation", activation, ACTIVATIONS),
             _checks.real(f"{op}: alpha", alpha, finite=False))
 
 
@@ -155,7 +150,7 @@ def lstm_cell_backward(dh, dc, gates, c, c_prev, x, h_prev, weight_ih, weight_hh
 
 
 def _nonlinearity(op, nonlinearity):
-    return _checks.choice(f"{op}: nonlinearity", nonlinearity, ("tanh", "relu"))
+    return _checks.choice(f"{op}: nonlinearity", nonlinearity, RNN_NONLINEARITIES)
 
 
 def rnn_cell_forward(x, h_prev, weight_ih, weight_hh, bias, nonlinearity="tanh", device=None):

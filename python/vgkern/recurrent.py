@@ -1,15 +1,32 @@
 """LSTM and Elman RNN over whole sequences: one native call for the forward over all T steps,
 one for the whole backpropagation through time, reporting per-step gradient norms
-(SequenceReport)."""
+(SequenceReport).
+
+log_scale (as in MLP.backward) is not offered: backward(log_scale=True) and step(log_scale=True)
+raise NotImplementedError. The native BPTT (nets/recurrent.cpp and recurrent_cuda.cpp) would
+have to renormalise dL/dh_t and dL/dc_t by a power of two at every step, carry one exponent per
+step into a grad_log2_scale column of the SequenceReport, and take the log10 norms from mantissa
+and exponent. The hard part is the weight gradients: unlike an MLP layer's, they are sums over
+all T steps, each step's term at its own scale, so the accumulators would need one common
+exponent and rescaling whenever it moves; none of this exists in the C++ core yet.
+"""
 import numpy as np
 
-from . import _checks, _core, _cuda
+from . import _checks, _core, _cuda, _deprecated
 from ._params import Bound, DeviceSlice, DeviceView, NativeParameters
-from .info import cuda_available
-from .mlp import _as_input, _choice, _dtype_name, _shape_of
+from .ops import RNN_NONLINEARITIES
 from .report import SequenceReport
 
 RECURRENT_LOSSES = ("mse", "mse_sequence")
+
+
+def _no_log_scale(op, log_scale):
+    """log_scale must be False on the recurrent nets (the module's docstring says why)."""
+    if _checks.flag(f"{op}: log_scale", log_scale):
+        raise NotImplementedError(
+            f"{op}: log_scale=True is not implemented for the recurrent nets (only "
+            "MLP.backward/step have it): their native BPTT has no per-step power-of-two "
+            "renormalisation; see the docstring of vgkern.recurrent")
 
 
 class _Recurrent(NativeParameters):
@@ -21,19 +38,37 @@ class _Recurrent(NativeParameters):
     weight_ih, weight_hh, bias = Bound(), Bound(), Bound()
     weight_ih_grad, weight_hh_grad, bias_grad = DeviceView(), DeviceView(), DeviceView()
 
+    # deprecated name of input_grad (dL/dx_seq), kept one release
+    x_grad = _deprecated.RenamedAttribute("input_grad")
+
     def __init__(self, input_size, hidden_size, nonlinearity, dtype, seed, stats, device):
         name = self._kind.upper()
-        self.input_size = _checks.size(f"{name}: input_size", input_size)
-        self.hidden_size = _checks.size(f"{name}: hidden_size", hidden_size,
-                                        high=_checks.INT_MAX // self._gates)
-        self.dtype = np.dtype(_dtype_name(dtype, name))
+        input_size = _checks.size(f"{name}: input_size", input_size)
+        hidden_size = _checks.size(f"{name}: hidden_size", hidden_size,
+                                   high=_checks.INT_MAX // self._gates)
+        dtype = _checks.dtype_name(f"{name}: dtype", dtype)
         rng = _checks.rng(f"{name}: seed", seed)
-        if _checks.device(name, device) == "cuda" and cuda_available():
-            _cuda.load_cublas()
-        self.device = device
-        self._core = _core.RecurrentCore(self._kind, self.input_size, self.hidden_size,
-                                         nonlinearity, self.dtype.name, device)
+        device = _cuda.net_device(name, device)
+        self._build(input_size=input_size, hidden_size=hidden_size, nonlinearity=nonlinearity,
+                    dtype=dtype, device=device)
         self._core.stats = _checks.flag(f"{name}: stats", stats)
+        # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
+        G, I, H = self._gates * self.hidden_size, self.input_size, self.hidden_size
+        bound = 1.0 / np.sqrt(H)
+        self.weight_ih = rng.uniform(-bound, bound, (G, I)).astype(self.dtype)
+        self.weight_hh = rng.uniform(-bound, bound, (G, H)).astype(self.dtype)
+        self.bias = (rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)).astype(
+            self.dtype)
+
+    def _build(self, **config):
+        """The native core and the Python views on it, from checked arguments (`config`, kept
+        for pickling: see NativeParameters.__getstate__). Parameters are left to the caller."""
+        self._config = config
+        self.input_size, self.hidden_size = config["input_size"], config["hidden_size"]
+        self.dtype = np.dtype(config["dtype"])
+        self.device = device = config["device"]
+        self._core = _core.RecurrentCore(self._kind, self.input_size, self.hidden_size,
+                                         config["nonlinearity"], self.dtype.name, device)
         G, I, H = self._gates * self.hidden_size, self.input_size, self.hidden_size
         layout = {"weight_ih": (0, (G, I)), "weight_hh": (G * I, (G, H)), "bias": (G * (I + H), (G,))}
         if device == "cpu":
@@ -47,36 +82,31 @@ class _Recurrent(NativeParameters):
             for buffer, suffix in (("params", ""), ("grads", "_grad")):
                 for key, (start, shape) in layout.items():
                     setattr(self, "_" + key + suffix, DeviceSlice(self._core, buffer, start, shape))
-        self.x_grad = self.h0_grad = self.c0_grad = None
-        # As PyTorch: every parameter U(-1/sqrt(H), 1/sqrt(H)); bias = bias_ih + bias_hh.
-        bound = 1.0 / np.sqrt(H)
-        self.weight_ih = rng.uniform(-bound, bound, (G, I)).astype(self.dtype)
-        self.weight_hh = rng.uniform(-bound, bound, (G, H)).astype(self.dtype)
-        self.bias = (rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)).astype(
-            self.dtype)
+        self.input_grad = self.h0_grad = self.c0_grad = None
 
     def _state(self, value, what, rows=None):
-        return None if value is None else _as_input(
+        return None if value is None else _checks.array_input(
             value, f"{self._kind.upper()}.{what}", dtype=self.dtype, shape=(rows, self.hidden_size),
             device=self.device)
 
     def _sequence(self, x_seq, what):
         op = f"{self._kind.upper()}.{what}"
-        return _as_input(x_seq, f"{op}: x_seq", ndim=3, dtype=self.dtype,
-                         shape=(None, None, self.input_size),
-                         before_copy=lambda shape: self._core.check_sequence(op, *shape[:2]),
-                         device=self.device)
+        return _checks.array_input(
+            x_seq, f"{op}: x_seq", ndim=3, dtype=self.dtype, shape=(None, None, self.input_size),
+            before_copy=lambda shape: self._core.check_sequence(op, *shape[:2]),
+            device=self.device)
 
     def _forward(self, x_seq, h0, c0):
         x_seq = self._sequence(x_seq, "forward")
-        B = _shape_of(x_seq)[1]
+        B = _checks.shape_of(x_seq)[1]
         results = self._core.forward(x_seq, self._state(h0, "forward: h0", B),
                                      self._state(c0, "forward: c0", B))
         return results
 
-    def _backward(self, grad_h_seq, grad_hT, grad_cT):
+    def _backward(self, grad_h_seq, grad_hT, grad_cT, log_scale):
         name = self._kind.upper()
-        g_seq = None if grad_h_seq is None else _as_input(
+        _no_log_scale(f"{name}.backward", log_scale)
+        g_seq = None if grad_h_seq is None else _checks.array_input(
             grad_h_seq, f"{name}.backward: grad_h_seq", 3, dtype=self.dtype,
             shape=(None, None, self.hidden_size), device=self.device)
         results = self._core.backward(g_seq, self._state(grad_hT, "backward: grad_hT"),
@@ -84,23 +114,20 @@ class _Recurrent(NativeParameters):
         return self._report(results)
 
     def _report(self, results, loss=float("nan")):
-        _, _, _, table, weights, self.x_grad, self.h0_grad, self.c0_grad = results
+        _, _, _, table, weights, self.input_grad, self.h0_grad, self.c0_grad = results
         return SequenceReport(table, weights, loss)
 
-    def step(self, x_seq, target, loss="mse", h0=None, c0=None):
-        """forward + loss + BPTT in one native call -> SequenceReport with .loss.
-
-        loss="mse": on the last hidden state, target (B, H): 0.5 * mean over the batch of the
-        squared error summed over units. loss="mse_sequence": on every step, target (T, B, H):
-        0.5 / B * the squared error summed over steps, examples and units."""
+    def _step(self, x_seq, target, loss, h0, c0, log_scale):
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss."""
         name = self._kind.upper()
-        _choice("loss", loss, RECURRENT_LOSSES, owner=f"{name}.step")
+        _checks.choice(f"{name}.step: loss", loss, RECURRENT_LOSSES)
+        _no_log_scale(f"{name}.step", log_scale)
         x_seq = self._sequence(x_seq, "step")
-        T, B = _shape_of(x_seq)[:2]
+        T, B = _checks.shape_of(x_seq)[:2]
         every = loss == "mse_sequence"
-        target = _as_input(target, f"{name}.step: target", ndim=3 if every else 2,
-                           dtype=self.dtype, shape=((T,) if every else ()) + (B, self.hidden_size),
-                           device=self.device)
+        target = _checks.array_input(
+            target, f"{name}.step: target", ndim=3 if every else 2, dtype=self.dtype,
+            shape=((T,) if every else ()) + (B, self.hidden_size), device=self.device)
         value, results = self._core.step(x_seq, self._state(h0, "step: h0", B),
                                          self._state(c0, "step: c0", B), target, every)
         self.last_output = results[0]
@@ -110,11 +137,16 @@ class _Recurrent(NativeParameters):
 class LSTM(_Recurrent):
     """LSTM over whole sequences, gate order and layout as torch.nn.LSTM (one layer):
     weight_ih (4H, I), weight_hh (4H, H), bias (4H,) = torch's bias_ih + bias_hh.
-    forget_bias is added to the forget-gate slice bias[H:2H] after the PyTorch-style init."""
+    forget_bias is added to the forget-gate slice bias[H:2H] after the PyTorch-style init.
+    Options are keywords: LSTM(32, 64, dtype="float64", forget_bias=1.0).
+
+    Gradients (as MLP names its): weight_ih_grad, weight_hh_grad, bias_grad, and input_grad
+    (dL/dx_seq, (T, B, I)), h0_grad, c0_grad (B, H). pickle and copy.deepcopy give an
+    independent net (see NativeParameters.__getstate__)."""
 
     _kind, _gates = "lstm", 4
 
-    def __init__(self, input_size, hidden_size, dtype="float32", seed=0, forget_bias=0.0,
+    def __init__(self, input_size, hidden_size, *, dtype="float32", seed=0, forget_bias=0.0,
                  stats=True, device="cpu"):
         forget_bias = _checks.real("LSTM: forget_bias", forget_bias)
         super().__init__(input_size, hidden_size, "tanh", dtype, seed, stats, device)
@@ -128,10 +160,21 @@ class LSTM(_Recurrent):
         h_seq, h_last, c_last, *_ = self._forward(x_seq, h0, c0)
         return h_seq, (h_last, c_last)
 
-    def backward(self, grad_h_seq=None, grad_hT=None, grad_cT=None):
+    def backward(self, grad_h_seq=None, grad_hT=None, grad_cT=None, *, log_scale=False):
         """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T, dL/dc_T (B, H) -> SequenceReport.
-        Gradients land in weight_ih_grad, weight_hh_grad, bias_grad, x_grad, h0_grad, c0_grad."""
-        return self._backward(grad_h_seq, grad_hT, grad_cT)
+        Gradients land in weight_ih_grad, weight_hh_grad, bias_grad, input_grad, h0_grad,
+        c0_grad (overwritten, not accumulated). log_scale=True raises NotImplementedError: the
+        recurrent core has no log-scale mode (vgkern.recurrent's docstring says what it needs)."""
+        return self._backward(grad_h_seq, grad_hT, grad_cT, log_scale)
+
+    def step(self, x_seq, target, loss="mse", h0=None, c0=None, *, log_scale=False):
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss; h_seq lands in
+        self.last_output, the gradients as after backward() (log_scale: as there).
+
+        loss="mse": on the last hidden state, target (B, H): 0.5 * mean over the batch of the
+        squared error summed over units. loss="mse_sequence": on every step, target (T, B, H):
+        0.5 / B * the squared error summed over steps, examples and units."""
+        return self._step(x_seq, target, loss, h0, c0, log_scale)
 
     def __repr__(self):
         return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name!r})"
@@ -139,26 +182,34 @@ class LSTM(_Recurrent):
 
 class RNN(_Recurrent):
     """Elman RNN h_t = act(W_ih x_t + W_hh h_{t-1} + b), act "tanh" or "relu", as torch.nn.RNN
-    (one layer): weight_ih (H, I), weight_hh (H, H), bias (H,) = torch's bias_ih + bias_hh."""
+    (one layer): weight_ih (H, I), weight_hh (H, H), bias (H,) = torch's bias_ih + bias_hh.
+    Options are keywords: RNN(32, 64, nonlinearity="relu"). Gradients as LSTM's, without
+    c0_grad."""
 
     _kind, _gates = "rnn", 1
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", dtype="float32", seed=0,
+    def __init__(self, input_size, hidden_size, *, nonlinearity="tanh", dtype="float32", seed=0,
                  stats=True, device="cpu"):
-        self.nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, ("tanh", "relu"))
+        nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, RNN_NONLINEARITIES)
         super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
+
+    def _build(self, **config):
+        self.nonlinearity = config["nonlinearity"]
+        super()._build(**config)
 
     def forward(self, x_seq, h0=None):
         """x_seq (T, B, I) -> (h_seq (T, B, H), h_T); h0 (B, H) defaults to zeros."""
         h_seq, h_last, *_ = self._forward(x_seq, h0, None)
         return h_seq, h_last
 
-    def backward(self, grad_h_seq=None, grad_hT=None):
-        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T (B, H) -> SequenceReport."""
-        return self._backward(grad_h_seq, grad_hT, None)
+    def backward(self, grad_h_seq=None, grad_hT=None, *, log_scale=False):
+        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T (B, H) -> SequenceReport, as
+        LSTM.backward (log_scale=True: NotImplementedError, as there)."""
+        return self._backward(grad_h_seq, grad_hT, None, log_scale)
 
-    def step(self, x_seq, target, loss="mse", h0=None):
-        return super().step(x_seq, target, loss, h0, None)
+    def step(self, x_seq, target, loss="mse", h0=None, *, log_scale=False):
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss, as LSTM.step."""
+        return self._step(x_seq, target, loss, h0, None, log_scale)
 
     def __repr__(self):
         return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
