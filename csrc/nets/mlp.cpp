@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "core/checks.h"
-#include "core/denormals.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/memory.h"
@@ -15,13 +14,6 @@
 #include "ops/loss.h"
 
 namespace vgkern {
-
-const char* const kReportColumnNames[kNumReportColumns] = {
-    "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm",
-    "gamma_grad_norm", "beta_grad_norm", "log10_weight_grad_norm", "log10_bias_grad_norm",
-    "log10_preact_grad_norm", "log10_act_grad_norm", "log10_gamma_grad_norm",
-    "log10_beta_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
-    "dead_fraction", "grad_log2_scale"};
 
 namespace {
 
@@ -34,21 +26,6 @@ void put_norm(double* row, int linear_col, int log10_col, double measured, int64
                    : measured == 0 ? -std::numeric_limits<double>::infinity()
                                    : kNaN;
 }
-
-// Holds the net for one call; a second thread gets a clear error instead of a data race.
-// Subnormals are flushed for the duration of the call (core/denormals.h).
-class BusyGuard {
- public:
-  explicit BusyGuard(std::mutex& m, const char* what) : lock_(m, std::try_to_lock) {
-    if (!lock_.owns_lock())
-      fail<DeviceError>(what, ": this MLP is already running in another thread; one net may be "
-                              "used by one thread at a time (use one net per thread)");
-  }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-  DenormalsFlushed flushed_;
-};
 
 template <class T>
 class MLP final : public MLPBase {
@@ -80,13 +57,13 @@ class MLP final : public MLPBase {
   void* running_vars() override { return running_var_.data(); }
 
   void forward(const TensorView& out, const TensorView& x) override {
-    BusyGuard guard(busy_, "MLP.forward");
+    CpuCall call(busy_, "MLP.forward");
     run_forward(out, x, "MLP.forward");
   }
 
   void backward(const TensorView& report, const TensorView& input_grad,
                 const TensorView& grad_out, bool log_scale) override {
-    BusyGuard guard(busy_, "MLP.backward");
+    CpuCall call(busy_, "MLP.backward");
     const char* op = "MLP.backward";
     if (!forward_done_) fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
     check_dtype(op, "grad_out", grad_out, dtype());
@@ -99,7 +76,7 @@ class MLP final : public MLPBase {
   double step(const TensorView& out, const TensorView& report, const TensorView& input_grad,
               const TensorView& x, Loss loss, const TensorView& target, const int64_t* labels,
               int64_t num_labels, bool log_scale) override {
-    BusyGuard guard(busy_, "MLP.step");
+    CpuCall call(busy_, "MLP.step");
     const char* op = "MLP.step";
     if (loss == Loss::mse) {  // refuse a bad target before the forward overwrites the last one
       check_dtype(op, "target", target, dtype());
@@ -196,7 +173,7 @@ class MLP final : public MLPBase {
   void run_backward(const TensorView& report, const TensorView& input_grad, bool log_scale,
                     const char* op) {
     check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
+    check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
     if (input_grad.present()) {
       check_dtype(op, "input_grad", input_grad, dtype());
       check_shape(op, "input_grad", input_grad, {rows_, sizes_[0]});
@@ -223,7 +200,7 @@ class MLP final : public MLPBase {
                                          forward_training_, log_scale, want)
               : dense_backward_cpu<T>(dx, dw, grads_.data() + layer.bias, delta, current, dact,
                                       x, w, rows_, in, out, log_scale, want);
-      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
+      fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
                       forward_stats_valid_ ? &forward_stats_[l] : nullptr, units, rescale);
       units += rescale;
       std::swap(current, below);
@@ -296,22 +273,19 @@ template std::vector<LayerLayout> mlp_layout<double>(const std::vector<int64_t>&
 
 void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
                      int rescale) {
-  for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
-  row[kGradLog2Scale] = static_cast<double>(units + rescale);
+  for (int c = 0; c < LayerColumn::kCount; ++c) row[c] = kNaN;
+  row[LayerColumn::grad_log2_scale] = static_cast<double>(units + rescale);
   if (bs) {
-    put_norm(row, kActGradNorm, kLog10ActGradNorm, bs->act_grad_norm, units);
-    put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs->preact_grad_norm, units);
-    put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs->bias_grad_norm, units + rescale);
-    put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs->weight_grad_norm, units + rescale);
-    put_norm(row, kGammaGradNorm, kLog10GammaGradNorm, bs->gamma_grad_norm, units + rescale);
-    put_norm(row, kBetaGradNorm, kLog10BetaGradNorm, bs->beta_grad_norm, units + rescale);
+#define VGKERN_PUT_NORM_(name, in_units, meaning)                             \
+  put_norm(row, LayerColumn::name, LayerColumn::log10_##name, bs->name,       \
+           NormUnits::in_units == NormUnits::signal ? units : units + rescale);
+    VGKERN_LAYER_NORMS(VGKERN_PUT_NORM_)
+#undef VGKERN_PUT_NORM_
   }
   if (fs) {
-    row[kPreactMean] = fs->preact_mean;
-    row[kPreactStd] = fs->preact_std;
-    row[kSaturatedFraction] = fs->saturated_fraction;
-    row[kZeroFraction] = fs->zero_fraction;
-    row[kDeadFraction] = fs->dead_fraction;
+#define VGKERN_PUT_STAT_(name, meaning) row[LayerColumn::name] = fs->name;
+    VGKERN_LAYER_FORWARD_STATS(VGKERN_PUT_STAT_)
+#undef VGKERN_PUT_STAT_
   }
 }
 

@@ -12,12 +12,12 @@
 #include <vector>
 
 #include "core/checks.h"
+#include "core/report.h"
 #include "core/errors.h"
 #include "cuda/context.h"
 #include "cuda/device_array.h"
 #include "nets/mlp.h"
 #include "ops/batchnorm_cuda.h"
-#include "ops/dense_cpu.h"  // ForwardStats, BackwardStats
 #include "ops/dense_cuda.h"
 #include "ops/loss.h"
 #include "ops/loss_cuda.h"
@@ -118,7 +118,7 @@ class CudaMLP final : public MLPBase {
       if (loss == Loss::mse) {
         ensure_workspace(rows);
         check_target_finite_on(target.device, target.ptr<T>(), rows, classes,
-                               slots() + num_layers() * kNumDenseSlots, scratch_.data(),
+                               slots() + num_layers() * DenseSlot::kCount, scratch_.data(),
                                context_.stream());
       } else {
         if (num_labels != rows)
@@ -133,7 +133,7 @@ class CudaMLP final : public MLPBase {
     }
     check_backward_outputs(op, report, input_grad);
     run_forward(x, op);
-    double* loss_slot = slots() + num_layers() * kNumDenseSlots;
+    double* loss_slot = slots() + num_layers() * DenseSlot::kCount;
     if (loss == Loss::mse) {
       copy_in(target_.data(), target.ptr<T>(), rows * classes);
       mse_loss_cuda<T>(grad_a_.data(), output(), target_.data(), rows, classes, rows, loss_slot,
@@ -149,7 +149,7 @@ class CudaMLP final : public MLPBase {
     finish(report, input_grad, dx, log_scale, /*with_output=*/true);
     std::memcpy(out.ptr<T>(), host_results_.data() + output_offset_, rows * classes * sizeof(T));
     double value;
-    std::memcpy(&value, host_results_.data() + num_layers() * kNumDenseSlots * sizeof(double),
+    std::memcpy(&value, host_results_.data() + num_layers() * DenseSlot::kCount * sizeof(double),
                 sizeof(double));
     return value;
   }
@@ -191,7 +191,7 @@ class CudaMLP final : public MLPBase {
   void check_backward_outputs(const char* op, const TensorView& report,
                               const TensorView& input_grad) const {
     check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
+    check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
     if (input_grad.present()) {
       check_dtype(op, "input_grad", input_grad, dtype());
       check_shape(op, "input_grad", input_grad, {-1, sizes_[0]});
@@ -200,7 +200,7 @@ class CudaMLP final : public MLPBase {
 
   // The results block: per-layer slots and the loss (float64), then the output (B, d_L).
   double* slots() { return reinterpret_cast<double*>(results_.data()); }
-  double* slots(int64_t l) { return slots() + l * kNumDenseSlots; }
+  double* slots(int64_t l) { return slots() + l * DenseSlot::kCount; }
   T* output() { return reinterpret_cast<T*>(results_.data() + output_offset_); }
   T* hidden(int64_t l) { return l == num_layers() - 1 ? output() : h_[l].data(); }
 
@@ -235,7 +235,7 @@ class CudaMLP final : public MLPBase {
     target_.resize(rows * sizes_.back());
     labels_.resize(rows);
     row_losses_.resize(rows);
-    const size_t slot_bytes = (L * kNumDenseSlots + 1) * sizeof(double);
+    const size_t slot_bytes = (L * DenseSlot::kCount + 1) * sizeof(double);
     output_offset_ = (slot_bytes + 255) / 256 * 256;
     results_.resize(output_offset_ + rows * sizes_.back() * sizeof(T));
     host_results_.resize(results_.size());
@@ -320,7 +320,7 @@ class CudaMLP final : public MLPBase {
   void finish(const TensorView& report, const TensorView& input_grad, const T* dx, bool log_scale,
               bool with_output) {
     const size_t bytes = with_output ? host_results_.size()
-                                     : (num_layers() * kNumDenseSlots + 1) * sizeof(double);
+                                     : (num_layers() * DenseSlot::kCount + 1) * sizeof(double);
     VGKERN_CUDA_CHECK(cudaMemcpyAsync(host_results_.data(), results_.data(), bytes,
                                       cudaMemcpyDeviceToHost, context_.stream()));
     if (input_grad.present()) copy_out(input_grad.ptr<T>(), dx, rows_ * sizes_[0]);
@@ -328,25 +328,17 @@ class CudaMLP final : public MLPBase {
     const double* host_slots = reinterpret_cast<const double*>(host_results_.data());
     int64_t units = 0;  // log2 of the units the backward signal is carried in (log-scale)
     for (int64_t l = num_layers() - 1; l >= 0; --l) {
-      const double* s = host_slots + l * kNumDenseSlots;
+      const double* s = host_slots + l * DenseSlot::kCount;
       BackwardStats bs;
-      bs.act_grad_norm = s[kSlotActGradNorm];
-      bs.preact_grad_norm = s[kSlotPreactGradNorm];
-      bs.bias_grad_norm = s[kSlotBiasGradNorm];
-      bs.weight_grad_norm = s[kSlotWeightGradNorm];
-      if (is_batch_norm(l)) {  // no dense bias before batch norm
-        bs.bias_grad_norm = NAN;
-        bs.gamma_grad_norm = s[kSlotGammaGradNorm];
-        bs.beta_grad_norm = s[kSlotBetaGradNorm];
-      }
       ForwardStats fs;
-      fs.preact_mean = s[kSlotPreactMean];
-      fs.preact_std = s[kSlotPreactStd];
-      fs.saturated_fraction = s[kSlotSaturatedFraction];
-      fs.zero_fraction = s[kSlotZeroFraction];
-      fs.dead_fraction = s[kSlotDeadFraction];
-      const int rescale = log_scale ? static_cast<int>(s[kSlotRescaleLog2]) : 0;
-      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
+      read_dense_slots(s, &bs, &fs);
+      if (is_batch_norm(l)) {
+        bs.bias_grad_norm = NAN;  // no dense bias before batch norm (its slot is not written)
+      } else {
+        bs.gamma_grad_norm = bs.beta_grad_norm = NAN;  // nor gamma and beta in a dense layer
+      }
+      const int rescale = log_scale ? static_cast<int>(s[DenseSlot::rescale_log2]) : 0;
+      fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
                       forward_stats_valid_ ? &fs : nullptr, units, rescale);
       units += rescale;
     }
@@ -373,7 +365,7 @@ class CudaMLP final : public MLPBase {
   DeviceArray<T> target_;                // (B, d_L)
   DeviceArray<int64_t> labels_;          // (B,)
   DeviceArray<double> row_losses_;       // (B,)
-  DeviceArray<unsigned char> results_;   // slots (L, kNumDenseSlots), loss, pad, output
+  DeviceArray<unsigned char> results_;   // slots (L, DenseSlot::kCount), loss, pad, output
   std::vector<unsigned char> host_results_;
   size_t output_offset_ = 0;
   bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;

@@ -3,11 +3,26 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 
+#include "core/busy_guard.h"
+#include "core/denormals.h"
 #include "core/errors.h"
 #include "core/tensor.h"
 
 namespace vgkern {
+
+// What a CPU net holds for the duration of one call: the net (one call at a time,
+// core/busy_guard.h) and, when enabled, flushed subnormals in the calling thread
+// (core/denormals.h). CUDA nets hold a CudaCall (cuda/context.h).
+class CpuCall {
+ public:
+  CpuCall(std::mutex& busy, const char* op) : busy_(busy, op) {}
+
+ private:
+  BusyGuard busy_;
+  DenormalsFlushed flushed_;
+};
 
 enum class NetBuffer { params, grads, running_means, running_vars };
 

@@ -5,7 +5,6 @@
 // the loop. Parameters, gradients and workspaces stay on the GPU; per-step statistics are folded
 // on the device and copied out with the weight norms (and the loss) in one block per call.
 #include <algorithm>
-#include <limits>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -23,8 +22,6 @@
 
 namespace vgkern {
 namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // The results block: kNumSeqSlots per step, then the three weight norms and the loss.
 enum ResultSlot : int { kResultWeightIh, kResultWeightHh, kResultBias, kResultLoss, kNumResults };
@@ -291,26 +288,30 @@ class CudaRecurrent final : public RecurrentBase {
     copy_out(out.h0_grad, h0_grad_, n);
     if (kind_ == CellKind::lstm) copy_out(out.c0_grad, c0_grad_, n);
     context_.synchronize();
-    const bool lstm = kind_ == CellKind::lstm, fwd = forward_stats_valid_;
-    double* report = out.report.ptr<double>();
+    const bool lstm = kind_ == CellKind::lstm;
     for (int64_t t = 0; t < steps_; ++t) {
       const double* s = host_results_.data() + t * kNumSeqSlots;
-      double* row = report + t * kNumSequenceColumns;
-      row[kHGradNorm] = stats ? s[kSeqHNorm] : kNaN;
-      row[kCGradNorm] = stats && lstm ? s[kSeqCNorm] : kNaN;
-      row[kXGradNorm] = stats ? s[kSeqXNorm] : kNaN;
-      row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
-      row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
-      row[kLog10XGradNorm] = log10_norm(row[kXGradNorm]);
-      row[kForgetGateMean] = fwd && lstm ? s[kSeqForgetSum] / n : kNaN;
-      row[kGateSaturatedFraction] = fwd ? s[kSeqSaturated] / (rows_ * gates_) : kNaN;
+      StepStats step;  // NaN: not measured
+      if (stats) {
+        step.h_grad_norm = s[kSeqHNorm];
+        if (lstm) step.c_grad_norm = s[kSeqCNorm];
+        step.x_grad_norm = s[kSeqXNorm];
+      }
+      if (forward_stats_valid_) {
+        if (lstm) step.forget_gate_mean = s[kSeqForgetSum] / n;
+        step.saturated_fraction = s[kSeqSaturated] / (rows_ * gates_);
+      }
+      fill_step_row(out.report.ptr<double>() + t * StepColumn::kCount, step);
     }
     if (out.weight_report.present()) {
       const double* r = host_results_.data() + steps_ * kNumSeqSlots;
-      double* w = out.weight_report.ptr<double>();
-      w[kWeightIhNorm] = stats ? r[kResultWeightIh] : kNaN;
-      w[kWeightHhNorm] = stats ? r[kResultWeightHh] : kNaN;
-      w[kBiasNorm] = stats ? r[kResultBias] : kNaN;
+      NetworkStats network;  // NaN: not measured
+      if (stats) {
+        network.weight_ih_grad_norm = r[kResultWeightIh];
+        network.weight_hh_grad_norm = r[kResultWeightHh];
+        network.bias_grad_norm = r[kResultBias];
+      }
+      fill_network_row(out.weight_report.ptr<double>(), network);
     }
   }
 
