@@ -63,9 +63,9 @@ class MLP final : public MLPBase {
 
   void backward(const TensorView& report, const TensorView& input_grad,
                 const TensorView& grad_out, bool log_scale) override {
-    CpuCall call(busy_, "MLP.backward");
     const char* op = "MLP.backward";
-    if (!forward_done_) fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    CpuCall call(busy_, op);
+    state_.require(op, "forward(x)");
     check_dtype(op, "grad_out", grad_out, dtype());
     check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
     const T* g = grad_out.ptr<T>();
@@ -76,8 +76,8 @@ class MLP final : public MLPBase {
   double step(const TensorView& out, const TensorView& report, const TensorView& input_grad,
               const TensorView& x, Loss loss, const TensorView& target, const int64_t* labels,
               int64_t num_labels, bool log_scale) override {
-    CpuCall call(busy_, "MLP.step");
     const char* op = "MLP.step";
+    CpuCall call(busy_, op);
     if (loss == Loss::mse) {  // refuse a bad target before the forward overwrites the last one
       check_dtype(op, "target", target, dtype());
       check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
@@ -85,14 +85,10 @@ class MLP final : public MLPBase {
     run_forward(out, x, op);
     TensorView dout = out;
     dout.data = grad_a_.data();
-    double value;
-    try {
-      value = loss == Loss::mse ? mse_loss(dout, out, target)
-                                : cross_entropy_loss(dout, out, labels, num_labels);
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    const double value = state_.refusing([&] {
+      return loss == Loss::mse ? mse_loss(dout, out, target)
+                               : cross_entropy_loss(dout, out, labels, num_labels);
+    });
     run_backward(report, input_grad, log_scale, op);
     return value;
   }
@@ -115,7 +111,7 @@ class MLP final : public MLPBase {
     if (rows == rows_) return;
     check_batch(rows);
     const int64_t widest = this->widest();
-    forward_done_ = false;
+    state_.invalidate();
     rows_ = 0;  // stays 0 if an allocation below throws
     x_.resize(rows * sizes_[0]);
     for (int64_t l = 0; l < num_layers(); ++l) {
@@ -141,8 +137,7 @@ class MLP final : public MLPBase {
     blas_int(rows, "batch size");
     check_arg(op, "out", out, x, {rows, sizes_.back()});
     ensure_workspace(rows);
-    forward_done_ = false;
-    forward_training_ = training;
+    state_.begin(training);
     if (bn_.enabled && num_layers() > 1)
       check_batchnorm_spec(op, BatchNormSpec{training, bn_.momentum, bn_.eps}, rows);
     std::copy(x.ptr<T>(), x.ptr<T>() + rows * sizes_[0], x_.data());
@@ -163,10 +158,9 @@ class MLP final : public MLPBase {
       }
       input = h_[l].data();
     }
-    forward_stats_valid_ = stats;
     const T* result = h_.back().data();
     std::copy(result, result + rows * sizes_.back(), out.ptr<T>());
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   // Backward from the gradient in grad_a_ (B, d_L), last layer to first.
@@ -197,11 +191,11 @@ class MLP final : public MLPBase {
               ? dense_bn_backward_cpu<T>(dx, dw, grad(layer.gamma), grad(layer.beta), delta,
                                          current, dact, xhat_[l].data(), rstd_[l].data(),
                                          param(layer.gamma), x, w, rows_, in, out,
-                                         forward_training_, log_scale, want)
+                                         state_.training(), log_scale, want)
               : dense_backward_cpu<T>(dx, dw, grads_.data() + layer.bias, delta, current, dact,
                                       x, w, rows_, in, out, log_scale, want);
       fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
-                      forward_stats_valid_ ? &forward_stats_[l] : nullptr, units, rescale);
+                      state_.stats_valid() ? &forward_stats_[l] : nullptr, units, rescale);
       units += rescale;
       std::swap(current, below);
     }
@@ -228,7 +222,7 @@ class MLP final : public MLPBase {
   std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong dh / dx buffers
   std::vector<T> delta_;                    // (B, max d) dL/dz of the current layer
   std::vector<ForwardStats> forward_stats_;
-  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 

@@ -92,8 +92,7 @@ class CudaMLP final : public MLPBase {
                 const TensorView& grad_out, bool log_scale) override {
     const char* op = "MLP.backward";
     CudaCall call(busy_, context_, op);
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    state_.require(op, "forward(x)");
     check_dtype(op, "grad_out", grad_out, dtype());
     check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
     check_backward_outputs(op, report, input_grad);
@@ -114,7 +113,7 @@ class CudaMLP final : public MLPBase {
     }
     check_forward_input(op, out, x);
     const int64_t rows = x.dim(0);
-    try {  // what the CPU's losses refuse, refused before the forward
+    state_.refusing([&] {  // what the CPU's losses refuse, refused before the forward
       if (loss == Loss::mse) {
         ensure_workspace(rows);
         check_target_finite_on(target.device, target.ptr<T>(), rows, classes,
@@ -127,10 +126,7 @@ class CudaMLP final : public MLPBase {
                            ",)");
         check_labels(labels, rows, classes);
       }
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    });
     check_backward_outputs(op, report, input_grad);
     run_forward(x, op);
     double* loss_slot = slots() + num_layers() * DenseSlot::kCount;
@@ -211,7 +207,7 @@ class CudaMLP final : public MLPBase {
   void ensure_workspace(int64_t rows) {
     if (rows == rows_) return;
     check_batch(rows);
-    forward_done_ = false;
+    state_.invalidate();
     rows_ = 0;  // stays 0 if an allocation below throws
     const int64_t widest = this->widest(), L = num_layers();
     x_.resize(rows * sizes_[0]);
@@ -247,8 +243,7 @@ class CudaMLP final : public MLPBase {
     const BatchNormSpec spec{training, bn_.momentum, bn_.eps};
     if (bn_.enabled && num_layers() > 1) check_batchnorm_spec(op, spec, rows);
     ensure_workspace(rows);
-    forward_done_ = false;
-    forward_training_ = training;
+    state_.begin(training);
     copy_in(x_.data(), x.ptr<T>(), rows * sizes_[0]);
     const T* input = x_.data();
     for (int64_t l = 0; l < num_layers(); ++l) {
@@ -270,8 +265,7 @@ class CudaMLP final : public MLPBase {
                                        layer_slots, scratch_.data(), context_.stream());
       input = hidden(l);
     }
-    forward_stats_valid_ = stats;
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   // Backward from dL/d(out) in grad_a_, last layer to first; returns where dL/dx (B, d_0) is
@@ -291,7 +285,7 @@ class CudaMLP final : public MLPBase {
       if (is_batch_norm(l))
         dense_bn_backward_prologue_cuda<T>(delta_.data(), grad(layer.gamma), grad(layer.beta),
                                            current, dact, xhat_[l].data(), rstd_[l].data(),
-                                           param(layer.gamma), rows_, out, forward_training_,
+                                           param(layer.gamma), rows_, out, state_.training(),
                                            stats, log_scale, slots(l), scratch_.data(),
                                            context_.stream());
       else
@@ -339,7 +333,7 @@ class CudaMLP final : public MLPBase {
       }
       const int rescale = log_scale ? static_cast<int>(s[DenseSlot::rescale_log2]) : 0;
       fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
-                      forward_stats_valid_ ? &fs : nullptr, units, rescale);
+                      state_.stats_valid() ? &fs : nullptr, units, rescale);
       units += rescale;
     }
   }
@@ -368,7 +362,7 @@ class CudaMLP final : public MLPBase {
   DeviceArray<unsigned char> results_;   // slots (L, DenseSlot::kCount), loss, pad, output
   std::vector<unsigned char> host_results_;
   size_t output_offset_ = 0;
-  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 

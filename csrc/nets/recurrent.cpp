@@ -47,16 +47,16 @@ class Recurrent final : public RecurrentBase {
 
   void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                const TensorView& c0) override {
-    CpuCall call(busy_, name("forward").c_str());
-    run_forward(out, x_seq, h0, c0, name("forward"));
+    const std::string op = name("forward");
+    CpuCall call(busy_, op.c_str());
+    run_forward(out, x_seq, h0, c0, op);
   }
 
   void backward(const SequenceOutputs& out, const TensorView& grad_h_seq,
                 const TensorView& grad_h_last, const TensorView& grad_c_last) override {
-    CpuCall call(busy_, name("backward").c_str());
     const std::string op = name("backward");
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
+    CpuCall call(busy_, op.c_str());
+    state_.require(op, "forward(x_seq)");
     check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
     run_backward(out, present_or_null(grad_h_seq), present_or_null(grad_h_last),
                  present_or_null(grad_c_last), op);
@@ -64,20 +64,15 @@ class Recurrent final : public RecurrentBase {
 
   double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
               const TensorView& c0, const TensorView& target, bool every_step) override {
-    CpuCall call(busy_, name("step").c_str());
     const std::string op = name("step");
+    CpuCall call(busy_, op.c_str());
     check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
     run_forward(out, x_seq, h0, c0, op);
     const int64_t rows = every_step ? steps_ * rows_ : rows_;
     const T* prediction = every_step ? h_all_.data() + rows_ * hidden_ : last_hidden();
     T* grad = loss_grad_.data();
-    double loss;
-    try {
-      loss = mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_);
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    const double loss = state_.refusing(
+        [&] { return mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_); });
     run_backward(out, every_step ? grad : nullptr, every_step ? nullptr : grad, nullptr, op);
     return loss;
   }
@@ -110,7 +105,7 @@ class Recurrent final : public RecurrentBase {
     if (steps == steps_ && rows == rows_) return;
     const int64_t n = rows * hidden_;
     check_sequence(op, steps, rows);
-    forward_done_ = false;
+    state_.invalidate();
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
     x_.resize(steps * rows * in_);
     h_all_.resize((steps + 1) * n);
@@ -135,7 +130,7 @@ class Recurrent final : public RecurrentBase {
     check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
     ensure_workspace(op, steps, rows);
-    forward_done_ = false;
+    state_.begin();
     const int64_t n = rows * hidden_;
     std::copy(x_seq.ptr<T>(), x_seq.ptr<T>() + steps * rows * in_, x_.data());
     copy_or_zero(h_all_.data(), h0, n);
@@ -192,11 +187,10 @@ class Recurrent final : public RecurrentBase {
         saturated_[t] += saturated[p][t];
       }
     }
-    forward_stats_valid_ = stats;
     if (out.h_seq.present()) std::copy(h_all_.data() + n, h_all_.data() + (steps + 1) * n, out.h_seq.ptr<T>());
     if (out.h_last.present()) std::copy(last_hidden(), last_hidden() + n, out.h_last.ptr<T>());
     if (out.c_last.present()) std::copy(c_all_.data() + steps * n, c_all_.data() + (steps + 1) * n, out.c_last.ptr<T>());
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   static void copy_or_zero(T* dst, const TensorView& src, int64_t n) {
@@ -297,7 +291,7 @@ class Recurrent final : public RecurrentBase {
         }
         step.x_grad_norm = frobenius_norm(dx + t * rows_ * in_, rows_ * in_);
       }
-      if (forward_stats_valid_) {
+      if (state_.stats_valid()) {
         if (lstm) step.forget_gate_mean = forget_sum_[t] / n;
         step.saturated_fraction = static_cast<double>(saturated_[t]) / (rows_ * gates_);
       }
@@ -345,7 +339,7 @@ class Recurrent final : public RecurrentBase {
   // Per block of sequences and step (core/scratch.h PartRows): forward statistics, norms.
   std::vector<double> part_forget_, part_h_norm_, part_c_norm_;
   std::vector<int64_t> part_saturated_;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 

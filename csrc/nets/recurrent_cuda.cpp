@@ -85,8 +85,7 @@ class CudaRecurrent final : public RecurrentBase {
                 const TensorView& grad_h_last, const TensorView& grad_c_last) override {
     const std::string op = name("backward");
     CudaCall call(busy_, context_, op.c_str());
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
+    state_.require(op, "forward(x_seq)");
     const int64_t n = rows_ * hidden_;
     check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
     check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
@@ -105,14 +104,11 @@ class CudaRecurrent final : public RecurrentBase {
     CudaCall call(busy_, context_, op.c_str());
     check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
     check_sequence_input(op.c_str(), spec(), x_seq, h0, c0);
-    try {  // what mse_loss refuses, refused before the forward
+    state_.refusing([&] {  // what mse_loss refuses, refused before the forward
       ensure_workspace(op.c_str(), x_seq.dim(0), x_seq.dim(1));
       check_target_finite_on(target.device, target.ptr<T>(), target.numel() / hidden_, hidden_,
                              result_slot(kResultLoss), scratch_.data(), context_.stream());
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    });
     run_forward(x_seq, h0, c0, op.c_str());
     check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
     const int64_t n = rows_ * hidden_, rows = every_step ? steps_ * rows_ : rows_;
@@ -151,7 +147,7 @@ class CudaRecurrent final : public RecurrentBase {
     if (steps == steps_ && rows == rows_) return;
     const int64_t n = rows * hidden_;
     check_sequence(op, steps, rows);
-    forward_done_ = false;
+    state_.invalidate();
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
     x_.resize(steps * rows * in_);
     x_grad_.resize(steps * rows * in_);
@@ -175,7 +171,7 @@ class CudaRecurrent final : public RecurrentBase {
     check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
     ensure_workspace(op, steps, rows);
-    forward_done_ = false;
+    state_.begin();
     const int64_t n = rows * hidden_, all_rows = steps * rows;
     cudaStream_t stream = context_.stream();
     copy_in(x_.data(), x_seq.ptr<T>(), all_rows * in_);
@@ -204,8 +200,7 @@ class CudaRecurrent final : public RecurrentBase {
         rnn_step_forward_cuda<T>(pre_t, rows, hidden_, act_, stats, t, partials_.data(), stream);
     }
     if (stats) fold_forward_steps_cuda(partials_.data(), steps, rows, hidden_, seq_slots(), stream);
-    forward_stats_valid_ = stats;
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   void copy_forward_outputs(const SequenceOutputs& out) {
@@ -297,7 +292,7 @@ class CudaRecurrent final : public RecurrentBase {
         if (lstm) step.c_grad_norm = s[kSeqCNorm];
         step.x_grad_norm = s[kSeqXNorm];
       }
-      if (forward_stats_valid_) {
+      if (state_.stats_valid()) {
         if (lstm) step.forget_gate_mean = s[kSeqForgetSum] / n;
         step.saturated_fraction = s[kSeqSaturated] / (rows_ * gates_);
       }
@@ -337,7 +332,7 @@ class CudaRecurrent final : public RecurrentBase {
   DeviceArray<unsigned char> partials_;  // per step and block (ops/recurrent_cuda.h)
   DeviceArray<double> results_;          // (T, kNumSeqSlots) then kNumResults
   std::vector<double> host_results_;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 
