@@ -9,6 +9,7 @@
 #include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/memory.h"
+#include "nets/mlp_driver.h"
 #include "ops/batchnorm.h"
 #include "ops/dense_cpu.h"
 #include "ops/loss.h"
@@ -28,10 +29,10 @@ void put_norm(double* row, int linear_col, int log10_col, double measured, int64
 }
 
 template <class T>
-class MLP final : public MLPBase {
+class MLP final : public MLPDriver {
  public:
   MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
-      : sizes_(sizes), acts_(acts), bn_(bn) {
+      : MLPDriver(sizes, acts, bn) {
     int64_t running = 0;
     layout_ = mlp_layout(sizes_, bn_, params_, &running);
     grads_.assign(params_.size(), T(0));
@@ -46,10 +47,7 @@ class MLP final : public MLPBase {
   }
 
   DType dtype() const override { return dtype_of<T>(); }
-  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
-  const std::vector<int64_t>& sizes() const override { return sizes_; }
-  const std::vector<LayerLayout>& layout() const override { return layout_; }
   int64_t num_running() const override { return static_cast<int64_t>(running_mean_.size()); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
@@ -78,10 +76,7 @@ class MLP final : public MLPBase {
               int64_t num_labels, bool log_scale) override {
     const char* op = "MLP.step";
     CpuCall call(busy_, op);
-    if (loss == Loss::mse) {  // refuse a bad target before the forward overwrites the last one
-      check_dtype(op, "target", target, dtype());
-      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
-    }
+    if (loss == Loss::mse) check_mse_target(op, target, x);
     run_forward(out, x, op);
     TensorView dout = out;
     dout.data = grad_a_.data();
@@ -130,11 +125,7 @@ class MLP final : public MLPBase {
   }
 
   void run_forward(const TensorView& out, const TensorView& x, const char* op) {
-    check_dtype(op, "x", x, dtype());
-    check_shape(op, "x", x, {-1, sizes_[0]});
-    const int64_t rows = x.dim(0);
-    if (rows == 0) fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no gradient), got shape ", x.shape_str());
-    blas_int(rows, "batch size");
+    const int64_t rows = check_input(op, x);
     check_arg(op, "out", out, x, {rows, sizes_.back()});
     ensure_workspace(rows);
     state_.begin(training);
@@ -166,12 +157,7 @@ class MLP final : public MLPBase {
   // Backward from the gradient in grad_a_ (B, d_L), last layer to first.
   void run_backward(const TensorView& report, const TensorView& input_grad, bool log_scale,
                     const char* op) {
-    check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
-    if (input_grad.present()) {
-      check_dtype(op, "input_grad", input_grad, dtype());
-      check_shape(op, "input_grad", input_grad, {rows_, sizes_[0]});
-    }
+    check_backward_outputs(op, report, input_grad, rows_);
     T* current = grad_a_.data();  // dh of layer l
     T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
     T* delta = delta_.data();     // dL/dz of layer l
@@ -201,20 +187,13 @@ class MLP final : public MLPBase {
     }
   }
 
-  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
-  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
   T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
 
-  std::vector<int64_t> sizes_;
-  std::vector<ActSpec> acts_;
-  BatchNormConfig bn_;
-  std::vector<LayerLayout> layout_;
   std::vector<T> params_, grads_;
   std::vector<T> running_mean_, running_var_;  // (sum of BN widths,) each
 
   // Workspaces for batches of rows_ examples.
-  int64_t rows_ = 0;
   std::vector<T> x_;                        // (B, d_0) copy of the input
   std::vector<std::vector<T>> h_, dact_;    // per layer (B, d_{l+1}); no dact for identity
   std::vector<std::vector<T>> xhat_;        // BN layers: normalised z (B, d_{l+1})
@@ -222,11 +201,36 @@ class MLP final : public MLPBase {
   std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong dh / dx buffers
   std::vector<T> delta_;                    // (B, max d) dL/dz of the current layer
   std::vector<ForwardStats> forward_stats_;
-  ForwardState state_;  // nets/net_base.h
-  std::mutex busy_;
 };
 
 }  // namespace
+
+int64_t MLPDriver::check_input(const char* op, const TensorView& x) const {
+  check_dtype(op, "x", x, dtype());
+  check_shape(op, "x", x, {-1, sizes_[0]});
+  const int64_t rows = x.dim(0);
+  if (rows == 0)
+    fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
+                         "gradient), got shape ", x.shape_str());
+  blas_int(rows, "batch size");
+  return rows;
+}
+
+void MLPDriver::check_mse_target(const char* op, const TensorView& target,
+                                 const TensorView& x) const {
+  check_dtype(op, "target", target, dtype());
+  check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
+}
+
+void MLPDriver::check_backward_outputs(const char* op, const TensorView& report,
+                                       const TensorView& input_grad, int64_t rows) const {
+  check_dtype(op, "report", report, DType::f64);
+  check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
+  if (input_grad.present()) {
+    check_dtype(op, "input_grad", input_grad, dtype());
+    check_shape(op, "input_grad", input_grad, {rows, sizes_[0]});
+  }
+}
 
 template <class T>
 std::vector<LayerLayout> mlp_layout(const std::vector<int64_t>& sizes, BatchNormConfig bn,

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -17,6 +16,7 @@
 #include "cuda/context.h"
 #include "cuda/device_array.h"
 #include "nets/mlp.h"
+#include "nets/mlp_driver.h"
 #include "ops/batchnorm_cuda.h"
 #include "ops/dense_cuda.h"
 #include "ops/loss.h"
@@ -26,10 +26,10 @@ namespace vgkern {
 namespace {
 
 template <class T>
-class CudaMLP final : public MLPBase {
+class CudaMLP final : public MLPDriver {
  public:
   CudaMLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
-      : sizes_(sizes), acts_(acts), bn_(bn) {
+      : MLPDriver(sizes, acts, bn) {
     std::vector<T> initial;
     int64_t running = 0;
     layout_ = mlp_layout(sizes_, bn_, initial, &running);
@@ -50,10 +50,7 @@ class CudaMLP final : public MLPBase {
 
   DType dtype() const override { return dtype_of<T>(); }
   Device device() const override { return Device::cuda; }
-  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return params_.size(); }
-  const std::vector<int64_t>& sizes() const override { return sizes_; }
-  const std::vector<LayerLayout>& layout() const override { return layout_; }
   int64_t num_running() const override { return running_mean_.size(); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
@@ -95,7 +92,7 @@ class CudaMLP final : public MLPBase {
     state_.require(op, "forward(x)");
     check_dtype(op, "grad_out", grad_out, dtype());
     check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
-    check_backward_outputs(op, report, input_grad);
+    check_backward_outputs(op, report, input_grad, -1);
     copy_in(grad_a_.data(), grad_out.ptr<T>(), rows_ * sizes_.back());
     const T* dx = run_backward(input_grad.present(), log_scale);
     finish(report, input_grad, dx, log_scale, /*with_output=*/false);
@@ -107,10 +104,7 @@ class CudaMLP final : public MLPBase {
     const char* op = "MLP.step";
     CudaCall call(busy_, context_, op);
     const int64_t classes = sizes_.back();
-    if (loss == Loss::mse) {  // as the CPU net: target refused before the forward
-      check_dtype(op, "target", target, dtype());
-      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, classes});
-    }
+    if (loss == Loss::mse) check_mse_target(op, target, x);
     check_forward_input(op, out, x);
     const int64_t rows = x.dim(0);
     state_.refusing([&] {  // what the CPU's losses refuse, refused before the forward
@@ -127,7 +121,7 @@ class CudaMLP final : public MLPBase {
         check_labels(labels, rows, classes);
       }
     });
-    check_backward_outputs(op, report, input_grad);
+    check_backward_outputs(op, report, input_grad, -1);
     run_forward(x, op);
     double* loss_slot = slots() + num_layers() * DenseSlot::kCount;
     if (loss == Loss::mse) {
@@ -151,8 +145,6 @@ class CudaMLP final : public MLPBase {
   }
 
  private:
-  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
-
   void check_fits_on_device(double elements, const char* what) const {
     size_t free_bytes = 0, total_bytes = 0;
     VGKERN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -173,25 +165,9 @@ class CudaMLP final : public MLPBase {
   }
 
   void check_forward_input(const char* op, const TensorView& out, const TensorView& x) {
-    check_dtype(op, "x", x, dtype());
-    check_shape(op, "x", x, {-1, sizes_[0]});
-    const int64_t rows = x.dim(0);
-    if (rows == 0)
-      fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
-                           "gradient), got shape ", x.shape_str());
-    blas_int(rows, "batch size");
+    const int64_t rows = check_input(op, x);
     check_dtype(op, "out", out, dtype());  // on the host (x may be on the device)
     check_shape(op, "out", out, {rows, sizes_.back()});
-  }
-
-  void check_backward_outputs(const char* op, const TensorView& report,
-                              const TensorView& input_grad) const {
-    check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
-    if (input_grad.present()) {
-      check_dtype(op, "input_grad", input_grad, dtype());
-      check_shape(op, "input_grad", input_grad, {-1, sizes_[0]});
-    }
   }
 
   // The results block: per-layer slots and the loss (float64), then the output (B, d_L).
@@ -200,7 +176,6 @@ class CudaMLP final : public MLPBase {
   T* output() { return reinterpret_cast<T*>(results_.data() + output_offset_); }
   T* hidden(int64_t l) { return l == num_layers() - 1 ? output() : h_[l].data(); }
 
-  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
   T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
 
@@ -338,17 +313,12 @@ class CudaMLP final : public MLPBase {
     }
   }
 
-  std::vector<int64_t> sizes_;
-  std::vector<ActSpec> acts_;
-  BatchNormConfig bn_;
-  std::vector<LayerLayout> layout_;
   CudaContext context_;  // declared before the device arrays: destroyed after them
   DeviceArray<T> params_, grads_;
   DeviceArray<T> running_mean_, running_var_;  // (sum of BN widths,) each
   DeviceArray<unsigned char> scratch_;  // partials of the reductions (dense and loss kernels)
 
   // Workspaces for batches of rows_ examples.
-  int64_t rows_ = 0;
   DeviceArray<T> x_;                     // (B, d_0) copy of the input
   std::vector<DeviceArray<T>> h_, dact_;  // per layer (B, d_{l+1}); the last h is in results_
   std::vector<DeviceArray<T>> xhat_;     // BN layers: normalised z (B, d_{l+1})
@@ -362,8 +332,6 @@ class CudaMLP final : public MLPBase {
   DeviceArray<unsigned char> results_;   // slots (L, DenseSlot::kCount), loss, pad, output
   std::vector<unsigned char> host_results_;
   size_t output_offset_ = 0;
-  ForwardState state_;  // nets/net_base.h
-  std::mutex busy_;
 };
 
 }  // namespace
