@@ -13,7 +13,9 @@
 // vgkern/report.py builds GradReport's and SequenceReport's fields and docstrings.
 //
 // Adding a statistic: one line in a list below, the kernel that computes it (which fills the
-// struct field or CUDA slot of that name), and its tests.
+// struct field or CUDA slot of that name), and its tests. (A recurrent one is also put into
+// StepStats by the two drivers, nets/recurrent.cpp and nets/recurrent_cuda.cpp, from their
+// per-step sums: on CUDA the raw sums' slots are still ops/recurrent_cuda.h's SeqSlot.)
 //
 // A *_NORMS entry X(name, ..., meaning) is a norm: it has a column `name` (linear) and, after all
 // the norms, a column `log10_name`. Column order within a report: norms, their log10_ twins,
@@ -30,49 +32,50 @@ namespace vgkern {
 // Backward norms: X(name, units, meaning). `units` says what a log-scale backward (which
 // renormalises delta by 2^-rescale at every layer) measures the kernel's value in: `signal`, the
 // units of the incoming dh (act, preact); `rescaled`, those of the rescaled delta (gradients).
-#define VGKERN_LAYER_NORMS(X)                                                                     \
-  X(weight_grad_norm, rescaled, "||dL/dW_l||_F")                                                  \
-  X(bias_grad_norm, rescaled, "||dL/db_l|| (NaN for batch-norm hidden layers: they have no bias)") \
-  X(preact_grad_norm, signal,                                                                     \
-    "||dL/dz_l||_F over the batch, z_l = h_{l-1} W_l^T + b_l (pre-BN in batch-norm layers)")    \
-  X(act_grad_norm, signal, "||dL/dh_l||_F, h_l = act(z_l) (the last layer's is ||grad_out||)")   \
-  X(gamma_grad_norm, rescaled,                                                                    \
-    "||dL/dgamma_l|| of a batch-norm hidden layer (NaN elsewhere and for affine=False)")          \
-  X(beta_grad_norm, rescaled,                                                                     \
+#define VGKERN_LAYER_NORMS(X)                                                                      \
+  X(weight_grad_norm, rescaled, "||dL/dW_l||_F")                                                   \
+  X(bias_grad_norm, rescaled, "||dL/db_l|| (NaN for batch-norm hidden layers: no bias)")           \
+  X(preact_grad_norm, signal,                                                                      \
+    "||dL/dz_l||_F over the batch, z_l = h_{l-1} W_l^T + b_l (pre-BN in batch-norm layers)")       \
+  X(act_grad_norm, signal, "||dL/dh_l||_F, h_l = act(z_l) (the last layer's is ||grad_out||)")     \
+  X(gamma_grad_norm, rescaled,                                                                     \
+    "||dL/dgamma_l|| of a batch-norm hidden layer (NaN elsewhere and for affine=False)")           \
+  X(beta_grad_norm, rescaled,                                                                      \
     "||dL/dbeta_l|| of a batch-norm hidden layer (NaN elsewhere and for affine=False)")
 
-// Forward statistics of the pre-activations z_l (pre-BN z for batch-norm layers): X(name, meaning).
-#define VGKERN_LAYER_FORWARD_STATS(X)                                                            \
-  X(preact_mean, "mean of the B * d_{l+1} entries of z_l")                                      \
-  X(preact_std, "population standard deviation of the B * d_{l+1} entries of z_l")              \
-  X(saturated_fraction,                                                                          \
-    "share of entries with act'(z) < 1% of max act' (sigmoid, tanh, elu; 0 for identity, relu)") \
-  X(zero_fraction, "share of entries with h_l == 0")                                             \
+// Forward statistics of layer l, of its pre-activations z_l (pre-BN z for batch-norm layers) and
+// activations h_l: X(name, meaning).
+#define VGKERN_LAYER_FORWARD_STATS(X)                                                              \
+  X(preact_mean, "mean of the B * d_{l+1} entries of z_l")                                         \
+  X(preact_std, "population standard deviation of the B * d_{l+1} entries of z_l")                 \
+  X(saturated_fraction,                                                                            \
+    "share of entries with act'(z) < 1% of max act' (sigmoid, tanh, elu; 0 for identity, relu)")   \
+  X(zero_fraction, "share of entries with h_l == 0")                                               \
   X(dead_fraction, "share of units that are 0 for every example of the batch")
 
 // Columns the net derives from the kernels' scales: X(name, meaning).
-#define VGKERN_LAYER_SCALES(X)                                                                   \
-  X(grad_log2_scale,                                                                             \
+#define VGKERN_LAYER_SCALES(X)                                                                     \
+  X(grad_log2_scale,                                                                               \
     "stored gradients are true gradients * 2**-grad_log2_scale (0 unless log_scale=True)")
 
 // ---- recurrent (LSTM, RNN), per time step ----
 
-#define VGKERN_STEP_NORMS(X)                                                                     \
-  X(h_grad_norm, "||dL/dh_t||_F over the batch: the total gradient at step t, from its own loss " \
-                 "and from later steps")                                                         \
-  X(c_grad_norm, "||dL/dc_t||_F over the batch (LSTM only, NaN for the RNN)")                    \
+#define VGKERN_STEP_NORMS(X)                                                                       \
+  X(h_grad_norm, "||dL/dh_t||_F over the batch: the total gradient at step t, from its own loss "  \
+                 "and from later steps")                                                           \
+  X(c_grad_norm, "||dL/dc_t||_F over the batch (LSTM only, NaN for the RNN)")                      \
   X(x_grad_norm, "||dL/dx_t||_F: the curve that shows vanishing through time")
 
-#define VGKERN_STEP_FORWARD_STATS(X)                                                             \
-  X(forget_gate_mean, "mean forget-gate activation over B * H (LSTM; NaN for the RNN)")          \
-  X(saturated_fraction, "share of gate units (LSTM: i, f, g, o; RNN: hidden units) whose "       \
+#define VGKERN_STEP_FORWARD_STATS(X)                                                               \
+  X(forget_gate_mean, "mean forget-gate activation over B * H (LSTM; NaN for the RNN)")            \
+  X(saturated_fraction, "share of gate units (LSTM: i, f, g, o; RNN: hidden units) whose "         \
                         "derivative is below 1% of its maximum")
 
 // ---- recurrent, per network (whole sequence) ----
 
-#define VGKERN_NETWORK_NORMS(X)                                                                  \
-  X(weight_ih_grad_norm, "||dL/dW_ih||_F over the whole sequence")                               \
-  X(weight_hh_grad_norm, "||dL/dW_hh||_F over the whole sequence")                               \
+#define VGKERN_NETWORK_NORMS(X)                                                                    \
+  X(weight_ih_grad_norm, "||dL/dW_ih||_F over the whole sequence")                                 \
+  X(weight_hh_grad_norm, "||dL/dW_hh||_F over the whole sequence")                                 \
   X(bias_grad_norm, "||dL/db|| of the gate bias (G,) over the whole sequence")
 
 // ---- derived: column enums (struct-scoped: LayerColumn::preact_mean) ----
@@ -166,10 +169,10 @@ struct StatisticInfo {
 
 #define VGKERN_INFO_(name, meaning) StatisticInfo{#name, meaning},
 #define VGKERN_NORM_INFO_(name, units, meaning) StatisticInfo{#name, meaning},
-#define VGKERN_LAYER_LOG10_INFO_(name, units, meaning)                                           \
-  StatisticInfo{"log10_" #name,                                                                  \
+#define VGKERN_LAYER_LOG10_INFO_(name, units, meaning)                                             \
+  StatisticInfo{"log10_" #name,                                                                    \
                 "log10 of " #name " (-inf for 0; exact past the float range with log_scale=True)"},
-#define VGKERN_LOG10_INFO_(name, meaning) \
+#define VGKERN_LOG10_INFO_(name, meaning)                                                          \
   StatisticInfo{"log10_" #name, "log10 of " #name " (-inf for an exact 0)"},
 
 inline constexpr StatisticInfo kLayerStatistics[] = {
