@@ -38,15 +38,12 @@ py::array mlp_buffer(py::object self, NetBuffer which) {
 }
 
 py::array new_report(const MLPBase& net, TensorView* view) {
-  return new_array(DType::f64, {net.num_layers(), kNumReportColumns}, view);
+  return new_array(DType::f64, {net.num_layers(), LayerColumn::kCount}, view);
 }
 
 }  // namespace
 
 void bind_mlp(py::module_& m) {
-  std::vector<std::string> columns(kReportColumnNames, kReportColumnNames + kNumReportColumns);
-  m.attr("REPORT_COLUMNS") = columns;
-
   py::class_<PyMLP>(m, "MLPCore")
       .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& acts,
                        const std::vector<double>& alphas, const std::string& dtype,

@@ -1,5 +1,6 @@
-// vgkern._core: exception mapping, BLAS hookup, build information; ops and nets are bound in
-// ops_bindings.cpp and mlp_bindings.cpp.
+// vgkern._core: exception mapping, BLAS hookup, build information; ops, nets and the statistics
+// schema are bound in ops_bindings.cpp, mlp_bindings.cpp, recurrent_bindings.cpp and
+// report_bindings.cpp.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -16,6 +17,7 @@ namespace vgkern {
 void bind_ops(py::module_& m);
 void bind_mlp(py::module_& m);
 void bind_recurrent(py::module_& m);
+void bind_report(py::module_& m);
 py::dict build_info_dict();
 }  // namespace vgkern
 
@@ -62,4 +64,5 @@ PYBIND11_MODULE(_core, m) {
   bind_ops(m);
   bind_mlp(m);
   bind_recurrent(m);
+  bind_report(m);
 }

@@ -43,8 +43,8 @@ void allocate_forward(Results& r, const PyRecurrent& self, DType dtype, int64_t 
 void allocate_backward(Results& r, const PyRecurrent& self, DType dtype, int64_t steps,
                        int64_t rows) {
   const int64_t H = self.hidden_size;
-  r.report = new_array(DType::f64, {steps, kNumSequenceColumns}, &r.views.report);
-  r.weights = new_array(DType::f64, {kNumWeightColumns}, &r.views.weight_report);
+  r.report = new_array(DType::f64, {steps, StepColumn::kCount}, &r.views.report);
+  r.weights = new_array(DType::f64, {NetworkColumn::kCount}, &r.views.weight_report);
   r.x_grad = new_array(dtype, {steps, rows, self.input_size}, &r.views.x_grad);
   r.h0_grad = new_array(dtype, {rows, H}, &r.views.h0_grad);
   if (self.kind == CellKind::lstm) r.c0_grad = new_array(dtype, {rows, H}, &r.views.c0_grad);
@@ -147,10 +147,6 @@ py::tuple results_tuple(const Results& r) {
 }  // namespace
 
 void bind_recurrent(py::module_& m) {
-  std::vector<std::string> columns(kSequenceColumnNames,
-                                   kSequenceColumnNames + kNumSequenceColumns);
-  m.attr("SEQUENCE_COLUMNS") = columns;
-
   py::class_<PyRecurrent>(m, "RecurrentCore")
       .def(py::init([](const std::string& kind, int64_t input_size, int64_t hidden_size,
                        const std::string& nonlinearity, const std::string& dtype,

@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 
+#include "core/busy_guard.h"
 #include "core/errors.h"
 #include "cuda/cublas.h"
 #include "cuda/cuda_check.h"
@@ -43,19 +44,15 @@ class CudaContext {
   CublasHandle cublas_ = nullptr;
 };
 
-// One call at a time per net (as the CPU net), on the net's device.
+// One call at a time per net (core/busy_guard.h, as the CPU nets), on the net's device.
 class CudaCall {
  public:
-  CudaCall(std::mutex& m, const CudaContext& context, const char* what)
-      : lock_(m, std::try_to_lock) {
-    if (!lock_.owns_lock())
-      fail<DeviceError>(what, ": this net is already running in another thread; one net may be "
-                              "used by one thread at a time (use one net per thread)");
+  CudaCall(std::mutex& busy, const CudaContext& context, const char* op) : busy_(busy, op) {
     context.activate();
   }
 
  private:
-  std::unique_lock<std::mutex> lock_;
+  BusyGuard busy_;
 };
 
 // The calling thread's stream and cuBLAS handle for vgkern.ops, on the device that was current

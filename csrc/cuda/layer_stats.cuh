@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/report.h"  // DenseSlot
 #include "cuda/launch.cuh"
 #include "cuda/reduce.cuh"
-#include "ops/dense_cuda.h"
 
 namespace vgkern {
 namespace {
@@ -170,11 +170,11 @@ __global__ void forward_stats_kernel(const ForwardTotals* totals, const double* 
     mean = ldexp(t.scaled_mean, t.exponent);
     std = ldexp(sqrt(m2 / count), t.exponent);
   }
-  slots[kSlotPreactMean] = mean;
-  slots[kSlotPreactStd] = std;
-  slots[kSlotSaturatedFraction] = static_cast<double>(counts.saturated) / count;
-  slots[kSlotZeroFraction] = static_cast<double>(counts.zeros) / count;
-  slots[kSlotDeadFraction] = static_cast<double>(dead) / static_cast<double>(cols);
+  slots[DenseSlot::preact_mean] = mean;
+  slots[DenseSlot::preact_std] = std;
+  slots[DenseSlot::saturated_fraction] = static_cast<double>(counts.saturated) / count;
+  slots[DenseSlot::zero_fraction] = static_cast<double>(counts.zeros) / count;
+  slots[DenseSlot::dead_fraction] = static_cast<double>(dead) / static_cast<double>(cols);
 }
 
 
@@ -221,19 +221,19 @@ __global__ void prologue_norms_kernel(const SumSq<T>* dh_partials, const SumSq<T
   const SumSq<T> delta = fold_partials(delta_partials, count, SumSq<T>{}, MergeSumSq<T>{});
   if (threadIdx.x != 0) return;
   const double delta_norm = delta.norm();
-  slots[kSlotActGradNorm] = dh.norm();
-  slots[kSlotPreactGradNorm] = delta_norm;
+  slots[DenseSlot::act_grad_norm] = dh.norm();
+  slots[DenseSlot::preact_grad_norm] = delta_norm;
   // as renormalize_power_of_two (core/stats.cpp)
   const bool rescale = log_scale && isfinite(delta_norm) && delta_norm > 0;
-  slots[kSlotRescaleLog2] = rescale ? static_cast<double>(ilogb(delta_norm)) : 0.0;
+  slots[DenseSlot::rescale_log2] = rescale ? static_cast<double>(ilogb(delta_norm)) : 0.0;
 }
 
 // delta (n) and the (cols,) vectors u, v (when not null) times 2^-e, e =
-// slots[kSlotRescaleLog2] (exact: a power of two). n >= cols.
+// slots[DenseSlot::rescale_log2] (exact: a power of two). n >= cols.
 template <class T>
 __global__ void rescale_kernel(T* delta, int64_t n, T* u, T* v, int64_t cols,
                                const double* slots) {
-  const int e = static_cast<int>(slots[kSlotRescaleLog2]);
+  const int e = static_cast<int>(slots[DenseSlot::rescale_log2]);
   if (e == 0) return;
   const T factor = static_cast<T>(ldexp(1.0, -e));
   for (const int64_t i : grid_stride(n)) {
@@ -259,8 +259,8 @@ __device__ double vector_norm(const T* v, int64_t n) {  // every thread of the b
   return block_reduce(acc, MergeSumSq<T>{}).norm();
 }
 
-// slots[kSlotWeightGradNorm] = ||dw|| from its partials; the norms of the (cols,) vectors u, v
-// into slots[u_slot], slots[v_slot] (NaN for a null vector).
+// slots[DenseSlot::weight_grad_norm] = ||dw|| from its partials; the norms of the (cols,)
+// vectors u, v into slots[u_slot], slots[v_slot] (NaN for a null vector).
 template <class T>
 __global__ void weight_norms_kernel(const SumSq<T>* dw_partials, int count, const T* u,
                                     int u_slot, const T* v, int v_slot, int64_t cols,
@@ -269,7 +269,7 @@ __global__ void weight_norms_kernel(const SumSq<T>* dw_partials, int count, cons
   const double u_norm = u ? vector_norm(u, cols) : NAN;
   const double v_norm = v ? vector_norm(v, cols) : NAN;
   if (threadIdx.x != 0) return;
-  slots[kSlotWeightGradNorm] = dw.norm();
+  slots[DenseSlot::weight_grad_norm] = dw.norm();
   slots[u_slot] = u_norm;
   slots[v_slot] = v_norm;
 }

@@ -6,22 +6,15 @@
 #include <utility>
 
 #include "core/checks.h"
-#include "core/denormals.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
 #include "core/memory.h"
+#include "nets/mlp_driver.h"
 #include "ops/batchnorm.h"
 #include "ops/dense_cpu.h"
 #include "ops/loss.h"
 
 namespace vgkern {
-
-const char* const kReportColumnNames[kNumReportColumns] = {
-    "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm",
-    "gamma_grad_norm", "beta_grad_norm", "log10_weight_grad_norm", "log10_bias_grad_norm",
-    "log10_preact_grad_norm", "log10_act_grad_norm", "log10_gamma_grad_norm",
-    "log10_beta_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
-    "dead_fraction", "grad_log2_scale"};
 
 namespace {
 
@@ -35,26 +28,11 @@ void put_norm(double* row, int linear_col, int log10_col, double measured, int64
                                    : kNaN;
 }
 
-// Holds the net for one call; a second thread gets a clear error instead of a data race.
-// Subnormals are flushed for the duration of the call (core/denormals.h).
-class BusyGuard {
- public:
-  explicit BusyGuard(std::mutex& m, const char* what) : lock_(m, std::try_to_lock) {
-    if (!lock_.owns_lock())
-      fail<DeviceError>(what, ": this MLP is already running in another thread; one net may be "
-                              "used by one thread at a time (use one net per thread)");
-  }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-  DenormalsFlushed flushed_;
-};
-
 template <class T>
-class MLP final : public MLPBase {
+class MLP final : public MLPDriver {
  public:
   MLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
-      : sizes_(sizes), acts_(acts), bn_(bn) {
+      : MLPDriver(sizes, acts, bn) {
     int64_t running = 0;
     layout_ = mlp_layout(sizes_, bn_, params_, &running);
     grads_.assign(params_.size(), T(0));
@@ -69,10 +47,7 @@ class MLP final : public MLPBase {
   }
 
   DType dtype() const override { return dtype_of<T>(); }
-  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return static_cast<int64_t>(params_.size()); }
-  const std::vector<int64_t>& sizes() const override { return sizes_; }
-  const std::vector<LayerLayout>& layout() const override { return layout_; }
   int64_t num_running() const override { return static_cast<int64_t>(running_mean_.size()); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
@@ -80,15 +55,15 @@ class MLP final : public MLPBase {
   void* running_vars() override { return running_var_.data(); }
 
   void forward(const TensorView& out, const TensorView& x) override {
-    BusyGuard guard(busy_, "MLP.forward");
+    CpuCall call(busy_, "MLP.forward");
     run_forward(out, x, "MLP.forward");
   }
 
   void backward(const TensorView& report, const TensorView& input_grad,
                 const TensorView& grad_out, bool log_scale) override {
-    BusyGuard guard(busy_, "MLP.backward");
     const char* op = "MLP.backward";
-    if (!forward_done_) fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    CpuCall call(busy_, op);
+    state_.require(op, "forward(x)");
     check_dtype(op, "grad_out", grad_out, dtype());
     check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
     const T* g = grad_out.ptr<T>();
@@ -99,23 +74,16 @@ class MLP final : public MLPBase {
   double step(const TensorView& out, const TensorView& report, const TensorView& input_grad,
               const TensorView& x, Loss loss, const TensorView& target, const int64_t* labels,
               int64_t num_labels, bool log_scale) override {
-    BusyGuard guard(busy_, "MLP.step");
     const char* op = "MLP.step";
-    if (loss == Loss::mse) {  // refuse a bad target before the forward overwrites the last one
-      check_dtype(op, "target", target, dtype());
-      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
-    }
+    CpuCall call(busy_, op);
+    if (loss == Loss::mse) check_mse_target(op, target, x);
     run_forward(out, x, op);
     TensorView dout = out;
     dout.data = grad_a_.data();
-    double value;
-    try {
-      value = loss == Loss::mse ? mse_loss(dout, out, target)
-                                : cross_entropy_loss(dout, out, labels, num_labels);
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    const double value = state_.refusing([&] {
+      return loss == Loss::mse ? mse_loss(dout, out, target)
+                               : cross_entropy_loss(dout, out, labels, num_labels);
+    });
     run_backward(report, input_grad, log_scale, op);
     return value;
   }
@@ -138,7 +106,7 @@ class MLP final : public MLPBase {
     if (rows == rows_) return;
     check_batch(rows);
     const int64_t widest = this->widest();
-    forward_done_ = false;
+    state_.invalidate();
     rows_ = 0;  // stays 0 if an allocation below throws
     x_.resize(rows * sizes_[0]);
     for (int64_t l = 0; l < num_layers(); ++l) {
@@ -157,15 +125,10 @@ class MLP final : public MLPBase {
   }
 
   void run_forward(const TensorView& out, const TensorView& x, const char* op) {
-    check_dtype(op, "x", x, dtype());
-    check_shape(op, "x", x, {-1, sizes_[0]});
-    const int64_t rows = x.dim(0);
-    if (rows == 0) fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no gradient), got shape ", x.shape_str());
-    blas_int(rows, "batch size");
+    const int64_t rows = check_input(op, x);
     check_arg(op, "out", out, x, {rows, sizes_.back()});
     ensure_workspace(rows);
-    forward_done_ = false;
-    forward_training_ = training;
+    state_.begin(training);
     if (bn_.enabled && num_layers() > 1)
       check_batchnorm_spec(op, BatchNormSpec{training, bn_.momentum, bn_.eps}, rows);
     std::copy(x.ptr<T>(), x.ptr<T>() + rows * sizes_[0], x_.data());
@@ -186,21 +149,15 @@ class MLP final : public MLPBase {
       }
       input = h_[l].data();
     }
-    forward_stats_valid_ = stats;
     const T* result = h_.back().data();
     std::copy(result, result + rows * sizes_.back(), out.ptr<T>());
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   // Backward from the gradient in grad_a_ (B, d_L), last layer to first.
   void run_backward(const TensorView& report, const TensorView& input_grad, bool log_scale,
                     const char* op) {
-    check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
-    if (input_grad.present()) {
-      check_dtype(op, "input_grad", input_grad, dtype());
-      check_shape(op, "input_grad", input_grad, {rows_, sizes_[0]});
-    }
+    check_backward_outputs(op, report, input_grad, rows_);
     T* current = grad_a_.data();  // dh of layer l
     T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
     T* delta = delta_.data();     // dL/dz of layer l
@@ -220,30 +177,23 @@ class MLP final : public MLPBase {
               ? dense_bn_backward_cpu<T>(dx, dw, grad(layer.gamma), grad(layer.beta), delta,
                                          current, dact, xhat_[l].data(), rstd_[l].data(),
                                          param(layer.gamma), x, w, rows_, in, out,
-                                         forward_training_, log_scale, want)
+                                         state_.training(), log_scale, want)
               : dense_backward_cpu<T>(dx, dw, grads_.data() + layer.bias, delta, current, dact,
                                       x, w, rows_, in, out, log_scale, want);
-      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
-                      forward_stats_valid_ ? &forward_stats_[l] : nullptr, units, rescale);
+      fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
+                      state_.stats_valid() ? &forward_stats_[l] : nullptr, units, rescale);
       units += rescale;
       std::swap(current, below);
     }
   }
 
-  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
-  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
   T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
 
-  std::vector<int64_t> sizes_;
-  std::vector<ActSpec> acts_;
-  BatchNormConfig bn_;
-  std::vector<LayerLayout> layout_;
   std::vector<T> params_, grads_;
   std::vector<T> running_mean_, running_var_;  // (sum of BN widths,) each
 
   // Workspaces for batches of rows_ examples.
-  int64_t rows_ = 0;
   std::vector<T> x_;                        // (B, d_0) copy of the input
   std::vector<std::vector<T>> h_, dact_;    // per layer (B, d_{l+1}); no dact for identity
   std::vector<std::vector<T>> xhat_;        // BN layers: normalised z (B, d_{l+1})
@@ -251,11 +201,36 @@ class MLP final : public MLPBase {
   std::vector<T> grad_a_, grad_b_;          // (B, max d) ping-pong dh / dx buffers
   std::vector<T> delta_;                    // (B, max d) dL/dz of the current layer
   std::vector<ForwardStats> forward_stats_;
-  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
-  std::mutex busy_;
 };
 
 }  // namespace
+
+int64_t MLPDriver::check_input(const char* op, const TensorView& x) const {
+  check_dtype(op, "x", x, dtype());
+  check_shape(op, "x", x, {-1, sizes_[0]});
+  const int64_t rows = x.dim(0);
+  if (rows == 0)
+    fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
+                         "gradient), got shape ", x.shape_str());
+  blas_int(rows, "batch size");
+  return rows;
+}
+
+void MLPDriver::check_mse_target(const char* op, const TensorView& target,
+                                 const TensorView& x) const {
+  check_dtype(op, "target", target, dtype());
+  check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, sizes_.back()});
+}
+
+void MLPDriver::check_backward_outputs(const char* op, const TensorView& report,
+                                       const TensorView& input_grad, int64_t rows) const {
+  check_dtype(op, "report", report, DType::f64);
+  check_shape(op, "report", report, {num_layers(), LayerColumn::kCount});
+  if (input_grad.present()) {
+    check_dtype(op, "input_grad", input_grad, dtype());
+    check_shape(op, "input_grad", input_grad, {rows, sizes_[0]});
+  }
+}
 
 template <class T>
 std::vector<LayerLayout> mlp_layout(const std::vector<int64_t>& sizes, BatchNormConfig bn,
@@ -296,22 +271,19 @@ template std::vector<LayerLayout> mlp_layout<double>(const std::vector<int64_t>&
 
 void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
                      int rescale) {
-  for (int c = 0; c < kNumReportColumns; ++c) row[c] = kNaN;
-  row[kGradLog2Scale] = static_cast<double>(units + rescale);
+  for (int c = 0; c < LayerColumn::kCount; ++c) row[c] = kNaN;
+  row[LayerColumn::grad_log2_scale] = static_cast<double>(units + rescale);
   if (bs) {
-    put_norm(row, kActGradNorm, kLog10ActGradNorm, bs->act_grad_norm, units);
-    put_norm(row, kPreactGradNorm, kLog10PreactGradNorm, bs->preact_grad_norm, units);
-    put_norm(row, kBiasGradNorm, kLog10BiasGradNorm, bs->bias_grad_norm, units + rescale);
-    put_norm(row, kWeightGradNorm, kLog10WeightGradNorm, bs->weight_grad_norm, units + rescale);
-    put_norm(row, kGammaGradNorm, kLog10GammaGradNorm, bs->gamma_grad_norm, units + rescale);
-    put_norm(row, kBetaGradNorm, kLog10BetaGradNorm, bs->beta_grad_norm, units + rescale);
+#define VGKERN_PUT_NORM_(name, in_units, meaning)                             \
+  put_norm(row, LayerColumn::name, LayerColumn::log10_##name, bs->name,       \
+           NormUnits::in_units == NormUnits::signal ? units : units + rescale);
+    VGKERN_LAYER_NORMS(VGKERN_PUT_NORM_)
+#undef VGKERN_PUT_NORM_
   }
   if (fs) {
-    row[kPreactMean] = fs->preact_mean;
-    row[kPreactStd] = fs->preact_std;
-    row[kSaturatedFraction] = fs->saturated_fraction;
-    row[kZeroFraction] = fs->zero_fraction;
-    row[kDeadFraction] = fs->dead_fraction;
+#define VGKERN_PUT_STAT_(name, meaning) row[LayerColumn::name] = fs->name;
+    VGKERN_LAYER_FORWARD_STATS(VGKERN_PUT_STAT_)
+#undef VGKERN_PUT_STAT_
   }
 }
 

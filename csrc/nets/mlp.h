@@ -12,23 +12,12 @@
 #include <mutex>
 #include <vector>
 
+#include "core/report.h"
 #include "core/tensor.h"
 #include "nets/net_base.h"
 #include "ops/activation.h"
 
 namespace vgkern {
-
-// Columns of the per-layer report (float64, L rows). Norms are linear; *_LOG10 are exact even
-// where the linear value under- or overflows (log-scale backward).
-enum ReportColumn : int {
-  kWeightGradNorm, kBiasGradNorm, kPreactGradNorm, kActGradNorm, kGammaGradNorm, kBetaGradNorm,
-  kLog10WeightGradNorm, kLog10BiasGradNorm, kLog10PreactGradNorm, kLog10ActGradNorm,
-  kLog10GammaGradNorm, kLog10BetaGradNorm,
-  kPreactMean, kPreactStd, kSaturatedFraction, kZeroFraction, kDeadFraction,
-  kGradLog2Scale,
-  kNumReportColumns
-};
-extern const char* const kReportColumnNames[kNumReportColumns];
 
 enum class Loss { mse, cross_entropy };
 
@@ -71,7 +60,7 @@ class MLPBase : public NetBase {
   // MemoryError now if a batch of `rows` needs a workspace larger than physical memory
   virtual void check_batch(int64_t rows) const = 0;
   virtual void forward(const TensorView& out, const TensorView& x) = 0;
-  // grad_out (B, d_L) -> weight/bias grads, report (L, kNumReportColumns),
+  // grad_out (B, d_L) -> weight/bias grads, report (L, LayerColumn::kCount),
   // input_grad (B, d_0) when present.
   virtual void backward(const TensorView& report, const TensorView& input_grad,
                         const TensorView& grad_out, bool log_scale) = 0;
@@ -101,11 +90,10 @@ template <class T>
 std::vector<LayerLayout> mlp_layout(const std::vector<int64_t>& sizes, BatchNormConfig bn,
                                     std::vector<T>& initial_params, int64_t* num_running);
 
-struct BackwardStats;
-struct ForwardStats;
-// One report row (kNumReportColumns) of layer statistics; a null pointer leaves its columns NaN.
-// bs's norms are measured in units of 2^units (act/preact) and 2^(units + rescale) (the
-// gradients, renormalised by log-scale backward); grad_log2_scale = units + rescale.
+// One report row (LayerColumn::kCount) of layer statistics; a null pointer leaves its columns
+// NaN. bs's norms are measured in units of 2^units (NormUnits::signal) and 2^(units + rescale)
+// (NormUnits::rescaled: the gradients, renormalised by log-scale backward); grad_log2_scale =
+// units + rescale.
 void fill_report_row(double* row, const BackwardStats* bs, const ForwardStats* fs, int64_t units,
                      int rescale);
 

@@ -7,17 +7,17 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "core/checks.h"
+#include "core/report.h"
 #include "core/errors.h"
 #include "cuda/context.h"
 #include "cuda/device_array.h"
 #include "nets/mlp.h"
+#include "nets/mlp_driver.h"
 #include "ops/batchnorm_cuda.h"
-#include "ops/dense_cpu.h"  // ForwardStats, BackwardStats
 #include "ops/dense_cuda.h"
 #include "ops/loss.h"
 #include "ops/loss_cuda.h"
@@ -26,10 +26,10 @@ namespace vgkern {
 namespace {
 
 template <class T>
-class CudaMLP final : public MLPBase {
+class CudaMLP final : public MLPDriver {
  public:
   CudaMLP(const std::vector<int64_t>& sizes, const std::vector<ActSpec>& acts, BatchNormConfig bn)
-      : sizes_(sizes), acts_(acts), bn_(bn) {
+      : MLPDriver(sizes, acts, bn) {
     std::vector<T> initial;
     int64_t running = 0;
     layout_ = mlp_layout(sizes_, bn_, initial, &running);
@@ -50,10 +50,7 @@ class CudaMLP final : public MLPBase {
 
   DType dtype() const override { return dtype_of<T>(); }
   Device device() const override { return Device::cuda; }
-  int64_t num_layers() const override { return static_cast<int64_t>(sizes_.size()) - 1; }
   int64_t num_params() const override { return params_.size(); }
-  const std::vector<int64_t>& sizes() const override { return sizes_; }
-  const std::vector<LayerLayout>& layout() const override { return layout_; }
   int64_t num_running() const override { return running_mean_.size(); }
   void* params() override { return params_.data(); }
   void* grads() override { return grads_.data(); }
@@ -92,11 +89,10 @@ class CudaMLP final : public MLPBase {
                 const TensorView& grad_out, bool log_scale) override {
     const char* op = "MLP.backward";
     CudaCall call(busy_, context_, op);
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x) first");
+    state_.require(op, "forward(x)");
     check_dtype(op, "grad_out", grad_out, dtype());
     check_shape(op, "grad_out", grad_out, {rows_, sizes_.back()});
-    check_backward_outputs(op, report, input_grad);
+    check_backward_outputs(op, report, input_grad, -1);
     copy_in(grad_a_.data(), grad_out.ptr<T>(), rows_ * sizes_.back());
     const T* dx = run_backward(input_grad.present(), log_scale);
     finish(report, input_grad, dx, log_scale, /*with_output=*/false);
@@ -108,17 +104,14 @@ class CudaMLP final : public MLPBase {
     const char* op = "MLP.step";
     CudaCall call(busy_, context_, op);
     const int64_t classes = sizes_.back();
-    if (loss == Loss::mse) {  // as the CPU net: target refused before the forward
-      check_dtype(op, "target", target, dtype());
-      check_shape(op, "target", target, {x.ndim == 2 ? x.dim(0) : -1, classes});
-    }
+    if (loss == Loss::mse) check_mse_target(op, target, x);
     check_forward_input(op, out, x);
     const int64_t rows = x.dim(0);
-    try {  // what the CPU's losses refuse, refused before the forward
+    state_.refusing([&] {  // what the CPU's losses refuse, refused before the forward
       if (loss == Loss::mse) {
         ensure_workspace(rows);
         check_target_finite_on(target.device, target.ptr<T>(), rows, classes,
-                               slots() + num_layers() * kNumDenseSlots, scratch_.data(),
+                               slots() + num_layers() * DenseSlot::kCount, scratch_.data(),
                                context_.stream());
       } else {
         if (num_labels != rows)
@@ -127,13 +120,10 @@ class CudaMLP final : public MLPBase {
                            ",)");
         check_labels(labels, rows, classes);
       }
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
-    check_backward_outputs(op, report, input_grad);
+    });
+    check_backward_outputs(op, report, input_grad, -1);
     run_forward(x, op);
-    double* loss_slot = slots() + num_layers() * kNumDenseSlots;
+    double* loss_slot = slots() + num_layers() * DenseSlot::kCount;
     if (loss == Loss::mse) {
       copy_in(target_.data(), target.ptr<T>(), rows * classes);
       mse_loss_stream<T>(grad_a_.data(), output(), target_.data(), rows, classes, rows, loss_slot,
@@ -149,14 +139,12 @@ class CudaMLP final : public MLPBase {
     finish(report, input_grad, dx, log_scale, /*with_output=*/true);
     std::memcpy(out.ptr<T>(), host_results_.data() + output_offset_, rows * classes * sizeof(T));
     double value;
-    std::memcpy(&value, host_results_.data() + num_layers() * kNumDenseSlots * sizeof(double),
+    std::memcpy(&value, host_results_.data() + num_layers() * DenseSlot::kCount * sizeof(double),
                 sizeof(double));
     return value;
   }
 
  private:
-  int64_t widest() const { return *std::max_element(sizes_.begin(), sizes_.end()); }
-
   void check_fits_on_device(double elements, const char* what) const {
     size_t free_bytes = 0, total_bytes = 0;
     VGKERN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
@@ -177,41 +165,24 @@ class CudaMLP final : public MLPBase {
   }
 
   void check_forward_input(const char* op, const TensorView& out, const TensorView& x) {
-    check_dtype(op, "x", x, dtype());
-    check_shape(op, "x", x, {-1, sizes_[0]});
-    const int64_t rows = x.dim(0);
-    if (rows == 0)
-      fail<ValueError>(op, ": x must have at least one row (a batch of 0 examples has no "
-                           "gradient), got shape ", x.shape_str());
-    blas_int(rows, "batch size");
+    const int64_t rows = check_input(op, x);
     check_dtype(op, "out", out, dtype());  // on the host (x may be on the device)
     check_shape(op, "out", out, {rows, sizes_.back()});
   }
 
-  void check_backward_outputs(const char* op, const TensorView& report,
-                              const TensorView& input_grad) const {
-    check_dtype(op, "report", report, DType::f64);
-    check_shape(op, "report", report, {num_layers(), kNumReportColumns});
-    if (input_grad.present()) {
-      check_dtype(op, "input_grad", input_grad, dtype());
-      check_shape(op, "input_grad", input_grad, {-1, sizes_[0]});
-    }
-  }
-
   // The results block: per-layer slots and the loss (float64), then the output (B, d_L).
   double* slots() { return reinterpret_cast<double*>(results_.data()); }
-  double* slots(int64_t l) { return slots() + l * kNumDenseSlots; }
+  double* slots(int64_t l) { return slots() + l * DenseSlot::kCount; }
   T* output() { return reinterpret_cast<T*>(results_.data() + output_offset_); }
   T* hidden(int64_t l) { return l == num_layers() - 1 ? output() : h_[l].data(); }
 
-  bool is_batch_norm(int64_t l) const { return bn_.enabled && l < num_layers() - 1; }
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
   T* grad(int64_t offset) { return offset >= 0 ? grads_.data() + offset : nullptr; }
 
   void ensure_workspace(int64_t rows) {
     if (rows == rows_) return;
     check_batch(rows);
-    forward_done_ = false;
+    state_.invalidate();
     rows_ = 0;  // stays 0 if an allocation below throws
     const int64_t widest = this->widest(), L = num_layers();
     x_.resize(rows * sizes_[0]);
@@ -235,7 +206,7 @@ class CudaMLP final : public MLPBase {
     target_.resize(rows * sizes_.back());
     labels_.resize(rows);
     row_losses_.resize(rows);
-    const size_t slot_bytes = (L * kNumDenseSlots + 1) * sizeof(double);
+    const size_t slot_bytes = (L * DenseSlot::kCount + 1) * sizeof(double);
     output_offset_ = (slot_bytes + 255) / 256 * 256;
     results_.resize(output_offset_ + rows * sizes_.back() * sizeof(T));
     host_results_.resize(results_.size());
@@ -247,8 +218,7 @@ class CudaMLP final : public MLPBase {
     const BatchNormSpec spec{training, bn_.momentum, bn_.eps};
     if (bn_.enabled && num_layers() > 1) check_batchnorm_spec(op, spec, rows);
     ensure_workspace(rows);
-    forward_done_ = false;
-    forward_training_ = training;
+    state_.begin(training);
     copy_in(x_.data(), x.ptr<T>(), rows * sizes_[0]);
     const T* input = x_.data();
     for (int64_t l = 0; l < num_layers(); ++l) {
@@ -270,8 +240,7 @@ class CudaMLP final : public MLPBase {
                                          layer_slots, scratch_.data(), context_.stream());
       input = hidden(l);
     }
-    forward_stats_valid_ = stats;
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   // Backward from dL/d(out) in grad_a_, last layer to first; returns where dL/dx (B, d_0) is
@@ -291,7 +260,7 @@ class CudaMLP final : public MLPBase {
       if (is_batch_norm(l))
         dense_bn_backward_prologue_stream<T>(delta_.data(), grad(layer.gamma), grad(layer.beta),
                                              current, dact, xhat_[l].data(), rstd_[l].data(),
-                                             param(layer.gamma), rows_, out, forward_training_,
+                                             param(layer.gamma), rows_, out, state_.training(),
                                              stats, log_scale, slots(l), scratch_.data(),
                                              context_.stream());
       else
@@ -320,7 +289,7 @@ class CudaMLP final : public MLPBase {
   void finish(const TensorView& report, const TensorView& input_grad, const T* dx, bool log_scale,
               bool with_output) {
     const size_t bytes = with_output ? host_results_.size()
-                                     : (num_layers() * kNumDenseSlots + 1) * sizeof(double);
+                                     : (num_layers() * DenseSlot::kCount + 1) * sizeof(double);
     VGKERN_CUDA_CHECK(cudaMemcpyAsync(host_results_.data(), results_.data(), bytes,
                                       cudaMemcpyDeviceToHost, context_.stream()));
     if (input_grad.present()) copy_out(input_grad.ptr<T>(), dx, rows_ * sizes_[0]);
@@ -328,41 +297,28 @@ class CudaMLP final : public MLPBase {
     const double* host_slots = reinterpret_cast<const double*>(host_results_.data());
     int64_t units = 0;  // log2 of the units the backward signal is carried in (log-scale)
     for (int64_t l = num_layers() - 1; l >= 0; --l) {
-      const double* s = host_slots + l * kNumDenseSlots;
+      const double* s = host_slots + l * DenseSlot::kCount;
       BackwardStats bs;
-      bs.act_grad_norm = s[kSlotActGradNorm];
-      bs.preact_grad_norm = s[kSlotPreactGradNorm];
-      bs.bias_grad_norm = s[kSlotBiasGradNorm];
-      bs.weight_grad_norm = s[kSlotWeightGradNorm];
-      if (is_batch_norm(l)) {  // no dense bias before batch norm
-        bs.bias_grad_norm = NAN;
-        bs.gamma_grad_norm = s[kSlotGammaGradNorm];
-        bs.beta_grad_norm = s[kSlotBetaGradNorm];
-      }
       ForwardStats fs;
-      fs.preact_mean = s[kSlotPreactMean];
-      fs.preact_std = s[kSlotPreactStd];
-      fs.saturated_fraction = s[kSlotSaturatedFraction];
-      fs.zero_fraction = s[kSlotZeroFraction];
-      fs.dead_fraction = s[kSlotDeadFraction];
-      const int rescale = log_scale ? static_cast<int>(s[kSlotRescaleLog2]) : 0;
-      fill_report_row(report.ptr<double>() + l * kNumReportColumns, stats ? &bs : nullptr,
-                      forward_stats_valid_ ? &fs : nullptr, units, rescale);
+      read_dense_slots(s, &bs, &fs);
+      if (is_batch_norm(l)) {
+        bs.bias_grad_norm = NAN;  // no dense bias before batch norm (its slot is not written)
+      } else {
+        bs.gamma_grad_norm = bs.beta_grad_norm = NAN;  // nor gamma and beta in a dense layer
+      }
+      const int rescale = log_scale ? static_cast<int>(s[DenseSlot::rescale_log2]) : 0;
+      fill_report_row(report.ptr<double>() + l * LayerColumn::kCount, stats ? &bs : nullptr,
+                      state_.stats_valid() ? &fs : nullptr, units, rescale);
       units += rescale;
     }
   }
 
-  std::vector<int64_t> sizes_;
-  std::vector<ActSpec> acts_;
-  BatchNormConfig bn_;
-  std::vector<LayerLayout> layout_;
   CudaContext context_;  // declared before the device arrays: destroyed after them
   DeviceArray<T> params_, grads_;
   DeviceArray<T> running_mean_, running_var_;  // (sum of BN widths,) each
   DeviceArray<unsigned char> scratch_;  // partials of the reductions (dense and loss kernels)
 
   // Workspaces for batches of rows_ examples.
-  int64_t rows_ = 0;
   DeviceArray<T> x_;                     // (B, d_0) copy of the input
   std::vector<DeviceArray<T>> h_, dact_;  // per layer (B, d_{l+1}); the last h is in results_
   std::vector<DeviceArray<T>> xhat_;     // BN layers: normalised z (B, d_{l+1})
@@ -373,11 +329,9 @@ class CudaMLP final : public MLPBase {
   DeviceArray<T> target_;                // (B, d_L)
   DeviceArray<int64_t> labels_;          // (B,)
   DeviceArray<double> row_losses_;       // (B,)
-  DeviceArray<unsigned char> results_;   // slots (L, kNumDenseSlots), loss, pad, output
+  DeviceArray<unsigned char> results_;   // slots (L, DenseSlot::kCount), loss, pad, output
   std::vector<unsigned char> host_results_;
   size_t output_offset_ = 0;
-  bool forward_done_ = false, forward_stats_valid_ = false, forward_training_ = true;
-  std::mutex busy_;
 };
 
 }  // namespace

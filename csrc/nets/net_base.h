@@ -3,11 +3,68 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <string>
 
+#include "core/busy_guard.h"
+#include "core/denormals.h"
 #include "core/errors.h"
 #include "core/tensor.h"
 
 namespace vgkern {
+
+// What a CPU net holds for the duration of one call: the net (one call at a time,
+// core/busy_guard.h) and, when enabled, flushed subnormals in the calling thread
+// (core/denormals.h). CUDA nets hold a CudaCall (cuda/context.h).
+class CpuCall {
+ public:
+  CpuCall(std::mutex& busy, const char* op) : busy_(busy, op) {}
+
+ private:
+  BusyGuard busy_;
+  DenormalsFlushed flushed_;
+};
+
+// What the last forward left for a backward: the state machine every net driver follows (MLP,
+// LSTM, RNN; CPU and CUDA), so that they refuse and allow the same calls.
+//   begin(training)  a forward starts: no backward until it finishes (a forward that throws
+//                    halfway leaves none behind)
+//   finish(stats)    it is done: a backward may follow; its forward statistics are valid when
+//                    they were on
+//   invalidate()     the workspaces were resized, or a step refused its target after the
+//                    forward: a backward needs a new forward first
+//   require(op, forward_call)  DeviceError naming op and how to run a forward, unless one waits
+class ForwardState {
+ public:
+  void begin(bool training = true) {
+    done_ = false;
+    training_ = training;
+  }
+  void finish(bool stats) {
+    stats_valid_ = stats;
+    done_ = true;
+  }
+  void invalidate() { done_ = false; }
+  void require(const std::string& op, const char* forward_call) const {
+    if (!done_)
+      fail<DeviceError>(op, ": no forward pass to differentiate; call ", forward_call, " first");
+  }
+  // f(), invalidating the forward when it throws (a refused step leaves no half-used forward).
+  template <class F>
+  auto refusing(F&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (...) {
+      invalidate();
+      throw;
+    }
+  }
+  bool stats_valid() const { return stats_valid_; }  // of the last forward
+  bool training() const { return training_; }         // batch norm: the last forward's mode
+
+ private:
+  bool done_ = false, stats_valid_ = false, training_ = true;
+};
 
 enum class NetBuffer { params, grads, running_means, running_vars };
 

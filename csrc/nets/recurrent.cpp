@@ -11,7 +11,6 @@
 
 #include "core/blas.h"
 #include "core/checks.h"
-#include "core/denormals.h"
 #include "core/dispatch.h"
 #include "core/memory.h"
 #include "core/errors.h"
@@ -24,10 +23,6 @@
 #include "ops/rnn_cell.h"
 
 namespace vgkern {
-
-const char* const kSequenceColumnNames[kNumSequenceColumns] = {
-    "h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm", "log10_c_grad_norm",
-    "log10_x_grad_norm", "forget_gate_mean", "saturated_fraction"};
 
 namespace {
 
@@ -52,20 +47,16 @@ class Recurrent final : public RecurrentBase {
 
   void forward(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
                const TensorView& c0) override {
-    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
-    DenormalsFlushed flushed;  // core/denormals.h
-    refuse_if_busy(lock, "forward");
-    run_forward(out, x_seq, h0, c0, name("forward"));
+    const std::string op = name("forward");
+    CpuCall call(busy_, op.c_str());
+    run_forward(out, x_seq, h0, c0, op);
   }
 
   void backward(const SequenceOutputs& out, const TensorView& grad_h_seq,
                 const TensorView& grad_h_last, const TensorView& grad_c_last) override {
-    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
-    DenormalsFlushed flushed;  // core/denormals.h
-    refuse_if_busy(lock, "backward");
     const std::string op = name("backward");
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
+    CpuCall call(busy_, op.c_str());
+    state_.require(op, "forward(x_seq)");
     check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
     run_backward(out, present_or_null(grad_h_seq), present_or_null(grad_h_last),
                  present_or_null(grad_c_last), op);
@@ -73,22 +64,15 @@ class Recurrent final : public RecurrentBase {
 
   double step(const SequenceOutputs& out, const TensorView& x_seq, const TensorView& h0,
               const TensorView& c0, const TensorView& target, bool every_step) override {
-    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
-    DenormalsFlushed flushed;  // core/denormals.h
-    refuse_if_busy(lock, "step");
     const std::string op = name("step");
+    CpuCall call(busy_, op.c_str());
     check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
     run_forward(out, x_seq, h0, c0, op);
     const int64_t rows = every_step ? steps_ * rows_ : rows_;
     const T* prediction = every_step ? h_all_.data() + rows_ * hidden_ : last_hidden();
     T* grad = loss_grad_.data();
-    double loss;
-    try {
-      loss = mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_);
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    const double loss = state_.refusing(
+        [&] { return mse_loss_cpu<T>(grad, prediction, target.ptr<T>(), rows, hidden_, rows_); });
     run_backward(out, every_step ? grad : nullptr, every_step ? nullptr : grad, nullptr, op);
     return loss;
   }
@@ -97,11 +81,6 @@ class Recurrent final : public RecurrentBase {
   SequenceSpec spec() const { return SequenceSpec{kind_, dtype(), in_, hidden_}; }
   static const T* present_or_null(const TensorView& g) { return g.present() ? g.ptr<T>() : nullptr; }
   std::string name(const char* method) const { return spec().op(method); }
-  void refuse_if_busy(const std::unique_lock<std::mutex>& lock, const char* method) const {
-    if (!lock.owns_lock())
-      fail<DeviceError>(name(method), ": this net is already running in another thread; one net "
-                                      "may be used by one thread at a time");
-  }
   const T* last_hidden() const { return h_all_.data() + steps_ * rows_ * hidden_; }
 
   // Blocks of sequences for the time loop: two when each step's GEMM is small enough to split
@@ -126,7 +105,7 @@ class Recurrent final : public RecurrentBase {
     if (steps == steps_ && rows == rows_) return;
     const int64_t n = rows * hidden_;
     check_sequence(op, steps, rows);
-    forward_done_ = false;
+    state_.invalidate();
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
     x_.resize(steps * rows * in_);
     h_all_.resize((steps + 1) * n);
@@ -151,7 +130,7 @@ class Recurrent final : public RecurrentBase {
     check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
     ensure_workspace(op, steps, rows);
-    forward_done_ = false;
+    state_.begin();
     const int64_t n = rows * hidden_;
     std::copy(x_seq.ptr<T>(), x_seq.ptr<T>() + steps * rows * in_, x_.data());
     copy_or_zero(h_all_.data(), h0, n);
@@ -208,11 +187,10 @@ class Recurrent final : public RecurrentBase {
         saturated_[t] += saturated[p][t];
       }
     }
-    forward_stats_valid_ = stats;
     if (out.h_seq.present()) std::copy(h_all_.data() + n, h_all_.data() + (steps + 1) * n, out.h_seq.ptr<T>());
     if (out.h_last.present()) std::copy(last_hidden(), last_hidden() + n, out.h_last.ptr<T>());
     if (out.c_last.present()) std::copy(c_all_.data() + steps * n, c_all_.data() + (steps + 1) * n, out.c_last.ptr<T>());
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   static void copy_or_zero(T* dst, const TensorView& src, int64_t n) {
@@ -276,18 +254,6 @@ class Recurrent final : public RecurrentBase {
         dc_last = dc_next;
       }
     });
-    double* report = out.report.ptr<double>();
-    for (int64_t t = 0; t < steps_; ++t) {
-      double* row = report + t * kNumSequenceColumns;
-      row[kHGradNorm] = row[kCGradNorm] = kNaN;
-      if (!stats) continue;
-      row[kHGradNorm] = row[kCGradNorm] = 0;  // the norm over all blocks' rows
-      for (int p = 0; p < plan.parts; ++p) {
-        row[kHGradNorm] = joined_norm(row[kHGradNorm], h_norms[p][t]);
-        if (kind_ == CellKind::lstm) row[kCGradNorm] = joined_norm(row[kCGradNorm], c_norms[p][t]);
-      }
-      if (kind_ != CellKind::lstm) row[kCGradNorm] = kNaN;
-    }
     // Weight gradients and dx of all steps at once, in the blocks of the recurrence's plan:
     // dw_ih = dpre^T X, dx = dpre W_ih, dw_hh = dpre^T H_prev, dbias = column sums of dpre.
     const int64_t all_rows = steps_ * rows_;
@@ -313,22 +279,32 @@ class Recurrent final : public RecurrentBase {
     });
     sum_part_rows(bias_sums, plan.parts, gates_);
     for (int64_t j = 0; j < gates_; ++j) dbias[j] = static_cast<T>(bias_sums[0][j]);
+    const bool lstm = kind_ == CellKind::lstm;
     for (int64_t t = 0; t < steps_; ++t) {
-      double* row = report + t * kNumSequenceColumns;
-      row[kXGradNorm] = stats ? frobenius_norm(dx + t * rows_ * in_, rows_ * in_) : kNaN;
-      row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
-      row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
-      row[kLog10XGradNorm] = log10_norm(row[kXGradNorm]);
-      const bool fwd = forward_stats_valid_;
-      row[kForgetGateMean] = fwd && kind_ == CellKind::lstm ? forget_sum_[t] / n : kNaN;
-      row[kGateSaturatedFraction] =
-          fwd ? static_cast<double>(saturated_[t]) / (rows_ * gates_) : kNaN;
+      StepStats step;  // NaN: not measured
+      if (stats) {
+        step.h_grad_norm = 0;  // the norms over all blocks' rows
+        if (lstm) step.c_grad_norm = 0;
+        for (int p = 0; p < plan.parts; ++p) {
+          step.h_grad_norm = joined_norm(step.h_grad_norm, h_norms[p][t]);
+          if (lstm) step.c_grad_norm = joined_norm(step.c_grad_norm, c_norms[p][t]);
+        }
+        step.x_grad_norm = frobenius_norm(dx + t * rows_ * in_, rows_ * in_);
+      }
+      if (state_.stats_valid()) {
+        if (lstm) step.forget_gate_mean = forget_sum_[t] / n;
+        step.saturated_fraction = static_cast<double>(saturated_[t]) / (rows_ * gates_);
+      }
+      fill_step_row(out.report.ptr<double>() + t * StepColumn::kCount, step);
     }
     if (out.weight_report.present()) {
-      double* w = out.weight_report.ptr<double>();
-      w[kWeightIhNorm] = stats ? norm_from_sum_squares(dw_ih_sumsq, dw_ih, gates_ * in_) : kNaN;
-      w[kWeightHhNorm] = stats ? norm_from_sum_squares(dw_hh_sumsq, dw_hh, gates_ * hidden_) : kNaN;
-      w[kBiasNorm] = stats ? frobenius_norm(dbias, gates_) : kNaN;
+      NetworkStats network;  // NaN: not measured
+      if (stats) {
+        network.weight_ih_grad_norm = norm_from_sum_squares(dw_ih_sumsq, dw_ih, gates_ * in_);
+        network.weight_hh_grad_norm = norm_from_sum_squares(dw_hh_sumsq, dw_hh, gates_ * hidden_);
+        network.bias_grad_norm = frobenius_norm(dbias, gates_);
+      }
+      fill_network_row(out.weight_report.ptr<double>(), network);
     }
     if (out.h0_grad.present()) std::copy(dh_last, dh_last + n, out.h0_grad.ptr<T>());
     if (out.c0_grad.present()) std::copy(dc_last, dc_last + n, out.c0_grad.ptr<T>());
@@ -363,7 +339,7 @@ class Recurrent final : public RecurrentBase {
   // Per block of sequences and step (core/scratch.h PartRows): forward statistics, norms.
   std::vector<double> part_forget_, part_h_norm_, part_c_norm_;
   std::vector<int64_t> part_saturated_;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 
@@ -423,7 +399,7 @@ void check_sequence_outputs(const char* op, const SequenceSpec& net, const Seque
                             int64_t steps, int64_t rows) {
   check_dtype(op, "report", out.report, DType::f64);
   const bool sized_for_this_forward =
-      out.report.dim(0) == steps && out.report.dim(1) == kNumSequenceColumns &&
+      out.report.dim(0) == steps && out.report.dim(1) == StepColumn::kCount &&
       (!out.x_grad.present() || (out.x_grad.dim(0) == steps && out.x_grad.dim(1) == rows &&
                                  out.x_grad.dim(2) == net.in)) &&
       (!out.h0_grad.present() || out.h0_grad.dim(0) == rows) &&
@@ -435,6 +411,23 @@ void check_sequence_outputs(const char* op, const SequenceSpec& net, const Seque
 
 double log10_norm(double norm) {
   return norm > 0 ? std::log10(norm) : norm == 0 ? -std::numeric_limits<double>::infinity() : kNaN;
+}
+
+void fill_step_row(double* row, const StepStats& step) {
+#define VGKERN_PUT_NORM_(name, meaning) \
+  row[StepColumn::name] = step.name;    \
+  row[StepColumn::log10_##name] = log10_norm(step.name);
+  VGKERN_STEP_NORMS(VGKERN_PUT_NORM_)
+#undef VGKERN_PUT_NORM_
+#define VGKERN_PUT_STAT_(name, meaning) row[StepColumn::name] = step.name;
+  VGKERN_STEP_FORWARD_STATS(VGKERN_PUT_STAT_)
+#undef VGKERN_PUT_STAT_
+}
+
+void fill_network_row(double* row, const NetworkStats& network) {
+#define VGKERN_PUT_NORM_(name, meaning) row[NetworkColumn::name] = network.name;
+  VGKERN_NETWORK_NORMS(VGKERN_PUT_NORM_)
+#undef VGKERN_PUT_NORM_
 }
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "core/report.h"  // StepColumn, NetworkColumn
 #include "core/tensor.h"
 #include "nets/net_base.h"
 #include "ops/activation.h"
@@ -18,19 +19,9 @@ namespace vgkern {
 
 enum class CellKind { lstm, rnn };
 
-// Per-step report columns (float64, T rows).
-enum SequenceColumn : int {
-  kHGradNorm, kCGradNorm, kXGradNorm, kLog10HGradNorm, kLog10CGradNorm, kLog10XGradNorm,
-  kForgetGateMean, kGateSaturatedFraction,
-  kNumSequenceColumns
-};
-extern const char* const kSequenceColumnNames[kNumSequenceColumns];
-// Per-weight gradient norms (float64, 3 entries).
-enum WeightColumn : int { kWeightIhNorm, kWeightHhNorm, kBiasNorm, kNumWeightColumns };
-
 struct SequenceOutputs {  // where results land; absent views are not written
   TensorView h_seq, h_last, c_last;                  // (T, B, H), (B, H), (B, H)
-  TensorView report, weight_report;                  // (T, columns), (3,)
+  TensorView report, weight_report;                  // (T, StepColumn), (NetworkColumn,)
   TensorView x_grad, h0_grad, c0_grad;               // (T, B, I), (B, H), (B, H)
 };
 
@@ -84,6 +75,10 @@ void check_sequence_grads(const char* op, const SequenceSpec& net, int64_t steps
 void check_sequence_outputs(const char* op, const SequenceSpec& net, const SequenceOutputs& out,
                             int64_t steps, int64_t rows);
 double log10_norm(double norm);  // -inf for 0, NaN for NaN
+// A report row (StepColumn::kCount; the norms' log10_ twins from them) and the per-network
+// norms (NetworkColumn::kCount) from what a driver measured.
+void fill_step_row(double* row, const StepStats& step);
+void fill_network_row(double* row, const NetworkStats& network);
 
 std::unique_ptr<RecurrentBase> make_recurrent(CellKind kind, int64_t input_size,
                                               int64_t hidden_size, Activation nonlinearity,

@@ -5,7 +5,6 @@
 // the loop. Parameters, gradients and workspaces stay on the GPU; per-step statistics are folded
 // on the device and copied out with the weight norms (and the loss) in one block per call.
 #include <algorithm>
-#include <limits>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -26,8 +25,6 @@
 
 namespace vgkern {
 namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // The results block: kNumSeqSlots per step, then the three weight norms and the loss.
 enum ResultSlot : int { kResultWeightIh, kResultWeightHh, kResultBias, kResultLoss, kNumResults };
@@ -91,8 +88,7 @@ class CudaRecurrent final : public RecurrentBase {
                 const TensorView& grad_h_last, const TensorView& grad_c_last) override {
     const std::string op = name("backward");
     CudaCall call(busy_, context_, op.c_str());
-    if (!forward_done_)
-      fail<DeviceError>(op, ": no forward pass to differentiate; call forward(x_seq) first");
+    state_.require(op, "forward(x_seq)");
     const int64_t n = rows_ * hidden_;
     check_sequence_grads(op.c_str(), spec(), steps_, rows_, grad_h_seq, grad_h_last, grad_c_last);
     check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
@@ -111,14 +107,11 @@ class CudaRecurrent final : public RecurrentBase {
     CudaCall call(busy_, context_, op.c_str());
     check_sequence_target(op.c_str(), spec(), x_seq, target, every_step);
     check_sequence_input(op.c_str(), spec(), x_seq, h0, c0);
-    try {  // what mse_loss refuses, refused before the forward
+    state_.refusing([&] {  // what mse_loss refuses, refused before the forward
       ensure_workspace(op.c_str(), x_seq.dim(0), x_seq.dim(1));
       check_target_finite_on(target.device, target.ptr<T>(), target.numel() / hidden_, hidden_,
                              result_slot(kResultLoss), scratch_.data(), context_.stream());
-    } catch (...) {
-      forward_done_ = false;  // a refused step leaves no half-used forward behind
-      throw;
-    }
+    });
     run_forward(x_seq, h0, c0, op.c_str());
     check_sequence_outputs(op.c_str(), spec(), out, steps_, rows_);
     const int64_t n = rows_ * hidden_, rows = every_step ? steps_ * rows_ : rows_;
@@ -157,7 +150,7 @@ class CudaRecurrent final : public RecurrentBase {
     if (steps == steps_ && rows == rows_) return;
     const int64_t n = rows * hidden_;
     check_sequence(op, steps, rows);
-    forward_done_ = false;
+    state_.invalidate();
     steps_ = rows_ = 0;  // stay 0 if an allocation below throws
     x_.resize(steps * rows * in_);
     x_grad_.resize(steps * rows * in_);
@@ -181,7 +174,7 @@ class CudaRecurrent final : public RecurrentBase {
     check_sequence_input(op, spec(), x_seq, h0, c0);
     const int64_t steps = x_seq.dim(0), rows = x_seq.dim(1);
     ensure_workspace(op, steps, rows);
-    forward_done_ = false;
+    state_.begin();
     const int64_t n = rows * hidden_, all_rows = steps * rows;
     cudaStream_t stream = context_.stream();
     copy_in(x_.data(), x_seq.ptr<T>(), all_rows * in_);
@@ -211,8 +204,7 @@ class CudaRecurrent final : public RecurrentBase {
     }
     if (stats)
       fold_forward_steps_stream(partials_.data(), steps, rows, hidden_, seq_slots(), stream);
-    forward_stats_valid_ = stats;
-    forward_done_ = true;
+    state_.finish(stats);
   }
 
   void copy_forward_outputs(const SequenceOutputs& out) {
@@ -297,26 +289,30 @@ class CudaRecurrent final : public RecurrentBase {
     copy_out(out.h0_grad, h0_grad_, n);
     if (kind_ == CellKind::lstm) copy_out(out.c0_grad, c0_grad_, n);
     context_.synchronize();
-    const bool lstm = kind_ == CellKind::lstm, fwd = forward_stats_valid_;
-    double* report = out.report.ptr<double>();
+    const bool lstm = kind_ == CellKind::lstm;
     for (int64_t t = 0; t < steps_; ++t) {
       const double* s = host_results_.data() + t * kNumSeqSlots;
-      double* row = report + t * kNumSequenceColumns;
-      row[kHGradNorm] = stats ? s[kSeqHNorm] : kNaN;
-      row[kCGradNorm] = stats && lstm ? s[kSeqCNorm] : kNaN;
-      row[kXGradNorm] = stats ? s[kSeqXNorm] : kNaN;
-      row[kLog10HGradNorm] = log10_norm(row[kHGradNorm]);
-      row[kLog10CGradNorm] = log10_norm(row[kCGradNorm]);
-      row[kLog10XGradNorm] = log10_norm(row[kXGradNorm]);
-      row[kForgetGateMean] = fwd && lstm ? s[kSeqForgetSum] / n : kNaN;
-      row[kGateSaturatedFraction] = fwd ? s[kSeqSaturated] / (rows_ * gates_) : kNaN;
+      StepStats step;  // NaN: not measured
+      if (stats) {
+        step.h_grad_norm = s[kSeqHNorm];
+        if (lstm) step.c_grad_norm = s[kSeqCNorm];
+        step.x_grad_norm = s[kSeqXNorm];
+      }
+      if (state_.stats_valid()) {
+        if (lstm) step.forget_gate_mean = s[kSeqForgetSum] / n;
+        step.saturated_fraction = s[kSeqSaturated] / (rows_ * gates_);
+      }
+      fill_step_row(out.report.ptr<double>() + t * StepColumn::kCount, step);
     }
     if (out.weight_report.present()) {
       const double* r = host_results_.data() + steps_ * kNumSeqSlots;
-      double* w = out.weight_report.ptr<double>();
-      w[kWeightIhNorm] = stats ? r[kResultWeightIh] : kNaN;
-      w[kWeightHhNorm] = stats ? r[kResultWeightHh] : kNaN;
-      w[kBiasNorm] = stats ? r[kResultBias] : kNaN;
+      NetworkStats network;  // NaN: not measured
+      if (stats) {
+        network.weight_ih_grad_norm = r[kResultWeightIh];
+        network.weight_hh_grad_norm = r[kResultWeightHh];
+        network.bias_grad_norm = r[kResultBias];
+      }
+      fill_network_row(out.weight_report.ptr<double>(), network);
     }
   }
 
@@ -342,7 +338,7 @@ class CudaRecurrent final : public RecurrentBase {
   DeviceArray<unsigned char> partials_;  // per step and block (cuda/sequence_stats.h)
   DeviceArray<double> results_;          // (T, kNumSeqSlots) then kNumResults
   std::vector<double> host_results_;
-  bool forward_done_ = false, forward_stats_valid_ = false;
+  ForwardState state_;  // nets/net_base.h
   std::mutex busy_;
 };
 

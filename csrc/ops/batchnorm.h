@@ -11,9 +11,9 @@
 #pragma once
 #include <cstdint>
 
+#include "core/report.h"  // ForwardStats, BackwardStats
 #include "core/tensor.h"
 #include "ops/activation.h"
-#include "ops/dense_cpu.h"
 
 namespace vgkern {
 

@@ -314,8 +314,8 @@ void dense_bn_backward_norms_stream(const T* dw, int64_t n_dw, const T* dgamma, 
   auto* partials = static_cast<SumSq<T>*>(s.sumsq_a);
   VGKERN_LAUNCH((sum_squares_kernel<T>), blocks, stream, dw, n_dw, partials);
   VGKERN_LAUNCH((weight_norms_kernel<T>), 1, stream, partials, blocks, dgamma,
-                static_cast<int>(kSlotGammaGradNorm), dbeta, static_cast<int>(kSlotBetaGradNorm),
-                cols, slots);
+                static_cast<int>(DenseSlot::gamma_grad_norm), dbeta,
+                static_cast<int>(DenseSlot::beta_grad_norm), cols, slots);
 }
 
 template <class T>

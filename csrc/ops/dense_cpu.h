@@ -11,26 +11,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/report.h"  // ForwardStats, BackwardStats
 #include "core/scratch.h"
 #include "ops/activation.h"
 #include "ops/layer_plan.h"
 
 namespace vgkern {
-
-struct ForwardStats {  // of one layer's pre-activations z over all B * out entries
-  double preact_mean = 0, preact_std = 0;
-  double saturated_fraction = 0, zero_fraction = 0, dead_fraction = 0;
-};
-
-// With log_scale, delta, db and dw are multiplied by 2^-rescale_log2 (so that ||delta|| lands in
-// [1, 2)). act_grad_norm and preact_grad_norm are in the units of the incoming dh;
-// bias_grad_norm and weight_grad_norm in the units of the rescaled delta (2^rescale_log2 times
-// larger units). Without log_scale rescale_log2 is 0 and all four share dh's units.
-struct BackwardStats {
-  double act_grad_norm = 0, preact_grad_norm = 0, bias_grad_norm = 0, weight_grad_norm = 0;
-  double gamma_grad_norm = NAN, beta_grad_norm = NAN;  // batch-norm layers only
-  int rescale_log2 = 0;
-};
 
 // Lanes of the activation passes' statistics: entry j of a run of kStatLanes entries goes to
 // lane j (one AVX-512 vector of floats), so hot loops carry no horizontal reduction. Counts

@@ -135,8 +135,8 @@ void dense_backward_norms_stream(const T* dw, int64_t n_dw, const T* db, int64_t
   auto* partials = static_cast<SumSq<T>*>(s.sumsq_a);
   VGKERN_LAUNCH((sum_squares_kernel<T>), blocks, stream, dw, n_dw, partials);
   VGKERN_LAUNCH((weight_norms_kernel<T>), 1, stream, partials, blocks, db,
-                static_cast<int>(kSlotBiasGradNorm), static_cast<const T*>(nullptr),
-                static_cast<int>(kSlotBetaGradNorm), cols, slots);
+                static_cast<int>(DenseSlot::bias_grad_norm), static_cast<const T*>(nullptr),
+                static_cast<int>(DenseSlot::beta_grad_norm), cols, slots);
 }
 
 template <class T>

@@ -1,9 +1,23 @@
-"""GradReport: per-layer gradient and forward statistics of one backward pass."""
+"""GradReport and SequenceReport: the statistics of one backward pass.
+
+Their fields and the meaning of each come from the native statistics schema (csrc/core/report.h,
+exported as _core.REPORT_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_WEIGHT_COLUMNS and REPORT_DOCS):
+a statistic is declared there once, not here.
+"""
 import numpy as np
 
 from . import _core
 
 FIELDS = tuple(_core.REPORT_COLUMNS)
+SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
+WEIGHT_FIELDS = tuple(_core.SEQUENCE_WEIGHT_COLUMNS)
+LOSS_DOC = "the step's loss (NaN after a plain backward)"
+
+
+def _field_table(docs):
+    """Docstring lines 'name  meaning', one per field of {name: meaning}, in order."""
+    width = max(map(len, docs))
+    return "\n".join(f"    {name:<{width}}  {meaning}" for name, meaning in docs.items())
 
 
 class _Report:
@@ -33,20 +47,10 @@ class _Report:
 
 
 class GradReport(_Report):
-    """Float64 arrays of length L (layer 0 = input side), one attribute per statistic.
+    __doc__ = f"""Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
+    input side), one attribute per statistic, and the loss.
 
-    weight_grad_norm, bias_grad_norm   ||dL/dW_l||_F, ||dL/db_l||
-    preact_grad_norm                   ||dL/dz_l||_F over the batch, z_l = h_{l-1} W_l^T + b_l
-    act_grad_norm                      ||dL/dh_l||_F, h_l = act(z_l) (the last is ||grad_out||)
-    log10_<norm>                       log10 of each norm; exact in log-scale mode, -inf for 0
-    preact_mean, preact_std            mean and population std of the B * d_{l+1} entries of z_l
-    saturated_fraction                 share of entries with act'(z) < 1% of max act'
-                                       (sigmoid, tanh, elu; 0 for identity and relu)
-    zero_fraction, dead_fraction       share of entries with h == 0; share of units that are 0
-                                       for every example of the batch
-    grad_log2_scale                    stored gradients are true gradients * 2**-grad_log2_scale
-                                       (0 unless backward(log_scale=True))
-    loss                               the step's loss (NaN after a plain backward)
+{_field_table({**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC})}
     """
 
     __slots__ = FIELDS + ("loss",)
@@ -70,23 +74,12 @@ class GradReport(_Report):
                 f"log10_preact_grad_norm first={g[0]:.3f} last={g[-1]:.3f})")
 
 
-SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
-WEIGHT_FIELDS = ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm")
-
-
 class SequenceReport(_Report):
-    """Per-time-step statistics of one backward pass through time (float64 arrays of length T).
+    __doc__ = f"""Statistics of one backward pass through time: per time step (float64 arrays of
+    length T), per network (floats), and the loss.
 
-    h_grad_norm[t], c_grad_norm[t]   ||dL/dh_t||_F, ||dL/dc_t||_F over the batch: the total
-                                     gradient at step t, from its own loss and from later steps
-                                     (c: LSTM only, NaN for the RNN)
-    x_grad_norm[t]                   ||dL/dx_t||_F: the curve that shows vanishing through time
-    log10_<norm>                     log10 of the three norms (-inf for an exact 0)
-    forget_gate_mean[t]              mean forget-gate activation over B * H (LSTM; NaN for RNN)
-    saturated_fraction[t]            share of gate units (LSTM: i, f, g, o; RNN: hidden units)
-                                     whose derivative is below 1% of its maximum
-    weight_ih_grad_norm, weight_hh_grad_norm, bias_grad_norm (floats, and log10_ versions)
-    loss                             the step's loss (NaN after a plain backward)
+{_field_table({**_core.REPORT_DOCS["recurrent_step"], **_core.REPORT_DOCS["recurrent_network"],
+               "loss": LOSS_DOC})}
     """
 
     __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
