@@ -242,3 +242,27 @@ def test_net_travels_to_another_process(tmp_path, rng):
         assert np.asarray(here[key]).tobytes() == np.asarray(there[key]).tobytes(), key
     assert_same_arrays(net.params, params, "params")
     assert_same_arrays(net.input_grad, input_grad, "input_grad")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unpickled_arrays_are_accepted_as_inputs(dtype):
+    # An unpickled (or copied) array may carry a dtype object of its own: equal to float32, not
+    # the same object. It is the dtype a Dask worker receives, and must be accepted as such.
+    rng = np.random.default_rng(0)
+    net = vgkern.MLP(MLP_SIZES, dtype=dtype, seed=3)
+    x, target = (pickle.loads(pickle.dumps(a)) for a in mlp_data(rng, dtype))
+    assert x.dtype == np.dtype(dtype)
+    rep = net.step(x, target)
+    expected = vgkern.MLP(MLP_SIZES, dtype=dtype, seed=3).step(*mlp_data(
+        np.random.default_rng(0), dtype))
+    np.testing.assert_array_equal(rep.preact_grad_norm, expected.preact_grad_norm)
+    h, _ = vgkern.ops.dense_forward(x, np.ascontiguousarray(net.weights[0]),
+                                    np.ascontiguousarray(net.biases[0]), "identity")
+    assert h.shape == (x.shape[0], MLP_SIZES[1])
+
+
+def test_byte_swapped_arrays_are_still_refused():
+    net = vgkern.MLP(MLP_SIZES, seed=3)
+    x = np.ones((4, MLP_SIZES[0]), dtype=">f4")
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64, got >f4"):
+        net.forward(x)

@@ -26,9 +26,10 @@ inline TensorView view_of(const py::handle& obj, const char* op, const char* arg
                     std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   auto a = py::reinterpret_borrow<py::array>(obj);
   TensorView t;
-  if (a.dtype().is(py::dtype::of<float>()))
+  // equal(), not is(): an unpickled or copied array may carry its own float32 dtype object
+  if (a.dtype().equal(py::dtype::of<float>()))
     t.dtype = DType::f32;
-  else if (a.dtype().is(py::dtype::of<double>()))
+  else if (a.dtype().equal(py::dtype::of<double>()))
     t.dtype = DType::f64;
   else
     fail<TypeError>(op, ": ", arg, " must have dtype float32 or float64, got ",
