@@ -15,7 +15,8 @@
 // Adding a statistic: one line in a list below, the kernel that computes it (which fills the
 // struct field or CUDA slot of that name), and its tests. (A recurrent one is also put into
 // StepStats by the two drivers, nets/recurrent.cpp and nets/recurrent_cuda.cpp, from their
-// per-step sums: on CUDA the raw sums' slots are still ops/recurrent_cuda.h's SeqSlot.)
+// per-step sums: on CUDA the raw sums (forget-gate sum, saturated count, squared norms) have
+// their own slots, cuda/sequence_stats.h's SeqSlot, which the CUDA driver turns into StepStats.)
 //
 // A *_NORMS entry X(name, ..., meaning) is a norm: it has a column `name` (linear) and, after all
 // the norms, a column `log10_name`. Column order within a report: norms, their log10_ twins,
