@@ -32,9 +32,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import vgkern
 from vgkern import ops
 
-# The fragment of the BusyGuard message (csrc/nets/mlp.cpp, csrc/nets/recurrent.cpp):
-#   "MLP.step: this MLP is already running in another thread; one net may be used by ..."
-#   "LSTM.forward: this net is already running in another thread; one net may be used by ..."
+# The fragment of the one busy-guard message of every net, CPU and CUDA (csrc/core/busy_guard.h):
+#   "MLP.step: this net is already running in another thread; one net may be used by ..."
 REFUSAL = "already running in another thread"
 BARRIER_TIMEOUT = 60.0  # seconds; a hang in a worker fails the test instead of blocking CI
 
