@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _checks, _core, _cuda
 from .info import cuda_available
-from .init import INITS, draw_layer
+from .init import INITS, draw_layer, redraw_options
 from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
 
@@ -194,6 +194,7 @@ class MLP(NativeParameters):
         return views
 
     def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
+        self._init_options = dict(sigma_w=sigma_w, sigma_b=sigma_b, bias_init=bias_init, gain=gain)
         rng = np.random.default_rng(seed)
         limit = float(np.finfo(self.dtype).max)
         # CPU: into the net's memory; CUDA: into a host copy, written to the device at the end
@@ -280,3 +281,75 @@ class MLP(NativeParameters):
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "
                 f"dtype={self.dtype.name!r}, batch_norm={self.batch_norm})")
+
+    # Redrawing in place and the log-scale contract (a sweep reuses one net per architecture).
+
+    def reinitialize(self, seed, *, init=None, sigma_w=None, sigma_b=None, bias_init=None,
+                     gain=None):
+        """Redraw every parameter in this net's buffers, bit for bit as a new MLP with this net's
+        configuration and `seed` would draw them: weights and biases from `init`, batch-norm
+        gamma = 1 and beta = 0, running means 0 and variances 1, gradients 0. The train/eval
+        mode and the statistics switch stay as they are. Returns the net.
+
+        seed: as for MLP (an integer, a numpy Generator, ...; vgkern.init.NormalStream(seed)
+            .generator() shares one draw of the seed's normals among many nets).
+        init, sigma_w, sigma_b, bias_init, gain: as for MLP; not given (None), the ones this net
+            was drawn with. An option that `init` does not read is refused (ValueError), as are
+            non-finite values and negative sigmas. A ValueError for parameters that overflow the
+            dtype (a huge sigma_w) comes after some layers were redrawn."""
+        what = "MLP.reinitialize"
+        init = self.init if init is None else _choice("init", init, INITS, owner=what)
+        options = redraw_options(what, init, self.dtype, self._init_options, sigma_w=sigma_w,
+                                 sigma_b=sigma_b, bias_init=bias_init, gain=gain)
+        _checks.rng(f"{what}: seed", seed)  # refused before anything is written
+        self._fill_fresh_buffers()
+        self.init = init
+        self._initialize(seed, **options)
+        return self
+
+    def _fill_fresh_buffers(self):
+        """params, grads and the running statistics as a new net holds them before its weights
+        are drawn: zeros, except gamma = 1 and the running variances 1 (torch.nn.BatchNorm1d's
+        defaults). In place on the CPU; on CUDA written from host arrays."""
+        for name, value in (("params", 0), ("grads", 0), ("running_means", 0),
+                            ("running_vars", 1)):
+            flat = getattr(self._core, name)  # a view on the CPU, a read-only copy on CUDA
+            if self.device != "cpu":
+                flat = np.empty_like(flat)
+            flat[...] = value
+            if name == "params":
+                for gamma in self._layer_views(flat, self._core.layout, "gamma"):
+                    gamma[...] = 1
+            if self.device != "cpu" and flat.size:
+                self._core.write(name, 0, flat)
+
+    def unscale_grads(self, report):
+        """The log-scale contract: after backward or step with log_scale=True, the stored
+        gradients of layer l (dW_l, db_l and, with batch norm, dgamma_l and dbeta_l) are the true
+        ones times 2**-report.grad_log2_scale[l]. This multiplies them by 2**grad_log2_scale[l]
+        in place, so that they are the true gradients, rounded to the net's dtype (where those
+        underflow it, they become subnormal or 0). `report`: the GradReport of this net's last
+        backward or step, applied once (a plain backward's scales are all 0: nothing changes).
+        Returns the net."""
+        what = "MLP.unscale_grads"
+        if not isinstance(report, GradReport):
+            raise TypeError(f"{what}: report must be the GradReport of this net's last backward "
+                            f"or step, got {type(report).__name__}")
+        scales = np.asarray(report.grad_log2_scale, dtype=np.float64)
+        if scales.shape != (self.num_layers,):
+            raise ValueError(f"{what}: report has {scales.size} layers, this net "
+                             f"{self.num_layers}; pass the report of this net's last backward")
+        if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
+            raise ValueError(f"{what}: report.grad_log2_scale must hold integers, got {scales}")
+        exponents = [int(e) for e in scales]
+        if not any(exponents):
+            return self
+        flat = self._grads if self.device == "cpu" else self._core.grads.copy()
+        layout = self._core.layout
+        for kind in ("weight", "bias", "gamma", "beta"):
+            for grad, e in zip(self._layer_views(flat, layout, kind), exponents):
+                if e and grad.size:
+                    np.ldexp(grad, e, out=grad)  # exact, unless the result underflows
+        if self.device != "cpu":
+            self._core.write("grads", 0, flat)
+        return self
