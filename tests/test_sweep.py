@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 import vgkern
+import vgkern.sweeps as S
 from vgkern import cli
+from vgkern.sweeps import journal, run, store
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
-
-S = sys.modules["vgkern.sweep"]  # the module (vgkern.sweep is the function)
 
 STATS = [c for c in S.STAT_COLUMNS]
 REC_FIELDS = ["h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm",
@@ -323,7 +323,7 @@ def _journal_ids(out):
     path = str(out) + ".journal"
     try:
         with open(path, "rb") as f:
-            return {c["config_id"] for c, _ in S._read_journal(f, path)[0]}
+            return {c["config_id"] for c, _ in journal.read_journal(f, path)[0]}
     except (OSError, ValueError):
         return set()
 
@@ -477,30 +477,30 @@ def test_torn_journal_records_are_dropped_on_resume(tmp_path):
     vgkern.sweep(**grid, out=str(out))
     # Simulate a run killed after two configurations: the output holds nothing yet, the journal
     # two whole records and a third one cut short, then garbage.
-    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
-    records = [S._journal_record(
+    store.atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    records = [journal.journal_record(
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()},
-        S.run_config(c)) for c in configs[:3]]
+        run.run_config(c)) for c in configs[:3]]
     with open(str(out) + ".journal", "wb") as f:
-        f.write(S._JOURNAL_MAGIC + records[0] + records[1] + records[2][:len(records[2]) // 2])
+        f.write(journal.JOURNAL_MAGIC + records[0] + records[1] + records[2][:len(records[2]) // 2])
     calls = []
-    real = S.run_config
+    real = run.run_config
     try:
-        S.run_config = lambda c: calls.append(c["config_id"]) or real(c)
+        run.run_config = lambda c: calls.append(c["config_id"]) or real(c)
         table = vgkern.sweep(**grid, out=str(out), workers=1)
     finally:
-        S.run_config = real
+        run.run_config = real
     assert sorted(calls) == sorted(c["config_id"] for c in configs[2:])  # 2 resumed, 4 run
     pd.testing.assert_frame_equal(table, full, check_exact=True)
     _assert_complete(out, configs)
     # a damaged (bit-flipped) record is dropped as well
     rec = bytearray(records[0])
     rec[-3] ^= 0xFF
-    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    store.atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
     with open(str(out) + ".journal", "wb") as f:
-        f.write(S._JOURNAL_MAGIC + bytes(rec) + records[1])
+        f.write(journal.JOURNAL_MAGIC + bytes(rec) + records[1])
     with open(str(out) + ".journal", "rb") as f:
-        assert S._read_journal(f, "j")[0] == []
+        assert journal.read_journal(f, "j")[0] == []
 
 
 def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypatch):
@@ -508,8 +508,8 @@ def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypat
     small = dict(depth=[2, 4], width=8, batch=8, activation=["tanh", "relu"])
     vgkern.sweep(**small, out=str(out))
     calls = []
-    real = S.run_config
-    monkeypatch.setattr(S, "run_config", lambda c: calls.append(c) or real(c))
+    real = run.run_config
+    monkeypatch.setattr(run, "run_config", lambda c: calls.append(c) or real(c))
     bigger = dict(small, depth=[2, 3, 4])
     lines = []
     table = vgkern.sweep(**bigger, out=str(out), log=lines.append)
@@ -532,7 +532,7 @@ def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypat
 def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monkeypatch):
     out = tmp_path / "i.parquet"
     grid = dict(depth=[2, 3, 4, 5], width=8, batch=8)
-    real = S.run_config
+    real = run.run_config
     seen = []
 
     def flaky(c):
@@ -541,7 +541,7 @@ def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monke
         seen.append(c)
         return real(c)
 
-    monkeypatch.setattr(S, "run_config", flaky)
+    monkeypatch.setattr(run, "run_config", flaky)
     with pytest.raises(vgkern.SweepInterrupted) as info:
         vgkern.sweep(**grid, out=str(out), workers=1)
     stop = info.value
@@ -549,7 +549,7 @@ def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monke
     assert (stop.finished, stop.total) == (2, 4)
     assert stop.results["config_id"].nunique() == 2
     assert vgkern.read_results(out)["config_id"].nunique() == 2
-    monkeypatch.setattr(S, "run_config", real)
+    monkeypatch.setattr(run, "run_config", real)
     pd.testing.assert_frame_equal(vgkern.sweep(**grid, out=str(out)), vgkern.sweep(**grid),
                                   check_exact=True)
 
@@ -576,7 +576,7 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
 
         monkeypatch.setattr(os, "write", write)
     else:
-        real_atomic_write = S._atomic_write
+        real_atomic_write = store.atomic_write
 
         def atomic_write(table, *args):  # once, on the rebuild that adds the third result
             stop = len(table.column("config_id").unique()) == 3 and not calls
@@ -587,8 +587,8 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
             if stop:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(S, "_atomic_write", atomic_write)
-        monkeypatch.setattr(S._Store, "_flush_every", 0.0)  # a rebuild after every result
+        monkeypatch.setattr(store, "atomic_write", atomic_write)
+        monkeypatch.setattr(journal.JournaledOutput, "_flush_every", 0.0)  # a rebuild after every result
     lines = []
     with pytest.raises(vgkern.SweepInterrupted) as info:
         vgkern.sweep(**grid, out=str(out), workers=1, log=lines.append)
@@ -606,14 +606,14 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
 
 def test_a_failing_configuration_keeps_the_finished_ones(tmp_path, monkeypatch):
     out = tmp_path / "f.parquet"
-    real = S.run_config
+    real = run.run_config
 
     def bad(c):
         if c["depth"] == 3:
             raise ValueError("boom")
         return real(c)
 
-    monkeypatch.setattr(S, "run_config", bad)
+    monkeypatch.setattr(run, "run_config", bad)
     with pytest.raises(RuntimeError, match=r"configuration \w+ .*'depth': 3.* failed: ValueError: boom"):
         vgkern.sweep(depth=[5, 3, 2], width=8, batch=8, out=str(out), workers=1)
     # longest first: depth 5 ran and is saved, depth 2 never started
@@ -693,7 +693,7 @@ def test_empty_grids_and_bad_arguments_fail_clearly(tmp_path):
 
 
 def test_bad_output_paths_fail_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "run_config", lambda c: pytest.fail("work started"))
+    monkeypatch.setattr(run, "run_config", lambda c: pytest.fail("work started"))
     with pytest.raises(ValueError, match=r"unknown format; the name must end in \.parquet"):
         vgkern.sweep(depth=2, out=str(tmp_path / "r.xlsx"))
     with pytest.raises(ValueError, match="does not exist"):
