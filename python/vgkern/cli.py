@@ -292,7 +292,8 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
          out=None, workers=None, stream=None):
     """The README's first command: a small sweep (MLPs of `depths` x sigmoid/tanh/relu/elu x
     with/without batch norm, xavier_normal, MSE on Gaussian data; LSTM vs tanh RNN with the
-    same sequence lengths), a printed summary table and a PNG. Returns sweep_summary()."""
+    same sequence lengths), a printed summary table and a PNG (without matplotlib: one line
+    saying how to get it instead). Returns sweep_summary()."""
     stream = sys.stdout if stream is None else stream
     from . import plot_sweep, sweep, sweep_summary
 
@@ -342,10 +343,21 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
             v = rec[(rec["depth"] == d) & (rec["model"] == m)]["log10_ratio_first_last"]
             cells.append(f"{v.iloc[0]:>10.2f}" if len(v) else f"{'-':>10}")
         print(f"{d:>5} " + " ".join(cells), file=stream)
-    if png:
+    if png and not _have_matplotlib():
+        print(f"\nno figure: {png} needs matplotlib: pip install 'vgkern[sweep]'"
+              + (f" (wrote {out})" if out else ""), file=stream)
+    elif png:
         plot_sweep(table, png, depth=max(depths))
         print(f"\nwrote {png}" + (f" and {out}" if out else ""), file=stream)
     return summary
+
+
+def _have_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv=None):
