@@ -4,6 +4,8 @@ same stream on every platform), drawn in float64 layer by layer, weight then bia
 Many nets of one seed can share one draw of that stream (NormalStream): a sweep pays for the
 random numbers of a seed once, not once per configuration."""
 import math
+import numbers
+import operator
 import threading
 
 import numpy as np
@@ -136,12 +138,13 @@ class _StreamGenerator(np.random.Generator):
         self._own = False   # the own bit generator has been used: the cache is out of step
 
     def standard_normal(self, size=None, dtype=np.float64, out=None):
-        if size is None or out is not None or np.dtype(dtype) != np.float64 or self._own:
+        if size is None or out is not None or self._own or (
+                dtype is not np.float64 and np.dtype(dtype) != np.float64):
             self._use_own()
             return super().standard_normal(size, dtype, out)
-        shape = (size,) if np.ndim(size) == 0 else tuple(size)
+        shape = (operator.index(size),) if isinstance(size, numbers.Integral) else tuple(size)
         start = self._taken
-        self._taken += int(np.prod(shape, dtype=np.int64))
+        self._taken += math.prod(shape)
         return self._stream.first(self._taken)[start:self._taken].reshape(shape)
 
     def uniform(self, *args, **kwargs):

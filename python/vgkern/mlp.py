@@ -288,8 +288,9 @@ class MLP(NativeParameters):
                      gain=None):
         """Redraw every parameter in this net's buffers, bit for bit as a new MLP with this net's
         configuration and `seed` would draw them: weights and biases from `init`, batch-norm
-        gamma = 1 and beta = 0, running means 0 and variances 1, gradients 0. The train/eval
-        mode and the statistics switch stay as they are. Returns the net.
+        gamma = 1 and beta = 0, running means 0 and variances 1. The gradients (which every
+        backward overwrites), the train/eval mode and the statistics switch stay as they are.
+        Returns the net.
 
         seed: as for MLP (an integer, a numpy Generator, ...; vgkern.init.NormalStream(seed)
             .generator() shares one draw of the seed's normals among many nets).
@@ -308,19 +309,22 @@ class MLP(NativeParameters):
         return self
 
     def _fill_fresh_buffers(self):
-        """params, grads and the running statistics as a new net holds them before its weights
-        are drawn: zeros, except gamma = 1 and the running variances 1 (torch.nn.BatchNorm1d's
+        """params and the running statistics as a new net holds them before its weights are
+        drawn: zeros, except gamma = 1 and the running variances 1 (torch.nn.BatchNorm1d's
         defaults). In place on the CPU; on CUDA written from host arrays."""
-        for name, value in (("params", 0), ("grads", 0), ("running_means", 0),
-                            ("running_vars", 1)):
-            flat = getattr(self._core, name)  # a view on the CPU, a read-only copy on CUDA
-            if self.device != "cpu":
-                flat = np.empty_like(flat)
-            flat[...] = value
+        if self.device == "cpu":  # the views the net keeps (a sweep redraws nets very often)
+            self._params[...] = 0
+            for views, value in ((self._bn_gammas, 1), (self._running_means, 0),
+                                 (self._running_vars, 1)):
+                for view in views:
+                    view[...] = value
+            return
+        for name, value in (("params", 0), ("running_means", 0), ("running_vars", 1)):
+            flat = np.full_like(getattr(self._core, name), value)  # host copies of the buffers
             if name == "params":
                 for gamma in self._layer_views(flat, self._core.layout, "gamma"):
                     gamma[...] = 1
-            if self.device != "cpu" and flat.size:
+            if flat.size:
                 self._core.write(name, 0, flat)
 
     def unscale_grads(self, report):

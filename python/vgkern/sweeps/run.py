@@ -124,6 +124,28 @@ def _seed_source(c, sizes):
     return _STREAMS.get(c["seed"]).generator()
 
 
+class _NetPool:
+    """One thread's nets, by architecture, least recently used first; their parameters and
+    gradients take at most _NET_POOL_BYTES (the last net used is always kept)."""
+
+    def __init__(self):
+        self._nets = OrderedDict()  # key -> (net, bytes)
+        self._bytes = 0
+
+    def take(self, key):
+        net, size = self._nets.pop(key, (None, 0))
+        self._bytes -= size
+        return net
+
+    def put(self, key, net):
+        size = net.params.nbytes + net.grads.nbytes
+        self._nets[key] = (net, size)
+        self._bytes += size
+        while self._bytes > _NET_POOL_BYTES and len(self._nets) > 1:
+            _, (_, old) = self._nets.popitem(last=False)
+            self._bytes -= old
+
+
 def _make_mlp(c, sizes):
     """An MLP for configuration c with the parameters of MLP(..., seed=c["seed"]): this
     thread's net of the same architecture redrawn, or a new one."""
@@ -132,20 +154,15 @@ def _make_mlp(c, sizes):
     seed = _seed_source(c, sizes)
     pool = getattr(_LOCAL, "nets", None)
     if pool is None:
-        pool = _LOCAL.nets = OrderedDict()  # architecture -> net, least recently used first
+        pool = _LOCAL.nets = _NetPool()
     key = (tuple(sizes), c["activation"], bn, c["dtype"])
-    net = pool.pop(key, None)
+    net = pool.take(key)
     if net is None:
         net = MLP(sizes, activation=c["activation"], init=init, dtype=c["dtype"], seed=seed,
                   batch_norm=bn, **options)
     else:
         net.reinitialize(seed, init=init, **options)
-    pool[key] = net
-    size = lambda m: m.params.nbytes + m.grads.nbytes
-    total = sum(size(m) for m in pool.values())
-    while total > _NET_POOL_BYTES and len(pool) > 1:
-        _, old = pool.popitem(last=False)
-        total -= size(old)
+    pool.put(key, net)
     return net
 
 
