@@ -941,7 +941,8 @@ def test_cli_demo_without_matplotlib_prints_the_tables_and_says_how_to_get_the_f
     assert lines == ["no figure: vgkern-demo.png needs matplotlib: pip install 'vgkern[sweep]' "
                      "(wrote demo.csv)"]
     assert not (tmp_path / "vgkern-demo.png").exists()
-    assert len(vgkern.read_results(tmp_path / "demo.csv")) == 4 * 2 * (2 + 3) + 2 * (2 + 3)  # MLP rows, then LSTM and RNN
+    rows = 4 * 2 * (2 + 3) + 2 * (2 + 3)  # MLPs: 4 activations x BN off/on; LSTM and RNN
+    assert len(vgkern.read_results(tmp_path / "demo.csv")) == rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ from .grid import config_id, sweep_configs
 from .run import digits_data, run_batch, run_config
 from .runner import SweepInterrupted, cpu_count, sweep
 from .spec import (COLUMNS, CONFIG_COLUMNS, CONFIG_TYPES, DATASETS, DEFAULTS, GRID_KEYS, KEYS,
-                   MODELS, SCHEMA_VERSION, STAT_COLUMNS)
+                   MODELS, RNN_ACTIVATIONS, ROW_COLUMNS, SCHEMA_VERSION, STAT_COLUMNS)
 from .store import arrow_schema, atomic_write, format_of, read_results
 from .summary import GAIN_STAT, SUMMARY_COLUMNS, sweep_summary
 
@@ -80,7 +80,8 @@ __doc__ = __doc__.replace("{keys}", spec.describe_keys())
 
 __all__ = [
     "COLUMNS", "CONFIG_COLUMNS", "CONFIG_TYPES", "DATASETS", "DEFAULTS", "GAIN_STAT", "GRID_KEYS",
-    "KEYS", "MODELS", "SCHEMA_VERSION", "STAT_COLUMNS", "SUMMARY_COLUMNS", "SweepInterrupted",
+    "KEYS", "MODELS", "RNN_ACTIVATIONS", "ROW_COLUMNS", "SCHEMA_VERSION", "STAT_COLUMNS",
+    "SUMMARY_COLUMNS", "SweepInterrupted",
     "arrow_schema", "atomic_write", "config_id", "cpu_count", "digits_data", "format_of",
     "read_results", "run_batch", "run_config", "sweep", "sweep_configs", "sweep_summary",
 ]
