@@ -194,7 +194,8 @@ class MLP(NativeParameters):
         return views
 
     def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
-        self._init_options = dict(sigma_w=sigma_w, sigma_b=sigma_b, bias_init=bias_init, gain=gain)
+        self._init_options = dict(sigma_w=sigma_w, sigma_b=sigma_b, bias_init=bias_init,
+                                  gain=gain)  # what reinitialize() redraws with by default
         rng = np.random.default_rng(seed)
         limit = float(np.finfo(self.dtype).max)
         # CPU: into the net's memory; CUDA: into a host copy, written to the device at the end
