@@ -197,25 +197,24 @@ class MLP(NativeParameters):
         self._init_options = dict(sigma_w=sigma_w, sigma_b=sigma_b, bias_init=bias_init,
                                   gain=gain)  # what reinitialize() redraws with by default
         rng = np.random.default_rng(seed)
-        limit = float(np.finfo(self.dtype).max)
         # CPU: into the net's memory; CUDA: into a host copy, written to the device at the end
         flat = self._params if self.device == "cpu" else self._core.params.copy()
         layout = self._core.layout
         weights = self._layer_views(flat, layout, "weight")
         biases = self._layer_views(flat, layout, "bias")
-        for l, (w, b) in enumerate(zip(weights, biases)):
-            with np.errstate(over="ignore"):  # checked below, with a message that says why
+        with np.errstate(over="ignore"):  # checked below, once for all layers (a sweep redraws
+            for w, b in zip(weights, biases):  # nets often), with a message that says why
                 w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
                                               sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
-            for value in (w_value, b_value):
-                if value is not None and value.size and not np.abs(value).max() <= limit:
-                    raise ValueError(
-                        f"MLP: the initial parameters of layer {l} overflow {self.dtype.name} "
-                        f"(init={self.init!r}, gain={gain!r}, sigma_w={sigma_w!r}, "
-                        f"sigma_b={sigma_b!r}); use a smaller scale")
-            w[...] = w_value
-            if b.size:  # batch-norm layers have no bias (beta plays its role)
-                b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+                w[...] = w_value
+                if b.size:  # batch-norm layers have no bias (beta plays its role)
+                    b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+        if not (np.isfinite(flat.min()) and np.isfinite(flat.max())):  # inf (or NaN) parameters
+            l = next(l for l, (w, b) in enumerate(zip(weights, biases))
+                     if not (np.isfinite(w).all() and np.isfinite(b).all()))
+            raise ValueError(f"MLP: the initial parameters of layer {l} overflow {self.dtype.name} "
+                             f"(init={self.init!r}, gain={gain!r}, sigma_w={sigma_w!r}, "
+                             f"sigma_b={sigma_b!r}); use a smaller scale")
         if self.device != "cpu":
             self._core.write("params", 0, flat)
 
