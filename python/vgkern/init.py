@@ -144,8 +144,11 @@ class _StreamGenerator(np.random.Generator):
             return super().standard_normal(size, dtype, out)
         shape = (operator.index(size),) if isinstance(size, numbers.Integral) else tuple(size)
         start = self._taken
-        self._taken += math.prod(shape)
-        return self._stream.first(self._taken)[start:self._taken].reshape(shape)
+        end = self._taken = start + math.prod(shape)
+        values = self._stream._values  # the cache, grown by first() when it is too short
+        if len(values) < end:
+            values = self._stream.first(end)
+        return values[start:end].reshape(shape)
 
     def uniform(self, *args, **kwargs):
         self._use_own()
