@@ -1189,7 +1189,7 @@ def sweep_grids(draw):
 @given(case=sweep_grids())
 def test_fuzz_sweep_configs(case):
     grid, bad, how = case
-    S = sys.modules["vgkern.sweep"]
+    import vgkern.sweeps as S
     args, kw = ((), grid) if how in ("kwargs", "huge") else (
         (grid,) if how == "dict" else ([grid, dict(grid)],), {})
     names = list(grid) + ["grid"]  # the message names a key (maybe another one than `bad`)
@@ -1198,7 +1198,7 @@ def test_fuzz_sweep_configs(case):
                                    **kw)
         if error is None:  # a configuration that does not use the huge key (e.g. depth of RNN
             # digits) or a model without it: no config may need more than this machine has
-            assert all(S._min_bytes(c) <= S._physical_memory() for c in configs)
+            assert all(S.grid._min_bytes(c) <= S.grid._physical_memory() for c in configs)
         return
     configs, error = call("sweep_configs", vgkern.sweep_configs, *args, names=names)
     if error is None:
