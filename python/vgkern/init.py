@@ -79,12 +79,12 @@ def redraw_options(what, init, dtype, current=DEFAULT_OPTIONS, **given):
     for name, value in given.items():
         if value is None:
             continue
-        if init not in OPTION_USERS[name]:
-            raise ValueError(f"{what}: {name} does not apply to init={init!r} (only to "
-                             f"{', '.join(map(repr, OPTION_USERS[name]))}); got {name}={value!r}")
         x = _checks.real(f"{what}: {name}", value)
         if name in ("sigma_w", "sigma_b") and x < 0:
             raise ValueError(f"{what}: {name} must be >= 0, got {value!r}")
+        if init not in OPTION_USERS[name]:
+            raise ValueError(f"{what}: {name} does not apply to init={init!r} (only to "
+                             f"{', '.join(map(repr, OPTION_USERS[name]))}); got {name}={value!r}")
         if name == "bias_init":
             _checks.fits_dtype(f"{what}: bias_init", x, dtype)
         options[name] = x

@@ -25,8 +25,9 @@ What one configuration computes (documented so that anyone can recompute it; the
 * MLP, digits: sizes ``[64] + [width] * (depth - 1) + [10]``, loss "cross_entropy"; the 1797
   images are scaled by 1/16 and standardised per pixel (constant pixels become 0); step s takes
   the examples ``rng.choice(1797, batch, replace=False)`` of ``rng = default_rng([seed, s])``.
-* LSTM / RNN, Gaussian data: ``vgkern.LSTM(width, width, dtype, seed, forget_bias)`` or
-  ``vgkern.RNN(width, width, activation, dtype, seed)``; x_seq ``(T, batch, width)`` then target
+* LSTM / RNN, Gaussian data: ``vgkern.LSTM(width, width, dtype=dtype, seed=seed,
+  forget_bias=forget_bias)`` or ``vgkern.RNN(width, width, nonlinearity=activation, dtype=dtype,
+  seed=seed)``; x_seq ``(T, batch, width)`` then target
   ``(batch, width)`` from ``default_rng([seed, s])``; ``rep = net.step(x_seq, target, loss="mse")``
   (loss on the last hidden state, so the gradient has to travel back through time).
 * LSTM / RNN, digits: each image is read row by row (T = 8, input size 8); a linear read-out

@@ -214,7 +214,7 @@ def run_config(c):
             x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
             h_seq, _ = net.forward(x_seq)[:2]
             rrep = readout.step(np.ascontiguousarray(h_seq[-1]), labels, loss="cross_entropy",
-                                input_grad=True)
+                                compute_input_grad=True)
             rep = net.backward(None, grad_hT=readout.input_grad)
             loss = rrep.loss
         else:
