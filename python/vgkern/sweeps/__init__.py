@@ -18,7 +18,8 @@ What one configuration computes (documented so that anyone can recompute it; the
 * MLP, Gaussian data: ``net = vgkern.MLP([width] * (depth + 1), activation=activation,
   init=init, dtype=dtype, seed=seed, batch_norm=batch_norm[, sigma_w=..., sigma_b=...])``;
   for step s = 0 .. steps-1: ``rng = numpy.random.default_rng([seed, s])``,
-  ``x = rng.standard_normal((batch, width))``, ``target = rng.standard_normal((batch, width))`` (drawn in float64, then cast to dtype),
+  ``x = rng.standard_normal((batch, width))``, ``target = rng.standard_normal((batch, width))``
+  (drawn in float64, then cast to dtype),
   ``rep = net.step(x, target, loss="mse", log_scale=log_scale)``, then (between steps)
   ``net.params -= lr * net.grads`` (with log_scale, ``net.unscale_grads(rep)`` first multiplies
   the stored gradients by 2**grad_log2_scale of their layer, so that SGD uses the true gradient).
