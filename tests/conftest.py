@@ -296,6 +296,46 @@ def central_difference(f, arrays, h=1e-6):
     return grads
 
 
+# Finite differences (float64): the bound an analytic gradient must meet.
+H = 1e-6          # finite-difference step (parameters are O(1))
+RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
+KINK_MARGIN = 1e-3
+
+
+def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
+    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
+    gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
+    central difference of a function of magnitude f_scale."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
+    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
+    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
+    bad = np.abs(analytic - numeric) > bound
+    assert not bad.any(), (
+        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
+        f"{np.argwhere(bad)[:5].tolist()}")
+
+
+# Cross-checks against PyTorch: relative agreement in float64.
+def assert_close_norm(actual, expected, rtol, what, atol=1e-300):
+    """||actual - expected|| <= rtol * ||expected|| + atol, computed in float64."""
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    assert np.all(np.isfinite(a)), f"{what}: non-finite values in vgkern result"
+    err = np.linalg.norm(a - b)
+    ref = np.linalg.norm(b)
+    assert err <= rtol * ref + atol, (
+        f"{what}: ||vgkern - torch|| = {err:.3e} > {rtol:.1e} * ||torch|| ({ref:.3e})")
+
+
+def assert_scalar_rel(actual, expected, rtol, what, atol=1e-300):
+    actual, expected = float(actual), float(expected)
+    assert math.isfinite(actual), f"{what}: vgkern gave {actual}"
+    assert abs(actual - expected) <= rtol * abs(expected) + atol, (
+        f"{what}: vgkern {actual!r} vs torch {expected!r} (rtol {rtol:.1e})")
+
+
 def random_weights(rng, sizes, dtype, scale=None):
     """Weights (out, in) ~ N(0, scale^2), scale = 1/sqrt(fan_in) by default; biases ~ N(0, 0.1^2)."""
     ws, bs = [], []

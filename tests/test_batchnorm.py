@@ -40,7 +40,8 @@ from vgkern import ops
 
 import reference as R
 from conftest import (assert_preact_stats, DTYPE_IDS, DTYPES, assert_fractions_within, assert_rel_rule, assert_rule,
-                      central_difference, eps, fraction_bounds, max_abs, max_abs_error,
+                      assert_close_norm, assert_scalar_rel, central_difference, eps,
+                      fraction_bounds, max_abs, max_abs_error,
                       oracle_dtype, reduction_rtol)
 
 NP_DTYPE = {"float32": np.float32, "float64": np.float64}
@@ -860,22 +861,6 @@ class TorchTwin:
         self.model.train()
 
 
-def assert_close_norm(actual, expected, rtol, what, atol=1e-300):
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
-    assert np.all(np.isfinite(a)), f"{what}: non-finite values in vgkern result"
-    err = np.linalg.norm(a - b)
-    ref = np.linalg.norm(b)
-    assert err <= rtol * ref + atol, (
-        f"{what}: ||vgkern - torch|| = {err:.3e} > {rtol:.1e} * ||torch|| ({ref:.3e})")
-
-
-def assert_scalar_rel(actual, expected, rtol, what, atol=1e-300):
-    actual, expected = float(actual), float(expected)
-    assert math.isfinite(actual), f"{what}: vgkern gave {actual}"
-    assert abs(actual - expected) <= rtol * abs(expected) + atol, (
-        f"{what}: vgkern {actual!r} vs torch {expected!r} (rtol {rtol:.1e})")
 
 
 def fraction_brackets(y, h_native, act, alpha, tol):

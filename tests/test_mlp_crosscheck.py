@@ -40,7 +40,8 @@ import torch.nn.functional as F
 import vgkern
 
 import reference as R
-from conftest import ACTIVATION_CONFIGS, ACTIVATION_IDS, INITS, LOSSES, central_difference
+from conftest import (ACTIVATION_CONFIGS, ACTIVATION_IDS, INITS, KINK_MARGIN, LOSSES,
+                      assert_close_norm, assert_matches_fd, assert_scalar_rel, central_difference)
 
 # Largest derivative of each activation (saturated = derivative below 1% of this).
 MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0}
@@ -201,23 +202,6 @@ def torch_reference(weights, biases, x, *, activation, alpha=1.0, output_activat
 # comparison helpers
 # --------------------------------------------------------------------------------------------
 
-def assert_close_norm(actual, expected, rtol, what, atol=1e-300):
-    """||actual - expected|| <= rtol * ||expected|| + atol, computed in float64."""
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
-    assert np.all(np.isfinite(a)), f"{what}: non-finite values in vgkern result"
-    err = np.linalg.norm(a - b)
-    ref = np.linalg.norm(b)
-    assert err <= rtol * ref + atol, (
-        f"{what}: ||vgkern - torch|| = {err:.3e} > {rtol:.1e} * ||torch|| ({ref:.3e})")
-
-
-def assert_scalar_rel(actual, expected, rtol, what, atol=1e-300):
-    actual, expected = float(actual), float(expected)
-    assert math.isfinite(actual), f"{what}: vgkern gave {actual}"
-    assert abs(actual - expected) <= rtol * abs(expected) + atol, (
-        f"{what}: vgkern {actual!r} vs torch {expected!r} (rtol {rtol:.1e})")
 
 
 def derivative64(z, act, alpha):
@@ -490,23 +474,6 @@ def test_int32_labels_match_int64(dtype):
 # finite differences (float64)
 # --------------------------------------------------------------------------------------------
 
-H = 1e-6          # finite-difference step (parameters are O(1))
-RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
-KINK_MARGIN = 1e-3
-
-
-def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
-    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
-    gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
-    central difference of a function of magnitude f_scale."""
-    analytic = np.asarray(analytic, dtype=np.float64)
-    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
-    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
-    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
-    bad = np.abs(analytic - numeric) > bound
-    assert not bad.any(), (
-        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
-        f"{np.argwhere(bad)[:5].tolist()}")
 
 
 def min_abs_preactivation(ws, bs, x, activation, output_activation, alpha):

@@ -15,8 +15,9 @@ import vgkern
 from vgkern import ops
 
 import reference as R
-from conftest import (ACTIVATION_CONFIGS, ACTIVATION_IDS, DTYPE_IDS, DTYPES, assert_max_ulp,
-                      assert_rule, central_difference, eps, oracle_dtype)
+from conftest import (ACTIVATION_CONFIGS, ACTIVATION_IDS, DTYPE_IDS, DTYPES, H, KINK_MARGIN,
+                      assert_matches_fd, assert_max_ulp, assert_rule, central_difference, eps,
+                      oracle_dtype)
 
 MAX_ULP = {np.float32: 4, np.float64: 8}
 
@@ -484,23 +485,6 @@ def test_sum_squares_norm_nonfinite(dtype, device):
 # Finite differences (float64): dense_backward, activation_backward and the two losses
 # --------------------------------------------------------------------------------------------
 
-H = 1e-6          # finite-difference step (parameters are O(1))
-RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
-KINK_MARGIN = 1e-3
-
-
-def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
-    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
-    gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
-    central difference of a function of magnitude f_scale."""
-    analytic = np.asarray(analytic, dtype=np.float64)
-    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
-    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
-    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
-    bad = np.abs(analytic - numeric) > bound
-    assert not bad.any(), (
-        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
-        f"{np.argwhere(bad)[:5].tolist()}")
 
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
