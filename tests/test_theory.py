@@ -269,3 +269,102 @@ def test_prediction_matches_measurement(act, where):
     assert np.all(np.abs(steps - math.log10(mf.gain)) <= step_tol[settled] + gap[settled])
     if act in ("identity", "relu", "sigmoid"):  # those reach q* (or need none) within 3 layers
         assert len(settled) >= 6, settled
+
+
+# ---------------------------------------------------------------------------------------------
+# batch norm (large batch, large width) and the vanilla RNN
+
+def test_batch_norm_closed_forms():
+    assert theory.batch_norm_chi("relu") == math.pi / (math.pi - 1)  # Yang et al. 2019
+    assert theory.batch_norm_chi("identity") == 1.0
+    # the general quadrature path gives relu's closed form too: E[relu'^2] = 1/2,
+    # Var relu = 1/2 - 1/(2 pi)
+    mean = gaussian.expectation(lambda u: gaussian.phi("relu", u)[0], 1.0)
+    assert mean == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-14)
+    # every nonlinearity explodes (Gaussian Poincare inequality)
+    for act in ("sigmoid", "tanh", "elu"):
+        assert theory.batch_norm_chi(act) > 1.0
+    # steps of log10(lambda) / 2 between hidden layers, log10(E[relu'^2] / input_var) / 2 into
+    # layer 0
+    lam = math.pi / (math.pi - 1)
+    assert theory.batch_norm_profile("relu", 4, input_var=2.0).tolist() == pytest.approx(
+        [0.5 * math.log10(0.25) + math.log10(lam), math.log10(lam), 0.5 * math.log10(lam), 0.0])
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
+        theory.batch_norm_profile("tanh", 0)
+
+
+def measured_bn_profiles(act, batch, depth=DEPTH, width=WIDTH):
+    out = []
+    for seed in SEEDS:
+        net = vgkern.MLP([width] * (depth + 1), activation=act, init="scaled_normal",
+                         sigma_w=1.0, batch_norm=True, seed=seed)
+        rng = np.random.default_rng(2000 + seed)
+        net.forward(rng.standard_normal((batch, width), dtype=np.float32))
+        y = net.backward(rng.standard_normal((batch, width), dtype=np.float32),
+                         log_scale=True).log10_preact_grad_norm
+        out.append(y - y[-1])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_batch_norm_prediction_matches_measurement_at_large_batch(act):
+    # width 1024, batch 512, seeds 0-2. Tolerance per step: the finite-width one above (kappa at
+    # x_hat ~ N(0, 1)) plus the neglected O(1/B) terms (the rank-2 projection, the batch-variance
+    # estimate in 1/std), allowed as log10(1 + 10/B) / 2 = 0.0042 per step at B = 512 (measured:
+    # ~0.001 per hidden step, 0.0043 on the step below the output layer for identity).
+    batch = 512
+    predicted = theory.batch_norm_profile(act, DEPTH)
+    measured = measured_bn_profiles(act, batch).mean(0)
+    kappa = gaussian.expectation(lambda u: gaussian.phi(act, u)[1] ** 4, 1.0) \
+        / gaussian.moments(act, 1.0)[1] ** 2
+    step_sd = math.sqrt(((1 + 2 / batch) * kappa - 1) / WIDTH) / (2 * math.log(10))
+    k = np.arange(DEPTH)[::-1]  # steps from the last layer
+    tol = 4 * step_sd * np.sqrt(k) / math.sqrt(len(SEEDS)) \
+        + k * (1 / WIDTH + 0.5 * math.log10(1 + 10 / batch))
+    assert np.all(np.abs(measured - predicted) <= tol), (measured - predicted, tol)
+    # the hidden layers' mean step is the batch-norm gain
+    step = np.mean(measured[1:-1] - measured[2:])
+    assert abs(step - math.log10(theory.batch_norm_gain(act))) <= \
+        4 * step_sd / math.sqrt(len(SEEDS) * (DEPTH - 2)) + 1 / WIDTH + 0.5 * math.log10(1 + 10 / batch)
+
+
+def test_batch_norm_prediction_fails_at_small_batch():
+    # what the docstring and README say: at B = 8 the gradient grows faster than the
+    # large-batch rate (relu: measured ~0.12 log10 per layer against 0.083)
+    step = np.mean(np.diff(measured_bn_profiles("relu", 8).mean(0)[1:]) * -1)
+    assert step > math.log10(theory.batch_norm_gain("relu")) + 0.02
+
+
+RNN_H, RNN_I, RNN_B, RNN_T = 512, 128, 128, 10
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("sigma_w", [0.7, 1.3])
+def test_rnn_prediction_matches_measurement(act, sigma_w):
+    # vgkern.RNN with Gaussian weights set by hand (its own init is torch's uniform one):
+    # weight_hh N(0, sigma_w^2 / H), weight_ih N(0, 1 / I), bias N(0, 0.1^2), inputs N(0, 1),
+    # loss on the last hidden state. Tolerance: the MLP's finite-width one with n = H (the
+    # weights are tied across time, which Chen et al. show does not change the wide limit).
+    sigma_b = 0.1
+    mf = theory.rnn_mean_field(act, sigma_w, sigma_b, sigma_v=1.0, input_q=1.0, steps=RNN_T)
+    profiles = []
+    for seed in SEEDS:
+        net = vgkern.RNN(RNN_I, RNN_H, nonlinearity=act, seed=seed)
+        rng = np.random.default_rng(3000 + seed)
+        net.weight_hh = (sigma_w / math.sqrt(RNN_H) * rng.standard_normal((RNN_H, RNN_H))).astype(np.float32)
+        net.weight_ih = (rng.standard_normal((RNN_H, RNN_I)) / math.sqrt(RNN_I)).astype(np.float32)
+        net.bias = (sigma_b * rng.standard_normal(RNN_H)).astype(np.float32)
+        net.forward(rng.standard_normal((RNN_T, RNN_B, RNN_I), dtype=np.float32))
+        y = net.backward(grad_hT=rng.standard_normal((RNN_B, RNN_H), dtype=np.float32)).log10_x_grad_norm
+        profiles.append(y - y[-1])
+    tol, _ = profile_tolerance(mf, width=RNN_H, batch=RNN_B)
+    err = np.mean(profiles, 0) - mf.log10_profile
+    assert np.all(np.abs(err) <= tol), (err, tol)
+    assert mf.q_layers[0] == pytest.approx(1.0 + sigma_b ** 2)  # h_{-1} = 0: input and bias only
+
+
+def test_rnn_errors():
+    with pytest.raises(ValueError, match="nonlinearity must be one of 'tanh', 'relu', got 'elu'"):
+        theory.rnn_mean_field("elu", 1.0)
+    with pytest.raises(ValueError, match="sigma_v must be a finite number >= 0"):
+        theory.rnn_mean_field("tanh", 1.0, sigma_v=-1)

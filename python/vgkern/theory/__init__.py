@@ -7,13 +7,16 @@ SciPy only; no compiled code).
     theory.critical_sigma_w("tanh", 0.05)               # the edge of chaos
 
 MLP: mean_field, critical_sigma_w, init_sigmas (vgkern's inits as sigma_w, sigma_b).
-Batch norm: batch_norm_gain, batch_norm_profile. Vanilla RNN: rnn_mean_field.
+Batch norm: batch_norm_chi, batch_norm_gain, batch_norm_profile. Vanilla RNN: rnn_mean_field.
 Gaussian integrals: vgkern.theory.gaussian.
 """
 from . import gaussian
 from .gaussian import ACTIVATIONS
+from .batchnorm import batch_norm_chi, batch_norm_gain, batch_norm_profile
 from .inits import THEORY_INITS, init_sigmas
 from .mean_field import MeanField, critical_sigma_w, length_map, mean_field
+from .recurrent import rnn_mean_field
 
-__all__ = ["ACTIVATIONS", "THEORY_INITS", "MeanField", "critical_sigma_w", "gaussian",
-           "init_sigmas", "length_map", "mean_field"]
+__all__ = ["ACTIVATIONS", "THEORY_INITS", "MeanField", "batch_norm_chi", "batch_norm_gain",
+           "batch_norm_profile", "critical_sigma_w", "gaussian",
+           "init_sigmas", "length_map", "mean_field", "rnn_mean_field"]
