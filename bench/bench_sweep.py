@@ -339,7 +339,7 @@ def run_vmap(torch, configs, group_by, weights=None):
 
 def check(torch, vgkern):
     """Torch baselines started from vgkern's weights vs vgkern's report: max relative diff."""
-    S = sys.modules["vgkern.sweep"]
+    import vgkern.sweeps as S
     configs = vgkern.sweep_configs(depth=[3, 8], activation=list(ACTIVATIONS),
                                    batch_norm=[False, True], width=WIDTH, batch=BATCH, seed=1,
                                    init="scaled_normal", sigma_w=1.5, sigma_b=0.1)

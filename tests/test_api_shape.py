@@ -2,6 +2,7 @@
 gradient of X is X_grad, dL/dx is input_grad), the old names still work for one release with a
 DeprecationWarning, the recurrent nets refuse log_scale=True with a reason, arguments are
 checked alike, and sigma_w/sigma_b are refused where no init uses them."""
+import copy
 import inspect
 import math
 import warnings
@@ -274,8 +275,8 @@ OTHER_INITS = [i for i in vgkern.INITS if i != "scaled_normal"]
                                         ("sigma_b", 0.0)])
 def test_sigma_with_an_init_that_ignores_it_is_refused(init, arg, value):
     """Even the old default values: given explicitly, they say the caller expects them to act."""
-    with pytest.raises(ValueError, match=rf"MLP: {arg} applies to init='scaled_normal' only.*"
-                                         rf"init='{init}'"):
+    with pytest.raises(ValueError, match=rf"MLP: {arg} does not apply to init='{init}' \(only "
+                                         rf"to 'scaled_normal'\)"):
         vgkern.MLP([4, 3], init=init, **{arg: value})
 
 
@@ -311,3 +312,19 @@ def test_negative_or_non_finite_sigma_is_refused(arg, value, error, message):
         vgkern.MLP([4, 3], init="scaled_normal", **{arg: value})
     with pytest.raises(error, match=arg):  # whatever the init
         vgkern.MLP([4, 3], init="he_normal", **{arg: value})
+
+
+@pytest.mark.parametrize("init", [i for i in vgkern.INITS
+                                  if i not in vgkern.init.OPTION_USERS["gain"]])
+def test_gain_with_an_init_that_ignores_it_is_refused(init):
+    with pytest.raises(ValueError, match=rf"MLP: gain does not apply to init='{init}'"):
+        vgkern.MLP([4, 3], init=init, gain=2.0)
+
+
+def test_constructor_and_reinitialize_share_the_option_defaults():
+    # A net drawn with xavier (no sigma given) redrawn as scaled_normal takes sigma_w = 1 and
+    # sigma_b = 0, as a new scaled_normal net does; the options survive a copy.
+    net = copy.deepcopy(vgkern.MLP([6, 5, 2], init="xavier_normal", seed=1))
+    net.reinitialize(3, init="scaled_normal")
+    fresh = vgkern.MLP([6, 5, 2], init="scaled_normal", seed=3)
+    assert net.params.tobytes() == fresh.params.tobytes()

@@ -596,7 +596,7 @@ MLP_BAD = dict(
     sigma_w=[float("nan"), float("inf"), "1", -1.0, 10**400, np.array(1.0), True],
     sigma_b=[float("nan"), "0", -0.5],
     bias_init=[float("nan"), "0.1", True, 1e300, 10**400],
-    gain=[float("inf"), None, "1", 1e300],
+    gain=[float("inf"), [1.0], "1", 1e300],
     alpha=[float("nan"), None, 10**400, "1"],
     device=["tpu", None, 1, "CPU"],
     stats=["no", None, 2, 0.5],
@@ -661,6 +661,9 @@ def mlp_sizes(draw):
     return widths, "bad"
 
 
+GAIN_INITS = ("xavier_normal", "xavier_uniform", "orthogonal")  # the inits that read gain
+
+
 @st.composite
 def mlp_kwargs(draw):
     """-> (kwargs, bad key or None): every option valid, or exactly one bad."""
@@ -672,6 +675,10 @@ def mlp_kwargs(draw):
         kw[bad] = draw(st.sampled_from(MLP_BAD[bad]))
     if ("sigma_w" in kw or "sigma_b" in kw) and bad != "init":
         kw["init"] = "scaled_normal"  # the only init that uses them (refused with the others)
+        if bad != "gain":
+            kw.pop("gain", None)  # refused with scaled_normal
+    elif "gain" in kw and bad != "init" and kw.get("init") not in GAIN_INITS:
+        kw["init"] = "xavier_normal"  # gain is refused with the inits that do not read it
     if kw.get(bad) == 1e300:  # overflows float32 (for gain: with the inits that use it)
         kw["dtype"] = "float32"
         if bad == "gain":
@@ -1194,7 +1201,7 @@ def sweep_grids(draw):
 @given(case=sweep_grids())
 def test_fuzz_sweep_configs(case):
     grid, bad, how = case
-    S = sys.modules["vgkern.sweep"]
+    import vgkern.sweeps as S
     args, kw = ((), grid) if how in ("kwargs", "huge") else (
         (grid,) if how == "dict" else ([grid, dict(grid)],), {})
     names = list(grid) + ["grid"]  # the message names a key (maybe another one than `bad`)
@@ -1203,7 +1210,7 @@ def test_fuzz_sweep_configs(case):
                                    **kw)
         if error is None:  # a configuration that does not use the huge key (e.g. depth of RNN
             # digits) or a model without it: no config may need more than this machine has
-            assert all(S._min_bytes(c) <= S._physical_memory() for c in configs)
+            assert all(S.grid._min_bytes(c) <= S.grid._physical_memory() for c in configs)
         return
     configs, error = call("sweep_configs", vgkern.sweep_configs, *args, names=names)
     if error is None:

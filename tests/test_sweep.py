@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 import vgkern
+import vgkern.sweeps as S
 from vgkern import cli
+from vgkern.sweeps import journal, run, store
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
-
-S = sys.modules["vgkern.sweep"]  # the module (vgkern.sweep is the function)
 
 STATS = [c for c in S.STAT_COLUMNS]
 REC_FIELDS = ["h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm",
@@ -323,7 +323,7 @@ def _journal_ids(out):
     path = str(out) + ".journal"
     try:
         with open(path, "rb") as f:
-            return {c["config_id"] for c, _ in S._read_journal(f, path)[0]}
+            return {c["config_id"] for c, _ in journal.read_journal(f, path)[0]}
     except (OSError, ValueError):
         return set()
 
@@ -477,30 +477,30 @@ def test_torn_journal_records_are_dropped_on_resume(tmp_path):
     vgkern.sweep(**grid, out=str(out))
     # Simulate a run killed after two configurations: the output holds nothing yet, the journal
     # two whole records and a third one cut short, then garbage.
-    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
-    records = [S._journal_record(
+    store.atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    records = [journal.journal_record(
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()},
-        S.run_config(c)) for c in configs[:3]]
+        run.run_config(c)) for c in configs[:3]]
     with open(str(out) + ".journal", "wb") as f:
-        f.write(S._JOURNAL_MAGIC + records[0] + records[1] + records[2][:len(records[2]) // 2])
+        f.write(journal.JOURNAL_MAGIC + records[0] + records[1] + records[2][:len(records[2]) // 2])
     calls = []
-    real = S.run_config
+    real = run.run_config
     try:
-        S.run_config = lambda c: calls.append(c["config_id"]) or real(c)
+        run.run_config = lambda c: calls.append(c["config_id"]) or real(c)
         table = vgkern.sweep(**grid, out=str(out), workers=1)
     finally:
-        S.run_config = real
+        run.run_config = real
     assert sorted(calls) == sorted(c["config_id"] for c in configs[2:])  # 2 resumed, 4 run
     pd.testing.assert_frame_equal(table, full, check_exact=True)
     _assert_complete(out, configs)
     # a damaged (bit-flipped) record is dropped as well
     rec = bytearray(records[0])
     rec[-3] ^= 0xFF
-    S._atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
+    store.atomic_write(S.arrow_schema().empty_table(), str(out), "parquet")
     with open(str(out) + ".journal", "wb") as f:
-        f.write(S._JOURNAL_MAGIC + bytes(rec) + records[1])
+        f.write(journal.JOURNAL_MAGIC + bytes(rec) + records[1])
     with open(str(out) + ".journal", "rb") as f:
-        assert S._read_journal(f, "j")[0] == []
+        assert journal.read_journal(f, "j")[0] == []
 
 
 def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypatch):
@@ -508,8 +508,8 @@ def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypat
     small = dict(depth=[2, 4], width=8, batch=8, activation=["tanh", "relu"])
     vgkern.sweep(**small, out=str(out))
     calls = []
-    real = S.run_config
-    monkeypatch.setattr(S, "run_config", lambda c: calls.append(c) or real(c))
+    real = run.run_config
+    monkeypatch.setattr(run, "run_config", lambda c: calls.append(c) or real(c))
     bigger = dict(small, depth=[2, 3, 4])
     lines = []
     table = vgkern.sweep(**bigger, out=str(out), log=lines.append)
@@ -532,7 +532,7 @@ def test_resume_skips_finished_and_returns_the_grid_in_order(tmp_path, monkeypat
 def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monkeypatch):
     out = tmp_path / "i.parquet"
     grid = dict(depth=[2, 3, 4, 5], width=8, batch=8)
-    real = S.run_config
+    real = run.run_config
     seen = []
 
     def flaky(c):
@@ -541,7 +541,7 @@ def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monke
         seen.append(c)
         return real(c)
 
-    monkeypatch.setattr(S, "run_config", flaky)
+    monkeypatch.setattr(run, "run_config", flaky)
     with pytest.raises(vgkern.SweepInterrupted) as info:
         vgkern.sweep(**grid, out=str(out), workers=1)
     stop = info.value
@@ -549,7 +549,7 @@ def test_interrupt_in_process_raises_sweep_interrupted_and_saves(tmp_path, monke
     assert (stop.finished, stop.total) == (2, 4)
     assert stop.results["config_id"].nunique() == 2
     assert vgkern.read_results(out)["config_id"].nunique() == 2
-    monkeypatch.setattr(S, "run_config", real)
+    monkeypatch.setattr(run, "run_config", real)
     pd.testing.assert_frame_equal(vgkern.sweep(**grid, out=str(out)), vgkern.sweep(**grid),
                                   check_exact=True)
 
@@ -576,7 +576,7 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
 
         monkeypatch.setattr(os, "write", write)
     else:
-        real_atomic_write = S._atomic_write
+        real_atomic_write = store.atomic_write
 
         def atomic_write(table, *args):  # once, on the rebuild that adds the third result
             stop = len(table.column("config_id").unique()) == 3 and not calls
@@ -587,8 +587,8 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
             if stop:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(S, "_atomic_write", atomic_write)
-        monkeypatch.setattr(S._Store, "_flush_every", 0.0)  # a rebuild after every result
+        monkeypatch.setattr(store, "atomic_write", atomic_write)
+        monkeypatch.setattr(journal.JournaledOutput, "_flush_every", 0.0)  # a rebuild after every result
     lines = []
     with pytest.raises(vgkern.SweepInterrupted) as info:
         vgkern.sweep(**grid, out=str(out), workers=1, log=lines.append)
@@ -606,14 +606,14 @@ def test_ctrl_c_inside_saving_a_result_loses_nothing(tmp_path, monkeypatch, wher
 
 def test_a_failing_configuration_keeps_the_finished_ones(tmp_path, monkeypatch):
     out = tmp_path / "f.parquet"
-    real = S.run_config
+    real = run.run_config
 
     def bad(c):
         if c["depth"] == 3:
             raise ValueError("boom")
         return real(c)
 
-    monkeypatch.setattr(S, "run_config", bad)
+    monkeypatch.setattr(run, "run_config", bad)
     with pytest.raises(RuntimeError, match=r"configuration \w+ .*'depth': 3.* failed: ValueError: boom"):
         vgkern.sweep(depth=[5, 3, 2], width=8, batch=8, out=str(out), workers=1)
     # longest first: depth 5 ran and is saved, depth 2 never started
@@ -693,7 +693,7 @@ def test_empty_grids_and_bad_arguments_fail_clearly(tmp_path):
 
 
 def test_bad_output_paths_fail_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "run_config", lambda c: pytest.fail("work started"))
+    monkeypatch.setattr(run, "run_config", lambda c: pytest.fail("work started"))
     with pytest.raises(ValueError, match=r"unknown format; the name must end in \.parquet"):
         vgkern.sweep(depth=2, out=str(tmp_path / "r.xlsx"))
     with pytest.raises(ValueError, match="does not exist"):
@@ -922,3 +922,157 @@ def test_cli_demo_is_a_small_sweep_with_a_summary_and_a_png(tmp_path):
     table = vgkern.read_results(tmp_path / "demo.parquet")
     assert set(table["model"]) == {"mlp", "lstm", "rnn"}
     assert sorted(table.loc[table["model"] == "mlp", "depth"].unique()) == list(range(5, 51, 5))
+
+
+def test_cli_demo_without_matplotlib_prints_the_tables_and_says_how_to_get_the_figure(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # makes `import matplotlib` fail
+            "from vgkern import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "demo", "--depth", "2,3", "--width", "8",
+                           "--batch", "8", "--out", "demo.csv"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    out = proc.stdout
+    for word in ("vgkern demo: 20 configurations", "Gradient gain per layer", "sigmoid+BN",
+                 "Through time", "RNN tanh"):
+        assert word in out, word
+    lines = [line for line in out.splitlines() if "matplotlib" in line]
+    assert lines == ["no figure: vgkern-demo.png needs matplotlib: pip install 'vgkern[sweep]' "
+                     "(wrote demo.csv)"]
+    assert not (tmp_path / "vgkern-demo.png").exists()
+    rows = 4 * 2 * (2 + 3) + 2 * (2 + 3)  # MLPs: 4 activations x BN off/on; LSTM and RNN
+    assert len(vgkern.read_results(tmp_path / "demo.csv")) == rows
+
+
+# --------------------------------------------------------------------------------------------
+# Durability of the output and identity of configurations
+# --------------------------------------------------------------------------------------------
+
+def _record_fsyncs_and_replaces(monkeypatch):
+    """Patch os.fsync and os.replace to log ("fsync", (device, inode)) and ("replace", (device,
+    inode) of the source, destination path), in call order."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", (st.st_dev, st.st_ino)))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        st = os.stat(src)
+        events.append(("replace", (st.st_dev, st.st_ino), os.path.abspath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _assert_each_replace_follows_an_fsync_of_its_file(events, path):
+    replaces = [i for i, e in enumerate(events) if e[0] == "replace"]
+    assert replaces and all(events[i][2] == os.path.abspath(path) for i in replaces)
+    start = 0
+    for i in replaces:  # the temporary file's data reached the disk before it became the output
+        assert ("fsync", events[i][1]) in events[start:i], events[start:i + 1]
+        start = i + 1
+    folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    assert ("fsync", (folder.st_dev, folder.st_ino)) in events[replaces[-1] + 1:]  # the rename
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_atomic_write_fsyncs_the_temporary_file_before_replacing_the_output(tmp_path, suffix,
+                                                                           monkeypatch):
+    out = tmp_path / f"r.{suffix}"
+    table = vgkern.sweeps.store.arrow_table([(c, run.run_config(c))
+                                             for c in vgkern.sweep_configs(depth=2, width=4,
+                                                                           batch=4)])
+    events = _record_fsyncs_and_replaces(monkeypatch)
+    store.atomic_write(table, str(out), suffix)
+    monkeypatch.undo()
+    _assert_each_replace_follows_an_fsync_of_its_file(events, out)
+    assert vgkern.read_results(out).equals(store.to_pandas(table))
+    # and every rebuild of a sweep's output goes through such a write
+    events = _record_fsyncs_and_replaces(monkeypatch)
+    vgkern.sweep(depth=[2, 3, 4], width=4, batch=4, out=str(out), flush_interval=0, workers=1,
+                 resume=False)
+    monkeypatch.undo()
+    assert sum(e[0] == "replace" for e in events) >= 2  # the first write, the end (and rebuilds)
+    _assert_each_replace_follows_an_fsync_of_its_file(events, out)
+
+
+# One grid per key whose two configurations differ in that key only (the model and seq_len:
+# in what follows from them).
+ONE_KEY_APART = {
+    "model": dict(model=["mlp", "lstm"]),
+    "data": dict(data=["gaussian", "digits"], depth=8, width=4, batch=4),
+    "depth": dict(depth=[2, 3]),
+    "seq_len": dict(model="lstm", seq_len=[3, 4]),
+    "width": dict(width=[4, 8]),
+    "activation": dict(activation=["tanh", "relu"]),
+    "init": dict(init=["xavier_normal", "he_normal"]),
+    "sigma_w": dict(init="scaled_normal", sigma_w=[1.0, 1.5]),
+    "sigma_b": dict(init="scaled_normal", sigma_b=[0.0, 0.1]),
+    "batch_norm": dict(batch_norm=[False, True]),
+    "batch": dict(batch=[4, 8]),
+    "dtype": dict(dtype=["float32", "float64"]),
+    "seed": dict(seed=[0, 1]),
+    "steps": dict(steps=[1, 2]),
+    "lr": dict(lr=[0.01, 0.02]),
+    "log_scale": dict(log_scale=[False, True]),
+    "forget_bias": dict(model="lstm", forget_bias=[0.0, 1.0]),
+}
+
+
+def test_config_id_changes_with_every_grid_key():
+    assert set(ONE_KEY_APART) == set(S.GRID_KEYS)  # a new grid key needs its line here
+    for key, grid in ONE_KEY_APART.items():
+        a, b = vgkern.sweep_configs(**grid)  # exactly two: different ids, no duplicate dropped
+        assert a["config_id"] != b["config_id"], key
+        assert a["config_id"] == S.config_id(a) and b["config_id"] == S.config_id(b)
+        if key not in ("model", "seq_len"):
+            nan = lambda v: isinstance(v, float) and math.isnan(v)
+            apart = [k for k in S.CONFIG_COLUMNS if not (a[k] == b[k] or nan(a[k]) and nan(b[k]))]
+            assert apart == [key], (key, apart)
+
+
+def test_configurations_that_differ_only_in_lr_are_kept_apart(tmp_path):
+    out = tmp_path / "lr.parquet"
+    grid = dict(depth=3, width=8, batch=8, steps=2, lr=[0.01, 0.5])
+    table = vgkern.sweep(**grid, out=str(out))
+    assert table["config_id"].nunique() == 2
+    second = table[table["step"] == 1].groupby("lr")["loss"].first()
+    assert second[0.01] != second[0.5]  # the rows really differ: lr matters
+    pd.testing.assert_frame_equal(vgkern.read_results(out), table, check_exact=True)
+    # resuming a grid with a third lr runs only that one
+    lines = []
+    vgkern.sweep(**dict(grid, lr=[0.01, 0.5, 0.1]), out=str(out), log=lines.append)
+    assert lines == [f"resuming: 2 of 3 configurations are already finished in {out}; "
+                     "running the other 1"]
+
+
+# --------------------------------------------------------------------------------------------
+# The grid keys' table: one home for the keys, their defaults, checks and help
+# --------------------------------------------------------------------------------------------
+
+def test_docs_defaults_and_cli_options_come_from_the_keys_table(capsys):
+    keys = S.KEYS
+    assert tuple(S.DEFAULTS) == tuple(keys) and set(S.GRID_KEYS) == set(keys)
+    assert S.CONFIG_COLUMNS == tuple(k for k in keys if keys[k].column)
+    for name, key in keys.items():
+        assert f"    {name:<12} {key.describe()}" in S.__doc__
+        assert S.DEFAULTS[name] == key.default
+        if key.default is not None:
+            assert S.spec.normalize(name, key.default) == key.default  # defaults are valid
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    squeeze = lambda text: "".join(text.split())  # argparse wraps lines, also at hyphens
+    help_text = squeeze(capsys.readouterr().out)
+    for name, key in keys.items():
+        option = f"--{name.replace('_', '-')} V [V ...] {key.describe(cli=True)}"
+        assert squeeze(option) in help_text, option
+    # the statistic columns are the report fields (which come from _core)
+    assert S.STAT_COLUMNS[0] == "loss"
+    assert set(S.STAT_COLUMNS[1:]) == (set(vgkern.GradReport.__slots__)
+                                       | set(vgkern.SequenceReport.__slots__)) - {"loss"}

@@ -24,8 +24,8 @@ from .report import GradReport, SequenceReport  # noqa: E402
 
 # Sweeps and plots: pandas, pyarrow, matplotlib, tqdm, scikit-learn and dask are imported only
 # when used (pip install 'vgkern[sweep]'), so `import vgkern` needs numpy and scipy only.
-# Note: `vgkern.sweep` is the function; the module is sys.modules["vgkern.sweep"].
-from .sweep import (  # noqa: E402
+# `vgkern.sweep` is the function; the package is vgkern.sweeps.
+from .sweeps import (  # noqa: E402
     SweepInterrupted, read_results, sweep, sweep_configs, sweep_summary,
 )
 from .plots import (  # noqa: E402

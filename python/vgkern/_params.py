@@ -209,7 +209,8 @@ class NativeParameters:
     # backward (call forward or step first on the copy) and attributes users add.
     _PICKLE_FORMAT = 1
     _SWITCHES = ("stats", "training")  # native flags, where the core has them
-    _RESULTS = ("input_grad", "h0_grad", "c0_grad", "last_output")  # where the net has them
+    # plain attributes a copy keeps, where the net has them: last results, the init's options
+    _RESULTS = ("input_grad", "h0_grad", "c0_grad", "last_output", "_init_options")
 
     def __getstate__(self):
         core = self._core

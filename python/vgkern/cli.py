@@ -18,29 +18,8 @@ import signal
 import sys
 import time
 
-SWEEP_KEYS = {
-    # option: (grid key, kind, help)
-    "model": ("model", "str", "mlp, lstm, rnn"),
-    "data": ("data", "str", "gaussian (default) or digits (sklearn's handwritten digits, "
-             "cross-entropy)"),
-    "depth": ("depth", "int", "MLP: number of dense layers (default 10)"),
-    "seq_len": ("seq_len", "int", "LSTM/RNN: sequence length (default: the --depth values)"),
-    "width": ("width", "int", "hidden width / LSTM-RNN hidden size (default 64)"),
-    "activation": ("activation", "str", "sigmoid, tanh, relu, elu, identity (RNN: tanh, relu); "
-                   "default tanh"),
-    "init": ("init", "str", "xavier_normal (default), xavier_uniform, he_normal, he_uniform, "
-             "lecun_normal, orthogonal, scaled_normal"),
-    "sigma_w": ("sigma_w", "float", "scaled_normal: W ~ N(0, sigma_w^2/fan_in) (default 1.0)"),
-    "sigma_b": ("sigma_b", "float", "scaled_normal: b ~ N(0, sigma_b^2) (default 0.0)"),
-    "batch_norm": ("batch_norm", "bool", "off, on (or both) (default off)"),
-    "batch": ("batch", "int", "batch size (default 128)"),
-    "dtype": ("dtype", "str", "float32 (default), float64"),
-    "seed": ("seed", "int", "seeds, e.g. 0..4 (default 0)"),
-    "steps": ("steps", "int", "SGD steps per configuration (default 1)"),
-    "lr": ("lr", "float", "SGD learning rate (default 0.01)"),
-    "log_scale": ("log_scale", "bool", "MLP log-scale backward: off (default), on"),
-    "forget_bias": ("forget_bias", "float", "LSTM forget-gate bias (default 0.0)"),
-}
+from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
+
 _BOOLS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
           "1": True, "0": False}
 
@@ -94,12 +73,17 @@ def _parse_values(option, kind, tokens):
     return values
 
 
+def _option_kind(key):
+    """How the CLI reads a grid key's values: "str", "int", "float" or "bool"."""
+    return {"choice": "str", "dtype": "str"}.get(key.kind, key.kind)
+
+
 def _grid_from_args(args):
     keys = {}
-    for option, (key, kind, _) in SWEEP_KEYS.items():
-        tokens = getattr(args, option)
+    for name, key in SWEEP_KEYS.items():
+        tokens = getattr(args, name)
         if tokens is not None:
-            keys[key] = _parse_values(option, kind, tokens)
+            keys[name] = _parse_values(name, _option_kind(key), tokens)
     grid = None
     if args.grid:
         text = args.grid
@@ -115,9 +99,9 @@ def _grid_from_args(args):
 
 def _add_grid_options(p):
     g = p.add_argument_group("grid (each option takes a list; the sweep is their product)")
-    for option, (_, _, help_) in SWEEP_KEYS.items():
-        g.add_argument("--" + option.replace("_", "-"), dest=option, nargs="+", metavar="V",
-                       help=help_)
+    for name, key in SWEEP_KEYS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", metavar="V",
+                       help=key.describe(cli=True))
     g.add_argument("--grid", help="a JSON file (or JSON text) with a grid dict or a list of grid "
                    "dicts; the options above are merged into each")
 
@@ -166,18 +150,18 @@ def _print_summary(summary, stream, limit=60):
 
 
 def _write_summary(summary, path):
-    from .sweep import _atomic_write, _format_of
+    from .sweeps import atomic_write, format_of
     import pyarrow as pa
 
-    _atomic_write(pa.Table.from_pandas(summary, preserve_index=False), path, _format_of(path))
+    atomic_write(pa.Table.from_pandas(summary, preserve_index=False), path, format_of(path))
 
 
 def _executor_for(args, stack):
     """(executor or None, description) for --scheduler / --dask-local."""
     if not args.scheduler and not args.dask_local:
-        from .sweep import _cpu_count
+        from .sweeps import cpu_count
 
-        return None, f"{args.workers or _cpu_count()} worker thread(s)"
+        return None, f"{args.workers or cpu_count()} worker thread(s)"
     if args.scheduler and args.dask_local:
         raise _Fail("give --scheduler or --dask-local, not both")
     try:
@@ -210,8 +194,7 @@ def cmd_sweep(args, stream=None):
     import contextlib
 
     stream = sys.stdout if stream is None else stream
-    from . import sweep as run_sweep, sweep_configs, sweep_summary
-    from .sweep import SweepInterrupted
+    from .sweeps import SweepInterrupted, sweep as run_sweep, sweep_configs, sweep_summary
 
     grid, keys = _grid_from_args(args)
     configs = sweep_configs(grid, **keys)
@@ -309,7 +292,8 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
          out=None, workers=None, stream=None):
     """The README's first command: a small sweep (MLPs of `depths` x sigmoid/tanh/relu/elu x
     with/without batch norm, xavier_normal, MSE on Gaussian data; LSTM vs tanh RNN with the
-    same sequence lengths), a printed summary table and a PNG. Returns sweep_summary()."""
+    same sequence lengths), a printed summary table and a PNG (without matplotlib: one line
+    saying how to get it instead). Returns sweep_summary()."""
     stream = sys.stdout if stream is None else stream
     from . import plot_sweep, sweep, sweep_summary
 
@@ -359,10 +343,21 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
             v = rec[(rec["depth"] == d) & (rec["model"] == m)]["log10_ratio_first_last"]
             cells.append(f"{v.iloc[0]:>10.2f}" if len(v) else f"{'-':>10}")
         print(f"{d:>5} " + " ".join(cells), file=stream)
-    if png:
+    if png and not _have_matplotlib():
+        print(f"\nno figure: {png} needs matplotlib: pip install 'vgkern[sweep]'"
+              + (f" (wrote {out})" if out else ""), file=stream)
+    elif png:
         plot_sweep(table, png, depth=max(depths))
         print(f"\nwrote {png}" + (f" and {out}" if out else ""), file=stream)
     return summary
+
+
+def _have_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Set
 import numpy as np
 
 from . import _checks, _core, _cuda, _deprecated
-from .init import INITS, draw_layer
+from .init import INITS, draw_layer, redraw_options
 from .ops import ACTIVATIONS
 from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
@@ -30,26 +30,6 @@ def _check_sizes(sizes):
     return out
 
 
-def _init_scales(init, sigma_w, sigma_b):
-    """(sigma_w, sigma_b) as floats for init="scaled_normal" (None: the defaults 1 and 0), None
-    for the other inits, which draw no Gaussian of a given scale: a sigma given with one of
-    them would be silently ignored, so it is refused, as is a negative or non-finite one."""
-    given = {}
-    for name, value in (("sigma_w", sigma_w), ("sigma_b", sigma_b)):
-        if value is not None:
-            given[name] = _checks.real(f"MLP: {name}", value)
-            if given[name] < 0:
-                raise ValueError(f"MLP: {name} must be >= 0 (a standard deviation), got {value!r}")
-    if init == "scaled_normal":
-        return given.get("sigma_w", 1.0), given.get("sigma_b", 0.0)
-    if given:
-        name = next(iter(given))
-        raise ValueError(f"MLP: {name} applies to init='scaled_normal' only (W ~ N(0, "
-                         f"sigma_w^2 / fan_in), b ~ N(0, sigma_b^2)); init={init!r} does not use "
-                         f"it, got {name}={given[name]!r}")
-    return None, None
-
-
 class MLP(NativeParameters):
     """Dense network sizes[0] -> ... -> sizes[-1]: L = len(sizes) - 1 layers, W_l (d_{l+1}, d_l)
     as in torch.nn.Linear. Hidden layers apply `activation`, the last `output_activation`.
@@ -57,10 +37,10 @@ class MLP(NativeParameters):
     Every option is a keyword: MLP([64] * 11, activation="relu", init="he_normal").
 
     init: one of INITS; "scaled_normal" draws W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2)
-    (sigma_w = 1 and sigma_b = 0 unless given; both are refused with the other inits, which do
-    not use them); other inits give zero biases unless bias_init (a constant) is given. `gain`
-    scales the xavier and orthogonal inits; `alpha` is the ELU parameter. stats=False skips the
-    statistics.
+    (sigma_w = 1 and sigma_b = 0 unless given); other inits give zero biases unless bias_init (a
+    constant) is given. `gain` (default 1) scales the xavier and orthogonal inits. An option
+    that `init` does not read is refused, never silently ignored (vgkern.init.OPTION_USERS).
+    `alpha` is the ELU parameter. stats=False skips the statistics.
 
     batch_norm=True puts batch normalization (as torch.nn.BatchNorm1d: bn_momentum, bn_eps,
     bn_affine) between the GEMM and the activation of every hidden layer. Those layers have no
@@ -79,7 +59,7 @@ class MLP(NativeParameters):
 
     def __init__(self, sizes, *, activation="tanh", init="xavier_normal",
                  output_activation="identity", dtype="float32", seed=0, sigma_w=None,
-                 sigma_b=None, bias_init=None, gain=1.0, alpha=1.0, device="cpu", stats=True,
+                 sigma_b=None, bias_init=None, gain=None, alpha=1.0, device="cpu", stats=True,
                  batch_norm=False, bn_momentum=0.1, bn_eps=1e-5, bn_affine=True):
         sizes = _check_sizes(sizes)
         activation = _checks.choice("MLP: activation", activation, ACTIVATIONS)
@@ -87,14 +67,9 @@ class MLP(NativeParameters):
                                            ACTIVATIONS)
         init = _checks.choice("MLP: init", init, INITS)
         dtype = _checks.dtype_name("MLP: dtype", dtype)
-        sigma_w, sigma_b = _init_scales(init, sigma_w, sigma_b)
-        gain = _checks.real("MLP: gain", gain)
+        options = redraw_options("MLP", init, dtype, sigma_w=sigma_w, sigma_b=sigma_b,
+                                 bias_init=bias_init, gain=gain)
         alpha = _checks.real("MLP: alpha", alpha)
-        if bias_init is not None:
-            _checks.fits_dtype("MLP: bias_init", _checks.real("MLP: bias_init", bias_init), dtype)
-        if bias_init is not None and init == "scaled_normal":
-            raise ValueError("MLP: bias_init does not apply to init='scaled_normal', whose biases "
-                             f"are N(0, sigma_b^2); got bias_init={bias_init!r}")
         _checks.rng("MLP: seed", seed)  # refused before anything is allocated
         device = _cuda.net_device("MLP", device)
         batch_norm = _checks.flag("MLP: batch_norm", batch_norm)
@@ -109,7 +84,7 @@ class MLP(NativeParameters):
                     init=init, dtype=dtype, alpha=alpha, device=device, batch_norm=batch_norm,
                     bn_affine=bn_affine, bn_momentum=bn_momentum, bn_eps=bn_eps)
         self._core.stats = _checks.flag("MLP: stats", stats)
-        self._initialize(seed, sigma_w, sigma_b, bias_init, gain)
+        self._initialize(seed, **options)
 
     def _build(self, **config):
         """The native core and the Python views on it, from checked arguments (`config`, kept
@@ -191,26 +166,27 @@ class MLP(NativeParameters):
         return views
 
     def _initialize(self, seed, sigma_w, sigma_b, bias_init, gain):
+        self._init_options = dict(sigma_w=sigma_w, sigma_b=sigma_b, bias_init=bias_init,
+                                  gain=gain)  # what reinitialize() redraws with by default
         rng = np.random.default_rng(seed)
-        limit = float(np.finfo(self.dtype).max)
         # CPU: into the net's memory; CUDA: into a host copy, written to the device at the end
         flat = self._params if self.device == "cpu" else self._core.params.copy()
         layout = self._core.layout
         weights = self._layer_views(flat, layout, "weight")
         biases = self._layer_views(flat, layout, "bias")
-        for l, (w, b) in enumerate(zip(weights, biases)):
-            with np.errstate(over="ignore"):  # checked below, with a message that says why
+        with np.errstate(over="ignore"):  # checked below, once for all layers (a sweep redraws
+            for w, b in zip(weights, biases):  # nets often), with a message that says why
                 w_value, b_value = draw_layer(rng, self.init, w.shape[0], w.shape[1],
                                               sigma_w=sigma_w, sigma_b=sigma_b, gain=gain)
-            for value in (w_value, b_value):
-                if value is not None and value.size and not np.abs(value).max() <= limit:
-                    raise ValueError(
-                        f"MLP: the initial parameters of layer {l} overflow {self.dtype.name} "
-                        f"(init={self.init!r}, gain={gain!r}, sigma_w={sigma_w!r}, "
-                        f"sigma_b={sigma_b!r}); use a smaller scale")
-            w[...] = w_value
-            if b.size:  # batch-norm layers have no bias (beta plays its role)
-                b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+                w[...] = w_value
+                if b.size:  # batch-norm layers have no bias (beta plays its role)
+                    b[...] = b_value if b_value is not None else (0.0 if bias_init is None else bias_init)
+        if not (np.isfinite(flat.min()) and np.isfinite(flat.max())):  # inf (or NaN) parameters
+            l = next(l for l, (w, b) in enumerate(zip(weights, biases))
+                     if not (np.isfinite(w).all() and np.isfinite(b).all()))
+            raise ValueError(f"MLP: the initial parameters of layer {l} overflow {self.dtype.name} "
+                             f"(init={self.init!r}, gain={gain!r}, sigma_w={sigma_w!r}, "
+                             f"sigma_b={sigma_b!r}); use a smaller scale")
         if self.device != "cpu":
             self._core.write("params", 0, flat)
 
@@ -288,3 +264,79 @@ class MLP(NativeParameters):
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "
                 f"dtype={self.dtype.name!r}, batch_norm={self.batch_norm})")
+
+    # Redrawing in place and the log-scale contract (a sweep reuses one net per architecture).
+
+    def reinitialize(self, seed, *, init=None, sigma_w=None, sigma_b=None, bias_init=None,
+                     gain=None):
+        """Redraw every parameter in this net's buffers, bit for bit as a new MLP with this net's
+        configuration and `seed` would draw them: weights and biases from `init`, batch-norm
+        gamma = 1 and beta = 0, running means 0 and variances 1. The gradients (which every
+        backward overwrites), the train/eval mode and the statistics switch stay as they are.
+        Returns the net.
+
+        seed: as for MLP (an integer, a numpy Generator, ...; vgkern.init.NormalStream(seed)
+            .generator() shares one draw of the seed's normals among many nets).
+        init, sigma_w, sigma_b, bias_init, gain: as for MLP; not given (None), the ones this net
+            was drawn with. An option that `init` does not read is refused (ValueError), as are
+            non-finite values and negative sigmas. A ValueError for parameters that overflow the
+            dtype (a huge sigma_w) comes after some layers were redrawn."""
+        what = "MLP.reinitialize"
+        init = self.init if init is None else _checks.choice(f"{what}: init", init, INITS)
+        options = redraw_options(what, init, self.dtype, self._init_options, sigma_w=sigma_w,
+                                 sigma_b=sigma_b, bias_init=bias_init, gain=gain)
+        _checks.rng(f"{what}: seed", seed)  # refused before anything is written
+        self._fill_fresh_buffers()
+        self.init = init
+        self._initialize(seed, **options)
+        return self
+
+    def _fill_fresh_buffers(self):
+        """params and the running statistics as a new net holds them before its weights are
+        drawn: zeros, except gamma = 1 and the running variances 1 (torch.nn.BatchNorm1d's
+        defaults). In place on the CPU; on CUDA written from host arrays."""
+        if self.device == "cpu":  # the views the net keeps (a sweep redraws nets very often)
+            self._params[...] = 0
+            for views, value in ((self._bn_gammas, 1), (self._running_means, 0),
+                                 (self._running_vars, 1)):
+                for view in views:
+                    view[...] = value
+            return
+        for name, value in (("params", 0), ("running_means", 0), ("running_vars", 1)):
+            flat = np.full_like(getattr(self._core, name), value)  # host copies of the buffers
+            if name == "params":
+                for gamma in self._layer_views(flat, self._core.layout, "gamma"):
+                    gamma[...] = 1
+            if flat.size:
+                self._core.write(name, 0, flat)
+
+    def unscale_grads(self, report):
+        """The log-scale contract: after backward or step with log_scale=True, the stored
+        gradients of layer l (dW_l, db_l and, with batch norm, dgamma_l and dbeta_l) are the true
+        ones times 2**-report.grad_log2_scale[l]. This multiplies them by 2**grad_log2_scale[l]
+        in place, so that they are the true gradients, rounded to the net's dtype (where those
+        underflow it, they become subnormal or 0). `report`: the GradReport of this net's last
+        backward or step, applied once (a plain backward's scales are all 0: nothing changes).
+        Returns the net."""
+        what = "MLP.unscale_grads"
+        if not isinstance(report, GradReport):
+            raise TypeError(f"{what}: report must be the GradReport of this net's last backward "
+                            f"or step, got {type(report).__name__}")
+        scales = np.asarray(report.grad_log2_scale, dtype=np.float64)
+        if scales.shape != (self.num_layers,):
+            raise ValueError(f"{what}: report has {scales.size} layers, this net "
+                             f"{self.num_layers}; pass the report of this net's last backward")
+        if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
+            raise ValueError(f"{what}: report.grad_log2_scale must hold integers, got {scales}")
+        exponents = [int(e) for e in scales]
+        if not any(exponents):
+            return self
+        flat = self._grads if self.device == "cpu" else self._core.grads.copy()
+        layout = self._core.layout
+        for kind in ("weight", "bias", "gamma", "beta"):
+            for grad, e in zip(self._layer_views(flat, layout, kind), exponents):
+                if e and grad.size:
+                    np.ldexp(grad, e, out=grad)  # exact, unless the result underflows
+        if self.device != "cpu":
+            self._core.write("grads", 0, flat)
+        return self

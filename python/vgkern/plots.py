@@ -41,7 +41,7 @@ def _frame(results):
     if isinstance(results, pd.DataFrame):
         return results
     if isinstance(results, (str, bytes)) or hasattr(results, "__fspath__"):
-        from .sweep import read_results
+        from .sweeps import read_results
 
         return read_results(results)
     if hasattr(results, "to_pandas"):  # a pyarrow Table
@@ -329,7 +329,7 @@ def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None):
     """The fitted gain per layer (10**-slope of log10 ||dL/dz_l|| against l; LSTM/RNN: of
     ||dL/dx_t|| against t) against depth (T), one line per group: mean over seeds, error bars
     min..max. Accepts a sweep table or its sweep_summary()."""
-    from .sweep import sweep_summary
+    from .sweeps import sweep_summary
 
     what = "plot_gain_vs_depth"
     df = _frame(results)
