@@ -6,17 +6,19 @@ SciPy only; no compiled code).
     mf.gain, mf.q_star, mf.xi_grad, mf.log10_profile   # compare with GradReport
     theory.critical_sigma_w("tanh", 0.05)               # the edge of chaos
 
-MLP: mean_field, critical_sigma_w, init_sigmas (vgkern's inits as sigma_w, sigma_b).
+MLP: mean_field, gradient_profile, critical_sigma_w, init_sigmas (vgkern's inits as sigma_w, sigma_b).
 Batch norm: batch_norm_chi, batch_norm_gain, batch_norm_profile. Vanilla RNN: rnn_mean_field.
-Gaussian integrals: vgkern.theory.gaussian.
+Sweep rows: predict_config, predicted_profile. Gaussian integrals: vgkern.theory.gaussian.
 """
 from . import gaussian
 from .gaussian import ACTIVATIONS
 from .batchnorm import batch_norm_chi, batch_norm_gain, batch_norm_profile
 from .inits import THEORY_INITS, init_sigmas
-from .mean_field import MeanField, critical_sigma_w, length_map, mean_field
+from .configs import predict_config, predicted_profile
+from .mean_field import MeanField, critical_sigma_w, gradient_profile, length_map, mean_field
 from .recurrent import rnn_mean_field
 
 __all__ = ["ACTIVATIONS", "THEORY_INITS", "MeanField", "batch_norm_chi", "batch_norm_gain",
            "batch_norm_profile", "critical_sigma_w", "gaussian",
-           "init_sigmas", "length_map", "mean_field", "rnn_mean_field"]
+           "gradient_profile", "init_sigmas", "length_map", "mean_field", "predict_config",
+           "predicted_profile", "rnn_mean_field"]

@@ -156,6 +156,31 @@ def _depth_scale(chi):
     return math.inf if chi == 1 else -1.0 / math.log(chi)
 
 
+def _trajectory(activation, sigma_w, sigma_b, alpha, q_first, depth):
+    """(q_l, chi1(q_l), predicted log10 profile), each (depth,), from q_0 = q_first."""
+    q = np.empty(depth)
+    q[0] = q_first
+    for l in range(1, depth):
+        q[l] = length_map(activation, sigma_w, sigma_b, q[l - 1], alpha)
+    chi = np.array([sigma_w ** 2 * gaussian.moments(activation, v, alpha)[1] for v in q])
+    steps = 0.5 * np.log10(chi[:-1])  # layer l+1 -> l multiplies ||dL/dz|| by sqrt(chi_l)
+    return q, chi, np.append(np.cumsum(steps[::-1])[::-1], 0.0)
+
+
+def gradient_profile(activation, sigma_w, sigma_b=0.0, *, q0=1.0, depth, elu_alpha=1.0):
+    """mean_field(...).log10_profile alone (no fixed points or depth scales: cheap, for
+    tables): predicted log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}||, (depth,), layer 0 first."""
+    activation = check_activation("gradient_profile", activation)
+    sigma_w = _number("gradient_profile: sigma_w", sigma_w)
+    sigma_b = _number("gradient_profile: sigma_b", sigma_b)
+    q0 = _number("gradient_profile: q0", q0)
+    elu_alpha = _number("gradient_profile: elu_alpha", elu_alpha)
+    if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral) or depth < 1:
+        raise ValueError(f"gradient_profile: depth must be an integer >= 1, got {depth!r}")
+    return _trajectory(activation, sigma_w, sigma_b, elu_alpha, sigma_w ** 2 * q0 + sigma_b ** 2,
+                       int(depth))[2]
+
+
 def mean_field(activation, sigma_w, sigma_b=0.0, *, q0=None, depth=None, elu_alpha=1.0):
     """Mean-field prediction for an MLP of `activation` with weights N(0, sigma_w^2 / fan_in)
     and biases N(0, sigma_b^2) -> MeanField (see its docstring for every field).
@@ -200,13 +225,8 @@ def mean_field(activation, sigma_w, sigma_b=0.0, *, q0=None, depth=None, elu_alp
                   q_star=q_star, chi1=chi1, gain=math.sqrt(chi1), c_star=c_star, xi_q=xi_q,
                   xi_c=xi_c, xi_grad=_depth_scale(chi1))
     if depth is not None:
-        q = np.empty(depth)
-        q[0] = q_star if q0 is None else start
-        for l in range(1, depth):
-            q[l] = length_map(activation, sigma_w, sigma_b, q[l - 1], elu_alpha)
-        chi = np.array([sigma_w ** 2 * gaussian.moments(activation, v, elu_alpha)[1] for v in q])
-        steps = 0.5 * np.log10(chi[:-1])  # layer l+1 -> l multiplies ||dL/dz|| by sqrt(chi_l)
-        profile = np.append(np.cumsum(steps[::-1])[::-1], 0.0)
+        q, chi, profile = _trajectory(activation, sigma_w, sigma_b, elu_alpha,
+                                      q_star if q0 is None else start, depth)
         fields.update(q0=q0, depth=depth, q_layers=_readonly(q), chi1_layers=_readonly(chi),
                       log10_profile=_readonly(profile))
     return MeanField(**fields)
