@@ -279,6 +279,8 @@ def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None,
     seeds = f"mean of {n_seeds} seeds (band: min-max)" if n_seeds > 1 else "1 seed"
     if underflow:
         seeds += "; lines end where the gradient underflows to 0"
+    if drawn_theory:
+        seeds += "; thin dashed: theory"
     ax.set_title(f"{title}\n{seeds}, step {step}" if step is not None else title, fontsize=10)
     ax.grid(True, alpha=0.3)
     _legend(ax, [g[1] for g in groups])
@@ -400,7 +402,8 @@ def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None, theo
     ax.set_xlabel("depth L (LSTM/RNN: sequence length T)")
     ax.set_ylabel("gain per layer  (< 1 vanishing, > 1 exploding)")
     seeds = f"mean of {n_seeds} seeds (bars: min-max)" if n_seeds > 1 else "1 seed"
-    if theory and "predicted_gain" in summary.columns and np.isfinite(summary["predicted_gain"]).any():
+    if theory and "predicted_gain" in summary.columns and np.isfinite(
+            summary["predicted_gain"]).any():
         seeds += "; thin dashed: theory"
     ax.set_title(f"Fitted gain per layer vs depth\n{seeds}, step {step}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
