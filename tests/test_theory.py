@@ -1,5 +1,8 @@
 """vgkern.theory against closed forms, Monte Carlo and vgkern's own measurements."""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -368,3 +371,14 @@ def test_rnn_errors():
         theory.rnn_mean_field("elu", 1.0)
     with pytest.raises(ValueError, match="sigma_v must be a finite number >= 0"):
         theory.rnn_mean_field("tanh", 1.0, sigma_v=-1)
+
+
+def test_theory_needs_numpy_and_scipy_only():
+    code = ("import sys, vgkern.theory as t; t.mean_field('tanh', 1.5, 0.05, q0=1.0, depth=5); "
+            "t.critical_sigma_w('elu'); bad = {'pandas', 'matplotlib', 'pyarrow', 'dask', "
+            "'sklearn', 'torch'} & set(sys.modules); assert not bad, bad")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(
+        os.path.join(os.path.dirname(__file__), "..", "python"))}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -14,6 +14,7 @@ and (gradient independence) backpropagation from layer l+1 to layer l multiplies
 ||dL/dz||^2 by chi1(q_l) = sigma_w^2 E[phi'(sqrt(q_l) z)^2].
 """
 import dataclasses
+import functools
 import math
 import numbers
 
@@ -48,7 +49,7 @@ def _readonly(a):
     return a
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # eq would compare arrays
 class MeanField:
     """The mean-field prediction for one (activation, sigma_w, sigma_b).
 
@@ -58,7 +59,8 @@ class MeanField:
     chi1: sigma_w^2 E[phi'(sqrt(q*) z)^2], the factor of ||dL/dz||^2 per layer at q* (the
         q -> inf limit where q* = inf). gain = sqrt(chi1): the factor of ||dL/dz|| per layer of
         backpropagation, < 1 vanishing, > 1 exploding (what sweep_summary's `gain` measures).
-    c_star: the stable fixed point of the correlation map (1 in the ordered phase chi1 <= 1).
+    c_star: the stable fixed point of the correlation map (1 in the ordered phase chi1 <= 1);
+        c_star and xi_c are computed when first read.
     xi_q = -1 / ln(chi1 + sigma_w^2 E[phi'' phi]) (q converging to q*), xi_c = -1 / ln chi_c
         with chi_c = sigma_w^2 E[phi'(u1) phi'(u2)] at (q*, c*) (= chi1 in the ordered phase),
         xi_grad = -1 / ln chi1: the depth over which ||dL/dz||^2 changes by e (negative where it
@@ -78,15 +80,34 @@ class MeanField:
     q_star: float
     chi1: float
     gain: float
-    c_star: float
     xi_q: float
-    xi_c: float
     xi_grad: float
     q0: float = None
     depth: int = None
     q_layers: np.ndarray = None
     chi1_layers: np.ndarray = None
     log10_profile: np.ndarray = None
+
+    @functools.cached_property
+    def c_star(self):
+        """The correlation map's stable fixed point (computed on first access: in the chaotic
+        phase it takes a two-dimensional quadrature per step of a root search)."""
+        if not 0 < self.q_star < math.inf:
+            return math.nan
+        if self.chi1 <= 1:
+            return 1.0
+        return _correlation_fixed_point(self.activation, self.sigma_w, self.sigma_b,
+                                        self.elu_alpha, self.q_star)
+
+    @functools.cached_property
+    def xi_c(self):
+        """-1 / ln chi_c at (q*, c*) (computed on first access, as c_star)."""
+        c_star = self.c_star
+        if math.isnan(c_star):
+            return math.nan
+        chi_c = self.chi1 if c_star == 1.0 else self.sigma_w ** 2 * gaussian.pair_moments(
+            self.activation, self.q_star, c_star, self.elu_alpha)[1]
+        return _depth_scale(chi_c)
 
     @property
     def profile_gain(self):
@@ -212,18 +233,12 @@ def mean_field(activation, sigma_w, sigma_b=0.0, *, q0=None, depth=None, elu_alp
     q_star = _fixed_point(activation, sigma_w, sigma_b, elu_alpha, max(start, 1e-300))
     e_phi2, e_dphi2, e_phi_ddphi = gaussian.moments(activation, q_star, elu_alpha)
     chi1 = sigma_w ** 2 * e_dphi2
-    c_star, xi_q, xi_c = math.nan, math.nan, math.nan
-    if 0 < q_star < math.inf:
-        xi_q = _depth_scale(chi1 + sigma_w ** 2 * e_phi_ddphi) \
-            if activation not in ("identity", "relu") else math.nan
-        c_star = 1.0 if chi1 <= 1 else _correlation_fixed_point(
-            activation, sigma_w, sigma_b, elu_alpha, q_star)
-        chi_c = chi1 if c_star == 1.0 else sigma_w ** 2 * gaussian.pair_moments(
-            activation, q_star, c_star, elu_alpha)[1]
-        xi_c = _depth_scale(chi_c)
+    xi_q = math.nan
+    if 0 < q_star < math.inf and activation not in ("identity", "relu"):
+        xi_q = _depth_scale(chi1 + sigma_w ** 2 * e_phi_ddphi)
     fields = dict(activation=activation, sigma_w=sigma_w, sigma_b=sigma_b, elu_alpha=elu_alpha,
-                  q_star=q_star, chi1=chi1, gain=math.sqrt(chi1), c_star=c_star, xi_q=xi_q,
-                  xi_c=xi_c, xi_grad=_depth_scale(chi1))
+                  q_star=q_star, chi1=chi1, gain=math.sqrt(chi1), xi_q=xi_q,
+                  xi_grad=_depth_scale(chi1))
     if depth is not None:
         q, chi, profile = _trajectory(activation, sigma_w, sigma_b, elu_alpha,
                                       q_star if q0 is None else start, depth)
@@ -238,10 +253,16 @@ def critical_sigma_w(activation, sigma_b=0.0, *, elu_alpha=1.0):
     activation = check_activation("critical_sigma_w", activation)
     sigma_b = _number("critical_sigma_w: sigma_b", sigma_b)
     elu_alpha = _number("critical_sigma_w: elu_alpha", elu_alpha)
+    return _critical_sigma_w(activation, sigma_b, elu_alpha)
+
+
+@functools.lru_cache(maxsize=256)
+def _critical_sigma_w(activation, sigma_b, elu_alpha):
     if activation == "identity":
         return 1.0
     if activation == "relu":
         return math.sqrt(2.0)
+
     def h(s):
         q_star = _fixed_point(activation, s, sigma_b, elu_alpha, 1.0)
         return s ** 2 * gaussian.moments(activation, q_star, elu_alpha)[1] - 1.0
