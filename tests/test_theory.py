@@ -51,7 +51,8 @@ def test_at_the_edge_of_chaos_chi1_is_one(act):
     mf = theory.mean_field(act, s, 0.05)
     assert mf.chi1 == pytest.approx(1.0, abs=1e-12)
     assert abs(mf.xi_grad) > 1e10  # -1 / ln chi1 diverges
-    assert theory.mean_field(act, 0.9 * s, 0.05).chi1 < 1 < theory.mean_field(act, 1.1 * s, 0.05).chi1
+    below, above = (theory.mean_field(act, f * s, 0.05).chi1 for f in (0.9, 1.1))
+    assert below < 1 < above
     # q* is a fixed point of the length map
     assert theory.length_map(act, s, 0.05, mf.q_star) == pytest.approx(mf.q_star, rel=1e-13)
     assert theory.mean_field("identity", 1.0, 0.0).xi_grad == math.inf
@@ -90,7 +91,8 @@ def test_elu_quadrature_matches_closed_forms(q, alpha):
 def test_smooth_quadrature_matches_adaptive_quadrature(act, q):
     # where Gauss-Hermite with 200 nodes is off by 1e-3 (tanh' at q = 10) or worse
     def ref(k):
-        f = lambda u: gaussian.phi(act, u)[k] ** 2 * np.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q)
+        f = lambda u: (gaussian.phi(act, u)[k] ** 2 * np.exp(-u * u / (2 * q))
+                       / math.sqrt(2 * math.pi * q))
         pieces = [(-40.0, 40.0), (-12 * math.sqrt(q), -40.0), (40.0, 12 * math.sqrt(q))]
         return sum(integrate.quad(f, a, b, epsabs=0, epsrel=1e-13, limit=400)[0]
                    for a, b in pieces if b > a)
@@ -177,7 +179,8 @@ def test_init_sigmas_match_vgkern_weights():
     (lambda: theory.mean_field("tanh", -1.0), "sigma_w must be a finite number >= 0.*got -1.0"),
     (lambda: theory.mean_field("tanh", 1.0, math.nan), "sigma_b must be a finite number.*nan"),
     (lambda: theory.mean_field("tanh", 1.0, q0=1.0), "q0 needs depth="),
-    (lambda: theory.mean_field("tanh", 1.0, q0=1.0, depth=0), "depth must be an integer >= 1.*got 0"),
+    (lambda: theory.mean_field("tanh", 1.0, q0=1.0, depth=0),
+     "depth must be an integer >= 1.*got 0"),
     (lambda: theory.mean_field("tanh", 1.0, q0=-1.0, depth=3), "q0 must be a finite number >= 0"),
     (lambda: theory.critical_sigma_w("relu6"), "activation must be one of.*got 'relu6'"),
 ])
@@ -327,8 +330,9 @@ def test_batch_norm_prediction_matches_measurement_at_large_batch(act):
     assert np.all(np.abs(measured - predicted) <= tol), (measured - predicted, tol)
     # the hidden layers' mean step is the batch-norm gain
     step = np.mean(measured[1:-1] - measured[2:])
-    assert abs(step - math.log10(theory.batch_norm_gain(act))) <= \
-        4 * step_sd / math.sqrt(len(SEEDS) * (DEPTH - 2)) + 1 / WIDTH + 0.5 * math.log10(1 + 10 / batch)
+    step_tol = (4 * step_sd / math.sqrt(len(SEEDS) * (DEPTH - 2)) + 1 / WIDTH
+                + 0.5 * math.log10(1 + 10 / batch))
+    assert abs(step - math.log10(theory.batch_norm_gain(act))) <= step_tol
 
 
 def test_batch_norm_prediction_fails_at_small_batch():
@@ -354,11 +358,13 @@ def test_rnn_prediction_matches_measurement(act, sigma_w):
     for seed in SEEDS:
         net = vgkern.RNN(RNN_I, RNN_H, nonlinearity=act, seed=seed)
         rng = np.random.default_rng(3000 + seed)
-        net.weight_hh = (sigma_w / math.sqrt(RNN_H) * rng.standard_normal((RNN_H, RNN_H))).astype(np.float32)
+        net.weight_hh = (sigma_w / math.sqrt(RNN_H)
+                         * rng.standard_normal((RNN_H, RNN_H))).astype(np.float32)
         net.weight_ih = (rng.standard_normal((RNN_H, RNN_I)) / math.sqrt(RNN_I)).astype(np.float32)
         net.bias = (sigma_b * rng.standard_normal(RNN_H)).astype(np.float32)
         net.forward(rng.standard_normal((RNN_T, RNN_B, RNN_I), dtype=np.float32))
-        y = net.backward(grad_hT=rng.standard_normal((RNN_B, RNN_H), dtype=np.float32)).log10_x_grad_norm
+        grad_hT = rng.standard_normal((RNN_B, RNN_H), dtype=np.float32)
+        y = net.backward(grad_hT=grad_hT).log10_x_grad_norm
         profiles.append(y - y[-1])
     tol, _ = profile_tolerance(mf, width=RNN_H, batch=RNN_B)
     err = np.mean(profiles, 0) - mf.log10_profile

@@ -29,7 +29,8 @@ def test_summary_has_predictions_beside_the_fit(table):
         assert col in s.columns and col in vgkern.sweeps.SUMMARY_COLUMNS
     covered = (s["model"] == "mlp") & (s["init"] == "scaled_normal") | (s["model"] == "rnn")
     assert np.isfinite(s.loc[covered, "predicted_gain"]).all()
-    assert s.loc[~covered, ["predicted_gain", "predicted_log10_ratio", "gain_error"]].isna().all().all()
+    predicted = ["predicted_gain", "predicted_log10_ratio", "gain_error"]
+    assert s.loc[~covered, predicted].isna().all().all()
     for _, row in s[covered & (s["model"] == "mlp")].iterrows():
         profile = theory.gradient_profile(row["activation"], 1.3, 0.05, q0=1.0, depth=row["depth"])
         assert row["predicted_log10_ratio"] == pytest.approx(profile[0], rel=1e-12)

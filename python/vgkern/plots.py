@@ -11,7 +11,8 @@ and depth; lines show the mean over seeds, the band the range (min..max) over se
 encodes the activation (or LSTM/RNN), line style batch norm (solid off, dashed on), markers the
 init. Predictions of mean-field theory (vgkern.theory, where it covers the configuration: see
 vgkern.theory.configs) are drawn as thin dashed lines in the group's colour; theory=False
-leaves them out. Every function takes `step` (the training step to show, default 0) and `where`, a dict
+leaves them out.
+Every function takes `step` (the training step to show, default 0) and `where`, a dict
 {column: value or list of values} that filters the rows first. They draw into `ax` (or make a
 new matplotlib Figure, without pyplot, so they work in scripts, threads and notebooks) and
 return the Figure.

@@ -97,4 +97,5 @@ def _add_predictions(out):
     out["predicted_gain"] = np.array(gains, dtype=np.float64)
     out["predicted_log10_ratio"] = np.array(ratios, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["gain_error"] = np.log10(out["gain"].to_numpy()) - np.log10(out["predicted_gain"].to_numpy())
+        out["gain_error"] = (np.log10(out["gain"].to_numpy())
+                             - np.log10(out["predicted_gain"].to_numpy()))

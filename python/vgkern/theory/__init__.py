@@ -6,7 +6,8 @@ SciPy only; no compiled code).
     mf.gain, mf.q_star, mf.xi_grad, mf.log10_profile   # compare with GradReport
     theory.critical_sigma_w("tanh", 0.05)               # the edge of chaos
 
-MLP: mean_field, gradient_profile, critical_sigma_w, init_sigmas (vgkern's inits as sigma_w, sigma_b).
+MLP: mean_field, gradient_profile, critical_sigma_w, init_sigmas (vgkern's inits as
+sigma_w, sigma_b).
 Batch norm: batch_norm_chi, batch_norm_gain, batch_norm_profile. Vanilla RNN: rnn_mean_field.
 Sweep rows: predict_config, predicted_profile. Gaussian integrals: vgkern.theory.gaussian.
 """

@@ -3,11 +3,12 @@ pair with variance q and correlation c -- the integrals of mean-field theory.
 
 Quadrature: composite 16-point Gauss-Legendre over z in [-12, 12] (the tail beyond has mass
 2 Phi(-12) = 3.6e-33), panels narrow enough that both the Gaussian and f(sqrt(q) z) change by
-O(1) per panel whatever q is (see nodes), and z = 0 a panel boundary, so that the kinks of relu and elu at 0 sit
-between panels and each panel's integrand is analytic. Relative accuracy ~1e-14 for the
-activations here at any q (tests/test_theory.py checks it against closed forms and Monte
-Carlo). Plain Gauss-Hermite is exact for polynomials but loses digits fast once q >> 1 (tanh'
-at q = 10 is off by 1e-3 with 200 nodes), and across a kink it converges slowly.
+O(1) per panel whatever q is (see nodes), and z = 0 a panel boundary, so that the kinks of relu
+and elu at 0 sit between panels and each panel's integrand is analytic. Relative accuracy 1e-12
+or better for the activations here at any q (tests/test_theory.py checks it against closed
+forms, adaptive quadrature and Monte Carlo). Plain Gauss-Hermite is exact for polynomials but
+loses digits fast once q >> 1 (E[tanh'^2] at q = 10 is off by 1e-3 with 200 nodes), and across
+a kink it converges slowly.
 """
 import numpy as np
 from scipy import special

@@ -34,7 +34,8 @@ def init_sigmas(init, *, sigma_w=None, sigma_b=None, bias_init=None, gain=1.0, f
         raise ValueError(f"init_sigmas: init must be one of "
                          f"{', '.join(map(repr, THEORY_INITS))}, got {init!r}")
     if init == "scaled_normal":
-        return (1.0 if sigma_w is None else float(sigma_w)), (0.0 if sigma_b is None else float(sigma_b))
+        return (1.0 if sigma_w is None else float(sigma_w),
+                0.0 if sigma_b is None else float(sigma_b))
     if bias_init not in (None, 0, 0.0):
         raise ValueError("init_sigmas: a constant nonzero bias_init shifts the mean of every "
                          "pre-activation, outside the zero-mean Gaussian theory; expected None or "
