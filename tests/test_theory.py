@@ -388,3 +388,24 @@ def test_theory_needs_numpy_and_scipy_only():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("act", ["tanh", "elu"])
+def test_deep_ordered_net_gain_is_sqrt_chi1_at_q_star(act):
+    # tanh and elu reach q* slowly (q_l -> q* ~ geometrically at rate chi1), so a deeper net:
+    # over the layers where chi1(q_l) is within 1e-3 of chi1(q*), the mean step of the measured
+    # profile is log10 sqrt(chi1(q*)) within 4 standard errors (s / sqrt(S * k) for k steps,
+    # s as in profile_tolerance) plus the 1/n bias and the remaining gap
+    depth = 24
+    sigma_w = 0.7 * theory.critical_sigma_w(act, SIGMA_B)
+    mf = theory.mean_field(act, sigma_w, SIGMA_B, q0=1.0, depth=depth)
+    measured = measured_profiles(act, sigma_w, depth=depth).mean(0)
+    gap = 0.5 * np.abs(np.log10(mf.chi1_layers[:-1] / mf.chi1))
+    settled = np.flatnonzero(gap < 0.5 * math.log10(1.001))
+    assert len(settled) >= 5, settled
+    _, step_tol = profile_tolerance(mf)
+    step_sd = (step_tol - 1 / WIDTH) / 4 * math.sqrt(len(SEEDS))  # back to one seed, one step
+    steps = measured[settled] - measured[settled + 1]
+    tol = 4 * step_sd[settled].max() / math.sqrt(len(SEEDS) * len(settled)) + 1 / WIDTH \
+        + gap[settled].max()
+    assert abs(steps.mean() - math.log10(mf.gain)) <= tol, (steps.mean(), math.log10(mf.gain), tol)
