@@ -3,6 +3,7 @@
 Each runs in a subprocess with this interpreter and environment (so with the vgkern under
 test), from a temporary folder. Timings are printed, never checked.
 """
+import math
 import os
 import re
 import subprocess
@@ -71,3 +72,16 @@ def test_compare_frameworks_agree_and_times_every_implementation(with_torch, tmp
         assert re.search(rf"^{name}\s+\d+\.\d+ ms\s+\d+\.\d+ ms\s+\d+\.\d+x$", out, re.M), out
     assert "DISAGREE" not in out
     assert ("torch" in out.split("Time per step")[1]) == with_torch, out
+
+
+def test_edge_of_chaos_measured_matches_predicted(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run_example("edge_of_chaos.py", "-o", "eoc.png", cwd=tmp_path)
+    assert "edge of chaos: sigma_w = 1.1225" in out, out
+    rows = re.findall(r"^\s+(\d\.\d\d)\s+(\d\.\d+)\s+(\d\.\d+)\s+(\d\.\d+)\s*$", out, re.M)
+    assert len(rows) == 6, out  # --quick: sigma_w 0.5, 1.0, ..., 3.0
+    for sigma_w, measured, predicted, _ in rows:
+        # width 512, depth 20, 3 seeds: within 0.01 in log10 per layer (test_theory.py derives
+        # the finite-width tolerance; here it is ~0.004)
+        assert abs(math.log10(float(measured) / float(predicted))) < 0.01, out
+    assert (tmp_path / "eoc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,8 @@
                                        a sweep (see `vgkern sweep --help`)
   vgkern plot results.parquet -o fig.png
   vgkern summary results.parquet       the per-configuration summary of a results file
+  vgkern theory --activation tanh --sigma-w 0.5..3.0:0.25 --sigma-b 0.05
+                                       mean-field q*, chi1, depth scales, the edge of chaos
   vgkern info                          build and runtime information as JSON
 
 Lists: values separated by commas or spaces, integer ranges a..b or a..b:step (inclusive).
@@ -333,6 +335,10 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
                 "log10_ratio_first_last"]
             cells.append(f"{v.iloc[0]:>10.2f}" if len(v) else f"{'-':>10}")
         print(f"{d:>5} " + " ".join(cells), file=stream)
+    from .theory.table import measured_vs_predicted
+
+    for line in measured_vs_predicted(summary, activations, depths):
+        print(line, file=stream)
     rec = summary[summary["model"] != "mlp"]
     print("\nThrough time: log10 ||dL/dx_0|| / ||dL/dx_{T-1}|| (loss on the last step)",
           file=stream)
@@ -350,6 +356,17 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
         plot_sweep(table, png, depth=max(depths))
         print(f"\nwrote {png}" + (f" and {out}" if out else ""), file=stream)
     return summary
+
+
+def cmd_theory(args, stream=None):
+    """`vgkern theory`: the mean-field table for one activation over sigma_w values."""
+    from .theory.table import theory_table
+
+    stream = sys.stdout if stream is None else stream
+    sigma_ws = _parse_values("sigma_w", "float", [args.sigma_w])
+    for line in theory_table(args.activation, sigma_ws, args.sigma_b, elu_alpha=args.elu_alpha):
+        print(line, file=stream)
+    return 0
 
 
 def _have_matplotlib():
@@ -429,6 +446,15 @@ def main(argv=None):
     p_sum.add_argument("-o", "--output", help="write the summary table (.parquet or .csv)")
     p_sum.add_argument("--limit", type=int, default=200, help="lines to print (default 200)")
 
+    p_theory = sub.add_parser("theory", help="mean-field predictions: q*, chi1, depth scales and "
+                              "the edge of chaos for one activation over sigma_w values")
+    p_theory.add_argument("--activation", required=True,
+                          choices=("identity", "sigmoid", "tanh", "relu", "elu"))
+    p_theory.add_argument("--sigma-w", default="0.5..3.0:0.25",
+                          help="sigma_w values: list or range a..b:step (default 0.5..3.0:0.25)")
+    p_theory.add_argument("--sigma-b", type=float, default=0.0, help="bias std (default 0)")
+    p_theory.add_argument("--elu-alpha", type=float, default=1.0)
+
     sub.add_parser("info", help="build and runtime information as JSON")
     args = parser.parse_args(argv)
     try:
@@ -452,6 +478,8 @@ def main(argv=None):
             return cmd_plot(args)
         if args.command == "summary":
             return cmd_summary(args)
+        if args.command == "theory":
+            return cmd_theory(args)
         from . import build_info
 
         print(json.dumps(build_info(), indent=2, default=str))

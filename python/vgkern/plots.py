@@ -9,7 +9,10 @@
 A "group" is one line: the configuration columns that vary in the (filtered) table, except seed
 and depth; lines show the mean over seeds, the band the range (min..max) over seeds. Colour
 encodes the activation (or LSTM/RNN), line style batch norm (solid off, dashed on), markers the
-init. Every function takes `step` (the training step to show, default 0) and `where`, a dict
+init. Predictions of mean-field theory (vgkern.theory, where it covers the configuration: see
+vgkern.theory.configs) are drawn as thin dashed lines in the group's colour; theory=False
+leaves them out.
+Every function takes `step` (the training step to show, default 0) and `where`, a dict
 {column: value or list of values} that filters the rows first. They draw into `ax` (or make a
 new matplotlib Figure, without pyplot, so they work in scripts, threads and notebooks) and
 return the Figure.
@@ -209,14 +212,31 @@ def _new_axes(ax, figsize, labels=()):
     return fig, fig.add_subplot()
 
 
+THEORY_STYLE = dict(linestyle=(0, (3, 2)), lw=1.1, alpha=0.9, marker="")
+
+
+def _predicted_profile(sub, num_layers):
+    """The theory's log10 profile (num_layers,) for a group's configuration, or None."""
+    from .sweeps.summary import _THEORY_KEYS, _input_q
+    from .theory import predicted_profile
+
+    row = sub.iloc[0]
+    if any(k not in sub.columns for k in _THEORY_KEYS):
+        return None
+    config = {k: row[k] for k in _THEORY_KEYS}
+    return predicted_profile(config, num_layers, _input_q(config["data"]))
+
+
 def _curve_column(model):
     return "log10_preact_grad_norm" if model == "mlp" else "log10_x_grad_norm"
 
 
-def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None, ax=None):
+def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None, ax=None,
+                        theory=True):
     """log10 gradient norm against the layer index (MLP: ||dL/dz_l||; model="lstm"/"rnn"/
     "recurrent": ||dL/dx_t|| against the time step), one line per group, for one depth
-    (default: the largest in the table; for LSTM/RNN the sequence length)."""
+    (default: the largest in the table; for LSTM/RNN the sequence length). theory=True: the
+    predicted profile, dashed, anchored at the measured mean of the last layer."""
     what = "plot_gradient_norms"
     df = _filter(_frame(results), where, step, what)
     df = _split_models(df, model, what)
@@ -234,6 +254,7 @@ def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None,
     style = _Styler(df)
     n_seeds = df["seed"].nunique()
     underflow = bool(np.isneginf(df[y_col].to_numpy(np.float64)).any())
+    drawn_theory = False
     for _, label, sub in groups:
         y = sub[y_col].replace([np.inf, -np.inf], np.nan)
         stats = y.groupby(sub["layer"]).agg(["mean", "min", "max"])
@@ -244,6 +265,11 @@ def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None,
         if n_seeds > 1:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=st["color"],
                             alpha=0.12, lw=0)
+        predicted = _predicted_profile(sub, len(stats)) if theory else None
+        if predicted is not None and np.isfinite(stats["mean"].iloc[-1]):
+            ax.plot(stats.index, predicted + stats["mean"].iloc[-1], color=st["color"],
+                    **THEORY_STYLE)
+            drawn_theory = True
     if model == "mlp":
         ax.set_xlabel("layer l (0 = input side)")
         title = f"Gradient norm per layer, depth {depth}"
@@ -254,6 +280,8 @@ def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None,
     seeds = f"mean of {n_seeds} seeds (band: min-max)" if n_seeds > 1 else "1 seed"
     if underflow:
         seeds += "; lines end where the gradient underflows to 0"
+    if drawn_theory:
+        seeds += "; thin dashed: theory"
     ax.set_title(f"{title}\n{seeds}, step {step}" if step is not None else title, fontsize=10)
     ax.grid(True, alpha=0.3)
     _legend(ax, [g[1] for g in groups])
@@ -325,10 +353,11 @@ def plot_gradient_heatmap(results, *, step=0, model="mlp", where=None, fig=None,
     return fig
 
 
-def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None):
+def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None, theory=True):
     """The fitted gain per layer (10**-slope of log10 ||dL/dz_l|| against l; LSTM/RNN: of
     ||dL/dx_t|| against t) against depth (T), one line per group: mean over seeds, error bars
-    min..max. Accepts a sweep table or its sweep_summary()."""
+    min..max. Accepts a sweep table or its sweep_summary(). theory=True: the summary's
+    predicted_gain, dashed, where it is finite."""
     from .sweeps import sweep_summary
 
     what = "plot_gain_vs_depth"
@@ -352,6 +381,10 @@ def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None):
             yerr = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
         ax.errorbar(stats.index, stats["mean"], yerr=yerr, label=label, lw=1.6, capsize=2,
                     markersize=4, **st)
+        predicted = sub.groupby("depth")["predicted_gain"].mean() if (
+            theory and "predicted_gain" in sub.columns) else None
+        if predicted is not None and np.isfinite(predicted).any():
+            ax.plot(predicted.index, predicted, color=st["color"], **THEORY_STYLE)
     ax.axhline(1.0, color="black", lw=0.8, alpha=0.6)
     ax.set_yscale("log")
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -370,16 +403,21 @@ def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None):
     ax.set_xlabel("depth L (LSTM/RNN: sequence length T)")
     ax.set_ylabel("gain per layer  (< 1 vanishing, > 1 exploding)")
     seeds = f"mean of {n_seeds} seeds (bars: min-max)" if n_seeds > 1 else "1 seed"
+    if theory and "predicted_gain" in summary.columns and np.isfinite(
+            summary["predicted_gain"]).any():
+        seeds += "; thin dashed: theory"
     ax.set_title(f"Fitted gain per layer vs depth\n{seeds}, step {step}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, [g[1] for g in groups])
     return fig
 
 
-def plot_sweep(results, path=None, *, depth=None, step=0, where=None, dpi=120, max_panels=24):
+def plot_sweep(results, path=None, *, depth=None, step=0, where=None, dpi=120, max_panels=24,
+               theory=True):
     """One figure with everything: gradient norm vs layer at one depth, gain vs depth, (LSTM/RNN:
-    gradient norm through time) and the depth x layer heatmaps. Saved to `path` if given
-    (format from the extension: .png, .pdf, .svg); returns the Figure."""
+    gradient norm through time) and the depth x layer heatmaps; theory=True adds the dashed
+    predictions to the first three. Saved to `path` if given (format from the extension: .png,
+    .pdf, .svg); returns the Figure."""
     _, Figure = _matplotlib()
     df = _filter(_frame(results), where, step, "plot_sweep")
     if not len(df):
@@ -405,11 +443,11 @@ def plot_sweep(results, path=None, *, depth=None, step=0, where=None, dpi=120, m
     axes = np.atleast_1d(sub_top.subplots(1, len(top), squeeze=False)).ravel()
     for ax, kind in zip(axes, top):
         if kind == "norms":
-            plot_gradient_norms(df, depth, step=step, model="mlp", ax=ax)
+            plot_gradient_norms(df, depth, step=step, model="mlp", ax=ax, theory=theory)
         elif kind == "gain":
-            plot_gain_vs_depth(df, step=step, ax=ax)
+            plot_gain_vs_depth(df, step=step, ax=ax, theory=theory)
         else:
-            plot_gradient_norms(df, None, step=step, model="recurrent", ax=ax)
+            plot_gradient_norms(df, None, step=step, model="recurrent", ax=ax, theory=theory)
     if heat:
         plot_gradient_heatmap(df, step=step, model="mlp", fig=sub_heat, ncols=hcols,
                               max_panels=max_panels)
