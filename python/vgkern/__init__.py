@@ -34,6 +34,17 @@ from .plots import (  # noqa: E402
 
 from .info import package_version as _package_version  # noqa: E402
 
+
+def __getattr__(name):
+    """vgkern.theory (mean-field predictions) is imported on first use: it loads SciPy's
+    quadrature, which `import vgkern` does not need."""
+    if name == "theory":
+        import importlib
+
+        return importlib.import_module(".theory", __name__)
+    raise AttributeError(f"module 'vgkern' has no attribute {name!r}")
+
+
 __version__ = _package_version()  # pyproject.toml's [project] version, the only copy
 
 __all__ = [
@@ -62,4 +73,5 @@ __all__ = [
     "sweep",
     "sweep_configs",
     "sweep_summary",
+    "theory",
 ]
