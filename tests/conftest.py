@@ -336,6 +336,62 @@ def assert_scalar_rel(actual, expected, rtol, what, atol=1e-300):
         f"{what}: vgkern {actual!r} vs torch {expected!r} (rtol {rtol:.1e})")
 
 
+# One MLP step and everything it produces, compared bit for bit (determinism, threads).
+STAT_FIELDS = [
+    "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm",
+    "log10_weight_grad_norm", "log10_bias_grad_norm", "log10_preact_grad_norm",
+    "log10_act_grad_norm", "preact_mean", "preact_std", "saturated_fraction", "zero_fraction",
+    "dead_fraction", "grad_log2_scale",
+]
+
+
+def make_case(width, depth=10, batch=128, activation="tanh", dtype="float32", seed=0,
+              loss="mse", **kwargs):
+    import vgkern
+
+    sizes = [width] * depth + [10]
+    net = vgkern.MLP(sizes, activation=activation, dtype=dtype, seed=seed, **kwargs)
+    rng = np.random.default_rng(seed + 100)
+    x = rng.standard_normal((batch, width)).astype(dtype)
+    if loss == "mse":
+        target = rng.standard_normal((batch, 10)).astype(dtype)
+    else:
+        target = rng.integers(0, 10, size=batch).astype(np.int64)
+    return net, x, target
+
+
+def result_of(net, rep, out=None):
+    """Everything a step produces, copied (the net's gradient buffers are overwritten later)."""
+    return dict(
+        out=None if out is None else out.copy(),
+        loss=rep.loss,
+        stats={name: np.array(getattr(rep, name), copy=True) for name in STAT_FIELDS},
+        weight_grads=[g.copy() for g in net.weight_grads],
+        bias_grads=[g.copy() for g in net.bias_grads],
+    )
+
+
+def run_step(net, x, target, loss="mse"):
+    out = net.forward(x)
+    rep = net.step(x, target, loss=loss)
+    return result_of(net, rep, out)
+
+
+def assert_bitwise_equal(a, b, what=""):
+    if a["out"] is not None and b["out"] is not None:
+        assert a["out"].tobytes() == b["out"].tobytes(), f"{what}: forward output differs"
+    assert np.array(a["loss"]).tobytes() == np.array(b["loss"]).tobytes(), f"{what}: loss"
+    for name in STAT_FIELDS:
+        assert a["stats"][name].tobytes() == b["stats"][name].tobytes(), (
+            f"{what}: {name} differs:\n{a['stats'][name]!r}\n{b['stats'][name]!r}")
+    for kind in ("weight_grads", "bias_grads"):
+        for l, (ga, gb) in enumerate(zip(a[kind], b[kind])):
+            assert ga.dtype == gb.dtype and ga.shape == gb.shape
+            assert ga.tobytes() == gb.tobytes(), (
+                f"{what}: {kind}[{l}] differs in {np.count_nonzero(ga != gb)} entries, "
+                f"max |diff| {np.max(np.abs(ga.astype(np.float64) - gb)):.3e}")
+
+
 def random_weights(rng, sizes, dtype, scale=None):
     """Weights (out, in) ~ N(0, scale^2), scale = 1/sqrt(fan_in) by default; biases ~ N(0, 0.1^2)."""
     ws, bs = [], []

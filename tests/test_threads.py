@@ -30,6 +30,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import vgkern
+from conftest import STAT_FIELDS, assert_bitwise_equal, make_case, run_step
 from vgkern import ops
 
 # The fragment of the one busy-guard message of every net, CPU and CUDA (csrc/core/busy_guard.h):
@@ -681,3 +682,114 @@ def test_forked_child_runs_split_layers():
             child.kill()
     assert child.exitcode == 0
     assert got == parent
+
+
+# --------------------------------------------------------------------------------------------
+# Python threads: bit-identical results, one net refused to a second thread (moved from
+# test_determinism.py)
+# --------------------------------------------------------------------------------------------
+
+CONFIGS = [
+    dict(width=64, activation="tanh", dtype="float32", seed=1, loss="mse"),
+    dict(width=37, activation="relu", dtype="float64", seed=2, loss="cross_entropy"),
+    dict(width=100, activation="sigmoid", dtype="float32", seed=3, loss="cross_entropy"),
+    dict(width=13, activation="elu", dtype="float64", seed=4, loss="mse"),
+    dict(width=64, activation="relu", dtype="float32", seed=5, loss="cross_entropy"),
+    dict(width=128, activation="tanh", dtype="float64", seed=6, loss="mse"),
+    dict(width=17, activation="sigmoid", dtype="float32", seed=7, loss="mse"),
+    dict(width=64, activation="elu", dtype="float32", seed=8, loss="cross_entropy"),
+]
+
+
+def test_threads_on_separate_nets_match_serial():
+    cases = [make_case(c["width"], depth=8, batch=64, activation=c["activation"],
+                       dtype=c["dtype"], seed=c["seed"], loss=c["loss"]) for c in CONFIGS]
+    losses = [c["loss"] for c in CONFIGS]
+    serial = [run_step(net, x, t, loss) for (net, x, t), loss in zip(cases, losses)]
+    rounds = 6
+
+    def work(i):
+        net, x, t = cases[i]
+        return [run_step(net, x, t, losses[i]) for _ in range(rounds)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, range(len(cases))))
+    for i, per_case in enumerate(results):
+        for r, result in enumerate(per_case):
+            assert_bitwise_equal(result, serial[i], f"net {i} ({CONFIGS[i]}), round {r}")
+
+
+def test_threads_release_nothing_shared_between_fresh_nets():
+    """Nets created concurrently in threads equal nets created serially (init is per-net)."""
+    def build(seed):
+        return vgkern.MLP([21, 64, 64, 3], activation="elu", seed=seed).params.copy()
+
+    serial = [build(s) for s in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(build, range(8)))
+    for a, b in zip(serial, threaded):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_one_net_two_threads_correct_or_refused():
+    """Using ONE net from two threads at once must give the right answer or a RuntimeError."""
+    width, batch = 64, 128
+    net, xa, ta = make_case(width, depth=10, batch=batch, activation="tanh", seed=11)
+    rng = np.random.default_rng(12)
+    # the second thread uses another batch size, so shared workspaces would be resized under
+    # the first thread's feet if nothing protects them
+    xb = rng.standard_normal((batch // 2 + 3, width)).astype(np.float32)
+    tb = rng.standard_normal((batch // 2 + 3, 10)).astype(np.float32)
+    full = {"a": run_step(net, xa, ta), "b": run_step(net, xb, tb)}
+    # net.weight_grads cannot be read race-free while the other thread steps: compare what each
+    # call returns (output, loss, report), and the gradients once the threads are done
+    expected = {key: {k: v for k, v in r.items() if not k.endswith("_grads")}
+                for key, r in full.items()}
+    inputs = {"a": (xa, ta), "b": (xb, tb)}
+    iterations = 150
+    barrier = threading.Barrier(2)
+    outcomes = {"a": [], "b": []}
+
+    def work(key):
+        x, t = inputs[key]
+        barrier.wait()
+        for _ in range(iterations):
+            try:
+                out = net.forward(x)
+                outcomes[key].append(("forward", out.copy()))
+            except RuntimeError as err:
+                outcomes[key].append(("refused", str(err)))
+            try:
+                rep = net.step(x, t, loss="mse")
+                outcomes[key].append(("step", dict(
+                    loss=rep.loss,
+                    stats={n: np.array(getattr(rep, n), copy=True) for n in STAT_FIELDS})))
+            except RuntimeError as err:
+                outcomes[key].append(("refused", str(err)))
+
+    threads = [threading.Thread(target=work, args=(key,)) for key in ("a", "b")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+
+    counts = {"refused": 0, "forward": 0, "step": 0}
+    for key, results in outcomes.items():
+        assert len(results) == 2 * iterations, f"thread {key} died: {len(results)} results"
+        exp = expected[key]
+        for i, (kind, value) in enumerate(results):
+            counts[kind] += 1
+            if kind == "forward":
+                assert value.tobytes() == exp["out"].tobytes(), (
+                    f"thread {key}, call {i}: WRONG forward output under concurrent use")
+            elif kind == "step":
+                assert np.array(value["loss"]).tobytes() == np.array(exp["loss"]).tobytes(), (
+                    f"thread {key}, call {i}: WRONG loss {value['loss']} vs {exp['loss']}")
+                for name in STAT_FIELDS:
+                    assert value["stats"][name].tobytes() == exp["stats"][name].tobytes(), (
+                        f"thread {key}, call {i}: WRONG {name} under concurrent use")
+    # after the storm the net is intact and usable from one thread
+    assert_bitwise_equal(run_step(net, xa, ta), full["a"], "after concurrent use (a)")
+    assert_bitwise_equal(run_step(net, xb, tb), full["b"], "after concurrent use (b)")
+    assert counts["forward"] + counts["step"] > 0, "every call was refused, even uncontended ones"
