@@ -383,8 +383,8 @@ def test_theory_needs_numpy_and_scipy_only():
     code = ("import sys, vgkern.theory as t; t.mean_field('tanh', 1.5, 0.05, q0=1.0, depth=5); "
             "t.critical_sigma_w('elu'); bad = {'pandas', 'matplotlib', 'pyarrow', 'dask', "
             "'sklearn', 'torch'} & set(sys.modules); assert not bad, bad")
-    env = {**os.environ, "PYTHONPATH": os.path.abspath(
-        os.path.join(os.path.dirname(__file__), "..", "python"))}
+    # the vgkern under test (installed, or a source tree with its build)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(vgkern.__file__))}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120)
     assert run.returncode == 0, run.stderr

@@ -12,7 +12,7 @@ import vgkern
 from vgkern import cli, theory
 
 pd = pytest.importorskip("pandas")
-PYTHONPATH = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "python"))
+PYTHONPATH = os.path.dirname(os.path.dirname(vgkern.__file__))  # the vgkern under test
 
 
 @pytest.fixture(scope="module")
