@@ -7,6 +7,7 @@ Renamed after 0.1.0 (one API shape for MLP, LSTM and RNN; removed in the release
 """
 import warnings
 
+
 class _Unset:
     """The default of a deprecated keyword: tells "not given" from any value."""
 
