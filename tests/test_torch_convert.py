@@ -257,3 +257,21 @@ def test_rnn_from_torch_refusals():
         vgkern.RNN.from_torch(nn.RNN(3, 4, num_layers=3))
     with pytest.raises(TypeError, match="must be a torch.nn.RNN, got LSTM"):
         vgkern.RNN.from_torch(nn.LSTM(3, 4))
+
+
+def test_readme_example_runs_and_moves_the_weights():
+    import pathlib
+
+    pytest.importorskip("pandas")  # the example prints rep.to_pandas()
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Bring your torch model", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 10
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    net, model, model2 = scope["net"], scope["model"], scope["model2"]
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), net.state_dict()[key], err_msg=key)
+        np.testing.assert_array_equal(model2.state_dict()[key].numpy(), value.numpy())
+    assert np.isfinite(scope["rep"].loss)
