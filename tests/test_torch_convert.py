@@ -240,6 +240,14 @@ def test_recurrent_round_trip_is_bit_identical(kind):
     assert net.to_torch().batch_first
 
 
+def test_batch_first_survives_pickling():
+    import pickle
+
+    net = vgkern.LSTM.from_torch(nn.LSTM(3, 4, batch_first=True))
+    copy = pickle.loads(pickle.dumps(net))
+    assert copy.torch_batch_first and copy.to_torch().batch_first
+
+
 @pytest.mark.parametrize("module,error,message", [
     (lambda: nn.LSTM(3, 4, num_layers=2), ValueError, "LSTM with num_layers=2"),
     (lambda: nn.LSTM(3, 4, bidirectional=True), ValueError, "LSTM with bidirectional=True"),
