@@ -126,7 +126,7 @@ def _check_mlp_layers(what, layers):
                          "BatchNorm1d while others do; vgkern normalizes every hidden layer or none")
     alphas = {}  # position -> alpha of every ELU
     for layer in layers:
-        name, alpha, i = _activation(layer["act"])
+        _, alpha, i = _activation(layer["act"])
         if alpha is not None:
             alphas[i] = alpha
     activation = _activation(hidden[0]["act"])[0] if hidden else "identity"
