@@ -328,3 +328,27 @@ def test_constructor_and_reinitialize_share_the_option_defaults():
     net.reinitialize(3, init="scaled_normal")
     fresh = vgkern.MLP([6, 5, 2], init="scaled_normal", seed=3)
     assert net.params.tobytes() == fresh.params.tobytes()
+
+
+
+def _arrays(result):
+    """The arrays of a forward's result: MLP out; RNN (h_seq, h_T); LSTM (h_seq, (h_T, c_T))."""
+    if isinstance(result, np.ndarray):
+        return [result]
+    return [a for part in result for a in (part if isinstance(part, tuple) else (part,))]
+
+
+@pytest.mark.parametrize("kind", NET_CLASSES)
+def test_calling_a_net_is_its_forward(kind, rng):
+    net = small(kind, seed=1)
+    x = rng.standard_normal((6, 3) if kind == "MLP" else (5, 6, 3)).astype(F32)
+    called, forward = _arrays(net(x)), _arrays(net.forward(x))
+    assert len(called) == {"MLP": 1, "RNN": 2, "LSTM": 3}[kind]
+    for a, b in zip(called, forward):
+        np.testing.assert_array_equal(a, b)
+    if kind != "MLP":  # arguments pass through: h0 changes the result
+        h0 = np.ones((6, 4), F32)
+        np.testing.assert_array_equal(net(x, h0)[0], net.forward(x, h0)[0])
+        assert not np.array_equal(net(x, h0)[0], called[0])
+    with pytest.raises(TypeError, match=r"\.forward: x(_seq)? must be a numpy.ndarray, got str"):
+        net("not an array")

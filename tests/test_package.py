@@ -75,6 +75,16 @@ def test_cli_entry_points_run(tmp_path):
     assert bad.returncode != 0 and "--depth" in bad.stderr
 
 
+def test_cli_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"{vgkern.__version__}\n"
+    run = subprocess.run([sys.executable, "-m", "vgkern.cli", "--version"],
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout.strip()) == (0, vgkern.__version__)
+
+
 def test_version_is_the_one_in_pyproject():
     tomllib = pytest.importorskip("tomllib")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -210,7 +210,8 @@ class NativeParameters:
     _PICKLE_FORMAT = 1
     _SWITCHES = ("stats", "training")  # native flags, where the core has them
     # plain attributes a copy keeps, where the net has them: last results, the init's options
-    _RESULTS = ("input_grad", "h0_grad", "c0_grad", "last_output", "_init_options")
+    _RESULTS = ("input_grad", "h0_grad", "c0_grad", "last_output", "_init_options",
+                "torch_batch_first")  # the last: LSTM/RNN.from_torch records it for to_torch
 
     def __getstate__(self):
         core = self._core

@@ -10,6 +10,7 @@
   vgkern theory --activation tanh --sigma-w 0.5..3.0:0.25 --sigma-b 0.05
                                        mean-field q*, chi1, depth scales, the edge of chaos
   vgkern info                          build and runtime information as JSON
+  vgkern --version                     the version (vgkern.__version__)
 
 Lists: values separated by commas or spaces, integer ranges a..b or a..b:step (inclusive).
 """
@@ -380,6 +381,10 @@ def _have_matplotlib():
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="vgkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=__version__,
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_demo = sub.add_parser("demo", help="a small sweep: vanishing gradients in MLPs (with and "

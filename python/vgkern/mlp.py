@@ -340,3 +340,39 @@ class MLP(NativeParameters):
         if self.device != "cpu":
             self._core.write("grads", 0, flat)
         return self
+
+    # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
+    @classmethod
+    def from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+        """A new MLP with the configuration and parameters of `module`, a torch.nn.Sequential of
+        Linear, BatchNorm1d (optional, after a hidden Linear without bias; mode, eps, momentum,
+        affine and running statistics carried over) and Sigmoid/Tanh/ReLU/ELU/Identity.
+        dtype: the module's (float32 or float64) unless given. Anything else is refused with
+        an error naming the module and its position (vgkern.torch_convert lists the rules)."""
+        from . import torch_convert
+
+        return torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
+
+    def to_torch(self):
+        """The equivalent torch.nn.Sequential (CPU, this net's dtype and train/eval mode)."""
+        from . import torch_convert
+
+        return torch_convert.mlp_to_torch(self)
+
+    def state_dict(self):
+        """{key: numpy array} with the keys and shapes of self.to_torch().state_dict() (copies;
+        "<i>.num_batches_tracked" is 0: vgkern does not count batches)."""
+        from . import torch_convert
+
+        return torch_convert.state_dict(self)
+
+    def load_state_dict(self, state):
+        """Writes a state dict (numpy arrays or torch tensors, keyed as state_dict()) into this
+        net after checking every key, shape and dtype. Returns the net."""
+        from . import torch_convert
+
+        return torch_convert.load_state_dict(self, state)
+
+    def __call__(self, x):
+        """net(x) is net.forward(x): x (B, sizes[0]) -> output (B, sizes[-1])."""
+        return self.forward(x)

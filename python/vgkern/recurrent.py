@@ -134,6 +134,45 @@ class _Recurrent(NativeParameters):
         return self._report(results, value)
 
 
+    # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
+    @classmethod
+    def from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+        """A new net (LSTM or RNN, as cls) with the parameters of `module`, a torch.nn.LSTM /
+        torch.nn.RNN with one layer, one direction and biases (an LSTM without proj_size):
+        bias = bias_ih_l0 + bias_hh_l0. dtype: the module's unless given. batch_first is
+        recorded in net.torch_batch_first for to_torch(); this net's forward still takes x_seq
+        (T, B, I): the conversion is of the weights."""
+        from . import torch_convert
+
+        return torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
+                                                  stats=stats)
+
+    def to_torch(self):
+        """The equivalent torch.nn.LSTM / torch.nn.RNN (CPU, this net's dtype; bias_ih_l0 =
+        bias, bias_hh_l0 = 0; batch_first as recorded by from_torch, else False)."""
+        from . import torch_convert
+
+        return torch_convert.recurrent_to_torch(self)
+
+    def state_dict(self):
+        """{key: numpy array (a copy)} as to_torch()'s module: weight_ih_l0 (G, I),
+        weight_hh_l0 (G, H), bias_ih_l0 = bias and bias_hh_l0 = 0 (G,), G = 4H (LSTM) or H."""
+        from . import torch_convert
+
+        return torch_convert.state_dict(self)
+
+    def load_state_dict(self, state):
+        """Writes a state dict (numpy arrays or torch tensors, keyed as state_dict()) after
+        checking every key, shape and dtype; bias = bias_ih_l0 + bias_hh_l0. Returns the net."""
+        from . import torch_convert
+
+        return torch_convert.load_state_dict(self, state)
+
+    def __call__(self, *args, **kwargs):
+        """net(x_seq, h0, ...) is net.forward(x_seq, h0, ...)."""
+        return self.forward(*args, **kwargs)
+
+
 class LSTM(_Recurrent):
     """LSTM over whole sequences, gate order and layout as torch.nn.LSTM (one layer):
     weight_ih (4H, I), weight_hh (4H, H), bias (4H,) = torch's bias_ih + bias_hh.
@@ -214,3 +253,4 @@ class RNN(_Recurrent):
     def __repr__(self):
         return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"nonlinearity={self.nonlinearity!r}, dtype={self.dtype.name!r})")
+
