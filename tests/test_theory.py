@@ -223,14 +223,15 @@ WIDTH, BATCH, DEPTH, SEEDS = 1024, 256, 10, (0, 1, 2)
 SIGMA_B = 0.05
 
 
-def measured_profiles(act, sigma_w, sigma_b=SIGMA_B, depth=DEPTH, width=WIDTH, batch=BATCH):
+def measured_profiles(act, sigma_w, sigma_b=SIGMA_B, depth=DEPTH, width=WIDTH, batch=BATCH,
+                      data_seed=1000, **options):
     """log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| per seed (S, L) for standard-normal inputs
-    (q0 = 1) and upstream gradients."""
+    (q0 = 1) and upstream gradients drawn from seed data_seed + seed."""
     out = []
     for seed in SEEDS:
         net = vgkern.MLP([width] * (depth + 1), activation=act, init="scaled_normal",
-                         sigma_w=sigma_w, sigma_b=sigma_b, seed=seed)
-        rng = np.random.default_rng(1000 + seed)
+                         sigma_w=sigma_w, sigma_b=sigma_b, seed=seed, **options)
+        rng = np.random.default_rng(data_seed + seed)
         net.forward(rng.standard_normal((batch, width), dtype=np.float32))
         y = net.backward(rng.standard_normal((batch, width), dtype=np.float32),
                          log_scale=True).log10_preact_grad_norm
@@ -300,16 +301,8 @@ def test_batch_norm_closed_forms():
 
 
 def measured_bn_profiles(act, batch, depth=DEPTH, width=WIDTH):
-    out = []
-    for seed in SEEDS:
-        net = vgkern.MLP([width] * (depth + 1), activation=act, init="scaled_normal",
-                         sigma_w=1.0, batch_norm=True, seed=seed)
-        rng = np.random.default_rng(2000 + seed)
-        net.forward(rng.standard_normal((batch, width), dtype=np.float32))
-        y = net.backward(rng.standard_normal((batch, width), dtype=np.float32),
-                         log_scale=True).log10_preact_grad_norm
-        out.append(y - y[-1])
-    return np.array(out)
+    return measured_profiles(act, 1.0, None, depth, width, batch, data_seed=2000,
+                             batch_norm=True)
 
 
 @pytest.mark.parametrize("act", ACTS)
