@@ -302,14 +302,14 @@ RTOL = 1e-5       # relative agreement of analytic and numerical derivatives
 KINK_MARGIN = 1e-3
 
 
-def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0):
-    """|analytic - numeric| <= RTOL * |numeric| + 1e-8 * scale + noise, with scale the largest
+def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0, rtol=RTOL):
+    """|analytic - numeric| <= rtol * |numeric| + 1e-8 * scale + noise, with scale the largest
     gradient entry (at least 1e-3) and noise = 10 eps max(|f|, 1) / H the rounding noise of the
     central difference of a function of magnitude f_scale."""
     analytic = np.asarray(analytic, dtype=np.float64)
     assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
     noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
-    bound = RTOL * np.abs(numeric) + 1e-8 * scale + noise
+    bound = rtol * np.abs(numeric) + 1e-8 * scale + noise
     bad = np.abs(analytic - numeric) > bound
     assert not bad.any(), (
         f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "

@@ -40,7 +40,8 @@ from vgkern import ops
 
 import reference as R
 from conftest import (assert_preact_stats, DTYPE_IDS, DTYPES, assert_fractions_within, assert_rel_rule, assert_rule,
-                      assert_close_norm, assert_scalar_rel, central_difference, eps,
+                      assert_close_norm, assert_matches_fd, assert_scalar_rel,
+                      central_difference, eps,
                       fraction_bounds, max_abs, max_abs_error,
                       oracle_dtype, reduction_rtol)
 
@@ -200,18 +201,6 @@ def test_batchnorm_forward_large_offset_float32(rng, device):
 # ops: finite differences (float64)
 # --------------------------------------------------------------------------------------------
 
-H = 1e-6
-
-
-def assert_matches_fd(analytic, numeric, name, scale, f_scale=1.0, rtol=1e-5):
-    analytic = np.asarray(analytic, dtype=np.float64)
-    assert analytic.shape == numeric.shape, (name, analytic.shape, numeric.shape)
-    noise = 10 * np.finfo(np.float64).eps * max(abs(f_scale), 1.0) / H
-    bound = rtol * np.abs(numeric) + 1e-8 * scale + noise
-    bad = np.abs(analytic - numeric) > bound
-    assert not bad.any(), (
-        f"{name}: analytic {analytic[bad]} vs finite differences {numeric[bad]} at "
-        f"{np.argwhere(bad)[:5].tolist()}")
 
 
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
