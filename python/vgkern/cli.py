@@ -9,6 +9,9 @@
   vgkern summary results.parquet       the per-configuration summary of a results file
   vgkern theory --activation tanh --sigma-w 0.5..3.0:0.25 --sigma-b 0.05
                                        mean-field q*, chi1, depth scales, the edge of chaos
+  vgkern bench --model mlp,lstm --width 64,256 --threads 1,2 --json bench.json
+                                       one training step against PyTorch, JAX, NumPy and the
+                                       bare GEMMs (see `vgkern bench --help`)
   vgkern info                          build and runtime information as JSON
   vgkern --version                     the version (vgkern.__version__)
 
@@ -460,6 +463,9 @@ def main(argv=None):
     p_theory.add_argument("--sigma-b", type=float, default=0.0, help="bias std (default 0)")
     p_theory.add_argument("--elu-alpha", type=float, default=1.0)
 
+    from .benchmark.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     sub.add_parser("info", help="build and runtime information as JSON")
     args = parser.parse_args(argv)
     try:
@@ -485,6 +491,10 @@ def main(argv=None):
             return cmd_summary(args)
         if args.command == "theory":
             return cmd_theory(args)
+        if args.command == "bench":
+            from .benchmark.command import cmd_bench
+
+            return cmd_bench(args)
         from . import build_info
 
         print(json.dumps(build_info(), indent=2, default=str))
