@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import with_stats
+from vgkern.benchmark.timing import with_stats
 
 # Targets from the CUDA issue: (W, B, L) -> minimum ratio against torch, minimum roofline share.
 TARGETS = {(256, 1024, 50): {"torch": 4.0}, (1024, 1024, 10): {"torch": 1.0, "roofline": 0.80}}
@@ -182,7 +182,8 @@ def main_cuda(args, vgkern):
         raise SystemExit("--device cuda: needs a CUDA GPU and a vgkern built with CUDA")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 GEMMs on both sides
     torch.backends.cudnn.allow_tf32 = False
-    reps, warmup = (5, 2) if args.quick else (max(args.reps, 20), max(args.warmup, 5))
+    reps, warmup = (5, 2) if args.quick else (max(args.blocks or 20, 20),
+                                               max(args.warmup_steps or 5, 5))
     print(f"vgkern MLP step on {torch.cuda.get_device_name()}: fp32 (TF32 off), {reps} reps "
           f"(+{warmup} warm-up), interleaved, medians; torch {torch.__version__}")
     results = []

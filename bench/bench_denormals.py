@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import vgkern
-from _timing import run_interleaved
+from vgkern.benchmark.timing import Method, steady_state
 
 
 def vgkern_mlp():
@@ -82,10 +82,14 @@ def main():
             for name, make in [("vgkern MLP sigmoid d100", vgkern_mlp), ("torch MLP sigmoid d100", torch_mlp),
                                ("vgkern LSTM T=300", vgkern_lstm), ("torch LSTM T=300", torch_lstm)]:
                 step = make()
-                t = run_interleaved({"off": flushed(step, False), "on": flushed(step, True)},
-                                    reps=args.reps, warmup=1, gap_s=0.0, max_settle_s=0.0,
-                                    max_foreign=10.0)
-                off, on = (statistics.median(t.samples[k]) for k in ("off", "on"))
+                steps = {"off": flushed(step, False), "on": flushed(step, True)}
+                for run in steps.values():  # warm-up, untimed
+                    run()
+                # rounds of one step each, off and on rotated, no pause (the steps are long)
+                t = steady_state(steps, Method(block_steps=1, blocks=args.reps, pause_s=0.0,
+                                               warmup_steps=0, first_step_reps=0,
+                                               max_settle_s=0.0))
+                off, on = (statistics.median(t.samples(k)) for k in ("off", "on"))
                 print(f"{threads} thread(s)  {name:26s} flush off {off * 1e3:8.1f} ms   "
                       f"on {on * 1e3:8.1f} ms   off/on {off / on:5.1f}x")
 

@@ -7,7 +7,8 @@ exactly 0, relu layers die. Each of these once made the statistics many times sl
 step itself (subnormal squares, fallbacks that recompute z, float64 passes over zeros; see
 bench/README.md, "2026-11-30 (2)"). This script is the check that it stays fixed: per regime,
 one 50-layer net of width 64, batch 256, float32, 2 threads, timed with statistics on and off
-in paired blocks (_timing.paired_overhead), for the forward alone and for the whole step.
+in paired blocks (vgkern.benchmark.timing.paired_overhead), for the forward alone and for the
+whole step.
 
 Run:  python bench/bench_stats_regimes.py              # about 1 minute
       python bench/bench_stats_regimes.py --rounds 24  # tighter quartiles
@@ -23,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vgkern  # noqa: E402
-from _timing import paired_overhead, with_stats  # noqa: E402
+from vgkern.benchmark.timing import paired_overhead, with_stats  # noqa: E402
 
 WIDTH, BATCH, DEPTH = 64, 256, 50
 

@@ -61,7 +61,7 @@ print('memcheck run done')") > "$out/memcheck.log" 2>&1
 fi
 
 step "GPU benchmark"
-timeout 240 "$python" bench/bench_mlp.py --device cuda --reps 20 --json "$out/results_mlp.json" \
+timeout 240 "$python" bench/bench_mlp.py --device cuda --blocks 20 --json "$out/results_mlp.json" \
   2>&1 | tee "$out/bench.log" | tee -a "$out/summary.txt" || status=1
 step "done, status $status"
 exit "$status"

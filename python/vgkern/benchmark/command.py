@@ -17,7 +17,8 @@ from pathlib import Path
 from .configs import LstmConfig, MlpConfig
 from .timing import QUICK, Method
 
-__all__ = ["add_parser", "cmd_bench"]
+__all__ = ["add_parser", "cmd_bench", "add_method_arguments", "method_from_args", "report",
+           "progress_line", "configs_from_args", "impls_by_model"]
 
 # option -> (full run default, --quick default); an option given on the command line wins
 _DEFAULTS = {
@@ -60,6 +61,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--impls", metavar="LIST", help="implementations to run besides vgkern "
                    "(default: all installed): vgkern_nostats, numpy, torch, jax, gemm (MLP); "
                    "vgkern_nostats, torch_cell, torch_lstm, gemm, vgkern_rnn (LSTM)")
+    add_method_arguments(p)
+    p.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
+    return p
+
+
+def add_method_arguments(p) -> None:
+    """The steady-state method's options and --quick (p: an argparse parser); read them back
+    with method_from_args. Shared by `vgkern bench` and the bench/ scripts."""
     m = p.add_argument_group("method (steady state; defaults: full run / --quick)")
     m.add_argument("--blocks", type=int, help=f"rounds, each one block per implementation "
                    f"[{Method.blocks} / {QUICK.blocks}]")
@@ -72,10 +81,38 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--first-step-reps", type=int, help=f"first-step-after-idle samples per "
                    f"implementation, 0 for none [{Method.first_step_reps} / "
                    f"{QUICK.first_step_reps}]")
-    p.add_argument("--quick", action="store_true", help="a smoke run: small shapes, 1 thread, "
-                   "short blocks (under 30 s on 2 cores)")
-    p.add_argument("--json", metavar="PATH", help="write every measurement as JSON")
-    return p
+    m.add_argument("--quick", action="store_true", help="a smoke run: short blocks (and, for "
+                   "`vgkern bench`, small shapes and 1 thread; under 30 s on 2 cores)")
+
+
+def method_from_args(args) -> Method:
+    """The Method the options of add_method_arguments ask for (QUICK's with --quick)."""
+    base = QUICK if args.quick else Method()
+    given = {k: getattr(args, k) for k in _METHOD if getattr(args, k) is not None}
+    if "pause_ms" in given:
+        pause_s = given.pop("pause_ms") / 1e3
+        given.update(pause_s=pause_s, max_settle_s=max(base.max_settle_s, pause_s))
+    return Method(**{**base.__dict__, **given})
+
+
+def report(result: dict, json_path=None, stream=None) -> None:
+    """Prints result (run.run's) as one table to stream (stdout) and writes it as JSON to
+    json_path, if given."""
+    from .table import format_table
+
+    stream = stream or sys.stdout
+    print(format_table(result), file=stream)
+    if json_path:
+        out = Path(json_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(f"wrote {out}", file=stream)
+
+
+def progress_line(summary: dict) -> None:
+    """One line on stderr as a configuration finishes (run.run's progress callback)."""
+    print(f"  done: {summary['model']} {summary['config']} {summary['dtype']}, "
+          f"{summary['threads']} thread(s)", file=sys.stderr, flush=True)
 
 
 def _values(args, name, kind):
@@ -85,15 +122,6 @@ def _values(args, name, kind):
     if text is None:
         text = _DEFAULTS[name][1 if args.quick else 0]
     return _parse_values(name, kind, [text])
-
-
-def _method(args) -> Method:
-    base = QUICK if args.quick else Method()
-    given = {k: getattr(args, k) for k in _METHOD if getattr(args, k) is not None}
-    if "pause_ms" in given:
-        pause_s = given.pop("pause_ms") / 1e3
-        given.update(pause_s=pause_s, max_settle_s=max(base.max_settle_s, pause_s))
-    return Method(**{**base.__dict__, **given})
 
 
 def configs_from_args(args) -> list:
@@ -118,12 +146,21 @@ def configs_from_args(args) -> list:
     return configs
 
 
+def impls_by_model(names) -> dict[str, list[str]]:
+    """Implementation names (of any model; vgkern always runs) -> model -> names."""
+    from .run import IMPLS
+
+    known = {n for m in IMPLS.values() for n in m}
+    unknown = set(names) - known
+    if unknown:
+        raise ValueError(f"--impls: unknown {sorted(unknown)}; choose from {sorted(known)}")
+    return {m: [n for n in IMPLS[m] if n in names] for m in IMPLS}
+
+
 def cmd_bench(args, stream=None) -> int:
     """Runs `vgkern bench` with parsed arguments; prints the table to stream (stdout)."""
-    from .run import IMPLS, run
-    from .table import format_table
+    from .run import run
 
-    stream = stream or sys.stdout
     configs = configs_from_args(args)
     threads = _values(args, "threads", "int")
     if min(threads) < 1:
@@ -131,25 +168,10 @@ def cmd_bench(args, stream=None) -> int:
     dtypes = _values(args, "dtype", "str")
     if set(dtypes) - {"float32", "float64"}:
         raise ValueError(f"--dtype: expected float32 and/or float64, got {dtypes}")
-    impls = None
-    if args.impls:
-        names = set(_values(args, "impls", "str"))
-        unknown = names - {n for m in IMPLS.values() for n in m}
-        if unknown:
-            raise ValueError(f"--impls: unknown {sorted(unknown)}; choose from "
-                             f"{sorted({n for m in IMPLS.values() for n in m})}")
-        impls = {m: [n for n in IMPLS[m] if n in names] for m in IMPLS}
-    method = _method(args)
+    impls = impls_by_model(_values(args, "impls", "str")) if args.impls else None
     print(f"vgkern bench: {len(configs)} configuration(s) x {len(threads)} thread count(s) x "
           f"{len(dtypes)} dtype(s) ...", file=sys.stderr, flush=True)
-    result = run(configs, threads, dtypes, method, impls,
-                 progress=lambda s: print(f"  done: {s['model']} {s['config']} {s['dtype']}, "
-                                          f"{s['threads']} thread(s)", file=sys.stderr,
-                                          flush=True))
-    print(format_table(result), file=stream)
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        print(f"wrote {out}", file=stream)
+    result = run(configs, threads, dtypes, method_from_args(args), impls,
+                 progress=progress_line)
+    report(result, args.json, stream)
     return 0
