@@ -116,12 +116,16 @@ def progress_line(summary: dict) -> None:
 
 
 def _values(args, name, kind):
-    from ..cli import _parse_values
+    """The list an option gives (or its default), read as `vgkern sweep` reads lists."""
+    from .. import cli
 
     text = getattr(args, name)
     if text is None:
         text = _DEFAULTS[name][1 if args.quick else 0]
-    return _parse_values(name, kind, [text])
+    try:
+        return cli._parse_values(name, kind, [text])
+    except cli._Fail as err:  # a ValueError for whichever module runs as the CLI
+        raise ValueError(str(err)) from None
 
 
 def configs_from_args(args) -> list:
