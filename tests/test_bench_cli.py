@@ -248,4 +248,6 @@ def test_bench_scripts_run_a_tiny_configuration(tmp_path, script, configs, impls
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [r["impl"] for r in result["rows"]] == ["vgkern", *impls.split(",")]
+    rnn = [r for r in result["rows"] if r["impl"] == "vgkern_rnn"]
+    assert all(r["gemm_fraction"] is None for r in rnn)  # the LSTM's GEMMs are not its own
     assert "targets:" in proc.stdout
