@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Optional, Sequence, TextIO
 
 from .configs import LstmConfig, MlpConfig
 from .timing import QUICK, Method
@@ -29,11 +30,10 @@ _DEFAULTS = {
     "input": ("0", "0"),
     "threads": (f"1,{os.cpu_count() or 1}", "1"), "dtype": ("float32", "float32"),
 }
-_METHOD = {"blocks": int, "block_steps": int, "pause_ms": float, "warmup_steps": int,
-           "first_step_reps": int}
+_METHOD = ("blocks", "block_steps", "pause_ms", "warmup_steps", "first_step_reps")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds the `bench` subcommand to the CLI's subparsers (sub: argparse's subparsers)."""
     p = sub.add_parser(
         "bench", help="time one training step of vgkern against PyTorch, JAX and NumPy",
@@ -66,7 +66,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def add_method_arguments(p) -> None:
+def add_method_arguments(p: argparse.ArgumentParser) -> None:
     """The steady-state method's options and --quick (p: an argparse parser); read them back
     with method_from_args. Shared by `vgkern bench` and the bench/ scripts."""
     m = p.add_argument_group("method (steady state; defaults: full run / --quick)")
@@ -85,7 +85,7 @@ def add_method_arguments(p) -> None:
                    "`vgkern bench`, small shapes and 1 thread; under 30 s on 2 cores)")
 
 
-def method_from_args(args) -> Method:
+def method_from_args(args: argparse.Namespace) -> Method:
     """The Method the options of add_method_arguments ask for (QUICK's with --quick)."""
     base = QUICK if args.quick else Method()
     given = {k: getattr(args, k) for k in _METHOD if getattr(args, k) is not None}
@@ -95,7 +95,7 @@ def method_from_args(args) -> Method:
     return Method(**{**base.__dict__, **given})
 
 
-def report(result: dict, json_path=None, stream=None) -> None:
+def report(result: dict, json_path: Optional[str] = None, stream: Optional[TextIO] = None) -> None:
     """Prints result (run.run's) as one table to stream (stdout) and writes it as JSON to
     json_path, if given."""
     from .table import format_table
@@ -128,7 +128,7 @@ def _values(args, name, kind):
         raise ValueError(str(err)) from None
 
 
-def configs_from_args(args) -> list:
+def configs_from_args(args: argparse.Namespace) -> list:
     """The configurations the options describe: the product of the MLP lists, then of the
     LSTM lists, for the models asked for."""
     models = _values(args, "model", "str")
@@ -150,7 +150,7 @@ def configs_from_args(args) -> list:
     return configs
 
 
-def impls_by_model(names) -> dict[str, list[str]]:
+def impls_by_model(names: Sequence[str]) -> dict[str, list[str]]:
     """Implementation names (of any model; vgkern always runs) -> model -> names."""
     from .run import IMPLS
 
@@ -161,7 +161,7 @@ def impls_by_model(names) -> dict[str, list[str]]:
     return {m: [n for n in IMPLS[m] if n in names] for m in IMPLS}
 
 
-def cmd_bench(args, stream=None) -> int:
+def cmd_bench(args: argparse.Namespace, stream: Optional[TextIO] = None) -> int:
     """Runs `vgkern bench` with parsed arguments; prints the table to stream (stdout)."""
     from .run import run
 

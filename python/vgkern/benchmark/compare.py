@@ -2,12 +2,14 @@
 gradient norms against vgkern's, as a maximum relative difference."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 __all__ = ["to_numpy", "max_rel_diff"]
 
 
-def to_numpy(result) -> tuple:
+def to_numpy(result: Sequence[Any]) -> tuple:
     """(loss, norms...) of any framework -> (float, float64 arrays...), copied (vgkern's report
     arrays are reused by the next step). A list of scalar tensors becomes one array."""
     loss, *norms = result
@@ -20,7 +22,7 @@ def to_numpy(result) -> tuple:
     return (float(loss), *(arr(v).ravel() for v in norms))
 
 
-def max_rel_diff(result, reference) -> float:
+def max_rel_diff(result: Sequence[Any], reference: Sequence[Any]) -> float:
     """Largest relative difference of the loss and norms of result vs reference (both as
     to_numpy returns them); inf for a NaN or a length or shape mismatch."""
     result = to_numpy(result)

@@ -7,6 +7,7 @@ place (checked once). Arguments are positional: f2py's keyword parsing costs ~1 
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.linalg.blas as scipy_blas
@@ -29,7 +30,8 @@ def _check(pairs, dtype):
                                "place (SciPy's BLAS wrapper changed?)")
 
 
-def make_mlp(cfg: MlpConfig, x, weights):
+def make_mlp(cfg: MlpConfig, x: np.ndarray,
+             weights: Sequence[np.ndarray]) -> tuple[Callable[[], None], int]:
     """(step, calls): the 3 GEMMs per layer (z = h W^T, dW = delta^T h, dx = delta W) of an MLP
     step, and the number of GEMM calls per step. x: (B, W); weights[l]: (out, in).
     The chain is real (z_l feeds layer l+1, dx_l feeds layer l-1) but has no elementwise work;
@@ -59,7 +61,8 @@ def make_mlp(cfg: MlpConfig, x, weights):
     return step, 3 * L
 
 
-def make_lstm(cfg: LstmConfig, x, weight_ih, weight_hh, h_prev):
+def make_lstm(cfg: LstmConfig, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
+              h_prev: np.ndarray) -> tuple[Callable[[], None], int]:
     """(step, calls): the GEMMs vgkern's LSTM driver issues, and their number (2T + 4).
     x: (T, B, I); weight_ih: (4H, I); weight_hh: (4H, H); h_prev: (T, B, H) = h_0 .. h_{T-1}
     of a real forward. Forward: X (T*B, I) W_ih^T once, then h_{t-1} W_hh^T per step (both
@@ -98,7 +101,7 @@ def make_lstm(cfg: LstmConfig, x, weight_ih, weight_hh, h_prev):
     return step, 2 * T + 4
 
 
-def call_overhead_s(dtype) -> float:
+def call_overhead_s(dtype: Any) -> float:
     """Seconds per call of a 1x1 GEMM through the same wrapper (Python + f2py + BLAS entry):
     the share of the roofline rows that is call overhead, not GEMM work."""
     gemm = _gemm(dtype)

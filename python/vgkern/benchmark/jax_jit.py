@@ -3,13 +3,17 @@ function. Pre-activation gradients come from zero "probes" added to each z_l (d 
 = dL/dz_l); batch norm is written out (train mode, running statistics fed back)."""
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
 from .configs import MlpConfig
 from .vgkern_steps import BN_EPS, BN_MOMENTUM
 
 __all__ = ["import_jax", "make_mlp"]
 
 
-def import_jax():
+def import_jax() -> Any:
     """jax, configured for float64 norms on the CPU (arrays stay in their dtype); raises
     ImportError when JAX is not installed."""
     import jax
@@ -19,7 +23,10 @@ def import_jax():
     return jax
 
 
-def make_mlp(jax, cfg: MlpConfig, x, target, weights, biases, gammas=(), betas=()):
+def make_mlp(jax: Any, cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
+             weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+             gammas: Sequence[np.ndarray] = (), betas: Sequence[np.ndarray] = ()
+             ) -> Callable[[], tuple]:
     """step() -> (loss, ||dW_l||, ||db_l||, ||dL/dz_l||[, ||dgamma_l||, ||dbeta_l||]) as
     numpy_loop.make_mlp; x, target: (B, W); weights[l]: (out, in); biases[l]: (out,)."""
     jnp = jax.numpy

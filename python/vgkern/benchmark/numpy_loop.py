@@ -3,6 +3,8 @@ float64 norms of ||dW_l||, ||db_l||, ||dL/dz_l|| (and ||dgamma_l||, ||dbeta_l|| 
 forward and two-reduction backward by hand, as torch.nn.BatchNorm1d in train mode)."""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 
 from .configs import MlpConfig
@@ -39,7 +41,10 @@ def _norm64(a):
     return np.linalg.norm(a.astype(np.float64))
 
 
-def make_mlp(cfg: MlpConfig, x, target, weights, biases, gammas=(), betas=()):
+def make_mlp(cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
+             weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+             gammas: Sequence[np.ndarray] = (), betas: Sequence[np.ndarray] = ()
+             ) -> Callable[[], tuple]:
     """step() -> (loss, ||dW_l|| (L,), ||db_l|| (L,), ||dL/dz_l|| (L,)) [+ (||dgamma_l||,
     ||dbeta_l||) (L-1,) each with batch norm, and then ||db|| of the last layer only].
     x, target: (B, W); weights[l]: (out, in) as nn.Linear; biases[l]: (out,) (empty on BN

@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -170,7 +170,7 @@ def _build_lstm(vgkern, cfg: LstmConfig, dtype, impls, modules):
     return steps, checks, calls
 
 
-def bench_config(vgkern, cfg: Config, threads: int, dtype: str, method: Method,
+def bench_config(vgkern: Any, cfg: Config, threads: int, dtype: str, method: Method,
                  impls: list[str], modules: dict) -> tuple[list[dict], dict]:
     """(rows, summary) of one configuration at one thread count and dtype: a row per
     implementation (impls: names of IMPLS[cfg.model] whose framework is in modules)."""
@@ -249,7 +249,8 @@ def _versions(vgkern, modules) -> dict:
 
 
 def run(configs: list[Config], threads: list[int], dtypes: list[str], method: Method,
-        impls: Optional[dict[str, list[str]]] = None, progress=None) -> dict:
+        impls: Optional[dict[str, list[str]]] = None,
+        progress: Optional[Callable[[dict], None]] = None) -> dict:
     """Benchmarks every (configuration, thread count, dtype); returns the JSON-ready result:
     {"schema", "meta": machine, SIMD level, versions, method, skipped frameworks, "rows": one
     per implementation x configuration x threads x dtype, "configs": one summary each}.

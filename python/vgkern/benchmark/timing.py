@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -239,7 +239,7 @@ def paired_overhead(step_on: Step, step_off: Step, rounds: int = 24,
             "steps_per_block": steps}
 
 
-def with_stats(net, step: Step, on: bool) -> Step:
+def with_stats(net: Any, step: Step, on: bool) -> Step:
     """step() with net.stats switched on or off first. Both sides of the statistics' cost run
     one net: two nets differ in where their buffers lie, which alone moved a W=64 step by
     -1.2 to +1.5 %."""

@@ -10,6 +10,8 @@ hooks can reach them:
 Weights are copied from vgkern's net, so the results can be checked against it."""
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import numpy as np
 
 from .configs import LstmConfig, MlpConfig
@@ -18,7 +20,10 @@ from .vgkern_steps import BN_EPS, BN_MOMENTUM
 __all__ = ["make_mlp", "make_lstm_cell_loop", "make_lstm", "rnn_result"]
 
 
-def make_mlp(torch, cfg: MlpConfig, x, target, weights, biases, gammas=(), betas=()):
+def make_mlp(torch: Any, cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
+             weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+             gammas: Sequence[np.ndarray] = (), betas: Sequence[np.ndarray] = ()
+             ) -> Callable[[], tuple]:
     """step() -> (loss, ||dW_l||, ||db_l||, ||dL/dz_l||[, ||dgamma_l||, ||dbeta_l||]) as
     numpy_loop.make_mlp; x, target: (B, W); weights[l]: (out, in); biases[l]: (out,)."""
     L, B = cfg.layers, cfg.batch
@@ -92,7 +97,9 @@ def _copy_lstm_params(torch, module, suffix, weight_ih, weight_hh, bias):
     return [getattr(module, n + suffix) for n in ("weight_ih", "weight_hh", "bias_ih")]
 
 
-def make_lstm_cell_loop(torch, cfg: LstmConfig, x, target, weight_ih, weight_hh, bias):
+def make_lstm_cell_loop(torch: Any, cfg: LstmConfig, x: np.ndarray, target: np.ndarray,
+                        weight_ih: np.ndarray, weight_hh: np.ndarray,
+                        bias: np.ndarray) -> Callable[[], tuple]:
     """step() -> (loss, (||dW_ih||, ||dW_hh||, ||db||), ||dL/dh_t|| (T,), ||dL/dc_t|| (T,),
     ||dL/dx_t|| (T,)). x: (T, B, I); target: (B, H); weight_ih: (4H, I); weight_hh: (4H, H);
     bias: (4H,)."""
@@ -131,7 +138,9 @@ def make_lstm_cell_loop(torch, cfg: LstmConfig, x, target, weight_ih, weight_hh,
     return step
 
 
-def make_lstm(torch, cfg: LstmConfig, x, target, weight_ih, weight_hh, bias):
+def make_lstm(torch: Any, cfg: LstmConfig, x: np.ndarray, target: np.ndarray,
+              weight_ih: np.ndarray, weight_hh: np.ndarray,
+              bias: np.ndarray) -> tuple[Callable[[], tuple], Callable[[], np.ndarray]]:
     """(step, x_grad_norms): step() -> (loss, (||dW_ih||, ||dW_hh||, ||db||)) of torch.nn.LSTM
     with x requiring grad (dx computed, as by vgkern); x_grad_norms() -> ||dL/dx_t|| (T,) of
     the last step, for the untimed check. Shapes as make_lstm_cell_loop."""
@@ -157,7 +166,8 @@ def make_lstm(torch, cfg: LstmConfig, x, target, weight_ih, weight_hh, bias):
     return step, x_grad_norms
 
 
-def rnn_result(torch, cfg: LstmConfig, x, target, weight_ih, weight_hh, bias) -> tuple:
+def rnn_result(torch: Any, cfg: LstmConfig, x: np.ndarray, target: np.ndarray,
+               weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray) -> tuple:
     """One step of torch.nn.RNN (tanh) from vgkern.RNN's weights, for the untimed check of the
     vgkern RNN row: (loss, (||dW_ih||, ||dW_hh||, ||db||), ||dL/dx_t|| (T,)). weight_ih:
     (H, I); weight_hh: (H, H); bias: (H,)."""

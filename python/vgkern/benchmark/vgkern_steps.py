@@ -2,6 +2,8 @@
 of its result the baselines are checked against."""
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import numpy as np
 
 from .compare import to_numpy
@@ -13,7 +15,8 @@ __all__ = ["BN_EPS", "BN_MOMENTUM", "make_mlp", "mlp_reference", "make_recurrent
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
 
 
-def make_mlp(vgkern, cfg: MlpConfig, x: np.ndarray, target: np.ndarray):
+def make_mlp(vgkern: Any, cfg: MlpConfig, x: np.ndarray,
+             target: np.ndarray) -> tuple[Any, Callable[[], tuple]]:
     """(net, step): step() runs net.step(x, target, loss="mse") and returns (loss, ||dW_l||,
     ||db_l||, ||dL/dz_l||[, ||dgamma_l||, ||dbeta_l||]). x, target: (B, W)."""
     net = vgkern.MLP(cfg.sizes, activation=cfg.activation, dtype=str(x.dtype), seed=0,
@@ -27,7 +30,7 @@ def make_mlp(vgkern, cfg: MlpConfig, x: np.ndarray, target: np.ndarray):
     return net, step
 
 
-def mlp_reference(cfg: MlpConfig, result) -> tuple:
+def mlp_reference(cfg: MlpConfig, result: Sequence[Any]) -> tuple:
     """vgkern's result as the baselines return theirs. With batch norm vgkern reports NaN for
     parameters a layer does not have (the BN layers' bias, the last layer's gamma and beta);
     the baselines return only the existing ones."""
@@ -39,8 +42,8 @@ def mlp_reference(cfg: MlpConfig, result) -> tuple:
     return (loss, *norms)
 
 
-def make_recurrent(vgkern, cfg: LstmConfig, x: np.ndarray, target: np.ndarray,
-                   kind: str = "lstm"):
+def make_recurrent(vgkern: Any, cfg: LstmConfig, x: np.ndarray, target: np.ndarray,
+                   kind: str = "lstm") -> tuple[Any, Callable[[], tuple]]:
     """(net, step) of vgkern.LSTM (kind "lstm") or vgkern.RNN tanh ("rnn"): step() returns
     (loss, (||dW_ih||, ||dW_hh||, ||db||), ||dL/dh_t||, ||dL/dc_t||, ||dL/dx_t||) with the
     per-step norms (T,). x: (T, B, I), target: (B, H)."""
