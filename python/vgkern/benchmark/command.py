@@ -166,7 +166,7 @@ def cmd_bench(args: argparse.Namespace, stream: Optional[TextIO] = None) -> int:
     from .run import run
 
     configs = configs_from_args(args)
-    threads = _values(args, "threads", "int")
+    threads = list(dict.fromkeys(_values(args, "threads", "int")))  # "1,<cores>" on 1 core
     if min(threads) < 1:
         raise ValueError(f"--threads: expected counts >= 1, got {threads}")
     dtypes = _values(args, "dtype", "str")

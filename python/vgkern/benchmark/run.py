@@ -65,7 +65,11 @@ def _threads(n: int, modules: dict):
     runtime (vgkern follows its BLAS's setting), torch.set_num_threads for torch's pool.
     Yields impl -> (threads, how); XLA sizes its pool from the cores and cannot be changed
     once JAX is imported."""
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("vgkern bench sets every thread pool with threadpoolctl: pip install "
+                          "threadpoolctl (or vgkern[bench])") from err
 
     torch = modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
