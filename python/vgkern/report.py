@@ -4,9 +4,17 @@ Their fields and the meaning of each come from the native statistics schema (csr
 exported as _core.REPORT_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_WEIGHT_COLUMNS and REPORT_DOCS):
 a statistic is declared there once, not here.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+
+if TYPE_CHECKING:
+    import pandas
 
 FIELDS = tuple(_core.REPORT_COLUMNS)
 SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
@@ -23,17 +31,22 @@ def _field_table(docs):
 class _Report:
     """as_dict / to_pandas shared by the reports: every slot, one row per `_index` entry."""
 
-    __slots__ = ()
-    _index = None  # name of the row-index column: "layer" or "step"
+    __slots__: Tuple[str, ...] = ()
+    _index: Optional[str] = None  # name of the row-index column: "layer" or "step"
+    loss: float
 
-    def __len__(self):
+    if TYPE_CHECKING:  # the fields come from the native schema, known at run time only
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __len__(self) -> int:
         return len(getattr(self, self.__slots__[0]))
 
-    def as_dict(self):
-        """{field: float64 array, or float for scalars such as loss}."""
+    def as_dict(self) -> Dict[str, Union[NDArray[np.float64], float]]:
+        """{field: float64 array, or float for scalars such as loss}: each array (L,) (per
+        layer) or (T,) (per time step)."""
         return {name: getattr(self, name) for name in self.__slots__}
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         """Tidy DataFrame: one row per entry, the index column then every field (scalars
         repeated); needs pandas."""
         try:
@@ -56,7 +69,7 @@ class GradReport(_Report):
     __slots__ = FIELDS + ("loss",)
     _index = "layer"
 
-    def __init__(self, table, loss=float("nan")):
+    def __init__(self, table: ArrayLike, loss: float = float("nan")) -> None:
         table = np.asarray(table, dtype=np.float64)
         if table.ndim != 2 or table.shape[1] != len(FIELDS):
             raise ValueError(f"GradReport: table must have shape (L, {len(FIELDS)}), got {table.shape}")
@@ -65,7 +78,8 @@ class GradReport(_Report):
         self.loss = float(loss)
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
+        """L, the number of layers (rows)."""
         return len(self)
 
     def __repr__(self):
@@ -85,7 +99,8 @@ class SequenceReport(_Report):
     __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
     _index = "step"
 
-    def __init__(self, table, weight_norms, loss=float("nan")):
+    def __init__(self, table: ArrayLike, weight_norms: Sequence[float],
+                 loss: float = float("nan")) -> None:
         table = np.asarray(table, dtype=np.float64)
         for i, name in enumerate(SEQUENCE_FIELDS):
             setattr(self, name, np.ascontiguousarray(table[:, i]))
@@ -96,7 +111,8 @@ class SequenceReport(_Report):
         self.loss = float(loss)
 
     @property
-    def num_steps(self):
+    def num_steps(self) -> int:
+        """T, the number of time steps (rows)."""
         return len(self)
 
     def __repr__(self):
