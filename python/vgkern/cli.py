@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any, List
 
 from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
 
@@ -32,7 +33,7 @@ class _Fail(Exception):
 
 
 def _parse_values(option, kind, tokens):
-    values = []
+    values: List[Any] = []
     for token in tokens:
         for item in token.split(","):
             item = item.strip()

@@ -24,6 +24,8 @@ What maps to what:
   batch_first is recorded in net.torch_batch_first and given back by to_torch(); vgkern's own
   forward always takes x_seq (T, B, I). The conversion is of the weights, not of the layout.
 """
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Type, Union
+
 import numpy as np
 
 from ._params import _checked
@@ -217,7 +219,8 @@ def _mlp_layout(net):
 
 def _mlp_state_entries(net):
     """{key: (shape, getter)} of an MLP's state dict, in to_torch()'s key order."""
-    entries, bn_index = {}, {}
+    entries: Dict[str, Tuple[Optional[str], int]] = {}  # key -> (attribute or None, index)
+    bn_index: Dict[int, int] = {}
     for l in range(net.num_layers - 1):
         if net.batch_norm:
             bn_index[l] = len(bn_index)
@@ -351,7 +354,7 @@ def load_state_dict(net, state):
         net.weight_ih, net.weight_hh = values["weight_ih_l0"], values["weight_hh_l0"]
         net.bias = values["bias_ih_l0"] + values["bias_hh_l0"]
         return net
-    lists = {}
+    lists: Dict[str, List[Any]] = {}
     for key, (attr, i) in _mlp_state_entries(net).items():
         if attr is not None:
             lists.setdefault(attr, list(getattr(net, attr)))[i] = values[key]

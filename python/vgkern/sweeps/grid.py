@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import os
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_EXA
 
 def config_id(config):
     """Stable id of a configuration: sha256 of its canonical JSON (NaN -> null), 16 hex digits."""
-    canon = {"schema": SCHEMA_VERSION}
+    canon: Dict[str, Any] = {"schema": SCHEMA_VERSION}
     for key in CONFIG_COLUMNS:
         v = config[key]
         canon[key] = None if isinstance(v, float) and math.isnan(v) else v
@@ -24,6 +25,7 @@ def config_id(config):
 
 
 def _grid_list(grid, keys):
+    grids: List[Dict[str, Any]]
     if grid is None:
         grids = [{}]
     elif isinstance(grid, dict):

@@ -211,6 +211,7 @@ def run_config(c):
                 _sgd(readout, lr, dtype)
         if digits:
             x, labels = _digits_batch(c, s)
+            assert readout is not None  # made above for the digits data
             x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
             h_seq, _ = net.forward(x_seq)[:2]
             rrep = readout.step(np.ascontiguousarray(h_seq[-1]), labels, loss="cross_entropy",

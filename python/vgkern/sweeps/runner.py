@@ -5,6 +5,7 @@ import contextlib
 import numbers
 import os
 import sys
+from typing import Any, Set
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def _run(todo, *, workers, executor, batch_size, blas_threads, on_result):
     task_threads = None if threads else (blas_threads or 1)
     window = max(4, 3 * n_workers)  # tasks in flight: enough to keep workers busy, few to cancel
     batches = _batches(todo, batch_size)
-    pending = set()
+    pending: Set[Any] = set()  # futures in flight
 
     def fill():
         while len(pending) < window:

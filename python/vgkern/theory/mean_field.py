@@ -13,10 +13,13 @@ In the wide limit each z_l is Gaussian with variance
 and (gradient independence) backpropagation from layer l+1 to layer l multiplies
 ||dL/dz||^2 by chi1(q_l) = sigma_w^2 E[phi'(sqrt(q_l) z)^2].
 """
+from __future__ import annotations
+
 import dataclasses
 import functools
 import math
 import numbers
+from typing import Optional
 
 import numpy as np
 from scipy import optimize
@@ -82,11 +85,11 @@ class MeanField:
     gain: float
     xi_q: float
     xi_grad: float
-    q0: float = None
-    depth: int = None
-    q_layers: np.ndarray = None
-    chi1_layers: np.ndarray = None
-    log10_profile: np.ndarray = None
+    q0: Optional[float] = None
+    depth: Optional[int] = None
+    q_layers: Optional[np.ndarray] = None
+    chi1_layers: Optional[np.ndarray] = None
+    log10_profile: Optional[np.ndarray] = None
 
     @functools.cached_property
     def c_star(self):
@@ -115,6 +118,7 @@ class MeanField:
         sweep_summary would fit to the predicted profile (sqrt(chi1) once q has reached q*)."""
         if self.log10_profile is None:
             raise ValueError("MeanField.profile_gain needs a profile: call mean_field with depth=")
+        assert self.depth is not None  # set with log10_profile
         if self.depth < 2:
             return float("nan")
         slope = np.polyfit(np.arange(self.depth, dtype=np.float64), self.log10_profile, 1)[0]
