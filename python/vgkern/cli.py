@@ -14,13 +14,15 @@
 
 Lists: values separated by commas or spaces, integer ranges a..b or a..b:step (inclusive).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import signal
 import sys
 import time
-from typing import Any, List
+from typing import IO, Any, List, Optional, Sequence
 
 from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
 
@@ -379,7 +381,9 @@ def _have_matplotlib():
     return True
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `vgkern` command (the module's docstring lists the subcommands): parses argv
+    (default sys.argv[1:]), runs the subcommand and returns its exit status."""
     parser = argparse.ArgumentParser(prog="vgkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from . import __version__

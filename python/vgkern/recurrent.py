@@ -180,6 +180,7 @@ class _Recurrent(NativeParameters):
         return torch_convert.load_state_dict(self, state)
 
     forward: Callable[..., Any]  # LSTM.forward and RNN.forward
+    torch_batch_first: bool  # set by from_torch, read by to_torch (absent: False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """net(x_seq, h0, ...) is net.forward(x_seq, h0, ...): x_seq (T, B, I), h0 (B, H); see

@@ -1,11 +1,13 @@
 """Grid -> configurations: the product of each grid dict's values, checked, without duplicates,
 each with its config_id; and what a configuration costs (memory bound, run-time estimate)."""
+from __future__ import annotations
+
 import hashlib
 import itertools
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
@@ -14,7 +16,7 @@ from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_EXA
                    STAT_COLUMNS, as_values, error, normalize, unknown_key)
 
 
-def config_id(config):
+def config_id(config: Mapping[str, Any]) -> str:
     """Stable id of a configuration: sha256 of its canonical JSON (NaN -> null), 16 hex digits."""
     canon: Dict[str, Any] = {"schema": SCHEMA_VERSION}
     for key in CONFIG_COLUMNS:
@@ -116,7 +118,8 @@ def _expand(g):
     return configs
 
 
-def sweep_configs(grid=None, **keys):
+def sweep_configs(grid: Union[None, Dict[str, Any], List[Dict[str, Any]]] = None,
+                  **keys: Any) -> List[Dict[str, Any]]:
     """The configurations of a grid (dict, or list of dicts; keyword arguments are merged into
     every grid dict), checked and without duplicates, in grid order: a list of dicts with the
     configuration columns plus 'config_id'. Raises ValueError for unknown keys or values."""
