@@ -48,8 +48,9 @@ def _orthogonal(rng, rows, cols):
 def draw_layer(rng: np.random.Generator, init: str, fan_out: int, fan_in: int, *,
                sigma_w: float, sigma_b: float, gain: float
                ) -> Tuple[NDArray[np.float64], Optional[NDArray[np.float64]]]:
-    """Float64 (W: (fan_out, fan_in), b: (fan_out,) or None for 'zero unless bias_init'), drawn
-    from rng for one layer with `init` (one of INITS; sigma_w, sigma_b, gain as for MLP)."""
+    """One layer's parameters drawn from rng with `init` (one of INITS; sigma_w, sigma_b, gain
+    as for MLP) -> float64 (W, b), W: (fan_out, fan_in), b: (fan_out,) or None for 'zero
+    unless bias_init'."""
     shape = (fan_out, fan_in)
     if init == "xavier_normal":
         return gain * np.sqrt(2.0 / (fan_in + fan_out)) * rng.standard_normal(shape), None
@@ -123,7 +124,7 @@ class NormalStream:
         return self._values.nbytes
 
     def first(self, n: int) -> NDArray[np.float64]:
-        """At least the first n standard normals of the stream: values: (m,), m >= n, a
+        """Returns at least the first n standard normals of the stream: values: (m,), m >= n, a
         read-only float64 array."""
         values = self._values
         if len(values) < n:

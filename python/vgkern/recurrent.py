@@ -221,8 +221,8 @@ class LSTM(_Recurrent):
     def backward(self, grad_h_seq: Optional[ArrayLike] = None, grad_hT: Optional[ArrayLike] = None,
                  grad_cT: Optional[ArrayLike] = None, *, log_scale: bool = False
                  ) -> SequenceReport:
-        """BPTT from grad_h_seq = dL/dh_seq (T, B, H) and/or grad_hT = dL/dh_T, grad_cT =
-        dL/dc_T (B, H) -> SequenceReport.
+        """BPTT from grad_h_seq: (T, B, H) = dL/dh_seq and/or grad_hT, grad_cT: (B, H) = dL/dh_T,
+        dL/dc_T -> SequenceReport.
         Gradients land in weight_ih_grad, weight_hh_grad, bias_grad, input_grad, h0_grad,
         c0_grad (overwritten, not accumulated). log_scale=True raises NotImplementedError: the
         recurrent core has no log-scale mode (vgkern.recurrent's docstring says what it needs)."""
@@ -270,7 +270,7 @@ class RNN(_Recurrent):
 
     def backward(self, grad_h_seq: Optional[ArrayLike] = None, grad_hT: Optional[ArrayLike] = None,
                  *, log_scale: bool = False) -> SequenceReport:
-        """BPTT from grad_h_seq = dL/dh_seq (T, B, H) and/or grad_hT = dL/dh_T (B, H) ->
+        """BPTT from grad_h_seq: (T, B, H) = dL/dh_seq and/or grad_hT: (B, H) = dL/dh_T ->
         SequenceReport, as
         LSTM.backward (log_scale=True: NotImplementedError, as there)."""
         return self._backward(grad_h_seq, grad_hT, None, log_scale)

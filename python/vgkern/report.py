@@ -63,6 +63,9 @@ class GradReport(_Report):
     __doc__ = f"""Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
     input side), one attribute per statistic, and the loss.
 
+    Made by MLP.backward and MLP.step from the native table: (L, len(FIELDS)), one column per
+    field in FIELDS' order.
+
 {_field_table({**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC})}
     """
 
@@ -91,6 +94,9 @@ class GradReport(_Report):
 class SequenceReport(_Report):
     __doc__ = f"""Statistics of one backward pass through time: per time step (float64 arrays of
     length T), per network (floats), and the loss.
+
+    Made by LSTM/RNN.backward and step from the native table: (T, len(SEQUENCE_FIELDS)) and
+    weight_norms, the per-network norms in WEIGHT_FIELDS' order.
 
 {_field_table({**_core.REPORT_DOCS["recurrent_step"], **_core.REPORT_DOCS["recurrent_network"],
                "loss": LOSS_DOC})}

@@ -62,7 +62,7 @@ def batch_norm_gain(activation: str, *, elu_alpha: float = 1.0) -> float:
 
 def batch_norm_profile(activation: str, depth: int, *, input_var: float = 1.0,
                        elu_alpha: float = 1.0) -> NDArray[np.float64]:
-    """Predicted profile: (depth,), log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| of vgkern.MLP(batch_norm=
+    """Returns the predicted profile: (depth,), log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| of vgkern.MLP(batch_norm=
     True), layer 0 = input side as GradReport (pre-BN gradients, as preact_grad_norm): each step
     from layer l+1 down to l >= 1 adds log10(lambda) / 2, the step into layer 0
     log10(E[phi'^2] / input_var) / 2."""

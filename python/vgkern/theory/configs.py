@@ -38,7 +38,7 @@ def profile_gain(profile: Union[Sequence[float], NDArray[np.float64]]) -> float:
 
 def predicted_profile(config: Mapping[str, Any], num_layers: int, input_q: float = 1.0
                       ) -> Optional[NDArray[np.float64]]:
-    """Predicted log10 profile: (num_layers,) of a sweep configuration (a mapping with the
+    """Returns the predicted log10 profile: (num_layers,) of a sweep configuration (a mapping with the
     sweep's configuration keys), relative to its last layer; None where the theory does not
     cover it."""
     model = config["model"]
