@@ -26,7 +26,8 @@ def on_config(config):
     for info in pkgutil.iter_modules([package]):
         if not info.name.startswith("_") and f"::: vgkern.{info.name}\n" not in api + "\n":
             log.warning(f"vgkern.{info.name} has no API page: add docs/api/{info.name}.md "
-                        f"containing '::: vgkern.{info.name}' and a line for it in mkdocs.yml's nav")
+                        f"containing '::: vgkern.{info.name}' and a line for it in "
+                        "mkdocs.yml's nav")
     examples = _read(os.path.join(docs, "examples.md"))
     for path in sorted(glob.glob(os.path.join(ROOT, "examples", "*.py"))):
         rel = os.path.relpath(path, ROOT)

@@ -62,7 +62,8 @@ ARRAY_NAMES = frozenset({
 # numpy.ndarray[...] or, for ArrayLike, a Union[..., _SupportsArray[...], ...])
 _ARRAY_TYPE = re.compile(r"\b(ArrayLike|NDArray|ndarray|Tensor|CudaArray|_SupportsArray)\b")
 _MAPPING = re.compile(r"^\s*(typing\.)?(Dict|Mapping|MutableMapping|dict)\b")
-_CONTAINER = re.compile(r"^\s*(typing\.)?(Dict|Mapping|dict|List|list|Sequence|Iterable|Iterator)\b")
+_CONTAINER = re.compile(
+    r"^\s*(typing\.)?(Dict|Mapping|dict|List|list|Sequence|Iterable|Iterator)\b")
 
 _WORD = r"\w+(?:\[[^\]]*\])?(?:\([^()]*\))?"  # B, 4H, sizes[0], len(STAT_COLUMNS)
 _DIM = rf"{_WORD}(?:\s*[-+*/]\s*{_WORD})*"  # steps * L, d_0 + 1
@@ -117,7 +118,8 @@ def problems(obj, qualname, *, class_doc=None, is_property=False):
     except (TypeError, ValueError):  # pragma: no cover - a callable without a signature
         return out + [f"{qualname}: no inspectable signature"]
     params = list(sig.parameters.values())
-    if params and params[0].name in ("self", "cls") and params[0].annotation is inspect.Parameter.empty:
+    if (params and params[0].name in ("self", "cls")
+            and params[0].annotation is inspect.Parameter.empty):
         params = params[1:]
     for p in params:
         if p.annotation is inspect.Parameter.empty:

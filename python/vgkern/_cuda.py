@@ -42,9 +42,9 @@ def load_cublas() -> str:
 
 
 def to_device(a: ArrayLike) -> Any:
-    """a: (any shape), a numpy array (float32 or float64), copied to the current GPU: a vgkern.CudaArray, which
-    the CUDA ops and nets take, and PyTorch/CuPy take without a copy (DLPack,
-    __cuda_array_interface__). .numpy() copies it back."""
+    """a: (any shape), a numpy array (float32 or float64), copied to the current GPU: a
+    vgkern.CudaArray, which the CUDA ops and nets take, and PyTorch/CuPy take without a copy
+    (DLPack, __cuda_array_interface__). .numpy() copies it back."""
     from .info import cuda_available
 
     if not cuda_available():

@@ -104,7 +104,8 @@ class JournaledOutput:
             if resume:
                 records, _ = read_journal(self._journal, self.journal_path)
             self._chunks = [existing] if existing is not None and existing.num_rows else []
-            self.done: Dict[str, None] = {}  # config_id -> None for configs in the output or the journal
+            # config_id -> None for configs in the output or the journal
+            self.done: Dict[str, None] = {}
             if self._chunks:
                 for cid in self._chunks[0].column("config_id").unique().to_pylist():
                     self.done[cid] = None

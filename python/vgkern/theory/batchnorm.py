@@ -62,16 +62,17 @@ def batch_norm_gain(activation: str, *, elu_alpha: float = 1.0) -> float:
 
 def batch_norm_profile(activation: str, depth: int, *, input_var: float = 1.0,
                        elu_alpha: float = 1.0) -> NDArray[np.float64]:
-    """Returns the predicted profile: (depth,), log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| of vgkern.MLP(batch_norm=
-    True), layer 0 = input side as GradReport (pre-BN gradients, as preact_grad_norm): each step
-    from layer l+1 down to l >= 1 adds log10(lambda) / 2, the step into layer 0
-    log10(E[phi'^2] / input_var) / 2."""
+    """Returns the predicted profile: (depth,), log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| of
+    vgkern.MLP(batch_norm=True), layer 0 = input side as GradReport (pre-BN gradients, as
+    preact_grad_norm): each step from layer l+1 down to l >= 1 adds log10(lambda) / 2, the step
+    into layer 0 log10(E[phi'^2] / input_var) / 2."""
     activation = check_activation("batch_norm_profile", activation)
     if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral) or depth < 1:
         raise ValueError(f"batch_norm_profile: depth must be an integer >= 1, got {depth!r}")
     input_var = _number("batch_norm_profile: input_var", input_var, allow_equal=False)
     elu_alpha = _number("batch_norm_profile: elu_alpha", elu_alpha)
-    steps = np.full(int(depth) - 1, 0.5 * math.log10(batch_norm_chi(activation, elu_alpha=elu_alpha)))
+    steps = np.full(int(depth) - 1,
+                    0.5 * math.log10(batch_norm_chi(activation, elu_alpha=elu_alpha)))
     if depth > 1:
         e_dphi2 = 0.5 if activation == "relu" else gaussian.moments(activation, 1.0, elu_alpha)[1]
         steps[0] = 0.5 * math.log10(e_dphi2 / input_var)

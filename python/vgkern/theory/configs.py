@@ -29,8 +29,8 @@ NAN_PAIR = (math.nan, math.nan)
 
 
 def profile_gain(profile: Union[Sequence[float], NDArray[np.float64]]) -> float:
-    """10 ** -(least-squares slope of a log10 profile: (L,) against its index), as sweep_summary fits
-    the measured one; NaN for fewer than two layers."""
+    """10 ** -(least-squares slope of a log10 profile: (L,) against its index), as
+    sweep_summary fits the measured one; NaN for fewer than two layers."""
     if len(profile) < 2:
         return math.nan
     return float(10.0 ** -np.polyfit(np.arange(len(profile), dtype=np.float64), profile, 1)[0])
@@ -38,9 +38,9 @@ def profile_gain(profile: Union[Sequence[float], NDArray[np.float64]]) -> float:
 
 def predicted_profile(config: Mapping[str, Any], num_layers: int, input_q: float = 1.0
                       ) -> Optional[NDArray[np.float64]]:
-    """Returns the predicted log10 profile: (num_layers,) of a sweep configuration (a mapping with the
-    sweep's configuration keys), relative to its last layer; None where the theory does not
-    cover it."""
+    """Returns the predicted log10 profile: (num_layers,) of a sweep configuration (a mapping
+    with the sweep's configuration keys), relative to its last layer; None where the theory
+    does not cover it."""
     model = config["model"]
     if model == "rnn":
         if config["data"] != "gaussian":

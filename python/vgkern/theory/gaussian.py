@@ -55,10 +55,10 @@ def phi(activation: str, u: ArrayLike, alpha: float = 1.0
 
 def nodes(q: float) -> Tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Returns (z, w), nodes z: (n,) and weights w: (n,): E[f(sqrt(q) z)] = w @ f(sqrt(q) z)
-    for z ~ N(0, 1), f one of the activations or a product of them and their derivatives. Panel edges: the integers in [-12, 12] (the
-    Gaussian's scale) and k / sqrt(q) for |k| <= 40 (the activation's scale: beyond |u| = 40
-    sigmoid, tanh and elu are constant or linear to double precision), so at most 104 panels
-    whatever q is, with 0 an edge."""
+    for z ~ N(0, 1), f one of the activations or a product of them and their derivatives.
+    Panel edges: the integers in [-12, 12] (the Gaussian's scale) and k / sqrt(q) for
+    |k| <= 40 (the activation's scale: beyond |u| = 40 sigmoid, tanh and elu are constant or
+    linear to double precision), so at most 104 panels whatever q is, with 0 an edge."""
     edges = np.arange(-_Z, _Z + 1.0)
     if q > 0:
         fine = np.arange(-_U, _U + 1.0) / np.sqrt(q)

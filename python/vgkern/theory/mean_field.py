@@ -197,8 +197,8 @@ def _trajectory(activation, sigma_w, sigma_b, alpha, q_first, depth):
 def gradient_profile(activation: str, sigma_w: float, sigma_b: float = 0.0, *, q0: float = 1.0,
                      depth: int, elu_alpha: float = 1.0) -> NDArray[np.float64]:
     """mean_field(...).log10_profile alone (no fixed points or depth scales: cheap, for
-    tables): returns profile: (depth,), the predicted log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}||, layer 0
-    first."""
+    tables): returns profile: (depth,), the predicted log10 ||dL/dz_l|| - log10
+    ||dL/dz_{L-1}||, layer 0 first."""
     activation = check_activation("gradient_profile", activation)
     sigma_w = _number("gradient_profile: sigma_w", sigma_w)
     sigma_b = _number("gradient_profile: sigma_b", sigma_b)
