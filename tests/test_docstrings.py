@@ -23,10 +23,10 @@ The rules, for each public callable:
      (__init__ may leave out its `-> None`; a property: its getter's return).
   3. Array arguments: a parameter is an array when its annotation names an array type
      (ArrayLike, NDArray, ndarray, Tensor, CudaArray; Dict/Mapping annotations excluded: a dict
-     of arrays is described in prose) or, when it is not annotated or annotated Any, when its
+     of arrays is described in prose; so are Callable ones) or, when it is not annotated or annotated Any, when its
      name is in ARRAY_NAMES. Its shape must be stated in the docstring (for __init__: the class
      docstring and __init__'s own, together) as the name, optionally in backquotes and followed
-     by an index such as [l], optionally followed by ":", then the shape in parentheses:
+     by an index such as [l], then ":" or a space, then the shape in parentheses:
          x: (B, sizes[0])      x (B, sizes[0])      weights[l]: (sizes[l+1], sizes[l])
      Several names may share one shape when listed with ",", "/", "and" or "or" before it:
          h0, c0 (B, H)      gamma/beta (C,)
@@ -61,7 +61,8 @@ ARRAY_NAMES = frozenset({
 # (an annotation that is not a string, without `from __future__ import annotations`, reads as
 # numpy.ndarray[...] or, for ArrayLike, a Union[..., _SupportsArray[...], ...])
 _ARRAY_TYPE = re.compile(r"\b(ArrayLike|NDArray|ndarray|Tensor|CudaArray|_SupportsArray)\b")
-_MAPPING = re.compile(r"^\s*(typing\.)?(Dict|Mapping|MutableMapping|dict)\b")
+_NOT_ARRAY = re.compile(
+    r"^\s*(typing\.|collections\.abc\.)?(Dict|Mapping|MutableMapping|dict|Callable)\b")
 _CONTAINER = re.compile(
     r"^\s*(typing\.)?(Dict|Mapping|dict|List|list|Sequence|Iterable|Iterator)\b")
 
@@ -69,13 +70,14 @@ _WORD = r"\w+(?:\[[^\]]*\])?(?:\([^()]*\))?"  # B, 4H, sizes[0], len(STAT_COLUMN
 _DIM = rf"{_WORD}(?:\s*[-+*/]\s*{_WORD})*"  # steps * L, d_0 + 1
 SHAPE = rf"\((?:any shape|{_DIM}(?:\s*,\s*{_DIM})*\s*,?)\)"
 _LISTED = r"(?:\s*(?:,|/|\band\b|\bor\b)\s*`?\w+(?:\[[^\]]*\])?`?)*"  # h0, c0 / gamma/beta
-_NAMED_SHAPE = re.compile(rf"(?<![\w.])`?\w+(?:\[[^\]]*\])?`?\s*:?\s*{SHAPE}")
+_SEP = r"(?::\s*|\s+)"  # ": " or " " between a name and its shape ("act(z)" is a call)
+_NAMED_SHAPE = re.compile(rf"(?<![\w.])`?\w+(?:\[[^\]]*\])?`?{_SEP}{SHAPE}")
 _RETURN_MARK = re.compile(r"->|\breturn", re.IGNORECASE)
 
 
 def shape_mentioned(name, doc):
     """Whether `doc` states the shape of parameter `name` (rule 3 of the module docstring)."""
-    pattern = rf"(?<![\w.])`?{re.escape(name)}(?:\[[^\]]*\])?`?{_LISTED}\s*:?\s*{SHAPE}"
+    pattern = rf"(?<![\w.])`?{re.escape(name)}(?:\[[^\]]*\])?`?{_LISTED}{_SEP}{SHAPE}"
     return re.search(pattern, doc) is not None
 
 
@@ -97,7 +99,7 @@ def is_array_parameter(param):
     text = _text(param.annotation)
     if text in ("", "Any", "typing.Any"):
         return param.name in ARRAY_NAMES
-    return bool(_ARRAY_TYPE.search(text)) and not _MAPPING.match(text)
+    return bool(_ARRAY_TYPE.search(text)) and not _NOT_ARRAY.match(text)
 
 
 def returns_array(annotation):
@@ -309,6 +311,8 @@ def test_shape_forms():
     assert not shape_mentioned("x", "x (the default)")
     assert not shape_mentioned("x", "x: (a copy)")
     assert not shape_mentioned("x", "x is an array")
+    assert not shape_mentioned("x", "x(B, C)")  # a call, not a shape
     assert returned_shape_mentioned("z: (N, C) -> dz: (N, C)")
     assert not returned_shape_mentioned("x: (N, C) -> (h, dact)")
+    assert not returned_shape_mentioned("x: (N, C) -> h = act(z)")
     assert returned_shape_mentioned("params: (P,), writes take effect", is_property=True)

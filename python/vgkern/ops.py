@@ -35,14 +35,14 @@ updated in place as on the CPU); device="cpu" refuses device arrays.
 Activations: "identity", "sigmoid", "tanh", "relu" (relu'(0) = 0), "elu" (elu'(z) = alpha e^z, z <= 0).
 
 Type hints: the array arguments are ArrayLike (numpy arrays; device arrays too) and the results
-NDArray (a vgkern.CudaArray where the inputs are device arrays).
+np.ndarray of the inputs' dtype (a vgkern.CudaArray where the inputs are device arrays).
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from . import _checks, _core, _cuda
 from .info import cuda_available
@@ -57,10 +57,6 @@ def _c(a):
     if not isinstance(a, np.ndarray) or a.flags.c_contiguous or a.dtype not in _checks.FLOAT_DTYPES:
         return a
     return np.ascontiguousarray(a)
-
-
-# an op's array result (float32 or float64, the inputs' dtype; CudaArray for device inputs)
-_Out = NDArray[np.floating]
 
 
 def _to_host(result):
@@ -100,16 +96,16 @@ def _act(op, activation, alpha):
 
 
 def activation_forward(z: ArrayLike, activation: str, alpha: float = 1.0,
-                       device: Optional[str] = None) -> Tuple[_Out, _Out]:
-    """z: (N, C) -> (h, dact), h = act(z): (N, C) and dact = act'(z): (N, C), saved for
+                       device: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """z: (N, C) -> (h, dact), h: (N, C) = act(z) and dact: (N, C) = act'(z), saved for
     activation_backward / dense_backward. alpha: the ELU parameter."""
     op = "activation_forward"
     return _run(op, _core.activation_forward, [z], ["z"], device, *_act(op, activation, alpha))
 
 
 def activation_backward(dh: ArrayLike, z: ArrayLike, activation: str, alpha: float = 1.0,
-                        device: Optional[str] = None) -> _Out:
-    """dh: (N, C) = dL/dh, z: (N, C) the pre-activation -> dz = dh * act'(z): (N, C)."""
+                        device: Optional[str] = None) -> np.ndarray:
+    """dh: (N, C) = dL/dh, z: (N, C) the pre-activation -> dz: (N, C) = dh * act'(z)."""
     op = "activation_backward"
     return _run(op, _core.activation_backward, [dh, z], ["dh", "z"], device,
                 *_act(op, activation, alpha))
@@ -117,9 +113,9 @@ def activation_backward(dh: ArrayLike, z: ArrayLike, activation: str, alpha: flo
 
 def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
                   activation: str = "identity", alpha: float = 1.0,
-                  device: Optional[str] = None) -> Tuple[_Out, _Out]:
-    """x: (B, in), w: (out, in) as torch.nn.Linear, b: (out,) or None -> (h, dact):
-    h = act(x @ w.T + b): (B, out) and dact = act'(x @ w.T + b): (B, out)."""
+                  device: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """x: (B, in), w: (out, in) as torch.nn.Linear, b: (out,) or None -> (h, dact),
+    h: (B, out) = act(x @ w.T + b) and dact: (B, out) = act'(x @ w.T + b)."""
     op = "dense_forward"
     return _run(op, _core.dense_forward, [x, w, b], ["x", "w", "b"], device,
                 *_act(op, activation, alpha))
@@ -127,7 +123,7 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
 
 def dense_backward(dh: ArrayLike, dact: ArrayLike, x: ArrayLike, w: ArrayLike,
                    need_dx: bool = True, device: Optional[str] = None
-                   ) -> Tuple[Optional[_Out], _Out, _Out]:
+                   ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """dh: (B, out) = dL/dh, dact: (B, out) from dense_forward, x: (B, in), w: (out, in) ->
     (dx, dw, db) with delta = dh * dact: dx = delta @ w: (B, in) (None unless need_dx),
     dw = delta.T @ x: (out, in), db = delta.sum(0): (out,)."""
@@ -137,14 +133,14 @@ def dense_backward(dh: ArrayLike, dact: ArrayLike, x: ArrayLike, w: ArrayLike,
 
 
 def mse_loss(out: ArrayLike, target: ArrayLike, device: Optional[str] = None
-             ) -> Tuple[float, _Out]:
+             ) -> Tuple[float, np.ndarray]:
     """out: (B, C), target: (B, C) -> (loss, dout): loss = 0.5 * sum((out - target)**2) / B and
     dout: (B, C) = dL/d(out)."""
     return _run("mse_loss", _core.mse_loss, [out, target], ["out", "target"], device)
 
 
 def cross_entropy_loss(logits: ArrayLike, labels: ArrayLike, device: Optional[str] = None
-                       ) -> Tuple[float, _Out]:
+                       ) -> Tuple[float, np.ndarray]:
     """logits: (B, C), labels: (B,) integers in [0, C) -> (loss, dlogits): softmax
     cross-entropy averaged over the batch and dlogits: (B, C)."""
     return _run("cross_entropy_loss", _core.cross_entropy_loss, [logits], ["logits"], device,
@@ -154,7 +150,7 @@ def cross_entropy_loss(logits: ArrayLike, labels: ArrayLike, device: Optional[st
 def batchnorm_forward(x: ArrayLike, gamma: Optional[ArrayLike], beta: Optional[ArrayLike],
                       running_mean: Optional[ArrayLike], running_var: Optional[ArrayLike],
                       training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
-                      device: Optional[str] = None) -> Tuple[_Out, _Out, _Out]:
+                      device: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As torch.nn.BatchNorm1d: x: (N, C), gamma: (C,) and beta: (C,) or None (affine=False),
     running_mean: (C,) and running_var: (C,), updated in place in training mode, required in
     eval mode (None: not tracked, training mode only) -> (y, mean, rstd), y: (N, C), the
@@ -172,7 +168,7 @@ def batchnorm_forward(x: ArrayLike, gamma: Optional[ArrayLike], beta: Optional[A
 def batchnorm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
                        gamma: Optional[ArrayLike], training: bool = True,
                        device: Optional[str] = None
-                       ) -> Tuple[_Out, Optional[_Out], Optional[_Out]]:
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """dy: (N, C), x: (N, C), mean: (C,) and rstd: (C,) from batchnorm_forward, gamma: (C,) or
     None -> (dx, dgamma, dbeta), dx: (N, C), dgamma: (C,) and dbeta: (C,) (None when gamma is
     None). training=False: the statistics are constants (eval mode)."""
@@ -183,7 +179,7 @@ def batchnorm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: Array
 
 def lstm_cell_forward(x: ArrayLike, h_prev: ArrayLike, c_prev: ArrayLike, weight_ih: ArrayLike,
                       weight_hh: ArrayLike, bias: ArrayLike, device: Optional[str] = None
-                      ) -> Tuple[_Out, _Out, _Out]:
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One LSTM step, gate order i, f, g, o as PyTorch: x: (B, I), h_prev: (B, H),
     c_prev: (B, H), weight_ih: (4H, I), weight_hh: (4H, H), bias: (4H,) -> (h, c, gates),
     h: (B, H), c: (B, H), gates: (B, 4H) the activated gates (saved for the backward)."""
@@ -195,7 +191,8 @@ def lstm_cell_forward(x: ArrayLike, h_prev: ArrayLike, c_prev: ArrayLike, weight
 def lstm_cell_backward(dh: ArrayLike, dc: ArrayLike, gates: ArrayLike, c: ArrayLike,
                        c_prev: ArrayLike, x: ArrayLike, h_prev: ArrayLike, weight_ih: ArrayLike,
                        weight_hh: ArrayLike, device: Optional[str] = None
-                       ) -> Tuple[_Out, _Out, _Out, _Out, _Out, _Out]:
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                  np.ndarray]:
     """Backward of lstm_cell_forward: dh: (B, H), dc: (B, H), gates: (B, 4H), c: (B, H),
     c_prev: (B, H), x: (B, I), h_prev: (B, H), weight_ih: (4H, I), weight_hh: (4H, H) ->
     (dx, dh_prev, dc_prev, dweight_ih, dweight_hh, dbias), dx: (B, I), dh_prev: (B, H),
@@ -212,7 +209,7 @@ def _nonlinearity(op, nonlinearity):
 
 def rnn_cell_forward(x: ArrayLike, h_prev: ArrayLike, weight_ih: ArrayLike,
                      weight_hh: ArrayLike, bias: ArrayLike, nonlinearity: str = "tanh",
-                     device: Optional[str] = None) -> _Out:
+                     device: Optional[str] = None) -> np.ndarray:
     """One Elman RNN step: x: (B, I), h_prev: (B, H), weight_ih: (H, I), weight_hh: (H, H),
     bias: (H,) -> h: (B, H) = act(x @ weight_ih.T + h_prev @ weight_hh.T + bias)."""
     op = "rnn_cell_forward"
@@ -223,7 +220,8 @@ def rnn_cell_forward(x: ArrayLike, h_prev: ArrayLike, weight_ih: ArrayLike,
 
 def rnn_cell_backward(dh: ArrayLike, h: ArrayLike, x: ArrayLike, h_prev: ArrayLike,
                       weight_ih: ArrayLike, weight_hh: ArrayLike, nonlinearity: str = "tanh",
-                      device: Optional[str] = None) -> Tuple[_Out, _Out, _Out, _Out, _Out]:
+                      device: Optional[str] = None
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Backward of rnn_cell_forward: dh: (B, H), h: (B, H) its output, x: (B, I),
     h_prev: (B, H), weight_ih: (H, I), weight_hh: (H, H) -> (dx, dh_prev, dweight_ih,
     dweight_hh, dbias), dx: (B, I), dh_prev: (B, H), dweight_ih: (H, I), dweight_hh: (H, H),

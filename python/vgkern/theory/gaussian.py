@@ -27,8 +27,8 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 
 def phi(activation: str, u: ArrayLike, alpha: float = 1.0
         ) -> Tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """u: (any shape) -> (phi(u), phi'(u), phi''(u)) of an activation, each of u's shape,
-    elementwise (relu and elu: one-sided derivatives at 0 are never needed: 0 is a panel
+    """u: (any shape) -> (phi(u), phi'(u), phi''(u)) of an activation, elementwise: each of
+    them (any shape), u's (relu and elu: one-sided derivatives at 0 are never needed: 0 is a panel
     boundary, never a node)."""
     u = np.asarray(u, dtype=np.float64)
     if activation == "identity":
