@@ -22,17 +22,19 @@ The rules, for each public callable:
   2. Type hints: every parameter other than self/cls has an annotation, and so does the return
      (__init__ may leave out its `-> None`; a property: its getter's return).
   3. Array arguments: a parameter is an array when its annotation names an array type
-     (ArrayLike, NDArray, ndarray, Tensor, CudaArray; Dict/Mapping annotations excluded: a dict
-     of arrays is described in prose; so are Callable ones) or, when it is not annotated or annotated Any, when its
-     name is in ARRAY_NAMES. Its shape must be stated in the docstring (for __init__: the class
-     docstring and __init__'s own, together) as the name, optionally in backquotes and followed
-     by an index such as [l], then ":" or a space, then the shape in parentheses:
+     (ArrayLike, NDArray, ndarray, Tensor, CudaArray; not Dict/Mapping annotations, a dict of
+     arrays being described in prose, nor Callable ones) or, when it is not annotated or
+     annotated Any, when its name is in ARRAY_NAMES. Its shape must be stated in the docstring
+     (for __init__: the class docstring and __init__'s own, together) as the name, optionally
+     in backquotes and followed by an index such as [l], then ":" or a space, then the shape in
+     parentheses:
          x: (B, sizes[0])      x (B, sizes[0])      weights[l]: (sizes[l+1], sizes[l])
      Several names may share one shape when listed with ",", "/", "and" or "or" before it:
          h0, c0 (B, H)      gamma/beta (C,)
      A shape is "(any shape)" or comma-separated dimensions with an optional trailing comma:
      each dimension a word (B, 4H, sizes[0], len(COLUMNS)) or words joined by + - * /
-     (steps * L). "(the default)" or "(a copy)" are not shapes.
+     (steps * L). "(the default)" or "(a copy)" are not shapes. The rule is textual: a
+     parenthesised list of words after a name, such as "x (a, b)", reads as a shape.
   4. Returned arrays: when the return annotation is an array type, or a Tuple/Optional/Union
      of them (not a Dict or List: described in prose), the docstring states at least one
      returned shape: after the first "->" or a word starting with "return" (any case), some
