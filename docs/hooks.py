@@ -1,10 +1,18 @@
-"""mkdocs hook: the site must cover the package and the examples as they grow.
+"""mkdocs hooks for vgkern's site.
 
-With `mkdocs build --strict` a warning fails the build, so a new public module of vgkern (a
-module or package directly under python/vgkern/ whose name does not start with "_") without a
-docs/api page holding `::: vgkern.<name>`, or a new examples/*.py script that docs/examples.md
-does not include, stops CI with a message saying what to add."""
+Coverage: the site must cover the package and the examples as they grow. With `mkdocs build
+--strict` a warning fails the build, so a new public module of vgkern (a module or package
+directly under python/vgkern/ whose name does not start with "_") without a docs/api page
+holding `::: vgkern.<name>`, or a new examples/*.py script that docs/examples.md does not
+include, stops CI with a message saying what to add.
+
+Text made at import time: mkdocstrings reads the source, where two lists are not written out
+because they come from a single declaration elsewhere: the report fields (the native schema,
+_core.REPORT_DOCS) and the sweep grid keys (vgkern.sweeps.spec). `<!-- vgkern:report-fields -->`
+in a page becomes the field tables, and the `{keys}` placeholder of vgkern.sweeps' docstring
+the keys' table, both read from the imported vgkern."""
 import glob
+import html
 import logging
 import os
 import pkgutil
@@ -35,3 +43,33 @@ def on_config(config):
             log.warning(f"{rel} is not on the examples page: add a section with "
                         f'--8<-- "{rel}" in a python code block to docs/examples.md')
     return config
+
+
+def _field_rows(docs):
+    return "\n".join(f"| `{name}` | {meaning.replace('|', '&#124;')} |"
+                     for name, meaning in docs.items())
+
+
+def on_page_markdown(markdown, page, config, files):
+    marker = "<!-- vgkern:report-fields -->"
+    if marker not in markdown:
+        return markdown
+    from vgkern import report
+
+    header = "| field | meaning |\n| --- | --- |\n"
+    tables = ("### GradReport\n\nFloat64 arrays of length L (one entry per layer), and the "
+              "loss.\n\n" + header + _field_rows(report._MLP_FIELD_DOCS) +
+              "\n\n### SequenceReport\n\nPer time step: float64 arrays of length T; per "
+              "network: floats; and the loss.\n\n" + header +
+              _field_rows(report._SEQUENCE_FIELD_DOCS) + "\n")
+    return markdown.replace(marker, tables)
+
+
+def on_page_content(content, page, config, files):
+    placeholder = "<p>{keys}</p>"
+    if placeholder not in content:
+        return content
+    from vgkern.sweeps import spec
+
+    return content.replace(placeholder,
+                           f"<pre><code>{html.escape(spec.describe_keys())}</code></pre>")

@@ -60,13 +60,12 @@ class _Report:
 
 
 class GradReport(_Report):
-    __doc__ = f"""Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
+    """Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
     input side), one attribute per statistic, and the loss.
 
     Made by MLP.backward and MLP.step from the native table: (L, len(FIELDS)), one column per
-    field in FIELDS' order.
-
-{_field_table({**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC})}
+    field in FIELDS' order. The fields (the list is appended below at import, from the native
+    schema):
     """
 
     __slots__ = FIELDS + ("loss",)
@@ -92,14 +91,12 @@ class GradReport(_Report):
 
 
 class SequenceReport(_Report):
-    __doc__ = f"""Statistics of one backward pass through time: per time step (float64 arrays of
+    """Statistics of one backward pass through time: per time step (float64 arrays of
     length T), per network (floats), and the loss.
 
     Made by LSTM/RNN.backward and step from the native table: (T, len(SEQUENCE_FIELDS)) and
-    weight_norms, the per-network norms in WEIGHT_FIELDS' order.
-
-{_field_table({**_core.REPORT_DOCS["recurrent_step"], **_core.REPORT_DOCS["recurrent_network"],
-               "loss": LOSS_DOC})}
+    weight_norms, the per-network norms in WEIGHT_FIELDS' order. The fields (the list is
+    appended below at import, from the native schema):
     """
 
     __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
@@ -125,3 +122,12 @@ class SequenceReport(_Report):
         x = self.log10_x_grad_norm
         return (f"SequenceReport(steps={self.num_steps}, loss={self.loss:.6g}, "
                 f"log10_x_grad_norm first={x[0]:.3f} last={x[-1]:.3f})")
+
+
+# The field lists, from the native schema (a static docstring above, so that tools reading the
+# source, such as the API reference site, see the description too).
+_MLP_FIELD_DOCS = {**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC}
+_SEQUENCE_FIELD_DOCS = {**_core.REPORT_DOCS["recurrent_step"],
+                        **_core.REPORT_DOCS["recurrent_network"], "loss": LOSS_DOC}
+GradReport.__doc__ = f"{GradReport.__doc__}\n{_field_table(_MLP_FIELD_DOCS)}\n    "
+SequenceReport.__doc__ = f"{SequenceReport.__doc__}\n{_field_table(_SEQUENCE_FIELD_DOCS)}\n    "
