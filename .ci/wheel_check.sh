@@ -124,6 +124,13 @@ for f in (vgkern.__file__, vgkern._core.__file__):
     print("smoke: imported", f)
     assert os.path.realpath(f).startswith(site + os.sep), f"{f} is not under the venv's {site}"
 
+# installed: the version comes from the package metadata; the type information is packaged
+from importlib import metadata
+installed = metadata.version("vgkern")
+assert vgkern.__version__ == installed, (vgkern.__version__, installed)
+for marker in ("py.typed", "_core.pyi"):  # PEP 561
+    assert os.path.isfile(os.path.join(os.path.dirname(vgkern.__file__), marker)), f"no {marker}"
+
 net = vgkern.MLP([8, 16, 4], activation="tanh", seed=0)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((32, 8), dtype=np.float32)

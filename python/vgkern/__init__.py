@@ -7,6 +7,8 @@ exploding gradients.
                    np.zeros((128, 64), np.float32))
     print(rep.to_pandas()[["layer", "log10_preact_grad_norm"]])
 """
+from typing import Any
+
 from . import _core
 from ._blas import connect_scipy_blas
 
@@ -35,7 +37,7 @@ from .plots import (  # noqa: E402
 from .info import package_version as _package_version  # noqa: E402
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """vgkern.theory (mean-field predictions) is imported on first use: it loads SciPy's
     quadrature, which `import vgkern` does not need."""
     if name == "theory":

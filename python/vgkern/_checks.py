@@ -28,7 +28,7 @@ def real(what, value, finite=True):
     try:
         x = float(value)
     except OverflowError:  # an int beyond the float range
-        x = math.inf if value > 0 else -math.inf
+        x = math.inf if value > 0 else -math.inf  # type: ignore[operator]  # (an int here)
     if finite and not math.isfinite(x):
         raise ValueError(f"{what} must be a finite number, got {value!r}")
     return x

@@ -1,7 +1,11 @@
 """Parameters held by a native object: per-layer numpy views into one flat buffer."""
+from __future__ import annotations
+
 import numbers
+from typing import Any, Dict
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _checks, _cuda
 
@@ -144,16 +148,25 @@ class NativeParameters:
     self._grads) and the statistics switch. On CUDA both are read-only host copies made at each
     access; `net.params = new` writes to the device (`net.params -= ...` needs a CPU net)."""
 
+    # set by the subclasses' _build
+    _core: Any  # the native object (_core.MLPCore or _core.RecurrentCore)
+    _config: Dict[str, Any]  # the checked constructor arguments _build took
+    _params: NDArray[np.floating]  # flat views into the core's buffers (CPU)
+    _grads: NDArray[np.floating]
+
+    def _build(self, **config: Any) -> None:
+        raise NotImplementedError  # every net defines it
+
     def _on_cuda(self):
         return getattr(self, "device", "cpu") == "cuda"
 
     @property
-    def params(self):
-        """All parameters as one flat array; writes take effect (CPU)."""
+    def params(self) -> NDArray[np.floating]:
+        """All parameters as one flat array, params: (P,); writes take effect (CPU)."""
         return self._core.params if self._on_cuda() else self._params
 
     @params.setter
-    def params(self, value):
+    def params(self, value: ArrayLike) -> None:
         if self._on_cuda():
             current = self._core.params
             self._core.write("params", 0, np.ascontiguousarray(_checked("params", current, value)))
@@ -162,21 +175,22 @@ class NativeParameters:
             _copy_into("params", self._params, value)
 
     @property
-    def grads(self):
-        """All gradients, laid out like params (net.params -= lr * net.grads is an SGD step)."""
+    def grads(self) -> NDArray[np.floating]:
+        """All gradients, grads: (P,), laid out like params (net.params -= lr * net.grads is an
+        SGD step)."""
         return self._core.grads if self._on_cuda() else self._grads
 
     # The buffers state() saves: the parameters, and the batch-norm running statistics.
     _STATE = ("params", "running_means", "running_vars")
 
-    def state(self):
+    def state(self) -> Dict[str, NDArray[np.floating]]:
         """Host copies of everything the net learns or tracks, {"params": flat array, ...}
         (plus "running_means"/"running_vars" for an MLP with batch norm): load_state() takes it
         on any net of the same shape, dtype and kind, on either device."""
         return {name: np.array(getattr(self._core, name))
                 for name in self._STATE if hasattr(self._core, name)}
 
-    def load_state(self, state):
+    def load_state(self, state: Dict[str, ArrayLike]) -> None:
         """Writes a state() dict into this net (CPU or CUDA); every entry is checked (names,
         shapes, dtypes) before any is written."""
         what = f"{type(self).__name__}.load_state"
@@ -193,12 +207,12 @@ class NativeParameters:
                 self._core.write(n, 0, value)
 
     @property
-    def stats(self):
+    def stats(self) -> bool:
         """Whether forward/backward compute statistics (False: report fields are NaN)."""
         return self._core.stats
 
     @stats.setter
-    def stats(self, on):
+    def stats(self, on: bool) -> None:
         self._core.stats = _checks.flag(f"{type(self).__name__}.stats", on)
 
     # Pickling and copy.deepcopy. The native core cannot be pickled, so a net travels as the

@@ -17,14 +17,22 @@
 
 Lists: values separated by commas or spaces, integer ranges a..b or a..b:step (inclusive).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import signal
 import sys
 import time
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["demo", "main"]  # the Python API; cmd_* are the subcommands' internals
 
 _BOOLS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
           "1": True, "0": False}
@@ -35,7 +43,7 @@ class _Fail(Exception):
 
 
 def _parse_values(option, kind, tokens):
-    values = []
+    values: List[Any] = []
     for token in tokens:
         for item in token.split(","):
             item = item.strip()
@@ -294,8 +302,10 @@ def cmd_summary(args, stream=None):
 DEMO_DEPTHS = tuple(range(5, 51, 5))
 
 
-def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="vgkern-demo.png",
-         out=None, workers=None, stream=None):
+def demo(depths: Sequence[int] = DEMO_DEPTHS, width: int = 64, batch: int = 128, seed: int = 0,
+         dtype: str = "float32", png: Optional[str] = "vgkern-demo.png",
+         out: Optional[str] = None, workers: Optional[int] = None,
+         stream: Optional[IO[str]] = None) -> pandas.DataFrame:
     """The README's first command: a small sweep (MLPs of `depths` x sigmoid/tanh/relu/elu x
     with/without batch norm, xavier_normal, MSE on Gaussian data; LSTM vs tanh RNN with the
     same sequence lengths), a printed summary table and a PNG (without matplotlib: one line
@@ -304,9 +314,10 @@ def demo(depths=DEMO_DEPTHS, width=64, batch=128, seed=0, dtype="float32", png="
     from . import plot_sweep, sweep, sweep_summary
 
     activations = ("sigmoid", "tanh", "relu", "elu")
-    grid = [dict(model="mlp", depth=list(depths), activation=list(activations),
-                 batch_norm=[False, True]),
-            dict(model=["lstm", "rnn"], seq_len=list(depths), activation="tanh")]
+    grid: List[Dict[str, Any]] = [
+        dict(model="mlp", depth=list(depths), activation=list(activations),
+             batch_norm=[False, True]),
+        dict(model=["lstm", "rnn"], seq_len=list(depths), activation="tanh")]
     common = dict(width=width, batch=batch, seed=seed, dtype=dtype)
     grid = [{**g, **common} for g in grid]
     t0 = time.perf_counter()
@@ -381,7 +392,9 @@ def _have_matplotlib():
     return True
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `vgkern` command (the module's docstring lists the subcommands): parses argv
+    (default sys.argv[1:]), runs the subcommand and returns its exit status."""
     parser = argparse.ArgumentParser(prog="vgkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from . import __version__

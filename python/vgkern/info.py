@@ -1,8 +1,11 @@
 """Build and runtime information, CUDA availability, BLAS thread control."""
+from __future__ import annotations
+
 import contextlib
 import os
 import platform
 import re
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import scipy
@@ -13,7 +16,7 @@ _PYPROJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                           "pyproject.toml")
 
 
-def pyproject_version(path):
+def pyproject_version(path: str) -> Optional[str]:
     """The [project] version of the pyproject.toml at `path`, or None when there is no such
     file or it is not vgkern's (a regular expression: tomllib is Python 3.11+ only)."""
     try:
@@ -28,7 +31,7 @@ def pyproject_version(path):
     return version.group(1) if version else None
 
 
-def package_version():
+def package_version() -> str:
     """vgkern's version, written in one place: pyproject.toml's [project] version.
 
     Imported from a source checkout (PYTHONPATH=<checkout>/python, or an editable install), it
@@ -46,7 +49,7 @@ def package_version():
         return "0+unknown"
 
 
-def cuda_available():
+def cuda_available() -> bool:
     """True when this build has CUDA compiled in and a CUDA GPU is visible (or when the build
     emulates CUDA on the CPU for testing: build_info()["cuda_emulated"])."""
     return bool(_core.cuda_compiled()) and _core.cuda_device_count() > 0
@@ -61,7 +64,7 @@ def _blas_runtime():
     return [{k: pool.get(k) for k in keys} for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def build_info():
+def build_info() -> Dict[str, Any]:
     """What was compiled (compiler, flags, SIMD, OpenMP, CUDA) and what runs (BLAS, versions)."""
     from . import __version__
 
@@ -80,7 +83,7 @@ def build_info():
 
 
 @contextlib.contextmanager
-def blas_threads(n):
+def blas_threads(n: int) -> Iterator[None]:
     """Limit vgkern's threads inside a `with` block (via threadpoolctl, the BLAS's setting).
 
     vgkern follows the BLAS's thread setting: with 2 or more, small layers run in two row
@@ -95,7 +98,7 @@ def blas_threads(n):
         yield
 
 
-def set_flush_denormal(mode):
+def set_flush_denormal(mode: bool) -> bool:
     """Flush subnormal numbers to zero inside vgkern's kernels (True) or keep IEEE gradual
     underflow (False, the default), for every thread; like `torch.set_flush_denormal`. Returns
     whether this CPU supports flushing (x86 with SSE2).
@@ -112,6 +115,6 @@ def set_flush_denormal(mode):
     return _core.set_flush_denormal(bool(mode))
 
 
-def flush_denormal():
+def flush_denormal() -> bool:
     """Whether vgkern's kernels flush subnormal numbers to zero (see `set_flush_denormal`)."""
     return _core.flush_denormal()

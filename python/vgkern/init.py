@@ -3,12 +3,16 @@ same stream on every platform), drawn in float64 layer by layer, weight then bia
 
 Many nets of one seed can share one draw of that stream (NormalStream): a sweep pays for the
 random numbers of a seed once, not once per configuration."""
+from __future__ import annotations
+
 import math
 import numbers
 import operator
 import threading
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import _checks
 
@@ -41,8 +45,12 @@ def _orthogonal(rng, rows, cols):
     return q.T if rows < cols else q
 
 
-def draw_layer(rng, init, fan_out, fan_in, *, sigma_w, sigma_b, gain):
-    """Float64 (W (fan_out, fan_in), b (fan_out,) or None for 'zero unless bias_init')."""
+def draw_layer(rng: np.random.Generator, init: str, fan_out: int, fan_in: int, *,
+               sigma_w: float, sigma_b: float, gain: float
+               ) -> Tuple[NDArray[np.float64], Optional[NDArray[np.float64]]]:
+    """One layer's parameters drawn from rng with `init` (one of INITS; sigma_w, sigma_b, gain
+    as for MLP) -> float64 (W, b), W: (fan_out, fan_in), b: (fan_out,) or None for 'zero
+    unless bias_init'."""
     shape = (fan_out, fan_in)
     if init == "xavier_normal":
         return gain * np.sqrt(2.0 / (fan_in + fan_out)) * rng.standard_normal(shape), None
@@ -69,7 +77,9 @@ def draw_layer(rng, init, fan_out, fan_in, *, sigma_w, sigma_b, gain):
 DEFAULT_OPTIONS = {"sigma_w": 1.0, "sigma_b": 0.0, "bias_init": None, "gain": 1.0}
 
 
-def redraw_options(what, init, dtype, current=DEFAULT_OPTIONS, **given):
+def redraw_options(what: str, init: str, dtype: DTypeLike,
+                   current: Mapping[str, Any] = DEFAULT_OPTIONS,
+                   **given: Optional[float]) -> Dict[str, Any]:
     """The options {sigma_w, sigma_b, bias_init, gain} of a draw with `init`, for MLP() and
     MLP.reinitialize(): each given one (None: not given) checked -- a finite number; sigma_w,
     sigma_b >= 0; bias_init within `dtype`; read by `init` (a ValueError naming the init
@@ -102,18 +112,20 @@ class NormalStream:
     nets of one seed pay for the random numbers once. Thread-safe; the cache (read-only float64,
     `nbytes` bytes) grows to the largest request and is freed with the stream."""
 
-    def __init__(self, seed):
+    def __init__(self, seed: int) -> None:
         self.seed = _checks.size("NormalStream: seed", seed, low=0, high=math.inf)
         self._rng = np.random.default_rng(self.seed)
         self._values = np.empty(0)
         self._lock = threading.Lock()
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
+        """The size of the cache in bytes."""
         return self._values.nbytes
 
-    def first(self, n):
-        """At least the first n standard normals of the stream (a read-only float64 array)."""
+    def first(self, n: int) -> NDArray[np.float64]:
+        """Returns at least the first n standard normals of the stream: values: (m,), m >= n, a
+        read-only float64 array."""
         values = self._values
         if len(values) < n:
             with self._lock:
@@ -127,7 +139,7 @@ class NormalStream:
                     self._values = values = grown
         return values
 
-    def generator(self):
+    def generator(self) -> np.random.Generator:
         """A new numpy Generator equal to default_rng(seed), its standard normals from the cache."""
         return _StreamGenerator(self)
 

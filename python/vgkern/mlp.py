@@ -1,14 +1,21 @@
 """MLP: a stack of dense layers whose forward, backward and whole training step each run in one
 native call, reporting per-layer gradient statistics (GradReport)."""
+from __future__ import annotations
+
 from collections.abc import Mapping, Set
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _checks, _core, _cuda, _deprecated
 from .init import INITS, draw_layer, redraw_options
 from .ops import ACTIVATIONS
 from ._params import Bound, NativeParameters, ParameterList
 from .report import GradReport
+
+if TYPE_CHECKING:
+    import torch
 
 LOSSES = ("mse", "cross_entropy")
 
@@ -57,10 +64,13 @@ class MLP(NativeParameters):
     weights, biases, bn_gammas, bn_betas = Bound(), Bound(), Bound(), Bound()
     running_means, running_vars = Bound(), Bound()
 
-    def __init__(self, sizes, *, activation="tanh", init="xavier_normal",
-                 output_activation="identity", dtype="float32", seed=0, sigma_w=None,
-                 sigma_b=None, bias_init=None, gain=None, alpha=1.0, device="cpu", stats=True,
-                 batch_norm=False, bn_momentum=0.1, bn_eps=1e-5, bn_affine=True):
+    def __init__(self, sizes: Sequence[int], *, activation: str = "tanh",
+                 init: str = "xavier_normal", output_activation: str = "identity",
+                 dtype: DTypeLike = "float32", seed: Any = 0, sigma_w: Optional[float] = None,
+                 sigma_b: Optional[float] = None, bias_init: Optional[float] = None,
+                 gain: Optional[float] = None, alpha: float = 1.0, device: str = "cpu",
+                 stats: bool = True, batch_norm: bool = False, bn_momentum: float = 0.1,
+                 bn_eps: float = 1e-5, bn_affine: bool = True) -> None:
         sizes = _check_sizes(sizes)
         activation = _checks.choice("MLP: activation", activation, ACTIVATIONS)
         output_activation = _checks.choice("MLP: output_activation", output_activation,
@@ -86,7 +96,7 @@ class MLP(NativeParameters):
         self._core.stats = _checks.flag("MLP: stats", stats)
         self._initialize(seed, **options)
 
-    def _build(self, **config):
+    def _build(self, **config: Any) -> None:
         """The native core and the Python views on it, from checked arguments (`config`, kept
         for pickling: see NativeParameters.__getstate__). Parameters are left to the caller."""
         self._config = config
@@ -124,12 +134,15 @@ class MLP(NativeParameters):
         self._running_vars = lists("running_vars", "running", "running_vars", bn_layers)
         self.input_grad = None
 
-    def set_weights(self, weights):
-        """`net.weights = weights` as a method: every W_l checked, then written (any device)."""
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """`net.weights = weights` as a method: every W_l checked, then written (any device).
+
+        weights: L arrays, weights[l]: (sizes[l+1], sizes[l]) with the net's dtype."""
         self.weights = weights
 
-    def set_biases(self, biases):
-        """`net.biases = biases` as a method."""
+    def set_biases(self, biases: Sequence[ArrayLike]) -> None:
+        """`net.biases = biases` as a method: biases[l]: (sizes[l+1],), or (0,) for a layer
+        with batch norm (it has no dense bias)."""
         self.biases = biases
 
     def _parameter_list(self, buffer, kind, name, layers):
@@ -191,37 +204,42 @@ class MLP(NativeParameters):
             self._core.write("params", 0, flat)
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
+        """L = len(sizes) - 1, the number of dense layers."""
         return len(self.sizes) - 1
 
     @property
-    def training(self):
+    def training(self) -> bool:
         """Batch norm uses batch statistics (True, the default) or the running ones (False)."""
         return self._core.training
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> MLP:
+        """Batch norm uses batch statistics (mode=True) or the running ones (False), as
+        torch.nn.Module.train. Returns the net."""
         self._core.training = _checks.flag("MLP.train: mode", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> MLP:
+        """train(False): batch norm uses its running statistics. Returns the net."""
         return self.train(False)
 
     def _check_batch(self, shape):  # before copying a non-contiguous x of this shape
         self._core.check_batch(shape[0])
 
-    def forward(self, x):
-        """x (B, sizes[0]) with the net's dtype -> output (B, sizes[-1]), a new array."""
+    def forward(self, x: ArrayLike) -> NDArray[np.floating]:
+        """x: (B, sizes[0]) with the net's dtype -> output: (B, sizes[-1]), a new array."""
         x = _checks.array_input(x, "MLP.forward: x", dtype=self.dtype,
                                 shape=(None, self.sizes[0]), before_copy=self._check_batch,
                                 device=self.device)
         return self._core.forward(x)
 
-    def backward(self, grad_out, log_scale=False, compute_input_grad=False, *,
-                 input_grad=_deprecated.UNSET):
-        """grad_out = dL/d(out) (B, sizes[-1]) for the last forward -> GradReport.
+    def backward(self, grad_out: ArrayLike, log_scale: bool = False,
+                 compute_input_grad: bool = False, *, input_grad: Any = _deprecated.UNSET
+                 ) -> GradReport:
+        """grad_out: (B, sizes[-1]), dL/d(out) for the last forward -> GradReport.
 
         Gradients land in weight_grads / bias_grads (overwritten, not accumulated); with
-        compute_input_grad=True dL/dx lands in self.input_grad (else it is None).
+        compute_input_grad=True dL/dx lands in self.input_grad (B, sizes[0]) (else it is None).
         log_scale=True renormalises the backward signal at every layer by a power of two: the
         log10_ norms stay exact where the gradients underflow, and stored gradients are the true
         ones times 2**-report.grad_log2_scale[l]. `input_grad=` is the deprecated name of
@@ -236,14 +254,16 @@ class MLP(NativeParameters):
         table, self.input_grad = self._core.backward(grad_out, log_scale, compute_input_grad)
         return GradReport(table)
 
-    def step(self, x, target, loss="mse", log_scale=False, compute_input_grad=False, *,
-             input_grad=_deprecated.UNSET):
+    def step(self, x: ArrayLike, target: ArrayLike, loss: str = "mse", log_scale: bool = False,
+             compute_input_grad: bool = False, *, input_grad: Any = _deprecated.UNSET
+             ) -> GradReport:
         """forward + loss + backward in one native call -> GradReport with .loss; the output
-        lands in self.last_output, log_scale and compute_input_grad as in backward().
+        lands in self.last_output (B, sizes[-1]), log_scale and compute_input_grad as in
+        backward(). x: (B, sizes[0]) with the net's dtype.
 
-        loss="mse": target (B, sizes[-1]) with the net's dtype, loss = 0.5 * mean over the batch
+        loss="mse": target: (B, sizes[-1]) with the net's dtype, loss = 0.5 * mean over the batch
         of the squared error summed over outputs. loss="cross_entropy": target = integer class
-        labels (B,), softmax cross-entropy averaged over the batch."""
+        labels, target: (B,), softmax cross-entropy averaged over the batch."""
         compute_input_grad = _deprecated.renamed_keyword(
             "MLP.step", "input_grad", input_grad, "compute_input_grad", compute_input_grad, False)
         _checks.choice("MLP: loss", loss, LOSSES)
@@ -267,8 +287,9 @@ class MLP(NativeParameters):
 
     # Redrawing in place and the log-scale contract (a sweep reuses one net per architecture).
 
-    def reinitialize(self, seed, *, init=None, sigma_w=None, sigma_b=None, bias_init=None,
-                     gain=None):
+    def reinitialize(self, seed: Any, *, init: Optional[str] = None,
+                     sigma_w: Optional[float] = None, sigma_b: Optional[float] = None,
+                     bias_init: Optional[float] = None, gain: Optional[float] = None) -> MLP:
         """Redraw every parameter in this net's buffers, bit for bit as a new MLP with this net's
         configuration and `seed` would draw them: weights and biases from `init`, batch-norm
         gamma = 1 and beta = 0, running means 0 and variances 1. The gradients (which every
@@ -310,7 +331,7 @@ class MLP(NativeParameters):
             if flat.size:
                 self._core.write(name, 0, flat)
 
-    def unscale_grads(self, report):
+    def unscale_grads(self, report: GradReport) -> MLP:
         """The log-scale contract: after backward or step with log_scale=True, the stored
         gradients of layer l (dW_l, db_l and, with batch norm, dgamma_l and dbeta_l) are the true
         ones times 2**-report.grad_log2_scale[l]. This multiplies them by 2**grad_log2_scale[l]
@@ -343,7 +364,8 @@ class MLP(NativeParameters):
 
     # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
     @classmethod
-    def from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+    def from_torch(cls, module: torch.nn.Sequential, *, dtype: Optional[DTypeLike] = None,
+                   device: str = "cpu", stats: bool = True) -> MLP:
         """A new MLP with the configuration and parameters of `module`, a torch.nn.Sequential of
         Linear, BatchNorm1d (optional, after a hidden Linear without bias; mode, eps, momentum,
         affine and running statistics carried over) and Sigmoid/Tanh/ReLU/ELU/Identity.
@@ -353,26 +375,27 @@ class MLP(NativeParameters):
 
         return torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
 
-    def to_torch(self):
+    def to_torch(self) -> torch.nn.Sequential:
         """The equivalent torch.nn.Sequential (CPU, this net's dtype and train/eval mode)."""
         from . import torch_convert
 
         return torch_convert.mlp_to_torch(self)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[Any]]:
         """{key: numpy array} with the keys and shapes of self.to_torch().state_dict() (copies;
-        "<i>.num_batches_tracked" is 0: vgkern does not count batches)."""
+        "<i>.num_batches_tracked" is 0: vgkern does not count batches): "<i>.weight":
+        (sizes[l+1], sizes[l]), "<i>.bias", "<i>.running_mean", ...: (sizes[l+1],)."""
         from . import torch_convert
 
         return torch_convert.state_dict(self)
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> MLP:
         """Writes a state dict (numpy arrays or torch tensors, keyed as state_dict()) into this
         net after checking every key, shape and dtype. Returns the net."""
         from . import torch_convert
 
         return torch_convert.load_state_dict(self, state)
 
-    def __call__(self, x):
-        """net(x) is net.forward(x): x (B, sizes[0]) -> output (B, sizes[-1])."""
+    def __call__(self, x: ArrayLike) -> NDArray[np.floating]:
+        """net(x) is net.forward(x): x: (B, sizes[0]) -> output: (B, sizes[-1])."""
         return self.forward(x)

@@ -17,7 +17,21 @@ Every function takes `step` (the training step to show, default 0) and `where`, 
 new matplotlib Figure, without pyplot, so they work in scripts, threads and notebooks) and
 return the Figure.
 """
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import matplotlib.figure
+    import pandas
+    import pyarrow
+
+# a sweep's results: its table, the same as a pyarrow Table, or the path of a results file
+Results = Union["pandas.DataFrame", "pyarrow.Table", str, "os.PathLike[str]"]
 
 GROUP_COLUMNS = ("model", "data", "activation", "init", "sigma_w", "sigma_b", "batch_norm",
                  "width", "batch", "dtype", "steps", "lr", "log_scale", "forget_bias")
@@ -168,7 +182,7 @@ class _Styler:
             return (init, float(d.get("sigma_w")), float(d.get("sigma_b")))
         return (init if isinstance(init, str) else None,)
 
-    def __call__(self, sub):
+    def __call__(self, sub: Any) -> Dict[str, Any]:  # keyword arguments of Axes.plot
         row = sub.iloc[0]
         model, act = row.get("model"), row.get("activation")
         name = ("lstm" if model == "lstm" else f"rnn/{act}" if model == "rnn"
@@ -212,7 +226,7 @@ def _new_axes(ax, figsize, labels=()):
     return fig, fig.add_subplot()
 
 
-THEORY_STYLE = dict(linestyle=(0, (3, 2)), lw=1.1, alpha=0.9, marker="")
+THEORY_STYLE: Dict[str, Any] = dict(linestyle=(0, (3, 2)), lw=1.1, alpha=0.9, marker="")
 
 
 def _predicted_profile(sub, num_layers):
@@ -231,8 +245,10 @@ def _curve_column(model):
     return "log10_preact_grad_norm" if model == "mlp" else "log10_x_grad_norm"
 
 
-def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None, ax=None,
-                        theory=True):
+def plot_gradient_norms(results: Results, depth: Optional[int] = None, *, step: int = 0,
+                        model: str = "mlp", where: Optional[Dict[str, Any]] = None,
+                        ax: Optional[matplotlib.axes.Axes] = None, theory: bool = True
+                        ) -> matplotlib.figure.Figure:
     """log10 gradient norm against the layer index (MLP: ||dL/dz_l||; model="lstm"/"rnn"/
     "recurrent": ||dL/dx_t|| against the time step), one line per group, for one depth
     (default: the largest in the table; for LSTM/RNN the sequence length). theory=True: the
@@ -288,8 +304,12 @@ def plot_gradient_norms(results, depth=None, *, step=0, model="mlp", where=None,
     return fig
 
 
-def plot_gradient_heatmap(results, *, step=0, model="mlp", where=None, fig=None, max_panels=24,
-                          ncols=4):
+def plot_gradient_heatmap(results: Results, *, step: int = 0, model: str = "mlp",
+                          where: Optional[Dict[str, Any]] = None,
+                          fig: Optional[Union[matplotlib.figure.Figure,
+                                              matplotlib.figure.SubFigure]] = None,
+                          max_panels: int = 24, ncols: int = 4
+                          ) -> Union[matplotlib.figure.Figure, matplotlib.figure.SubFigure]:
     """Heatmaps of log10 ||dL/dz_l|| over (depth x layer), one panel per group (mean over
     seeds), with one shared colour scale. `fig`: a matplotlib Figure or SubFigure to draw in."""
     what = "plot_gradient_heatmap"
@@ -353,7 +373,10 @@ def plot_gradient_heatmap(results, *, step=0, model="mlp", where=None, fig=None,
     return fig
 
 
-def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None, theory=True):
+def plot_gain_vs_depth(results: Results, *, step: int = 0,
+                       where: Optional[Dict[str, Any]] = None,
+                       ax: Optional[matplotlib.axes.Axes] = None, model: Optional[str] = None,
+                       theory: bool = True) -> matplotlib.figure.Figure:
     """The fitted gain per layer (10**-slope of log10 ||dL/dz_l|| against l; LSTM/RNN: of
     ||dL/dx_t|| against t) against depth (T), one line per group: mean over seeds, error bars
     min..max. Accepts a sweep table or its sweep_summary(). theory=True: the summary's
@@ -412,8 +435,10 @@ def plot_gain_vs_depth(results, *, step=0, where=None, ax=None, model=None, theo
     return fig
 
 
-def plot_sweep(results, path=None, *, depth=None, step=0, where=None, dpi=120, max_panels=24,
-               theory=True):
+def plot_sweep(results: Results, path: Optional[Union[str, os.PathLike[str]]] = None, *,
+               depth: Optional[int] = None, step: int = 0,
+               where: Optional[Dict[str, Any]] = None, dpi: int = 120, max_panels: int = 24,
+               theory: bool = True) -> matplotlib.figure.Figure:
     """One figure with everything: gradient norm vs layer at one depth, gain vs depth, (LSTM/RNN:
     gradient norm through time) and the depth x layer heatmaps; theory=True adds the dashed
     predictions to the first three. Saved to `path` if given (format from the extension: .png,

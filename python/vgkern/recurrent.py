@@ -10,14 +10,23 @@ and exponent. The hard part is the weight gradients: unlike an MLP layer's, they
 all T steps, each step's term at its own scale, so the accumulators would need one common
 exponent and rescaling whenever it moves; none of this exists in the C++ core yet.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _checks, _core, _cuda, _deprecated
 from ._params import Bound, DeviceSlice, DeviceView, NativeParameters
 from .ops import RNN_NONLINEARITIES
 from .report import SequenceReport
 
+if TYPE_CHECKING:
+    import torch
+
 RECURRENT_LOSSES = ("mse", "mse_sequence")
+_Net = TypeVar("_Net", bound="_Recurrent")
 
 
 def _no_log_scale(op, log_scale):
@@ -30,7 +39,7 @@ def _no_log_scale(op, log_scale):
 
 
 class _Recurrent(NativeParameters):
-    _kind = None  # "lstm" or "rnn"
+    _kind: str = ""  # "lstm" or "rnn"
     _gates = 1
 
     # views into params (CUDA: host copies); `net.weight_ih = w` copies in (checked), as
@@ -60,7 +69,7 @@ class _Recurrent(NativeParameters):
         self.bias = (rng.uniform(-bound, bound, G) + rng.uniform(-bound, bound, G)).astype(
             self.dtype)
 
-    def _build(self, **config):
+    def _build(self, **config: Any) -> None:
         """The native core and the Python views on it, from checked arguments (`config`, kept
         for pickling: see NativeParameters.__getstate__). Parameters are left to the caller."""
         self._config = config
@@ -136,7 +145,9 @@ class _Recurrent(NativeParameters):
 
     # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
     @classmethod
-    def from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+    def from_torch(cls: type[_Net], module: Union[torch.nn.LSTM, torch.nn.RNN], *,
+                   dtype: Optional[DTypeLike] = None, device: str = "cpu",
+                   stats: bool = True) -> _Net:
         """A new net (LSTM or RNN, as cls) with the parameters of `module`, a torch.nn.LSTM /
         torch.nn.RNN with one layer, one direction and biases (an LSTM without proj_size):
         bias = bias_ih_l0 + bias_hh_l0. dtype: the module's unless given. batch_first is
@@ -147,29 +158,33 @@ class _Recurrent(NativeParameters):
         return torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
                                                   stats=stats)
 
-    def to_torch(self):
+    def to_torch(self) -> Union[torch.nn.LSTM, torch.nn.RNN]:
         """The equivalent torch.nn.LSTM / torch.nn.RNN (CPU, this net's dtype; bias_ih_l0 =
         bias, bias_hh_l0 = 0; batch_first as recorded by from_torch, else False)."""
         from . import torch_convert
 
         return torch_convert.recurrent_to_torch(self)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[np.floating]]:
         """{key: numpy array (a copy)} as to_torch()'s module: weight_ih_l0 (G, I),
         weight_hh_l0 (G, H), bias_ih_l0 = bias and bias_hh_l0 = 0 (G,), G = 4H (LSTM) or H."""
         from . import torch_convert
 
         return torch_convert.state_dict(self)
 
-    def load_state_dict(self, state):
+    def load_state_dict(self: _Net, state: Mapping[str, Any]) -> _Net:
         """Writes a state dict (numpy arrays or torch tensors, keyed as state_dict()) after
         checking every key, shape and dtype; bias = bias_ih_l0 + bias_hh_l0. Returns the net."""
         from . import torch_convert
 
         return torch_convert.load_state_dict(self, state)
 
-    def __call__(self, *args, **kwargs):
-        """net(x_seq, h0, ...) is net.forward(x_seq, h0, ...)."""
+    forward: Callable[..., Any]  # LSTM.forward and RNN.forward
+    torch_batch_first: bool  # set by from_torch, read by to_torch (absent: False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """net(x_seq, h0, ...) is net.forward(x_seq, h0, ...): x_seq (T, B, I), h0 (B, H); see
+        LSTM.forward and RNN.forward for what it returns."""
         return self.forward(*args, **kwargs)
 
 
@@ -185,8 +200,9 @@ class LSTM(_Recurrent):
 
     _kind, _gates = "lstm", 4
 
-    def __init__(self, input_size, hidden_size, *, dtype="float32", seed=0, forget_bias=0.0,
-                 stats=True, device="cpu"):
+    def __init__(self, input_size: int, hidden_size: int, *, dtype: DTypeLike = "float32",
+                 seed: Any = 0, forget_bias: float = 0.0, stats: bool = True,
+                 device: str = "cpu") -> None:
         forget_bias = _checks.real("LSTM: forget_bias", forget_bias)
         super().__init__(input_size, hidden_size, "tanh", dtype, seed, stats, device)
         _checks.fits_dtype("LSTM: forget_bias", abs(forget_bias) + 2.0, self.dtype)  # + the init
@@ -194,21 +210,30 @@ class LSTM(_Recurrent):
         bias[self.hidden_size:2 * self.hidden_size] += forget_bias
         self.bias = bias
 
-    def forward(self, x_seq, h0=None, c0=None):
-        """x_seq (T, B, I) -> (h_seq (T, B, H), (h_T, c_T)); h0, c0 (B, H) default to zeros."""
+    def forward(self, x_seq: ArrayLike, h0: Optional[ArrayLike] = None,
+                c0: Optional[ArrayLike] = None
+                ) -> Tuple[NDArray[np.floating], Tuple[NDArray[np.floating], NDArray[np.floating]]]:
+        """x_seq (T, B, I) -> (h_seq (T, B, H), (h_T, c_T)), h_T, c_T (B, H); h0, c0 (B, H)
+        default to zeros."""
         h_seq, h_last, c_last, *_ = self._forward(x_seq, h0, c0)
         return h_seq, (h_last, c_last)
 
-    def backward(self, grad_h_seq=None, grad_hT=None, grad_cT=None, *, log_scale=False):
-        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T, dL/dc_T (B, H) -> SequenceReport.
+    def backward(self, grad_h_seq: Optional[ArrayLike] = None, grad_hT: Optional[ArrayLike] = None,
+                 grad_cT: Optional[ArrayLike] = None, *, log_scale: bool = False
+                 ) -> SequenceReport:
+        """BPTT from grad_h_seq: (T, B, H) = dL/dh_seq and/or grad_hT, grad_cT: (B, H) = dL/dh_T,
+        dL/dc_T -> SequenceReport.
         Gradients land in weight_ih_grad, weight_hh_grad, bias_grad, input_grad, h0_grad,
         c0_grad (overwritten, not accumulated). log_scale=True raises NotImplementedError: the
         recurrent core has no log-scale mode (vgkern.recurrent's docstring says what it needs)."""
         return self._backward(grad_h_seq, grad_hT, grad_cT, log_scale)
 
-    def step(self, x_seq, target, loss="mse", h0=None, c0=None, *, log_scale=False):
-        """forward + loss + BPTT in one native call -> SequenceReport with .loss; h_seq lands in
-        self.last_output, the gradients as after backward() (log_scale: as there).
+    def step(self, x_seq: ArrayLike, target: ArrayLike, loss: str = "mse",
+             h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None, *,
+             log_scale: bool = False) -> SequenceReport:
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss; x_seq (T, B, I),
+        h0, c0 (B, H) as in forward(); h_seq (T, B, H) lands in self.last_output, the gradients
+        as after backward() (log_scale: as there).
 
         loss="mse": on the last hidden state, target (B, H): 0.5 * mean over the batch of the
         squared error summed over units. loss="mse_sequence": on every step, target (T, B, H):
@@ -227,27 +252,34 @@ class RNN(_Recurrent):
 
     _kind, _gates = "rnn", 1
 
-    def __init__(self, input_size, hidden_size, *, nonlinearity="tanh", dtype="float32", seed=0,
-                 stats=True, device="cpu"):
+    def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
+                 dtype: DTypeLike = "float32", seed: Any = 0, stats: bool = True,
+                 device: str = "cpu") -> None:
         nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, RNN_NONLINEARITIES)
         super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
 
-    def _build(self, **config):
+    def _build(self, **config: Any) -> None:
         self.nonlinearity = config["nonlinearity"]
         super()._build(**config)
 
-    def forward(self, x_seq, h0=None):
-        """x_seq (T, B, I) -> (h_seq (T, B, H), h_T); h0 (B, H) defaults to zeros."""
+    def forward(self, x_seq: ArrayLike, h0: Optional[ArrayLike] = None
+                ) -> Tuple[NDArray[np.floating], NDArray[np.floating]]:
+        """x_seq (T, B, I) -> (h_seq (T, B, H), h_T (B, H)); h0 (B, H) defaults to zeros."""
         h_seq, h_last, *_ = self._forward(x_seq, h0, None)
         return h_seq, h_last
 
-    def backward(self, grad_h_seq=None, grad_hT=None, *, log_scale=False):
-        """BPTT from dL/dh_seq (T, B, H) and/or dL/dh_T (B, H) -> SequenceReport, as
+    def backward(self, grad_h_seq: Optional[ArrayLike] = None, grad_hT: Optional[ArrayLike] = None,
+                 *, log_scale: bool = False) -> SequenceReport:
+        """BPTT from grad_h_seq: (T, B, H) = dL/dh_seq and/or grad_hT: (B, H) = dL/dh_T ->
+        SequenceReport, as
         LSTM.backward (log_scale=True: NotImplementedError, as there)."""
         return self._backward(grad_h_seq, grad_hT, None, log_scale)
 
-    def step(self, x_seq, target, loss="mse", h0=None, *, log_scale=False):
-        """forward + loss + BPTT in one native call -> SequenceReport with .loss, as LSTM.step."""
+    def step(self, x_seq: ArrayLike, target: ArrayLike, loss: str = "mse",
+             h0: Optional[ArrayLike] = None, *, log_scale: bool = False) -> SequenceReport:
+        """forward + loss + BPTT in one native call -> SequenceReport with .loss, as LSTM.step:
+        x_seq (T, B, I), h0 (B, H), target (B, H) (loss="mse") or (T, B, H)
+        (loss="mse_sequence")."""
         return self._step(x_seq, target, loss, h0, None, log_scale)
 
     def __repr__(self):

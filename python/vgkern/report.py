@@ -4,9 +4,17 @@ Their fields and the meaning of each come from the native statistics schema (csr
 exported as _core.REPORT_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_WEIGHT_COLUMNS and REPORT_DOCS):
 a statistic is declared there once, not here.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+
+if TYPE_CHECKING:
+    import pandas
 
 FIELDS = tuple(_core.REPORT_COLUMNS)
 SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
@@ -23,17 +31,22 @@ def _field_table(docs):
 class _Report:
     """as_dict / to_pandas shared by the reports: every slot, one row per `_index` entry."""
 
-    __slots__ = ()
-    _index = None  # name of the row-index column: "layer" or "step"
+    __slots__: Tuple[str, ...] = ()
+    _index: Optional[str] = None  # name of the row-index column: "layer" or "step"
+    loss: float
 
-    def __len__(self):
+    if TYPE_CHECKING:  # the fields come from the native schema, known at run time only
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __len__(self) -> int:
         return len(getattr(self, self.__slots__[0]))
 
-    def as_dict(self):
-        """{field: float64 array, or float for scalars such as loss}."""
+    def as_dict(self) -> Dict[str, Union[NDArray[np.float64], float]]:
+        """{field: float64 array, or float for scalars such as loss}: each array (L,) (per
+        layer) or (T,) (per time step)."""
         return {name: getattr(self, name) for name in self.__slots__}
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         """Tidy DataFrame: one row per entry, the index column then every field (scalars
         repeated); needs pandas."""
         try:
@@ -47,16 +60,18 @@ class _Report:
 
 
 class GradReport(_Report):
-    __doc__ = f"""Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
+    """Per-layer statistics of one MLP backward pass: float64 arrays of length L (layer 0 =
     input side), one attribute per statistic, and the loss.
 
-{_field_table({**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC})}
+    Made by MLP.backward and MLP.step from the native table: (L, len(FIELDS)), one column per
+    field in FIELDS' order. The fields (the list is appended below at import, from the native
+    schema):
     """
 
     __slots__ = FIELDS + ("loss",)
     _index = "layer"
 
-    def __init__(self, table, loss=float("nan")):
+    def __init__(self, table: ArrayLike, loss: float = float("nan")) -> None:
         table = np.asarray(table, dtype=np.float64)
         if table.ndim != 2 or table.shape[1] != len(FIELDS):
             raise ValueError(f"GradReport: table must have shape (L, {len(FIELDS)}), got {table.shape}")
@@ -65,7 +80,8 @@ class GradReport(_Report):
         self.loss = float(loss)
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
+        """L, the number of layers (rows)."""
         return len(self)
 
     def __repr__(self):
@@ -75,17 +91,19 @@ class GradReport(_Report):
 
 
 class SequenceReport(_Report):
-    __doc__ = f"""Statistics of one backward pass through time: per time step (float64 arrays of
+    """Statistics of one backward pass through time: per time step (float64 arrays of
     length T), per network (floats), and the loss.
 
-{_field_table({**_core.REPORT_DOCS["recurrent_step"], **_core.REPORT_DOCS["recurrent_network"],
-               "loss": LOSS_DOC})}
+    Made by LSTM/RNN.backward and step from the native table: (T, len(SEQUENCE_FIELDS)) and
+    weight_norms, the per-network norms in WEIGHT_FIELDS' order. The fields (the list is
+    appended below at import, from the native schema):
     """
 
     __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
     _index = "step"
 
-    def __init__(self, table, weight_norms, loss=float("nan")):
+    def __init__(self, table: ArrayLike, weight_norms: Sequence[float],
+                 loss: float = float("nan")) -> None:
         table = np.asarray(table, dtype=np.float64)
         for i, name in enumerate(SEQUENCE_FIELDS):
             setattr(self, name, np.ascontiguousarray(table[:, i]))
@@ -96,10 +114,20 @@ class SequenceReport(_Report):
         self.loss = float(loss)
 
     @property
-    def num_steps(self):
+    def num_steps(self) -> int:
+        """T, the number of time steps (rows)."""
         return len(self)
 
     def __repr__(self):
         x = self.log10_x_grad_norm
         return (f"SequenceReport(steps={self.num_steps}, loss={self.loss:.6g}, "
                 f"log10_x_grad_norm first={x[0]:.3f} last={x[-1]:.3f})")
+
+
+# The field lists, from the native schema (a static docstring above, so that tools reading the
+# source, such as the API reference site, see the description too).
+_MLP_FIELD_DOCS = {**_core.REPORT_DOCS["mlp"], "loss": LOSS_DOC}
+_SEQUENCE_FIELD_DOCS = {**_core.REPORT_DOCS["recurrent_step"],
+                        **_core.REPORT_DOCS["recurrent_network"], "loss": LOSS_DOC}
+GradReport.__doc__ = f"{GradReport.__doc__}\n{_field_table(_MLP_FIELD_DOCS)}\n    "
+SequenceReport.__doc__ = f"{SequenceReport.__doc__}\n{_field_table(_SEQUENCE_FIELD_DOCS)}\n    "

@@ -24,9 +24,24 @@ What maps to what:
   batch_first is recorded in net.torch_batch_first and given back by to_torch(); vgkern's own
   forward always takes x_seq (T, B, I). The conversion is of the weights, not of the layout.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from ._params import _checked
+
+if TYPE_CHECKING:
+    import torch
+
+    from .mlp import MLP
+    from .recurrent import _Recurrent
+
+_Net = TypeVar("_Net", bound="_Recurrent")
+# The functions below that take any net (`net: Any`) dispatch on its class at run time; the
+# typed entry points are the methods MLP/LSTM/RNN.from_torch, to_torch, state_dict, ...
 
 _TORCH_ACTIVATIONS = ("Sigmoid", "Tanh", "ReLU", "ELU", "Identity")  # nn class names, in order
 _VGKERN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "elu", "identity")
@@ -167,7 +182,9 @@ def _check_batch_norms(what, bns):
                 bn_affine=bool(first.affine), training=bool(first.training))
 
 
-def mlp_from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+def mlp_from_torch(cls: Type[MLP], module: torch.nn.Sequential, *,
+                   dtype: Optional[DTypeLike] = None, device: str = "cpu",
+                   stats: bool = True) -> MLP:
     """vgkern.MLP.from_torch: a new MLP with `module`'s configuration and parameters."""
     what = f"{cls.__name__}.from_torch"
     torch = _import_torch(what)
@@ -217,7 +234,8 @@ def _mlp_layout(net):
 
 def _mlp_state_entries(net):
     """{key: (shape, getter)} of an MLP's state dict, in to_torch()'s key order."""
-    entries, bn_index = {}, {}
+    entries: Dict[str, Tuple[Optional[str], int]] = {}  # key -> (attribute or None, index)
+    bn_index: Dict[int, int] = {}
     for l in range(net.num_layers - 1):
         if net.batch_norm:
             bn_index[l] = len(bn_index)
@@ -238,7 +256,7 @@ def _mlp_state_entries(net):
     return entries
 
 
-def mlp_to_torch(net):
+def mlp_to_torch(net: MLP) -> torch.nn.Sequential:
     """vgkern.MLP.to_torch: the equivalent torch.nn.Sequential (CPU, the net's dtype and mode)."""
     torch = _import_torch("MLP.to_torch")
     nn = torch.nn
@@ -262,7 +280,9 @@ def mlp_to_torch(net):
 
 # --- LSTM and RNN --------------------------------------------------------------------------
 
-def recurrent_from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
+def recurrent_from_torch(cls: Type[_Net], module: Union[torch.nn.LSTM, torch.nn.RNN], *,
+                         dtype: Optional[DTypeLike] = None, device: str = "cpu",
+                         stats: bool = True) -> _Net:
     """vgkern.LSTM.from_torch / RNN.from_torch: a new net with `module`'s parameters."""
     what = f"{cls.__name__}.from_torch"
     torch = _import_torch(what)
@@ -288,7 +308,7 @@ def recurrent_from_torch(cls, module, *, dtype=None, device="cpu", stats=True):
     return net
 
 
-def recurrent_to_torch(net):
+def recurrent_to_torch(net: Any) -> Union[torch.nn.LSTM, torch.nn.RNN]:
     """vgkern.LSTM.to_torch / RNN.to_torch: the equivalent one-layer torch module (CPU, the
     net's dtype, batch_first as recorded by from_torch, else False)."""
     name = type(net).__name__
@@ -306,7 +326,7 @@ _RECURRENT_KEYS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 # --- state dicts ---------------------------------------------------------------------------
 
-def state_dict(net):
+def state_dict(net: Any) -> Dict[str, NDArray[Any]]:
     """{key: numpy array (a copy)} with the keys and shapes of net.to_torch().state_dict()."""
     if type(net).__name__ == "MLP":
         out = {}
@@ -330,7 +350,7 @@ def _check_keys(what, state, expected):
                        f"(expected {list(expected)})")
 
 
-def load_state_dict(net, state):
+def load_state_dict(net: Any, state: Mapping[str, Any]) -> Any:
     """Writes a state dict (numpy arrays or torch tensors, the keys of state_dict()) into the net;
     every entry is checked (keys, shapes, dtypes: no silent cast) before any is written.
     num_batches_tracked is read and ignored (vgkern's momentum never needs it); an LSTM/RNN gets
@@ -351,7 +371,7 @@ def load_state_dict(net, state):
         net.weight_ih, net.weight_hh = values["weight_ih_l0"], values["weight_hh_l0"]
         net.bias = values["bias_ih_l0"] + values["bias_hh_l0"]
         return net
-    lists = {}
+    lists: Dict[str, List[Any]] = {}
     for key, (attr, i) in _mlp_state_entries(net).items():
         if attr is not None:
             lists.setdefault(attr, list(getattr(net, attr)))[i] = values[key]

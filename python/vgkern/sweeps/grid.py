@@ -1,10 +1,13 @@
 """Grid -> configurations: the product of each grid dict's values, checked, without duplicates,
 each with its config_id; and what a configuration costs (memory bound, run-time estimate)."""
+from __future__ import annotations
+
 import hashlib
 import itertools
 import json
 import math
 import os
+from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
@@ -13,9 +16,9 @@ from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_EXA
                    STAT_COLUMNS, as_values, error, normalize, unknown_key)
 
 
-def config_id(config):
+def config_id(config: Mapping[str, Any]) -> str:
     """Stable id of a configuration: sha256 of its canonical JSON (NaN -> null), 16 hex digits."""
-    canon = {"schema": SCHEMA_VERSION}
+    canon: Dict[str, Any] = {"schema": SCHEMA_VERSION}
     for key in CONFIG_COLUMNS:
         v = config[key]
         canon[key] = None if isinstance(v, float) and math.isnan(v) else v
@@ -24,6 +27,7 @@ def config_id(config):
 
 
 def _grid_list(grid, keys):
+    grids: List[Dict[str, Any]]
     if grid is None:
         grids = [{}]
     elif isinstance(grid, dict):
@@ -114,7 +118,8 @@ def _expand(g):
     return configs
 
 
-def sweep_configs(grid=None, **keys):
+def sweep_configs(grid: Union[None, Dict[str, Any], List[Dict[str, Any]]] = None,
+                  **keys: Any) -> List[Dict[str, Any]]:
     """The configurations of a grid (dict, or list of dicts; keyword arguments are merged into
     every grid dict), checked and without duplicates, in grid order: a list of dicts with the
     configuration columns plus 'config_id'. Raises ValueError for unknown keys or values."""

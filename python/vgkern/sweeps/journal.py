@@ -9,6 +9,7 @@ import math
 import os
 import struct
 import time
+from typing import Dict
 
 import numpy as np
 
@@ -103,9 +104,10 @@ class JournaledOutput:
             if resume:
                 records, _ = read_journal(self._journal, self.journal_path)
             self._chunks = [existing] if existing is not None and existing.num_rows else []
-            self.done = {}  # config_id -> None for configs in the output or the journal
+            # config_id -> None for configs in the output or the journal
+            self.done: Dict[str, None] = {}
             if self._chunks:
-                for cid in existing.column("config_id").unique().to_pylist():
+                for cid in self._chunks[0].column("config_id").unique().to_pylist():
                     self.done[cid] = None
             self._pending = []  # (config, array) not yet in an Arrow chunk
             for cfg, arr in records:

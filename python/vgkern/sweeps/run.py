@@ -7,12 +7,16 @@ weights' random stream (vgkern.init.NormalStream) and of the input batches, and 
 reuses one MLP per architecture (net.reinitialize redraws it in place), so a sweep pays for the
 networks and the random numbers once, not once per configuration; the results are those of
 constructing vgkern.MLP(..., seed=seed) for every configuration, bit for bit."""
+from __future__ import annotations
+
 import contextlib
 import functools
 import threading
 from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..init import NormalStream
 from ..mlp import MLP
@@ -24,8 +28,9 @@ _MLP_COLS = [_COL[f] for f in MLP_STATS]
 
 
 @functools.lru_cache(maxsize=1)
-def digits_data():
-    """(x (1797, 64) float64 standardised, labels (1797,) int64) from sklearn's load_digits."""
+def digits_data() -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """(x, labels) from sklearn's load_digits: x: (1797, 64) float64 standardised,
+    labels: (1797,) int64."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
@@ -170,9 +175,9 @@ def _sgd(net, lr, dtype):
     net.params -= np.asarray(lr, dtype=dtype) * net.grads
 
 
-def run_config(c):
-    """Run one configuration (a dict from sweep_configs) -> float64 array (steps * L,
-    len(STAT_COLUMNS)), rows in (step, layer) order, columns STAT_COLUMNS."""
+def run_config(c: Mapping[str, Any]) -> NDArray[np.float64]:
+    """Run one configuration (a dict from sweep_configs) -> stats: (steps * L, n_stats) float64,
+    rows in (step, layer) order, n_stats = len(STAT_COLUMNS) columns STAT_COLUMNS."""
     dtype, steps, lr, B, W = c["dtype"], c["steps"], c["lr"], c["batch"], c["width"]
     L = c["depth"]
     out = np.full((steps * L, len(STAT_COLUMNS)), np.nan)
@@ -211,6 +216,7 @@ def run_config(c):
                 _sgd(readout, lr, dtype)
         if digits:
             x, labels = _digits_batch(c, s)
+            assert readout is not None  # made above for the digits data
             x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
             h_seq, _ = net.forward(x_seq)[:2]
             rrep = readout.step(np.ascontiguousarray(h_seq[-1]), labels, loss="cross_entropy",
@@ -239,7 +245,8 @@ def limit_blas(threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
-def run_batch(configs, blas_threads=None):
+def run_batch(configs: List[Mapping[str, Any]], blas_threads: Optional[int] = None
+              ) -> List[Tuple[str, NDArray[np.float64]]]:
     """Run a batch of configurations (one executor task) -> [(config_id, array)].
     blas_threads: limit BLAS threads of this process while the batch runs (process executors)."""
     results = []

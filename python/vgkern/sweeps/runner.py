@@ -1,10 +1,13 @@
 """sweep(): the grid's configurations run on a thread pool (or any executor), results saved as
 they finish (journal.JournaledOutput), a progress bar, and Ctrl-C handling."""
+from __future__ import annotations
+
 import concurrent.futures as cf
 import contextlib
 import numbers
 import os
 import sys
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Union
 
 import numpy as np
 
@@ -13,19 +16,23 @@ from .grid import cost, sweep_configs
 from .journal import JournaledOutput
 from .spec import error, require, to_float
 
+if TYPE_CHECKING:
+    import pandas
+
 
 class SweepInterrupted(KeyboardInterrupt):
     """Raised by sweep() on Ctrl-C (or SIGTERM in the CLI) after everything finished was saved.
     .results: DataFrame of the grid's finished configurations; .finished, .total: counts
     (configurations of the grid, including ones resumed from an earlier run); .out: the path."""
 
-    def __init__(self, results, finished, total, out):
+    def __init__(self, results: pandas.DataFrame, finished: int, total: int,
+                 out: Optional[Union[str, os.PathLike[str]]]) -> None:
         super().__init__(f"sweep interrupted: {finished} of {total} configurations finished"
                          + (f" and saved to {out}" if out else ""))
         self.results, self.finished, self.total, self.out = results, finished, total, out
 
 
-def cpu_count():
+def cpu_count() -> int:
     """The cores this process may run on (the default number of worker threads)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -72,7 +79,7 @@ def _run(todo, *, workers, executor, batch_size, blas_threads, on_result):
     task_threads = None if threads else (blas_threads or 1)
     window = max(4, 3 * n_workers)  # tasks in flight: enough to keep workers busy, few to cancel
     batches = _batches(todo, batch_size)
-    pending = set()
+    pending: Set[Any] = set()  # futures in flight
 
     def fill():
         while len(pending) < window:
@@ -156,8 +163,12 @@ def _check_arguments(workers, executor, batch_size, blas_threads, flush_interval
     return workers, to_float(flush_interval), out
 
 
-def sweep(grid=None, *, out=None, resume=True, workers=None, executor=None, batch_size=None,
-          progress=None, flush_interval=2.0, blas_threads=None, log=None, **keys):
+def sweep(grid: Union[None, Dict[str, Any], List[Dict[str, Any]]] = None, *,
+          out: Optional[Union[str, os.PathLike[str]]] = None, resume: bool = True,
+          workers: Optional[int] = None, executor: Optional[cf.Executor] = None,
+          batch_size: Optional[int] = None, progress: Optional[bool] = None,
+          flush_interval: float = 2.0, blas_threads: Optional[int] = None,
+          log: Optional[Callable[[str], Any]] = None, **keys: Any) -> pandas.DataFrame:
     """Run a grid of configurations and return the tidy table (pandas DataFrame): one row per
     (configuration, step, layer), see the vgkern.sweeps docstring for the grid keys and the
     columns.

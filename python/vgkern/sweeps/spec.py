@@ -4,6 +4,7 @@ and the columns of its table (from the report classes, which take them from _cor
 import difflib
 import math
 import numbers
+from typing import Optional
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,10 +37,10 @@ class Key:
     models: tuple
     help: str
     choices: tuple = ()
-    low: float = None
+    low: Optional[float] = None
     low_open: bool = False
     column: bool = True
-    default_text: str = None
+    default_text: Optional[str] = None
 
     @property
     def type(self):
@@ -185,7 +186,7 @@ def normalize(name, v):
             raise bad("an integer")
         if not isinstance(v, numbers.Integral):  # 2.0 is 2; 2.5, Fraction(5, 2) and inf are not
             try:
-                whole = int(v)
+                whole = int(v)  # type: ignore[call-overload]  # any Real: float, Fraction...
             except (OverflowError, ValueError):
                 raise bad("an integer") from None
             if whole != v:

@@ -1,17 +1,26 @@
 """Tables and files: the Arrow schema of a sweep's table, results as Arrow tables, reading a
 results file (checking its schema), and writing one atomically (temporary file in the same
 folder, fsync, os.replace, fsync of the folder)."""
+from __future__ import annotations
+
 import contextlib
 import csv
 import os
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from .spec import (BOOL, CONFIG_TYPES, FLOAT, INT, ROW_COLUMNS, SCHEMA_VERSION, STAT_COLUMNS,
                    STR, error, require)
 
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
 
-def arrow_schema():
+
+def arrow_schema() -> pyarrow.Schema:
+    """The Arrow schema of a sweep's results table (config_id, the configuration, step, layer and
+    the statistics), stamped with SCHEMA_VERSION."""
     import pyarrow as pa
 
     types = {STR: pa.string(), INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_()}
@@ -66,7 +75,7 @@ def to_pandas(table):
     return table.to_pandas()
 
 
-def format_of(path):
+def format_of(path: Union[str, os.PathLike[str]]) -> str:
     """"parquet" or "csv", from the file name; ValueError for any other name."""
     name = os.fspath(path).lower()
     if name.endswith((".parquet", ".pq")):
@@ -137,7 +146,7 @@ def _read_open_file(f, path, fmt, schema, what):
                     "overwrite it (resume=False / --overwrite)") from err
 
 
-def read_results(path):
+def read_results(path: Union[str, os.PathLike[str]]) -> pandas.DataFrame:
     """Read a sweep's results file (.parquet or .csv) into a DataFrame with the sweep's dtypes."""
     require("pandas", "pyarrow", why="vgkern.read_results")
     fmt = format_of(path)
@@ -161,7 +170,8 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def atomic_write(table, path, fmt):
+def atomic_write(table: pyarrow.Table, path: Union[str, os.PathLike[str]], fmt: str
+                 ) -> None:
     """Write an Arrow table to path ("parquet" or "csv") atomically: a temporary file in the same
     folder, fsync'ed, then os.replace over path, then an fsync of the folder. A reader sees the
     old file or the new one, whole; after a power cut the file is one of them too."""

@@ -1,8 +1,16 @@
 """sweep_summary: per (configuration, step), the fitted per-layer gain and the first/last ratio."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Union
+
 import numpy as np
 
 from . import store
 from .spec import CONFIG_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
 
 SUMMARY_COLUMNS = ("slope", "gain", "log10_ratio_first_last", "ratio_first_last", "num_layers",
                    "gain_stat", "predicted_gain", "predicted_log10_ratio", "gain_error")
@@ -13,7 +21,7 @@ GAIN_STAT = {"mlp": "log10_preact_grad_norm", "lstm": "log10_x_grad_norm",
              "rnn": "log10_x_grad_norm"}
 
 
-def sweep_summary(table):
+def sweep_summary(table: Union[pandas.DataFrame, pyarrow.Table]) -> pandas.DataFrame:
     """Per (configuration, step): the fitted per-layer gain and the first/last ratio.
 
     slope: least-squares slope of log10 ||dL/dz_l|| (MLP; LSTM/RNN: log10 ||dL/dx_t||) against

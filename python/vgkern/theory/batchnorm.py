@@ -28,16 +28,19 @@ compare it there. (2) large width (gradient independence, as in mean_field). (3)
 in all layers (it cancels), gamma = 1, beta = 0, training mode; eval mode (running statistics)
 is not BN in this sense.
 """
+from __future__ import annotations
+
 import math
 import numbers
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import gaussian
 from .mean_field import _number, check_activation
 
 
-def batch_norm_chi(activation, *, elu_alpha=1.0):
+def batch_norm_chi(activation: str, *, elu_alpha: float = 1.0) -> float:
     """lambda = E[phi'(x)^2] / Var[phi(x)] at x ~ N(0, 1): the factor of ||dL/dz||^2 per hidden
     batch-norm layer towards the input, in the large-batch, large-width limit. relu: exactly
     pi / (pi - 1); identity: 1."""
@@ -52,22 +55,24 @@ def batch_norm_chi(activation, *, elu_alpha=1.0):
     return e_dphi2 / (e_phi2 - mean * mean)
 
 
-def batch_norm_gain(activation, *, elu_alpha=1.0):
+def batch_norm_gain(activation: str, *, elu_alpha: float = 1.0) -> float:
     """sqrt(batch_norm_chi): the predicted factor of ||dL/dz|| per hidden batch-norm layer."""
     return math.sqrt(batch_norm_chi(activation, elu_alpha=elu_alpha))
 
 
-def batch_norm_profile(activation, depth, *, input_var=1.0, elu_alpha=1.0):
-    """Predicted log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| (depth,) of vgkern.MLP(batch_norm=
-    True), layer 0 = input side as GradReport (pre-BN gradients, as preact_grad_norm): each step
-    from layer l+1 down to l >= 1 adds log10(lambda) / 2, the step into layer 0
-    log10(E[phi'^2] / input_var) / 2."""
+def batch_norm_profile(activation: str, depth: int, *, input_var: float = 1.0,
+                       elu_alpha: float = 1.0) -> NDArray[np.float64]:
+    """Returns the predicted profile: (depth,), log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}|| of
+    vgkern.MLP(batch_norm=True), layer 0 = input side as GradReport (pre-BN gradients, as
+    preact_grad_norm): each step from layer l+1 down to l >= 1 adds log10(lambda) / 2, the step
+    into layer 0 log10(E[phi'^2] / input_var) / 2."""
     activation = check_activation("batch_norm_profile", activation)
     if isinstance(depth, (bool, np.bool_)) or not isinstance(depth, numbers.Integral) or depth < 1:
         raise ValueError(f"batch_norm_profile: depth must be an integer >= 1, got {depth!r}")
     input_var = _number("batch_norm_profile: input_var", input_var, allow_equal=False)
     elu_alpha = _number("batch_norm_profile: elu_alpha", elu_alpha)
-    steps = np.full(depth - 1, 0.5 * math.log10(batch_norm_chi(activation, elu_alpha=elu_alpha)))
+    steps = np.full(int(depth) - 1,
+                    0.5 * math.log10(batch_norm_chi(activation, elu_alpha=elu_alpha)))
     if depth > 1:
         e_dphi2 = 0.5 if activation == "relu" else gaussian.moments(activation, 1.0, elu_alpha)[1]
         steps[0] = 0.5 * math.log10(e_dphi2 / input_var)

@@ -12,9 +12,13 @@ The inputs: data="gaussian" has standard-normal entries (q0 = 1); data="digits" 
 mean square as input_q. The prediction is for the initial weights: rows of later training steps
 are compared with the same prediction, so their gain_error shows how far training moved them.
 """
+from __future__ import annotations
+
 import math
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .batchnorm import batch_norm_profile
 from .inits import init_sigmas
@@ -24,18 +28,19 @@ from .recurrent import rnn_mean_field
 NAN_PAIR = (math.nan, math.nan)
 
 
-def profile_gain(profile):
-    """10 ** -(least-squares slope of a log10 profile against its index), as sweep_summary fits
-    the measured one; NaN for fewer than two layers."""
+def profile_gain(profile: Union[Sequence[float], NDArray[np.float64]]) -> float:
+    """10 ** -(least-squares slope of a log10 profile: (L,) against its index), as
+    sweep_summary fits the measured one; NaN for fewer than two layers."""
     if len(profile) < 2:
         return math.nan
     return float(10.0 ** -np.polyfit(np.arange(len(profile), dtype=np.float64), profile, 1)[0])
 
 
-def predicted_profile(config, num_layers, input_q=1.0):
-    """Predicted log10 profile (num_layers,) of a sweep configuration (a mapping with the
-    sweep's configuration keys), relative to its last layer; None where the theory does not
-    cover it."""
+def predicted_profile(config: Mapping[str, Any], num_layers: int, input_q: float = 1.0
+                      ) -> Optional[NDArray[np.float64]]:
+    """Returns the predicted log10 profile: (num_layers,) of a sweep configuration (a mapping
+    with the sweep's configuration keys), relative to its last layer; None where the theory
+    does not cover it."""
     model = config["model"]
     if model == "rnn":
         if config["data"] != "gaussian":
@@ -58,7 +63,8 @@ def predicted_profile(config, num_layers, input_q=1.0):
     return gradient_profile(config["activation"], sigma_w, sigma_b, q0=input_q, depth=num_layers)
 
 
-def predict_config(config, num_layers, input_q=1.0):
+def predict_config(config: Mapping[str, Any], num_layers: int, input_q: float = 1.0
+                   ) -> Tuple[float, float]:
     """(predicted_gain, predicted_log10_ratio_first_last) of a configuration, NaN where not
     covered."""
     profile = predicted_profile(config, num_layers, input_q)

@@ -10,7 +10,12 @@ forms, adaptive quadrature and Monte Carlo). Plain Gauss-Hermite is exact for po
 loses digits fast once q >> 1 (E[tanh'^2] at q = 10 is off by 1e-3 with 200 nodes), and across
 a kink it converges slowly.
 """
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "elu")
@@ -20,9 +25,11 @@ _U = 40.0
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 
 
-def phi(activation, u, alpha=1.0):
-    """(phi(u), phi'(u), phi''(u)) of an activation, elementwise (relu and elu: one-sided
-    derivatives at 0 are never needed: 0 is a panel boundary, never a node)."""
+def phi(activation: str, u: ArrayLike, alpha: float = 1.0
+        ) -> Tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """u: (any shape) -> (phi(u), phi'(u), phi''(u)) of an activation, elementwise: each of
+    them (any shape), u's (relu and elu: one-sided derivatives at 0 are never needed: 0 is a panel
+    boundary, never a node)."""
     u = np.asarray(u, dtype=np.float64)
     if activation == "identity":
         return u, np.ones_like(u), np.zeros_like(u)
@@ -46,12 +53,12 @@ def phi(activation, u, alpha=1.0):
                      f"got {activation!r}")
 
 
-def nodes(q):
-    """(z, w): E[f(sqrt(q) z)] = w @ f(sqrt(q) * z) for z ~ N(0, 1), f one of the activations
-    or a product of them and their derivatives. Panel edges: the integers in [-12, 12] (the
-    Gaussian's scale) and k / sqrt(q) for |k| <= 40 (the activation's scale: beyond |u| = 40
-    sigmoid, tanh and elu are constant or linear to double precision), so at most 104 panels
-    whatever q is, with 0 an edge."""
+def nodes(q: float) -> Tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Returns (z, w), nodes z: (n,) and weights w: (n,): E[f(sqrt(q) z)] = w @ f(sqrt(q) z)
+    for z ~ N(0, 1), f one of the activations or a product of them and their derivatives.
+    Panel edges: the integers in [-12, 12] (the Gaussian's scale) and k / sqrt(q) for
+    |k| <= 40 (the activation's scale: beyond |u| = 40 sigmoid, tanh and elu are constant or
+    linear to double precision), so at most 104 panels whatever q is, with 0 an edge."""
     edges = np.arange(-_Z, _Z + 1.0)
     if q > 0:
         fine = np.arange(-_U, _U + 1.0) / np.sqrt(q)
@@ -62,7 +69,7 @@ def nodes(q):
     return z, w
 
 
-def expectation(f, q):
+def expectation(f: Callable[[NDArray[np.float64]], NDArray[np.float64]], q: float) -> float:
     """E[f(u)], u ~ N(0, q), for a vectorised f; q = 0 gives the mean of f(0-) and f(0+)
     (the q -> 0 limit for a function with a jump at 0, such as relu')."""
     if q == 0:
@@ -72,7 +79,7 @@ def expectation(f, q):
     return float(w @ f(np.sqrt(q) * z))
 
 
-def moments(activation, q, alpha=1.0):
+def moments(activation: str, q: float, alpha: float = 1.0) -> Tuple[float, float, float]:
     """(E[phi^2], E[phi'^2], E[phi phi'']) at u ~ N(0, q): the length map, chi1 / sigma_w^2 and
     the q-stability term of xi_q. Closed forms for identity and relu; q = inf gives the limits
     of identity, relu and elu (elu: those of relu), NaN for bounded ones (q* is finite there)."""
@@ -100,7 +107,8 @@ def _normal_elu_means(m, s, alpha):
     return pos + alpha * (exp_part - special.ndtr(-r)), special.ndtr(r) + alpha * exp_part
 
 
-def pair_moments(activation, q, c, alpha=1.0):
+def pair_moments(activation: str, q: float, c: float, alpha: float = 1.0
+                 ) -> Tuple[float, float]:
     """(E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) for (u1, u2) Gaussian, variances q,
     correlation c in [0, 1): the correlation map and its slope. relu: the arc-cosine kernel;
     elu: outer quadrature over u1 (kink at 0 a panel boundary) of the inner closed form given

@@ -15,14 +15,19 @@ The inits other than scaled_normal have constant biases (0, or bias_init): 0 is 
 nonzero constant shifts every pre-activation's mean, which the zero-mean theory does not cover,
 and is refused.
 """
+from __future__ import annotations
+
 import math
+from typing import Optional, Tuple
 
 THEORY_INITS = ("scaled_normal", "xavier_normal", "xavier_uniform", "he_normal", "he_uniform",
                 "lecun_normal")
 
 
-def init_sigmas(init, *, sigma_w=None, sigma_b=None, bias_init=None, gain=1.0, fan_in=None,
-                fan_out=None):
+def init_sigmas(init: str, *, sigma_w: Optional[float] = None, sigma_b: Optional[float] = None,
+                bias_init: Optional[float] = None, gain: float = 1.0,
+                fan_in: Optional[int] = None, fan_out: Optional[int] = None
+                ) -> Tuple[float, float]:
     """(sigma_w, sigma_b) of a vgkern init (arguments as vgkern.MLP's); fan_in/fan_out matter
     for xavier only (default: equal). ValueError for orthogonal, a nonzero bias_init or an
     unknown init."""

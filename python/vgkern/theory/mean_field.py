@@ -13,12 +13,16 @@ In the wide limit each z_l is Gaussian with variance
 and (gradient independence) backpropagation from layer l+1 to layer l multiplies
 ||dL/dz||^2 by chi1(q_l) = sigma_w^2 E[phi'(sqrt(q_l) z)^2].
 """
+from __future__ import annotations
+
 import dataclasses
 import functools
 import math
 import numbers
+from typing import Optional
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import optimize
 
 from . import gaussian
@@ -82,14 +86,14 @@ class MeanField:
     gain: float
     xi_q: float
     xi_grad: float
-    q0: float = None
-    depth: int = None
-    q_layers: np.ndarray = None
-    chi1_layers: np.ndarray = None
-    log10_profile: np.ndarray = None
+    q0: Optional[float] = None
+    depth: Optional[int] = None
+    q_layers: Optional[NDArray[np.float64]] = None
+    chi1_layers: Optional[NDArray[np.float64]] = None
+    log10_profile: Optional[NDArray[np.float64]] = None
 
     @functools.cached_property
-    def c_star(self):
+    def c_star(self) -> float:
         """The correlation map's stable fixed point (computed on first access: in the chaotic
         phase it takes a two-dimensional quadrature per step of a root search)."""
         if not 0 < self.q_star < math.inf:
@@ -100,7 +104,7 @@ class MeanField:
                                         self.elu_alpha, self.q_star)
 
     @functools.cached_property
-    def xi_c(self):
+    def xi_c(self) -> float:
         """-1 / ln chi_c at (q*, c*) (computed on first access, as c_star)."""
         c_star = self.c_star
         if math.isnan(c_star):
@@ -110,25 +114,27 @@ class MeanField:
         return _depth_scale(chi_c)
 
     @property
-    def profile_gain(self):
+    def profile_gain(self) -> float:
         """10 ** -(least-squares slope of log10_profile against the layer index): the gain that
         sweep_summary would fit to the predicted profile (sqrt(chi1) once q has reached q*)."""
         if self.log10_profile is None:
             raise ValueError("MeanField.profile_gain needs a profile: call mean_field with depth=")
+        assert self.depth is not None  # set with log10_profile
         if self.depth < 2:
             return float("nan")
         slope = np.polyfit(np.arange(self.depth, dtype=np.float64), self.log10_profile, 1)[0]
         return float(10.0 ** -slope)
 
     @property
-    def log10_ratio_first_last(self):
+    def log10_ratio_first_last(self) -> float:
         """Predicted log10 ||dL/dz_0|| / ||dL/dz_{L-1}|| (as sweep_summary's column)."""
         if self.log10_profile is None:
             raise ValueError("MeanField.log10_ratio_first_last needs depth=")
         return float(self.log10_profile[0])
 
 
-def length_map(activation, sigma_w, sigma_b, q, alpha=1.0):
+def length_map(activation: str, sigma_w: float, sigma_b: float, q: float,
+               alpha: float = 1.0) -> float:
     """q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2 (z ~ N(0, 1))."""
     return sigma_w ** 2 * gaussian.moments(activation, q, alpha)[0] + sigma_b ** 2
 
@@ -188,9 +194,11 @@ def _trajectory(activation, sigma_w, sigma_b, alpha, q_first, depth):
     return q, chi, np.append(np.cumsum(steps[::-1])[::-1], 0.0)
 
 
-def gradient_profile(activation, sigma_w, sigma_b=0.0, *, q0=1.0, depth, elu_alpha=1.0):
+def gradient_profile(activation: str, sigma_w: float, sigma_b: float = 0.0, *, q0: float = 1.0,
+                     depth: int, elu_alpha: float = 1.0) -> NDArray[np.float64]:
     """mean_field(...).log10_profile alone (no fixed points or depth scales: cheap, for
-    tables): predicted log10 ||dL/dz_l|| - log10 ||dL/dz_{L-1}||, (depth,), layer 0 first."""
+    tables): returns profile: (depth,), the predicted log10 ||dL/dz_l|| - log10
+    ||dL/dz_{L-1}||, layer 0 first."""
     activation = check_activation("gradient_profile", activation)
     sigma_w = _number("gradient_profile: sigma_w", sigma_w)
     sigma_b = _number("gradient_profile: sigma_b", sigma_b)
@@ -202,7 +210,9 @@ def gradient_profile(activation, sigma_w, sigma_b=0.0, *, q0=1.0, depth, elu_alp
                        int(depth))[2]
 
 
-def mean_field(activation, sigma_w, sigma_b=0.0, *, q0=None, depth=None, elu_alpha=1.0):
+def mean_field(activation: str, sigma_w: float, sigma_b: float = 0.0, *,
+               q0: Optional[float] = None, depth: Optional[int] = None,
+               elu_alpha: float = 1.0) -> MeanField:
     """Mean-field prediction for an MLP of `activation` with weights N(0, sigma_w^2 / fan_in)
     and biases N(0, sigma_b^2) -> MeanField (see its docstring for every field).
 
@@ -247,7 +257,7 @@ def mean_field(activation, sigma_w, sigma_b=0.0, *, q0=None, depth=None, elu_alp
     return MeanField(**fields)
 
 
-def critical_sigma_w(activation, sigma_b=0.0, *, elu_alpha=1.0):
+def critical_sigma_w(activation: str, sigma_b: float = 0.0, *, elu_alpha: float = 1.0) -> float:
     """The sigma_w where chi1(q*) = 1 (the edge of chaos) for this sigma_b: the smallest root
     on sigma_w in [0.01, 100] (brentq after a geometric scan). identity: 1, relu: sqrt(2)."""
     activation = check_activation("critical_sigma_w", activation)

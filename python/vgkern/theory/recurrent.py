@@ -18,15 +18,19 @@ LSTM: left out. Its mean-field theory (Chen et al. 2018, and the minimalRNN of t
 needs the joint Gaussian statistics of four gates and the cell-state recursion; vgkern's LSTM
 uses torch's uniform init, and no closed prediction is offered here.
 """
-import math
+from __future__ import annotations
 
-from .mean_field import _number, mean_field
+import math
+from typing import Optional
+
+from .mean_field import MeanField, _number, mean_field
 
 RNN_NONLINEARITIES = ("tanh", "relu")
 
 
-def rnn_mean_field(nonlinearity, sigma_w, sigma_b=0.0, *, sigma_v=1.0, input_q=1.0,
-                   steps=None):
+def rnn_mean_field(nonlinearity: str, sigma_w: float, sigma_b: float = 0.0, *,
+                   sigma_v: float = 1.0, input_q: float = 1.0, steps: Optional[int] = None
+                   ) -> MeanField:
     """MeanField of a vanilla RNN (fields as mean_field's): q_star, chi1, gain (the predicted
     factor of ||dL/dx_t|| and ||dL/dh_t|| per step back in time at the fixed point), xi's; with
     steps = T, q_layers[t] = Var u_t from h_{-1} = 0 and log10_profile[t] = predicted
