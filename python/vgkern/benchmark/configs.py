@@ -37,11 +37,13 @@ class MlpConfig:
 
     @property
     def name(self) -> str:
+        """Short label for tables, e.g. "64x256x50:tanh" (width x batch x layers:activation)."""
         return f"{self.width}x{self.batch}x{self.layers}:{self.activation}" + (
             ":bn" if self.batch_norm else "")
 
     @property
     def sizes(self) -> list[int]:
+        """Layer widths [W] * (L + 1), as MLP(sizes) takes them."""
         return [self.width] * (self.layers + 1)
 
     def flops(self, impl: str = "") -> float:
@@ -49,6 +51,7 @@ class MlpConfig:
         return 6.0 * self.batch * self.width * self.width * self.layers
 
     def as_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (the `config` of a bench JSON row)."""
         return {"width": self.width, "batch": self.batch, "layers": self.layers,
                 "activation": self.activation, "batch_norm": self.batch_norm, "loss": "mse"}
 
@@ -74,6 +77,7 @@ class LstmConfig:
 
     @property
     def name(self) -> str:
+        """Short label for tables, e.g. "128x64x50" (hidden x batch x steps[x input])."""
         base = f"{self.hidden}x{self.batch}x{self.steps}"
         return base if self.input == self.hidden else f"{base}x{self.input}"
 
@@ -84,6 +88,7 @@ class LstmConfig:
         return 6.0 * self.steps * self.batch * gates * self.hidden * (self.input + self.hidden)
 
     def as_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (the `config` of a bench JSON row)."""
         return {"hidden": self.hidden, "batch": self.batch, "steps": self.steps,
                 "input": self.input, "loss": "mse (last hidden state)"}
 
