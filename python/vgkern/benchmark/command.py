@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
-from .configs import LstmConfig, MlpConfig
+from .configs import Config, LstmConfig, MlpConfig
 from .timing import QUICK, Method
 
 __all__ = ["add_parser", "cmd_bench", "add_method_arguments", "method_from_args", "report",
@@ -128,14 +128,14 @@ def _values(args, name, kind):
         raise ValueError(str(err)) from None
 
 
-def configs_from_args(args: argparse.Namespace) -> list:
+def configs_from_args(args: argparse.Namespace) -> list[Config]:
     """The configurations the options describe: the product of the MLP lists, then of the
     LSTM lists, for the models asked for."""
     models = _values(args, "model", "str")
     unknown = set(models) - {"mlp", "lstm"}
     if unknown:
         raise ValueError(f"--model: expected mlp and/or lstm, got {sorted(unknown)}")
-    configs = []
+    configs: list[Config] = []
     if "mlp" in models:
         for w, l, b, act, bn in itertools.product(
                 _values(args, "width", "int"), _values(args, "depth", "int"),

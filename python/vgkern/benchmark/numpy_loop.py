@@ -79,7 +79,10 @@ def make_mlp(cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
     return step
 
 
-def _make_mlp_bn(cfg: MlpConfig, x, target, weights, biases, gammas, betas):
+def _make_mlp_bn(cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
+                 weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+                 gammas: Sequence[np.ndarray], betas: Sequence[np.ndarray]
+                 ) -> Callable[[], tuple]:
     act = _activation(cfg.activation)
     L, B = cfg.layers, cfg.batch
     H = L - 1  # hidden (BN) layers

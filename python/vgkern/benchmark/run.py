@@ -9,22 +9,22 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, cast
 
 import numpy as np
 
 from . import gemm, numpy_loop, vgkern_steps
 from .compare import max_rel_diff, to_numpy
 from .configs import Config, LstmConfig, MlpConfig
-from .timing import (Method, first_step_after_idle, paired_ratio, steady_state, summarize,
-                     with_stats)
+from .timing import (Method, Step, first_step_after_idle, paired_ratio, steady_state,
+                     summarize, with_stats)
 
 __all__ = ["IMPLS", "SCHEMA", "load_frameworks", "run", "machine_info"]
 
 SCHEMA = "vgkern-bench/1"
 
 # model -> implementation -> (label, framework it needs or None)
-IMPLS = {
+IMPLS: dict[str, dict[str, tuple[str, Optional[str]]]] = {
     "mlp": {"vgkern": ("vgkern", None),
             "vgkern_nostats": ("vgkern stats off", None),
             "numpy": ("NumPy loop", None),
@@ -42,10 +42,11 @@ IMPLS = {
 DEFAULT_IMPLS = {m: [n for n in impls if n != "vgkern_rnn"] for m, impls in IMPLS.items()}
 
 
-def load_frameworks(wanted: Iterable[str]) -> tuple[dict, dict]:
+def load_frameworks(wanted: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """(modules, skipped): each wanted framework ("torch", "jax") that imports, and for each
     one that does not, the reason (a note, never an error)."""
-    modules, skipped = {}, {}
+    modules: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for name in sorted(set(wanted)):
         try:
             if name == "torch":
@@ -60,7 +61,8 @@ def load_frameworks(wanted: Iterable[str]) -> tuple[dict, dict]:
 
 
 @contextlib.contextmanager
-def _threads(n: int, modules: dict):
+def _threads(n: int, modules: dict[str, Any]
+             ) -> Iterator[dict[str, tuple[Optional[int], str]]]:
     """Every thread pool of the process limited to n: threadpoolctl for each BLAS and OpenMP
     runtime (vgkern follows its BLAS's setting), torch.set_num_threads for torch's pool.
     Yields impl -> (threads, how); XLA sizes its pool from the cores and cannot be changed
@@ -79,11 +81,12 @@ def _threads(n: int, modules: dict):
         try:
             blas = (n, "threadpoolctl limit of every BLAS/OpenMP runtime (vgkern follows "
                        "its BLAS's)")
-            used = {"vgkern": blas, "vgkern_nostats": blas, "vgkern_rnn": blas,
-                    "numpy": (n, "threadpoolctl: NumPy's OpenBLAS"),
-                    "gemm": (n, "threadpoolctl: SciPy's OpenBLAS (vgkern's BLAS)"),
-                    "jax": (os.cpu_count(), "XLA's own pool, sized from the cores "
-                                            "(not settable after import)")}
+            used: dict[str, tuple[Optional[int], str]] = {
+                "vgkern": blas, "vgkern_nostats": blas, "vgkern_rnn": blas,
+                "numpy": (n, "threadpoolctl: NumPy's OpenBLAS"),
+                "gemm": (n, "threadpoolctl: SciPy's OpenBLAS (vgkern's BLAS)"),
+                "jax": (os.cpu_count(), "XLA's own pool, sized from the cores "
+                                        "(not settable after import)")}
             if torch is not None:
                 how = (torch.get_num_threads(), "torch.set_num_threads")
                 used.update(torch=how, torch_cell=how, torch_lstm=how)
@@ -93,13 +96,24 @@ def _threads(n: int, modules: dict):
                 torch.set_num_threads(before)
 
 
-def _build_mlp(vgkern, cfg: MlpConfig, dtype, impls, modules):
+def _result(step: Step) -> tuple[Any, ...]:
+    """(loss, norms...) of a step that is checked: every row's but the bare GEMMs' (Step types
+    the result `object` because those return None)."""
+    return cast("tuple[Any, ...]", step())
+
+
+# (steps, checks, gemm_calls) of one configuration, as _build_mlp and _build_lstm return them
+_Built = tuple[dict[str, Step], dict[str, float], int]
+
+
+def _build_mlp(vgkern: Any, cfg: MlpConfig, dtype: type[np.floating[Any]], impls: list[str],
+               modules: dict[str, Any]) -> _Built:
     """(steps, checks, gemm_calls) of one MLP configuration; checks: impl -> max rel diff."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((cfg.batch, cfg.width)).astype(dtype)
     target = rng.standard_normal((cfg.batch, cfg.width)).astype(dtype)
     net, step = vgkern_steps.make_mlp(vgkern, cfg, x, target)
-    steps = {"vgkern": with_stats(net, step, True)}
+    steps: dict[str, Step] = {"vgkern": with_stats(net, step, True)}
     if "vgkern_nostats" in impls:
         steps["vgkern_nostats"] = with_stats(net, step, False)
     # Every baseline starts from copies of vgkern's initial weights.
@@ -117,22 +131,24 @@ def _build_mlp(vgkern, cfg: MlpConfig, dtype, impls, modules):
     if "gemm" in impls:
         steps["gemm"], calls = gemm.make_mlp(cfg, x, copies[0])
     # first calls (compile, first touch) outside the timing, and the check against vgkern
-    ref = vgkern_steps.mlp_reference(cfg, steps["vgkern"]())
-    checks = {n: max_rel_diff(steps[n](), ref) for n in ("numpy", "torch", "jax") if n in steps}
+    ref = vgkern_steps.mlp_reference(cfg, _result(steps["vgkern"]))
+    checks: dict[str, float] = {n: max_rel_diff(_result(steps[n]), ref)
+                                for n in ("numpy", "torch", "jax") if n in steps}
     if "vgkern_nostats" in steps:  # no norms in its report: its loss and its gradients' norms
-        loss_off = steps["vgkern_nostats"]()[0]
+        loss_off = _result(steps["vgkern_nostats"])[0]
         grads = [np.linalg.norm(np.asarray(g, dtype=np.float64)) for g in net.weight_grads]
         checks["vgkern_nostats"] = max_rel_diff((loss_off, grads), ref[:2])
     return steps, checks, calls
 
 
-def _build_lstm(vgkern, cfg: LstmConfig, dtype, impls, modules):
+def _build_lstm(vgkern: Any, cfg: LstmConfig, dtype: type[np.floating[Any]], impls: list[str],
+                modules: dict[str, Any]) -> _Built:
     """(steps, checks, gemm_calls) of one LSTM configuration."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((cfg.steps, cfg.batch, cfg.input)).astype(dtype)
     target = rng.standard_normal((cfg.batch, cfg.hidden)).astype(dtype)
     net, step = vgkern_steps.make_recurrent(vgkern, cfg, x, target)
-    steps = {"vgkern": with_stats(net, step, True)}
+    steps: dict[str, Step] = {"vgkern": with_stats(net, step, True)}
     if "vgkern_nostats" in impls:
         steps["vgkern_nostats"] = with_stats(net, step, False)
     w_ih, w_hh, b = (np.array(a, dtype=dtype, copy=True)
@@ -154,20 +170,20 @@ def _build_lstm(vgkern, cfg: LstmConfig, dtype, impls, modules):
         rnn, steps["vgkern_rnn"] = vgkern_steps.make_recurrent(vgkern, cfg, x, target, "rnn")
 
     # fields: loss, weight norms (3,), ||dL/dh_t||, ||dL/dc_t||, ||dL/dx_t|| (T,) each
-    ref = to_numpy(steps["vgkern"]())
-    checks = {}
+    ref = to_numpy(_result(steps["vgkern"]))
+    checks: dict[str, float] = {}
     if "vgkern_nostats" in steps:  # no norms in its report: its loss and its gradients' norms
-        loss_off = steps["vgkern_nostats"]()[0]
+        loss_off = _result(steps["vgkern_nostats"])[0]
         grads = [np.linalg.norm(np.asarray(g, dtype=np.float64))
                  for g in (net.weight_ih_grad, net.weight_hh_grad, net.bias_grad)]
         checks["vgkern_nostats"] = max_rel_diff((loss_off, grads), ref[:2])
     if "torch_cell" in steps:
-        checks["torch_cell"] = max_rel_diff(steps["torch_cell"](), ref)
+        checks["torch_cell"] = max_rel_diff(_result(steps["torch_cell"]), ref)
     if "torch_lstm" in steps:
-        loss, wn = steps["torch_lstm"]()
+        loss, wn = _result(steps["torch_lstm"])
         checks["torch_lstm"] = max_rel_diff((loss, wn, lstm_x_norms()), (ref[0], ref[1], ref[4]))
     if "vgkern_rnn" in steps and torch is not None:
-        r = to_numpy(steps["vgkern_rnn"]())
+        r = to_numpy(_result(steps["vgkern_rnn"]))
         want = torch_eager.rnn_result(torch, cfg, x, target, rnn.weight_ih, rnn.weight_hh,
                                       rnn.bias)
         checks["vgkern_rnn"] = max_rel_diff(want, (r[0], r[1], r[4]))
@@ -179,8 +195,11 @@ def bench_config(vgkern: Any, cfg: Config, threads: int, dtype: str, method: Met
     """(rows, summary) of one configuration at one thread count and dtype: a row per
     implementation (impls: names of IMPLS[cfg.model] whose framework is in modules)."""
     with _threads(threads, modules) as used:
-        build = _build_mlp if cfg.model == "mlp" else _build_lstm
-        steps, checks, calls = build(vgkern, cfg, np.dtype(dtype).type, impls, modules)
+        scalar = np.dtype(dtype).type
+        if isinstance(cfg, MlpConfig):  # cfg.model == "mlp"
+            steps, checks, calls = _build_mlp(vgkern, cfg, scalar, impls, modules)
+        else:
+            steps, checks, calls = _build_lstm(vgkern, cfg, scalar, impls, modules)
         timed = steady_state(steps, method)
         first = first_step_after_idle(steps, method) if method.first_step_reps else {}
         overhead_ms = gemm.call_overhead_s(dtype) * calls * 1e3 if calls else None
@@ -237,7 +256,7 @@ def machine_info() -> dict:
             "machine": platform.machine()}
 
 
-def _versions(vgkern, modules) -> dict:
+def _versions(vgkern: Any, modules: dict[str, Any]) -> dict[str, str]:
     import scipy
     v = {"python": platform.python_version(), "vgkern": vgkern.__version__,
          "numpy": np.__version__, "scipy": scipy.__version__}
@@ -271,7 +290,7 @@ def run(configs: list[Config], threads: list[int], dtypes: list[str], method: Me
             raise ValueError(f"impls[{m!r}]: unknown {sorted(unknown)}; choose from "
                              f"{list(IMPLS[m])}")
     models = {c.model for c in configs}
-    needed = {IMPLS[m][n][1] for m in models for n in impls[m]} - {None}
+    needed = {fw for m in models for n in impls[m] if (fw := IMPLS[m][n][1]) is not None}
     modules, skipped = load_frameworks(needed)
     meta = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:],

@@ -93,7 +93,7 @@ class ForeignLoad:
         self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy_s(), time.process_time()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.t0
         own = time.process_time() - self.own0
         busy = self._busy_s()
