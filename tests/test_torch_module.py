@@ -300,3 +300,26 @@ def test_vgkern_torch_is_imported_on_first_use_only():
             "m = vgkern.torch.Module; import torch; assert vgkern.torch.torch is torch; "
             "assert vgkern.torch.Module.__module__ == 'vgkern.torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_train_it_inside_torch_example_runs_as_printed(tmp_path):
+    """README's "Train it inside torch" block, exactly as printed, in a fresh interpreter (as
+    test_examples.py runs examples/): 4 batches, each a loss and the L = 3 per-layer norms."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Train it inside torch", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 11  # a "10-line" example (+ the import line)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^(\d+\.\d{3}) \[\s*(-?\d+\.\d+)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)\s*\]$",
+                      proc.stdout, re.M)
+    assert len(rows) == 4, proc.stdout
+    losses = [float(r[0]) for r in rows]
+    assert all(1.5 < v < 3.5 for v in losses), proc.stdout  # ~ln(10) for 10 random classes
+    assert all(-4 < float(n) < 1 for r in rows for n in r[1:]), proc.stdout
