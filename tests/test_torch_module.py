@@ -98,6 +98,7 @@ def test_parameters_share_the_nets_memory_and_optimizer_updates_are_the_nets():
     assert module.bn_beta_0.data_ptr() == net.bn_betas[0].ctypes.data
     assert module.running_var_1.data_ptr() == net.running_vars[1].ctypes.data
     assert sum(p.numel() for p in module.parameters()) == net.params.size
+    assert module._ex.contiguous  # gradient views made in one call (vgkern.torch.grad_views)
     before = net.params.copy()
     x, y = data("float32").tensors
     opt = torch.optim.Adam(module.parameters(), lr=0.01)

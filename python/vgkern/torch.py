@@ -73,14 +73,15 @@ class _Exchange:
         self.flat_grads = torch.from_numpy(net.grads)  # (P,): every gradient, laid out as params
         self.grads_begin = self.flat_grads.data_ptr()
         self.grads_end = self.grads_begin + self.flat_grads.numel() * self.flat_grads.element_size()
-        self.grad_slices = []  # (offset, shape) of each parameter in the flat buffers
-        self.params = ()  # the Module's parameters, in the order of grad_slices
+        self.grad_slices = []  # (offset, size, shape) of each parameter in the flat buffers
+        self.params = ()  # the Module's parameters, in the order of grad_slices (finish())
+        self.contiguous = False
 
     def parameter(self, view: np.ndarray) -> torch.nn.Parameter:
         """An nn.Parameter on `view` (a numpy view into net.params), its slice recorded."""
         offset = (view.__array_interface__["data"][0]
                   - self.net.params.__array_interface__["data"][0]) // view.itemsize
-        self.grad_slices.append((offset, view.shape))
+        self.grad_slices.append((offset, view.size, view.shape))
         return torch.nn.Parameter(torch.from_numpy(view))
 
     def check_backward(self, token: int, op: str) -> None:
@@ -102,8 +103,24 @@ class _Exchange:
     def grad_views(self):
         """Fresh views of net.grads, one per parameter (fresh: torch keeps an unshared one as
         param.grad without copying it)."""
+        if self.contiguous:  # one native call for all (a Python loop of slices costs ~2x)
+            return tuple(_unflatten(self.flat_grads_used, self.params))
         flat = self.flat_grads
-        return tuple(flat[o:o + int(np.prod(s))].view(s) for o, s in self.grad_slices)
+        return tuple(flat[o:o + n].view(s) for o, n, s in self.grad_slices)
+
+    def finish(self, params) -> None:
+        """The Module's parameters, in grad_slices' order, registered: whether they tile the
+        buffer's front back to back (then grad_views makes all views in one call)."""
+        self.params = tuple(params)
+        ends = [o + n for o, n, _ in self.grad_slices]
+        starts = [o for o, _, _ in self.grad_slices]
+        self.contiguous = _unflatten is not None and starts == [0] + ends[:-1]
+        self.flat_grads_used = self.flat_grads[:ends[-1] if ends else 0]
+
+
+# torch's helper behind torch._utils._unflatten_dense_tensors: views of `flat` shaped like the
+# given tensors, back to back (private; the slicing fallback keeps working without it)
+_unflatten = getattr(getattr(torch._C, "_nn", None), "unflatten_dense_tensors", None)
 
 
 class _MLPFunction(torch.autograd.Function):
@@ -229,7 +246,7 @@ class Module(torch.nn.Module):
                 self.register_parameter(name, self._ex.parameter(getattr(net, name)))
         else:
             self._register_mlp(net)
-        self._ex.params = tuple(self.parameters())
+        self._ex.finish(self.parameters())
         super().train(getattr(net, "training", True))
 
     def _register_mlp(self, net: MLP) -> None:
