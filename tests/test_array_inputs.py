@@ -157,3 +157,32 @@ def test_ops_take_tensors():
     assert vgkern.ops.sum_squares_norm(torch.tensor(-3.0, dtype=torch.float64)) == 3.0
     with pytest.raises(ValueError, match="dense_forward: w requires grad"):
         vgkern.ops.dense_forward(t(x), t(w).requires_grad_(), t(b))
+
+
+needs_cuda = pytest.mark.skipif(not vgkern.cuda_available(),
+                                reason="no CUDA GPU visible (and no emulated build)")
+
+
+class DeviceArrayRequiringGrad:
+    """A device array (__cuda_array_interface__) flagged requires_grad, as a torch CUDA tensor
+    in a graph is (whose interface torch itself refuses to give)."""
+
+    requires_grad = True
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("torch: Can't get __cuda_array_interface__ on Variable that requires "
+                           "grad")
+
+
+@needs_cuda
+def test_cuda_nets_take_cpu_tensors_and_refuse_device_tensors_that_require_grad():
+    net = vgkern.MLP([3, 5, 2], device="cuda")
+    host = vgkern.MLP([3, 5, 2])
+    host.params = net.params
+    x = rng_array((4, 3))
+    np.testing.assert_allclose(net.forward(torch.from_numpy(x)), host.forward(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="MLP.forward: x requires grad"):
+        net.forward(DeviceArrayRequiringGrad())
+    with pytest.raises(NotImplementedError, match="net must be a CPU net"):
+        vgkern.torch.Module(net)

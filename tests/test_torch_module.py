@@ -324,3 +324,22 @@ def test_readme_train_it_inside_torch_example_runs_as_printed(tmp_path):
     losses = [float(r[0]) for r in rows]
     assert all(1.5 < v < 3.5 for v in losses), proc.stdout  # ~ln(10) for 10 random classes
     assert all(-4 < float(n) < 1 for r in rows for n in r[1:]), proc.stdout
+
+
+def test_deepcopy_and_pickle_give_a_module_around_an_independent_net():
+    import pickle
+
+    net = mlp("float32", batch_norm=True)
+    module = vgkern.torch.Module(net).eval()
+    x, y = data("float32").tensors
+    for other in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert other.net is not net and not other.training and not other.net.training
+        assert other.weight_0.data_ptr() == other.net.weights[0].ctypes.data  # its own views
+        np.testing.assert_array_equal(other(x).detach(), module(x).detach())
+        other.train()
+        opt = torch.optim.SGD(other.parameters(), lr=0.1)
+        mse(other(x), y).backward()
+        opt.step()
+        assert not np.array_equal(other.net.params, net.params)  # the copy trained alone
+    with pytest.raises(TypeError, match="cannot move or convert weight_0"):
+        module.share_memory()

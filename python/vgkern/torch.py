@@ -32,7 +32,7 @@ Memory (CPU nets; the only ones supported so far, see Module):
 - double backward (create_graph=True through the net) raises RuntimeError: vgkern's backward
   is not differentiable.
 """
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -326,14 +326,28 @@ class Module(torch.nn.Module):
 
     def _apply(self, fn, recurse=True):
         """.to() / .cuda() / .double() ... are allowed only where they change nothing: a new
-        tensor would no longer be the net's memory."""
+        tensor, or new memory under the same one (share_memory_()), would no longer be the
+        net's memory."""
         for name, t in list(self.named_parameters()) + list(self.named_buffers()):
-            if fn(t) is not t:
+            where = t.data_ptr()
+            if fn(t) is not t or t.data_ptr() != where:
                 raise TypeError(
                     f"vgkern.torch.Module: cannot move or convert {name} ({t.dtype}, {t.device}):"
                     " the parameters are the vgkern net's memory. Build the net with the dtype "
                     "(and device) you need, e.g. vgkern.MLP.from_torch(model, dtype='float64')")
         return self
 
+    def __reduce_ex__(self, protocol):
+        """pickle / copy.deepcopy: a new Module around a copy of the net (nn.Module's own copy
+        would give parameters that are no longer views of the copied net's buffers)."""
+        return _rebuild, (self.net, self.batch_first, self.training)
+
     def extra_repr(self) -> str:
         return repr(self.net) + (", batch_first=True" if self.batch_first else "")
+
+
+def _rebuild(net: Union[MLP, LSTM, RNN], batch_first: bool, training: bool) -> Module:
+    """What a pickled Module becomes: a Module around the (unpickled) net, in the same mode.
+    Hooks and param.grad are not carried (the net's last gradients are, in net.grads)."""
+    module = Module(net, batch_first=batch_first if isinstance(net, (LSTM, RNN)) else None)
+    return module.train(training)
