@@ -343,3 +343,83 @@ def test_deepcopy_and_pickle_give_a_module_around_an_independent_net():
         assert not np.array_equal(other.net.params, net.params)  # the copy trained alone
     with pytest.raises(TypeError, match="cannot move or convert weight_0"):
         module.share_memory()
+
+
+needs_cuda = pytest.mark.skipif(not vgkern.cuda_available(),
+                                reason="no CUDA GPU visible (and no emulated build)")
+needs_torch_cuda = pytest.mark.skipif(
+    not (vgkern.cuda_available() and torch.cuda.is_available()
+         and not vgkern.build_info().get("cuda_emulated")),
+    reason="needs a GPU, and PyTorch with CUDA")
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_device_buffer_views_the_cuda_nets_memory_and_keeps_it_alive(kind):
+    """The core's device_buffer (what vgkern.torch.Module hands to torch.from_dlpack) is the
+    net's memory, not a copy. Read through __cuda_array_interface__ as host memory, which
+    only the emulated build allows (its device memory is host memory)."""
+    import ctypes
+    import gc
+
+    if not vgkern.build_info().get("cuda_emulated"):
+        pytest.skip("reads device memory as host memory: emulated build only")
+    net = (vgkern.MLP([3, 5, 2], device="cuda", batch_norm=True) if kind == "mlp"
+           else vgkern.LSTM(3, 4, device="cuda"))
+    view = net._core.device_buffer("params")
+    iface = view.__cuda_array_interface__
+    assert iface["shape"] == (net.params.size,) and view.__dlpack_device__()[0] == 2
+    host = np.ctypeslib.as_array((ctypes.c_float * net.params.size).from_address(iface["data"][0]))
+    np.testing.assert_array_equal(host, net.params)
+    host[0] = 42.0  # a write through the view is the net's
+    assert net.params[0] == 42.0
+    if kind == "mlp":
+        assert net._core.device_buffer("running_vars").shape == (5,)
+    del net
+    gc.collect()
+    assert host[0] == 42.0  # the view keeps the net's memory alive
+    with pytest.raises(ValueError, match="device_buffer: no buffer named 'weights'"):
+        vgkern.MLP([3, 2], device="cuda")._core.device_buffer("weights")
+    with pytest.raises(ValueError, match="the net is on the CPU"):
+        vgkern.MLP([3, 2])._core.device_buffer("params")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="torch.cuda.is_available"):
+            vgkern.torch.Module(vgkern.MLP([3, 2], device="cuda"))
+
+
+@needs_torch_cuda
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_cuda_module_trains_as_the_cpu_module(kind):
+    """On a GPU: the CUDA net's module shares its memory with torch (DLPack) and trains as the
+    CPU net's module does."""
+    if kind == "mlp":
+        cpu_net = mlp("float64", batch_norm=True)
+    else:
+        cpu_net = vgkern.LSTM(6, 3, dtype="float64", seed=1)
+    gpu_net = type(cpu_net).from_torch(cpu_net.to_torch(), device="cuda")
+    modules = [vgkern.torch.Module(cpu_net), vgkern.torch.Module(gpu_net)]
+    p0 = next(modules[1].parameters())
+    assert p0.is_cuda and p0.data_ptr() == gpu_net._core.device_buffer(
+        "params").__cuda_array_interface__["data"][0]
+    x, y = data("float64").tensors
+    losses = []
+    for module, device in zip(modules, ("cpu", "cuda")):
+        opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+        run = []
+        for i in range(5):
+            xb, yb = x[16 * i:16 * (i + 1)].to(device), y[16 * i:16 * (i + 1)].to(device)
+            if kind == "lstm":
+                xb = xb.reshape(4, 4, 6)
+                out = module(xb)[0][-1]
+                yb = yb[:4]
+            else:
+                out = module(xb)
+            opt.zero_grad()
+            loss = mse(out, yb)
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses.append(run)
+    assert_close_norm(losses[0], losses[1], 1e-9, "losses")
+    assert_close_norm(gpu_net.params, cpu_net.params, 1e-9, "parameters")
+    assert isinstance(modules[1].last_report, type(modules[0].last_report))

@@ -9,11 +9,12 @@ of every backward in `module.last_report` (a GradReport or SequenceReport).
 Imported on first use (`vgkern.torch`), as it needs PyTorch. Inside this module `import torch`
 is PyTorch (imports are absolute): the name vgkern.torch does not shadow it.
 
-Memory (CPU nets; the only ones supported so far, see Module):
-- parameters: every nn.Parameter is a torch view (torch.from_numpy) of the net's flat parameter
-  buffer, so an optimizer's in-place update is the net's update and no parameter is ever copied.
+Memory:
+- parameters: every nn.Parameter is a torch view of the net's flat parameter buffer (CPU nets:
+  torch.from_numpy; CUDA nets: torch.from_dlpack of the core's device buffer), so an
+  optimizer's in-place update is the net's update and no parameter is ever copied.
   Do not rebind `param.data` (that detaches it from the net); module.to() / .double() / .cuda()
-  are refused because they would copy (build the net with the dtype you need instead).
+  are refused where they would copy (build the net with the dtype and device you need).
 - gradients: the native backward writes the net's flat gradient buffer (net.grads) and the
   autograd Function returns views of it. With param.grad None (optimizer.zero_grad(), whose
   default is set_to_none=True, or the first backward) torch's AccumulateGrad keeps that view as
@@ -31,6 +32,10 @@ Memory (CPU nets; the only ones supported so far, see Module):
   in between is not detected: don't.
 - double backward (create_graph=True through the net) raises RuntimeError: vgkern's backward
   is not differentiable.
+- CUDA nets take and return CUDA tensors, exchanged without copies: inputs through their
+  __cuda_array_interface__, outputs and gradients (vgkern.CudaArray) through DLPack. Before
+  each native call torch's current stream is synchronized (the optimizer's pending updates of
+  the shared parameters must have landed); vgkern's calls return synchronized.
 """
 from typing import Any, Optional, Union
 
@@ -47,18 +52,21 @@ __all__ = ["Module"]
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
-def _host_array(tensor: torch.Tensor, what: str, dtype: np.dtype) -> np.ndarray:
-    """A CPU tensor's memory as numpy (no copy; non-contiguous ones are copied by the net's own
-    checks), after the checks that give torch users torch's words."""
+def _net_input(tensor: torch.Tensor, what: str, ex: "_Exchange"):
+    """A tensor as the net reads it, without a copy: numpy on the CPU, the (contiguous) tensor
+    itself on CUDA (read in place through __cuda_array_interface__), after the checks that give
+    torch users torch's words."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.device.type != "cpu":
-        raise ValueError(f"{what} must be on the CPU (the wrapped net is a CPU net), got a "
-                         f"tensor on {tensor.device}; use .cpu() or a net with device='cuda'")
-    if tensor.dtype != _TORCH_DTYPES[dtype]:
-        raise TypeError(f"{what} must have dtype {dtype.name}, got {tensor.dtype} (vgkern never "
-                        f"casts silently; use .to(torch.{dtype.name}))")
-    return tensor.detach().numpy()
+    if tensor.device.type != ex.device:
+        raise ValueError(f"{what} must be on {ex.device} (the wrapped net is a {ex.device} net), "
+                         f"got a tensor on {tensor.device}; move it with .to({ex.device!r})")
+    if tensor.dtype != _TORCH_DTYPES[ex.dtype]:
+        raise TypeError(f"{what} must have dtype {ex.dtype.name}, got {tensor.dtype} (vgkern "
+                        f"never casts silently; use .to(torch.{ex.dtype.name}))")
+    if ex.device == "cpu":
+        return tensor.detach().numpy()
+    return tensor.detach().contiguous()
 
 
 class _Exchange:
@@ -68,21 +76,38 @@ class _Exchange:
     def __init__(self, net: Union[MLP, LSTM, RNN]):
         self.net = net
         self.dtype = net.dtype
+        self.device = net.device
         self.forwards = 0
         self.last_report: Optional[Union[GradReport, SequenceReport]] = None
-        self.flat_grads = torch.from_numpy(net.grads)  # (P,): every gradient, laid out as params
+        self.flat_params = self.buffer("params")  # (P,): every parameter
+        self.flat_grads = self.buffer("grads")  # (P,): every gradient, laid out as params
         self.grads_begin = self.flat_grads.data_ptr()
         self.grads_end = self.grads_begin + self.flat_grads.numel() * self.flat_grads.element_size()
         self.grad_slices = []  # (offset, size, shape) of each parameter in the flat buffers
         self.params = ()  # the Module's parameters, in the order of grad_slices (finish())
         self.contiguous = False
 
-    def parameter(self, view: np.ndarray) -> torch.nn.Parameter:
-        """An nn.Parameter on `view` (a numpy view into net.params), its slice recorded."""
-        offset = (view.__array_interface__["data"][0]
-                  - self.net.params.__array_interface__["data"][0]) // view.itemsize
-        self.grad_slices.append((offset, view.size, view.shape))
-        return torch.nn.Parameter(torch.from_numpy(view))
+    def buffer(self, name: str) -> torch.Tensor:
+        """The net's flat buffer `name` as a tensor on the same memory: (P,) for params/grads."""
+        if self.device == "cpu":
+            return torch.from_numpy(getattr(self.net._core, name))
+        return torch.from_dlpack(self.net._core.device_buffer(name))
+
+    def tensor(self, array) -> torch.Tensor:
+        """A result of the net (numpy on the CPU, vgkern.CudaArray on CUDA) as a tensor on the
+        same memory."""
+        return torch.from_numpy(array) if self.device == "cpu" else torch.from_dlpack(array)
+
+    def synchronize(self) -> None:
+        """CUDA: torch's queued work (optimizer updates of the shared buffers, the inputs) done."""
+        if self.device == "cuda":
+            torch.cuda.current_stream(self.flat_params.device).synchronize()
+
+    def parameter(self, offset: int, shape) -> torch.nn.Parameter:
+        """An nn.Parameter viewing params[offset:offset + prod(shape)], its slice recorded."""
+        size = int(np.prod(shape))
+        self.grad_slices.append((offset, size, tuple(shape)))
+        return torch.nn.Parameter(self.flat_params[offset:offset + size].view(shape))
 
     def check_backward(self, token: int, op: str) -> None:
         if token != self.forwards:
@@ -128,10 +153,12 @@ class _MLPFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, ex: _Exchange, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        out = ex.net.forward(_host_array(x, "vgkern.torch.Module: x", ex.dtype))
+        x = _net_input(x, "vgkern.torch.Module: x", ex)
+        ex.synchronize()
+        out = ex.net.forward(x)
         ex.forwards += 1
         ctx.ex, ctx.token = ex, ex.forwards
-        return torch.from_numpy(out)
+        return ex.tensor(out)
 
     @staticmethod
     @once_differentiable
@@ -139,9 +166,10 @@ class _MLPFunction(torch.autograd.Function):
         ex = ctx.ex
         ex.check_backward(ctx.token, "MLP")
         ex.unalias_grads()
-        g = _host_array(grad_out, "vgkern.torch.Module: the gradient of the output", ex.dtype)
+        g = _net_input(grad_out, "vgkern.torch.Module: the gradient of the output", ex)
+        ex.synchronize()
         ex.last_report = ex.net.backward(g, compute_input_grad=ctx.needs_input_grad[1])
-        dx = torch.from_numpy(ex.net.input_grad) if ctx.needs_input_grad[1] else None
+        dx = ex.tensor(ex.net.input_grad) if ctx.needs_input_grad[1] else None
         return (None, dx) + ex.grad_views()
 
 
@@ -154,10 +182,11 @@ class _RecurrentFunction(torch.autograd.Function):
     def forward(ctx, ex: _Exchange, x, h0, c0, *params):
         net = ex.net
         what = "vgkern.torch.Module"
-        x = _host_array(x, f"{what}: input", ex.dtype)
-        h0 = None if h0 is None else _host_array(h0, f"{what}: h0", ex.dtype)
+        x = _net_input(x, f"{what}: input", ex)
+        h0 = None if h0 is None else _net_input(h0, f"{what}: h0", ex)
+        c0 = None if c0 is None else _net_input(c0, f"{what}: c0", ex)
+        ex.synchronize()
         if isinstance(net, LSTM):
-            c0 = None if c0 is None else _host_array(c0, f"{what}: c0", ex.dtype)
             h_seq, (h_last, c_last) = net.forward(x, h0, c0)
             outputs = (h_seq, h_last, c_last)
         else:
@@ -165,7 +194,7 @@ class _RecurrentFunction(torch.autograd.Function):
         ex.forwards += 1
         ctx.ex, ctx.token = ex, ex.forwards
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
-        return tuple(torch.from_numpy(a) for a in outputs)
+        return tuple(ex.tensor(a) for a in outputs)
 
     @staticmethod
     @once_differentiable
@@ -175,23 +204,23 @@ class _RecurrentFunction(torch.autograd.Function):
         ex.check_backward(ctx.token, type(net).__name__)
         ex.unalias_grads()
         what = "vgkern.torch.Module: the gradient of"
-        g_seq, g_h = (None if g is None else _host_array(g, f"{what} {name}", ex.dtype)
-                      for g, name in ((g_seq, "output"), (g_h, "h_n")))
+        g_seq, g_h, g_c = (None if g is None else _net_input(g, f"{what} {name}", ex)
+                           for g, name in ((g_seq, "output"), (g_h, "h_n"), (g_c, "c_n")))
+        ex.synchronize()
         if isinstance(net, LSTM):
-            g_c = None if g_c is None else _host_array(g_c, f"{what} c_n", ex.dtype)
             report = net.backward(g_seq, g_h, g_c)
         else:
             report = net.backward(g_seq, g_h)
         ex.last_report = report
-        dx = torch.from_numpy(net.input_grad)
-        dh0 = torch.from_numpy(net.h0_grad) if ctx.needs_input_grad[2] else None
-        dc0 = (torch.from_numpy(net.c0_grad)
+        dx = ex.tensor(net.input_grad)
+        dh0 = ex.tensor(net.h0_grad) if ctx.needs_input_grad[2] else None
+        dc0 = (ex.tensor(net.c0_grad)
                if ctx.needs_input_grad[3] and isinstance(net, LSTM) else None)
         return (None, dx, dh0, dc0) + ex.grad_views()
 
 
 class Module(torch.nn.Module):
-    """A vgkern MLP, LSTM or RNN (CPU) as a torch.nn.Module, backed by a torch.autograd.Function.
+    """A vgkern MLP, LSTM or RNN as a torch.nn.Module, backed by a torch.autograd.Function.
 
     net: the vgkern net; its memory is the module's (module.net is it): parameters are
         nn.Parameters viewing net.params, gradients views of net.grads (see vgkern.torch's
@@ -210,13 +239,11 @@ class Module(torch.nn.Module):
       (h_n: (1, B, H), c_n: (1, B, H))), as torch.nn.LSTM.
     - RNN: module(x, hx=None), hx = h0: (1, B, H) -> (output, h_n: (1, B, H)), as torch.nn.RNN.
     Gradients flow from every output used (output sequence, h_n, c_n) to x, hx and the
-    parameters. Inputs must be CPU tensors of the net's dtype (never cast silently).
+    parameters. Inputs must be tensors on the net's device (CPU or CUDA) with its dtype (never
+    cast silently); outputs are on the same device.
 
     After each backward, module.last_report holds the net's GradReport (MLP) or SequenceReport
     (LSTM/RNN) of that backward; None before the first.
-
-    CUDA nets (device="cuda") are refused with NotImplementedError: the net's device buffers
-    are reachable from Python only as host copies, so torch parameters cannot share them yet.
     """
 
     def __init__(self, net: Union[MLP, LSTM, RNN], *, batch_first: Optional[bool] = None):
@@ -224,12 +251,9 @@ class Module(torch.nn.Module):
         if not isinstance(net, (MLP, LSTM, RNN)):
             raise TypeError("vgkern.torch.Module: net must be a vgkern.MLP, LSTM or RNN, got "
                             f"{type(net).__name__}")
-        if net.device != "cpu":
-            raise NotImplementedError(
-                "vgkern.torch.Module: net must be a CPU net (device='cpu'); a CUDA net's "
-                "parameters live in device buffers that vgkern exposes only as host copies, so "
-                "torch parameters cannot share them yet. Use a CPU net, or the CUDA net "
-                "directly with CUDA tensors as inputs (DLPack / __cuda_array_interface__)")
+        if net.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("vgkern.torch.Module: net is a CUDA net, but this PyTorch has no "
+                               "CUDA device (torch.cuda.is_available() is False); use a CPU net")
         recurrent = isinstance(net, (LSTM, RNN))
         if batch_first is not None and not recurrent:
             raise ValueError("vgkern.torch.Module: batch_first is for LSTM/RNN nets; an MLP takes "
@@ -241,9 +265,11 @@ class Module(torch.nn.Module):
                             f"{batch_first!r}")
         self.batch_first = batch_first
         self._ex = _Exchange(net)
-        if recurrent:
-            for name in ("weight_ih", "weight_hh", "bias"):
-                self.register_parameter(name, self._ex.parameter(getattr(net, name)))
+        if recurrent:  # the layout of vgkern.recurrent: weight_ih, weight_hh, bias, back to back
+            G, I, H = net._gates * net.hidden_size, net.input_size, net.hidden_size
+            for name, offset, shape in (("weight_ih", 0, (G, I)), ("weight_hh", G * I, (G, H)),
+                                        ("bias", G * (I + H), (G,))):
+                self.register_parameter(name, self._ex.parameter(offset, shape))
         else:
             self._register_mlp(net)
         self._ex.finish(self.parameters())
@@ -254,19 +280,23 @@ class Module(torch.nn.Module):
         bn_beta_l (d_{l+1},) (affine batch norm) and the buffers running_mean_l, running_var_l,
         l = layer index, in the order of the flat buffer."""
         layout = net._core.layout
-        bn_layers = [l for l in range(net.num_layers) if layout[l]["running"] >= 0]
-        affine = [l for l in bn_layers if layout[l]["gamma"] >= 0]
-        views = {"weight": dict(enumerate(net.weights)), "bias": dict(enumerate(net.biases)),
-                 "bn_gamma": dict(zip(affine, net.bn_gammas)),
-                 "bn_beta": dict(zip(affine, net.bn_betas))}
         kinds = {"weight": "weight", "bias": "bias", "bn_gamma": "gamma", "bn_beta": "beta"}
-        entries = sorted((layout[l][kinds[name]], name, l) for name, per_layer in views.items()
-                         for l, view in per_layer.items() if view.size)
-        for _, name, l in entries:  # flat-buffer order
-            self.register_parameter(f"{name}_{l}", self._ex.parameter(views[name][l]))
-        for l, mean, var in zip(bn_layers, net.running_means, net.running_vars):
-            self.register_buffer(f"running_mean_{l}", torch.from_numpy(mean))
-            self.register_buffer(f"running_var_{l}", torch.from_numpy(var))
+        entries = []  # (offset, name, l, shape)
+        for l in range(net.num_layers):
+            d_in, d_out = net.sizes[l], net.sizes[l + 1]
+            for name, kind in kinds.items():
+                if layout[l][kind] >= 0:
+                    shape = (d_out, d_in) if kind == "weight" else (d_out,)
+                    entries.append((layout[l][kind], name, l, shape))
+        for offset, name, l, shape in sorted(entries):  # flat-buffer order
+            self.register_parameter(f"{name}_{l}", self._ex.parameter(offset, shape))
+        bn_layers = [l for l in range(net.num_layers) if layout[l]["running"] >= 0]
+        if bn_layers:
+            means, variances = self._ex.buffer("running_means"), self._ex.buffer("running_vars")
+            for l in bn_layers:
+                start, stop = layout[l]["running"], layout[l]["running"] + net.sizes[l + 1]
+                self.register_buffer(f"running_mean_{l}", means[start:stop])
+                self.register_buffer(f"running_var_{l}", variances[start:stop])
 
     @property
     def net(self) -> Union[MLP, LSTM, RNN]:
