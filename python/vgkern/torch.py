@@ -32,10 +32,13 @@ Memory:
   in between is not detected: don't.
 - double backward (create_graph=True through the net) raises RuntimeError: vgkern's backward
   is not differentiable.
-- CUDA nets take and return CUDA tensors, exchanged without copies: inputs through their
-  __cuda_array_interface__, outputs and gradients (vgkern.CudaArray) through DLPack. Before
-  each native call torch's current stream is synchronized (the optimizer's pending updates of
-  the shared parameters must have landed); vgkern's calls return synchronized.
+- CUDA nets take and return CUDA tensors. Parameters, gradients and running statistics are
+  the net's device buffers (vgkern.CudaArray views, through DLPack: never copied); inputs and
+  upstream gradients are read in place (__cuda_array_interface__). The outputs and input
+  gradients come back from vgkern's CUDA nets as host arrays, which the module copies to the
+  device (one (B, d_L) and one (B, d_0) copy per step for an MLP). Before each native call
+  torch's current stream is synchronized (the optimizer's pending updates of the shared
+  parameters must have landed); vgkern's calls return synchronized.
 """
 from typing import Any, Optional, Union
 
@@ -94,9 +97,13 @@ class _Exchange:
         return torch.from_dlpack(self.net._core.device_buffer(name))
 
     def tensor(self, array) -> torch.Tensor:
-        """A result of the net (numpy on the CPU, vgkern.CudaArray on CUDA) as a tensor on the
-        same memory."""
-        return torch.from_numpy(array) if self.device == "cpu" else torch.from_dlpack(array)
+        """A result of the net as a tensor on the net's device: a numpy array on the same memory
+        (CPU), a vgkern.CudaArray through DLPack (no copy); a CUDA net's host results (its
+        forward and backward return numpy arrays) are copied to the device."""
+        if not isinstance(array, np.ndarray):
+            return torch.from_dlpack(array)
+        t = torch.from_numpy(array)
+        return t if self.device == "cpu" else t.to(self.flat_params.device)
 
     def synchronize(self) -> None:
         """CUDA: torch's queued work (optimizer updates of the shared buffers, the inputs) done."""
