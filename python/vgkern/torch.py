@@ -380,6 +380,7 @@ class Module(torch.nn.Module):
         return _rebuild, (self.net, self.batch_first, self.training)
 
     def extra_repr(self) -> str:
+        """The wrapped net's repr (what print(model) shows inside the module's brackets)."""
         return repr(self.net) + (", batch_first=True" if self.batch_first else "")
 
 
