@@ -149,18 +149,31 @@ inline py::array net_buffer(py::object owner, NetBase& net, NetBuffer which) {
 
 // values (a flat array of the net's dtype, checked by the Python caller) into entries
 // [offset, offset + values.size) of the buffer named `name`.
+inline NetBuffer net_buffer_named(const char* op, const std::string& name) {
+  if (name == "params") return NetBuffer::params;
+  if (name == "grads") return NetBuffer::grads;
+  if (name == "running_means") return NetBuffer::running_means;
+  if (name == "running_vars") return NetBuffer::running_vars;
+  fail<ValueError>(op, ": no buffer named '", name, "'");
+}
+
 inline void write_net_buffer(NetBase& net, const std::string& name, int64_t offset,
                              py::handle values) {
-  NetBuffer which;
-  if (name == "params") which = NetBuffer::params;
-  else if (name == "grads") which = NetBuffer::grads;
-  else if (name == "running_means") which = NetBuffer::running_means;
-  else if (name == "running_vars") which = NetBuffer::running_vars;
-  else fail<ValueError>("write: no buffer named '", name, "'");
+  const NetBuffer which = net_buffer_named("write", name);
   const TensorView v = view_of(values, "write", name.c_str());
   check_dtype("write", name.c_str(), v, net.dtype());
   py::gil_scoped_release release;
   net.copy_from_host(which, offset, v.numel(), v.data);
+}
+
+// A CUDA net's buffer `name` as a flat vgkern.CudaArray viewing the net's device memory (no
+// copy; DLPack hands it to torch as the same memory); `owner` (the Python core) is kept alive.
+inline py::object device_buffer_view(py::object owner, NetBase& net, const std::string& name) {
+  const NetBuffer which = net_buffer_named("device_buffer", name);
+  if (net.device() != Device::cuda)
+    fail<ValueError>("device_buffer: the net is on the CPU, where its buffers are numpy views "
+                     "already (params, grads, ...)");
+  return borrowed_cuda_array(net.dtype(), {net.buffer_size(which)}, net.buffer(which), owner);
 }
 
 // A new output shaped `shape`, on the device of `like` (numpy on the CPU, a CudaArray on CUDA).

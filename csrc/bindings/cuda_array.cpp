@@ -17,9 +17,15 @@ namespace py = pybind11;
 
 struct CudaArray {
   DeviceArray<unsigned char> memory;
+  // A view of another object's device memory (a net's buffer) instead of `memory`; `owner`
+  // keeps that object alive as long as this array (or a DLPack consumer of it) lives.
+  void* borrowed = nullptr;
+  std::shared_ptr<void> owner;
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
   int device = 0;
+
+  void* data() const { return borrowed ? borrowed : memory.data(); }
 
   int64_t numel() const {
     int64_t n = 1;
@@ -69,7 +75,7 @@ void delete_holder(DLManagedTensor* tensor) {
 py::capsule to_dlpack(const std::shared_ptr<CudaArray>& a) {
   auto* holder = new DLPackHolder{a, a->shape, {}};
   DLTensor& t = holder->tensor.dl_tensor;
-  t.data = a->memory.data();
+  t.data = a->data();
   t.device = {kDLCUDA, a->device};
   t.ndim = static_cast<int32_t>(a->shape.size());
   t.dtype = {2, static_cast<uint8_t>(8 * a->item_size()), 1};
@@ -115,6 +121,24 @@ py::object new_cuda_array(DType dtype, const std::vector<int64_t>& shape, Tensor
   return py::cast(a);
 }
 
+py::object borrowed_cuda_array(DType dtype, const std::vector<int64_t>& shape, void* data,
+                               py::object owner) {
+  auto a = std::make_shared<CudaArray>();
+  a->dtype = dtype;
+  a->shape = shape;
+  VGKERN_CUDA_CHECK(cudaGetDevice(&a->device));
+  a->borrowed = data;
+  // The last reference may go from a thread without the GIL (a DLPack consumer's deleter, e.g.
+  // in torch's autograd worker): take it to release the owner; after interpreter shutdown the
+  // reference is left (there is nothing to release it into).
+  a->owner = std::shared_ptr<void>(new py::object(std::move(owner)), [](void* p) {
+    if (!Py_IsInitialized()) return;
+    py::gil_scoped_acquire gil;
+    delete static_cast<py::object*>(p);
+  });
+  return py::cast(a);
+}
+
 void bind_cuda_array(py::module_& m) {
   py::class_<CudaArray, std::shared_ptr<CudaArray>>(m, "CudaArray")
       .def_property_readonly("shape",
@@ -126,7 +150,7 @@ void bind_cuda_array(py::module_& m) {
             py::dict d;
             d["shape"] = py::tuple(py::cast(a.shape));
             d["typestr"] = a.dtype == DType::f32 ? "<f4" : "<f8";
-            d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(a.memory.data()), false);
+            d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(a.data()), false);
             d["strides"] = py::none();
             d["stream"] = py::none();  // vgkern's ops synchronise before they return
             d["version"] = 3;
@@ -144,7 +168,7 @@ void bind_cuda_array(py::module_& m) {
              TensorView view;
              py::array host = new_array(a.dtype, a.shape, &view);
              if (a.numel() > 0)
-               VGKERN_CUDA_CHECK(cudaMemcpy(view.data, a.memory.data(), a.numel() * a.item_size(),
+               VGKERN_CUDA_CHECK(cudaMemcpy(view.data, a.data(), a.numel() * a.item_size(),
                                             cudaMemcpyDeviceToHost));
              return host;
            },

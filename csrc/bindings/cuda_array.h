@@ -15,5 +15,9 @@ namespace vgkern {
 void bind_cuda_array(pybind11::module_& m);
 // A new C-contiguous device array and its view (device memory, current device).
 pybind11::object new_cuda_array(DType dtype, const std::vector<int64_t>& shape, TensorView* view);
+// A C-contiguous device array over memory that `owner` owns (a net's device buffer): no copy;
+// the array keeps `owner` alive (current device).
+pybind11::object borrowed_cuda_array(DType dtype, const std::vector<int64_t>& shape, void* data,
+                                     pybind11::object owner);
 
 }  // namespace vgkern

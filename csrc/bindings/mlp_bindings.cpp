@@ -96,6 +96,11 @@ void bind_mlp(py::module_& m) {
       .def("write", [](PyMLP& self, const std::string& buffer, int64_t offset,
                        py::handle values) { write_net_buffer(*self.net, buffer, offset, values); },
            py::arg("buffer"), py::arg("offset"), py::arg("values"))
+      .def("device_buffer",
+           [](py::object self, const std::string& name) {
+             return device_buffer_view(self, *self.cast<PyMLP&>().net, name);
+           },
+           py::arg("name"))
       .def("check_batch", [](PyMLP& self, int64_t rows) { self.net->check_batch(rows); })
       .def(
           "forward",

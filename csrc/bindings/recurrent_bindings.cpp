@@ -183,6 +183,11 @@ void bind_recurrent(py::module_& m) {
                                auto& net = *self.cast<PyRecurrent&>().net;
                                return net_buffer(self, net, NetBuffer::grads);
                              })
+      .def("device_buffer",
+           [](py::object self, const std::string& name) {
+             return device_buffer_view(self, *self.cast<PyRecurrent&>().net, name);
+           },
+           py::arg("name"))
       .def("check_sequence",
            [](PyRecurrent& self, const std::string& op, int64_t steps, int64_t rows) {
              self.net->check_sequence(op.c_str(), steps, rows);

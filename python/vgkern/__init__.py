@@ -39,11 +39,12 @@ from .info import package_version as _package_version  # noqa: E402
 
 def __getattr__(name: str) -> Any:
     """vgkern.theory (mean-field predictions) is imported on first use: it loads SciPy's
-    quadrature, which `import vgkern` does not need."""
-    if name == "theory":
+    quadrature, which `import vgkern` does not need. So is vgkern.torch (nets as
+    torch.nn.Modules), which needs PyTorch."""
+    if name in ("theory", "torch"):
         import importlib
 
-        return importlib.import_module(".theory", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'vgkern' has no attribute {name!r}")
 
 

@@ -106,18 +106,71 @@ def shape_of(value):
     return tuple(value.__cuda_array_interface__["shape"])
 
 
+_DLPACK_HOST_DEVICES = (1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
+
+
+def as_array(value, what, keep_device_arrays=False, refuse_others=True):
+    """`value` as an array vgkern reads: a numpy array as it is; a device array
+    (__cuda_array_interface__: CuPy, PyTorch, Numba, vgkern.CudaArray) as it is where
+    `keep_device_arrays` (refused otherwise); any other array on the host as a numpy array,
+    without a copy where its producer allows: through DLPack (np.from_dlpack: CPU torch
+    tensors, JAX, ...) or else __array__ (np.asarray). dtype and layout are kept as they are,
+    so that the caller's checks refuse what they refuse for numpy (no silent casts). Tensors
+    that require grad are refused, as torch's own .numpy() refuses them: vgkern's plain API is
+    outside torch's autograd (vgkern.torch.Module is the way in). Anything else (a list, a str)
+    is refused (TypeError), or returned as it is where not `refuse_others`, for the native
+    checks to name."""
+    if isinstance(value, np.ndarray):
+        return value
+    if getattr(value, "requires_grad", False) is True:
+        raise ValueError(f"{what} requires grad: vgkern's arrays are outside torch's autograd, so "
+                         "gradients would not flow through it. Pass .detach() (no copy), or wrap "
+                         "the net in vgkern.torch.Module to backpropagate through it")
+    if is_device_array(value):
+        if keep_device_arrays:
+            return value
+        raise TypeError(f"{what} must be a numpy.ndarray or another array in host memory, got a "
+                        f"device array ({type(value).__name__}); copy it to the host (e.g. "
+                        "tensor.cpu()), or use a net or op on device='cuda'")
+    if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+        device_type = int(value.__dlpack_device__()[0])
+        if device_type not in _DLPACK_HOST_DEVICES:
+            raise TypeError(f"{what} must be a numpy.ndarray or another array in host memory, "
+                            f"got a {type(value).__name__} on DLPack device type {device_type} "
+                            "(vgkern reads device arrays through __cuda_array_interface__ only); "
+                            "copy it to the host first")
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, TypeError, RuntimeError, ValueError) as err:
+            if not hasattr(value, "__array__"):
+                raise TypeError(f"{what}: cannot read the {type(value).__name__} through DLPack "
+                                f"({err}); pass a float32 or float64 numpy array") from None
+    if hasattr(value, "__array__"):
+        try:
+            return np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{what}: cannot read the {type(value).__name__} as an array ({err}); "
+                            "pass a numpy array") from None
+    if not refuse_others:
+        return value
+    raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__} (or another "
+                    "array exposing __dlpack__ or __array__, e.g. a CPU torch.Tensor)")
+
+
 def array_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None, device="cpu"):
     """A numpy array, C-contiguous (copied on purpose if not). A non-contiguous array is checked
     first (dtype; shape, where `shape` gives a size, None for any; then `before_copy(shape)`,
     e.g. the net's workspace check) so that a refused one is never copied; contiguous ones are
     checked natively. For a CUDA net also a device array (__cuda_array_interface__: CuPy,
-    PyTorch, Numba, JAX), used in place (C-contiguous, dtype and shape checked natively)."""
-    if device == "cuda" and is_device_array(value):
-        if len(shape_of(value)) != ndim:
-            raise ValueError(f"{what} must have {ndim} dimensions, got shape {shape_of(value)}")
-        return value
+    PyTorch, Numba, JAX), used in place (C-contiguous, dtype and shape checked natively).
+    Other host arrays (CPU torch tensors, anything with __dlpack__ or __array__) are read as
+    numpy arrays first, without a copy where they allow it (as_array)."""
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{what} must be a numpy.ndarray, got {type(value).__name__}")
+        value = as_array(value, what, keep_device_arrays=device == "cuda")
+        if not isinstance(value, np.ndarray):  # a device array, for a CUDA net
+            if len(shape_of(value)) != ndim:
+                raise ValueError(f"{what} must have {ndim} dimensions, got shape {shape_of(value)}")
+            return value
     if value.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
     if value.flags.c_contiguous:

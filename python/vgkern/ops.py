@@ -1,5 +1,7 @@
 """Low-level fused ops, numpy in / numpy out, for composing your own nets. All arrays share one
 dtype (float32 or float64; never cast silently); non-contiguous inputs are copied on purpose.
+Other host arrays (CPU torch tensors, anything with __dlpack__ or __array__) are read as numpy
+arrays without a copy where they allow it; outputs are numpy arrays.
 
 activation_forward(z, activation, alpha=1.0) -> (h, dact)
     z (N, C) (2-D) -> h = act(z), dact = act'(z) (N, C)        [dact: saved for backward]
@@ -59,6 +61,12 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
+def _host_or_device(a, what):
+    """numpy and device arrays as they are; other arrays (CPU torch tensors, anything with
+    __dlpack__ or __array__) as numpy arrays, without a copy where they allow it."""
+    return _checks.as_array(a, what, keep_device_arrays=True, refuse_others=False)
+
+
 def _to_host(result):
     if isinstance(result, tuple):
         return tuple(_to_host(r) for r in result)
@@ -71,6 +79,7 @@ def _run(op, fn, arrays, names, device, *rest, in_place=()):
     None entries of `arrays` are optional arguments left out; the names in `in_place` are
     updated by the op (never copied on the CPU; copied back after a device="cuda" run)."""
     device = _checks.device(op, device, optional=True)
+    arrays = [_host_or_device(a, f"{op}: {n}") for a, n in zip(arrays, names)]
     on_device = [n for a, n in zip(arrays, names) if _checks.is_device_array(a)]
     if device == "cpu" and on_device:
         raise ValueError(f"{op}: device='cpu' but {on_device[0]} is a device array")
@@ -144,7 +153,7 @@ def cross_entropy_loss(logits: ArrayLike, labels: ArrayLike, device: Optional[st
     """logits: (B, C), labels: (B,) integers in [0, C) -> (loss, dlogits): softmax
     cross-entropy averaged over the batch and dlogits: (B, C)."""
     return _run("cross_entropy_loss", _core.cross_entropy_loss, [logits], ["logits"], device,
-                _c(labels))
+                _c(_host_or_device(labels, "cross_entropy_loss: labels")))
 
 
 def batchnorm_forward(x: ArrayLike, gamma: Optional[ArrayLike], beta: Optional[ArrayLike],
@@ -234,6 +243,7 @@ def rnn_cell_backward(dh: ArrayLike, h: ArrayLike, x: ArrayLike, h_prev: ArrayLi
 
 def sum_squares_norm(a: ArrayLike, device: Optional[str] = None) -> float:
     """The Frobenius norm of a: (any shape) in float64, without under- or overflow."""
+    a = _host_or_device(a, "sum_squares_norm: a")
     if isinstance(a, np.ndarray) and a.ndim == 0:
         a = a.reshape(1)  # the norm of a scalar is its absolute value
     return _run("sum_squares_norm", _core.sum_squares_norm, [a], ["a"], device)
