@@ -253,6 +253,9 @@ class MLP(NativeParameters):
                                 before_copy=self._check_batch, device=self.device)
         rows = _checks.shape_of(x)[0]
         if loss == "mse":
+            labels_error = _checks.integer_target("MLP.step: target", target)
+            if labels_error is not None:
+                raise labels_error
             target = _checks.array_input(target, "MLP.step: target", dtype=self.dtype,
                                          shape=(rows, self.sizes[-1]), device=self.device)
         else:  # integer labels of any integer dtype (converted natively), on the host
@@ -260,6 +263,18 @@ class MLP(NativeParameters):
         value, self.last_output, table, self.input_grad = self._core.step(
             x, target, loss, log_scale, compute_input_grad)
         return GradReport(table, loss=value)
+
+    def evaluate(self, x, labels):
+        """Held-out loss and accuracy, without gradients or statistics -> (loss, accuracy).
+
+        x: (B, sizes[0]) with the net's dtype; labels: (B,) integer classes in [0, sizes[-1]).
+        loss: the mean softmax cross entropy of the outputs (float64); accuracy: the fraction of
+        examples whose largest output is the label. Batch norm uses its running statistics; the
+        parameters, gradients, mode and running statistics stay as they were, but the
+        activations saved for a backward are overwritten (vgkern.evaluation says more)."""
+        from .evaluation import evaluate_mlp
+
+        return evaluate_mlp(self, x, labels)
 
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "

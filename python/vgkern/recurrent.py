@@ -133,6 +133,19 @@ class _Recurrent(NativeParameters):
         self.last_output = results[0]
         return self._report(results, value)
 
+    def evaluate(self, x_seq, labels, readout):
+        """Held-out loss and accuracy of a classifier made of this net and `readout`, an MLP
+        (sizes[0] = hidden_size, the net's dtype) on the last hidden state h_T, without
+        gradients or statistics -> (loss, accuracy).
+
+        x_seq: (T, B, I); labels: (B,) integer classes in [0, readout.sizes[-1]).
+        loss: the mean softmax cross entropy of readout(h_T) (float64); accuracy: the fraction
+        of examples whose largest output is the label. Parameters, gradients and switches stay
+        as they were; the activations saved for a backward are overwritten."""
+        from .evaluation import evaluate_recurrent
+
+        return evaluate_recurrent(self, x_seq, labels, readout)
+
 
     # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
     @classmethod
