@@ -12,6 +12,7 @@ training split's mean and standard deviation (pixels constant in the training sp
 standard deviation 1), so the test split carries nothing of its own into the scaling.
 """
 import functools
+import math
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from . import _checks
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
 DIGITS_FEATURES, DIGITS_CLASSES, DIGITS_EXAMPLES = 64, 10, 1797
+DIGITS_TEST_EXAMPLES = math.ceil(TEST_FRACTION * DIGITS_EXAMPLES)  # 360, as train_test_split
+DIGITS_TRAIN_EXAMPLES = DIGITS_EXAMPLES - DIGITS_TEST_EXAMPLES     # 1437
 DIGITS_ROWS = 8  # sequence=True reads an image row by row: T = 8 steps of 8 pixels
 
 
