@@ -11,7 +11,7 @@
 
 #include "ops/optim.h"
 
-#if defined(__CUDACC__) || defined(VGKERN_CUDA_EMULATE)
+#ifdef __CUDACC__  // (emulated CUDA: plain C++, as the CPU build)
 #define VGKERN_OPTIM_HD __host__ __device__
 #else
 #define VGKERN_OPTIM_HD
