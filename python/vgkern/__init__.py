@@ -13,6 +13,7 @@ from ._blas import connect_scipy_blas
 connect_scipy_blas(_core)
 
 from . import ops  # noqa: E402
+from . import optim  # noqa: E402
 from .info import (  # noqa: E402
     blas_threads, build_info, cuda_available, flush_denormal, set_flush_denormal)
 from ._cuda import to_device  # noqa: E402
@@ -64,6 +65,7 @@ __all__ = [
     "flush_denormal",
     "set_flush_denormal",
     "ops",
+    "optim",
     "SweepInterrupted",
     "plot_gain_vs_depth",
     "plot_gradient_heatmap",

@@ -189,6 +189,7 @@ class MLP(NativeParameters):
                              f"sigma_b={sigma_b!r}); use a smaller scale")
         if self.device != "cpu":
             self._core.write("params", 0, flat)
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     @property
     def num_layers(self):
@@ -366,7 +367,8 @@ class MLP(NativeParameters):
         an error naming the module and its position (vgkern.torch_convert lists the rules)."""
         from . import torch_convert
 
-        return torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
+        net = torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
+        return net.set_reference()  # the module's weights are W0 (vgkern.optim)
 
     def to_torch(self):
         """The equivalent torch.nn.Sequential (CPU, this net's dtype and train/eval mode)."""

@@ -157,8 +157,9 @@ class _Recurrent(NativeParameters):
         (T, B, I): the conversion is of the weights."""
         from . import torch_convert
 
-        return torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
-                                                  stats=stats)
+        net = torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
+                                                 stats=stats)
+        return net.set_reference()  # the module's weights are W0 (vgkern.optim)
 
     def to_torch(self):
         """The equivalent torch.nn.LSTM / torch.nn.RNN (CPU, this net's dtype; bias_ih_l0 =
@@ -206,6 +207,7 @@ class LSTM(_Recurrent):
         bias = np.array(self.bias)
         bias[self.hidden_size:2 * self.hidden_size] += forget_bias
         self.bias = bias
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     def forward(self, x_seq, h0=None, c0=None):
         """x_seq (T, B, I) -> (h_seq (T, B, H), (h_T, c_T)); h0, c0 (B, H) default to zeros."""
@@ -244,6 +246,7 @@ class RNN(_Recurrent):
                  stats=True, device="cpu"):
         nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, RNN_NONLINEARITIES)
         super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     def _build(self, **config):
         self.nonlinearity = config["nonlinearity"]
