@@ -26,12 +26,19 @@ from .report import GradReport, SequenceReport
 TEST_COLUMNS = ("test_loss", "test_accuracy")
 
 
-def _tuple_getter(names):
-    """names -> a function of a report returning the tuple of those attributes."""
-    if len(names) == 1:
-        name = names[0]
-        return lambda rep: (getattr(rep, name),)
-    return operator.attrgetter(*names)
+class _TupleGetter:
+    """report -> the tuple of the named attributes (picklable, unlike a lambda)."""
+
+    def __init__(self, names):
+        self.names = tuple(names)
+        self._get = operator.attrgetter(*self.names)
+
+    def __call__(self, rep):
+        values = self._get(rep)
+        return values if len(self.names) > 1 else (values,)
+
+    def __reduce__(self):
+        return type(self), (self.names,)
 
 
 class History:
@@ -61,6 +68,7 @@ class History:
         self._capacity = int(capacity)
         self._n = 0
         self._array_fields = self._scalar_fields = None  # from the first report
+        self._steps = np.zeros(0, dtype=np.int64)
 
     # ---- recording -------------------------------------------------------------------------
 
@@ -70,8 +78,8 @@ class History:
         self._array_fields = tuple(n for n in slots if np.ndim(getattr(rep, n)) == 1)
         self._scalar_fields = tuple(n for n in slots if np.ndim(getattr(rep, n)) == 0)
         self._order = tuple(slots)
-        self._get_arrays = _tuple_getter(self._array_fields)
-        self._get_scalars = _tuple_getter(self._scalar_fields)
+        self._get_arrays = _TupleGetter(self._array_fields)
+        self._get_scalars = _TupleGetter(self._scalar_fields)
         if self.num_rows is None:
             self.num_rows = len(rep)
         cap = self._capacity
@@ -123,7 +131,7 @@ class History:
     @property
     def steps(self) -> np.ndarray:
         """steps: (records,) int64, the recorded step numbers in recording order (a copy)."""
-        return self._steps[:self._n].copy() if self._n else np.zeros(0, np.int64)
+        return self._steps[:self._n].copy()
 
     @property
     def columns(self) -> tuple:
