@@ -22,6 +22,8 @@ CudaArray = getattr(_core, "CudaArray", None)  # device arrays (builds with CUDA
 from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
 from .recurrent import LSTM, RNN  # noqa: E402
 from .report import GradReport, SequenceReport  # noqa: E402
+from .history import History  # noqa: E402
+from . import datasets  # noqa: E402  (vgkern.datasets.digits: sklearn's, imported when called)
 
 # Sweeps and plots: pandas, pyarrow, matplotlib, tqdm, scikit-learn and dask are imported only
 # when used (pip install 'vgkern[sweep]'), so `import vgkern` needs numpy and scipy only.
@@ -32,6 +34,7 @@ from .sweeps import (  # noqa: E402
 from .plots import (  # noqa: E402
     plot_gain_vs_depth, plot_gradient_heatmap, plot_gradient_norms, plot_sweep,
 )
+from .plots_training import plot_training  # noqa: E402
 
 from .info import package_version as _package_version  # noqa: E402
 
@@ -54,6 +57,7 @@ __all__ = [
     "LOSSES",
     "MLP",
     "GradReport",
+    "History",
     "LSTM",
     "RNN",
     "SequenceReport",
@@ -71,9 +75,11 @@ __all__ = [
     "plot_gradient_heatmap",
     "plot_gradient_norms",
     "plot_sweep",
+    "plot_training",
     "read_results",
     "sweep",
     "sweep_configs",
     "sweep_summary",
+    "datasets",
     "theory",
 ]
