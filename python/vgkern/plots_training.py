@@ -54,7 +54,7 @@ def _use_log_scale(values, stat, log):
         return bool(log)
     finite = values[np.isfinite(values)]
     return (not stat.startswith("log10_") and finite.size > 0 and (finite > 0).all()
-            and finite.max() > 100 * finite.min())
+            and finite.max() > 10 * finite.min())
 
 
 def _draw_stat(ax, rows, stat, index, log, colormap):
@@ -92,7 +92,7 @@ def plot_training(results, stat: str = "weight_change", path=None, *, where=None
         "update_ratio" ... spelled as the report's fields ("weight_update_ratio",
         "log10_preact_grad_norm", "weight_ih_change", "loss").
     where: {column: value or list} keeps only matching rows first (as the other plots).
-    log: a log y axis (None: when the values are positive and span more than 100x).
+    log: a log y axis (None: when the values are positive and span more than 10x).
     path: where to save the figure (.png, .pdf, .svg), if given. fig: a matplotlib Figure or
         SubFigure to draw into. Returns the Figure.
     """
