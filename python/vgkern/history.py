@@ -8,12 +8,14 @@
 
 record() copies the report's arrays into preallocated float64 columns that double in size when
 full (amortised O(1) per step, no pandas, no allocation per step); to_pandas() builds the table
-once. Calling rep.to_pandas() every step instead costs about 5x the training step itself.
+once. Calling rep.to_pandas() every step instead makes training about 5x slower.
 
 Cost, measured with `python bench/bench_history.py` (a 20-layer 64-wide tanh MLP on the digits,
-batch 128, 200 steps; blocks of steps with and without record() interleaved, medians): recording
-adds well under 5 % to the training time (the script prints the ratio; the test suite does not
-assert speed).
+batch 128, plain SGD with its update statistics, blocks of 200 steps with and without record()
+interleaved, and record() timed alone; BLAS 1 thread), on a shared, loaded 2-core machine: one
+record() of a GradReport took 24 us against a 3.7 ms training step (0.66 %; the loops with and
+without it were within noise), while rep.to_pandas() every step added about 400 %. The test
+suite does not assert speed.
 """
 import math
 import numbers
