@@ -7,7 +7,7 @@ import pytest
 
 import vgkern
 from vgkern import datasets
-from vgkern.evaluation import cross_entropy_accuracy
+from vgkern._evaluation import cross_entropy_accuracy
 
 sklearn = pytest.importorskip("sklearn")
 

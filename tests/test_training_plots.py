@@ -9,7 +9,7 @@ import pytest
 
 import vgkern
 from vgkern import cli
-from vgkern.cli_training import summary_at_step
+from vgkern._cli_training import summary_at_step
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")

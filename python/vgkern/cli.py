@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 
-from . import cli_training  # demo --train, plot --over steps, summary --step
+from . import _cli_training  # demo --train, plot --over steps, summary --step
 from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
 
 _BOOLS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
@@ -276,8 +276,8 @@ def cmd_plot(args, stream=None):
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise _Fail(f"-o {args.output}: the folder {out_dir!r} does not exist or is not writable")
     table = read_results(args.results)
-    if args.over == "steps":  # vgkern.cli_training: a statistic over the training steps
-        from .cli_training import plot_over_steps
+    if args.over == "steps":  # vgkern._cli_training: a statistic over the training steps
+        from ._cli_training import plot_over_steps
 
         plot_over_steps(args, table, where or None)
     else:
@@ -293,7 +293,7 @@ def cmd_summary(args, stream=None):
 
     if not os.path.isfile(args.results):
         raise _Fail(f"no such results file: {args.results!r}")
-    from .cli_training import summary_at_step
+    from ._cli_training import summary_at_step
 
     summary = summary_at_step(sweep_summary(read_results(args.results)), args.step)
     _print_summary(summary, stream, limit=args.limit, step=args.step)
@@ -414,7 +414,7 @@ def main(argv=None):
                         help="the PNG to write (default vgkern-demo.png; '' for none)")
     p_demo.add_argument("--out", help="also save the results table (.parquet or .csv)")
     p_demo.add_argument("--workers", type=int, help="threads (default: the number of cores)")
-    cli_training.add_demo_options(p_demo)
+    _cli_training.add_demo_options(p_demo)
 
     p_sweep = sub.add_parser(
         "sweep", help="run a grid of configurations; per-layer statistics to Parquet/CSV",
@@ -460,14 +460,14 @@ def main(argv=None):
     p_plot.add_argument("--where", nargs="+", metavar="KEY=V[,V]",
                         help="keep only rows with these values, e.g. init=he_normal batch_norm=off")
     p_plot.add_argument("--dpi", type=int, default=120)
-    cli_training.add_plot_options(p_plot)
+    _cli_training.add_plot_options(p_plot)
 
     p_sum = sub.add_parser("summary", help="per-configuration gain and first/last ratio of a "
                            "results file")
     p_sum.add_argument("results")
     p_sum.add_argument("-o", "--output", help="write the summary table (.parquet or .csv)")
     p_sum.add_argument("--limit", type=int, default=200, help="lines to print (default 200)")
-    cli_training.add_summary_options(p_sum)
+    _cli_training.add_summary_options(p_sum)
 
     p_theory = sub.add_parser("theory", help="mean-field predictions: q*, chi1, depth scales and "
                               "the edge of chaos for one activation over sigma_w values")
@@ -482,7 +482,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.command == "demo" and args.train:
-            return cli_training.cmd_demo_train(args)
+            return _cli_training.cmd_demo_train(args)
         if args.command == "demo":
             try:
                 depths = _parse_values("depth", "int", [args.depth])

@@ -52,8 +52,8 @@ def _digits_split(seed):
     return out
 
 
-def digits(split: str = "train", seed: int = 0, dtype="float32",
-           sequence: bool = False) -> tuple:
+def digits(split: str = "train", seed: int = 0, dtype: "str | np.dtype" = "float32",
+           sequence: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One split of sklearn's 8x8 digits -> (x, labels), new writable arrays.
 
     split: "train" (1437 images) or "test" (360), stratified by class.
@@ -86,8 +86,8 @@ def as_sequence(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), DIGITS_ROWS, DIGITS_FEATURES // DIGITS_ROWS).transpose(1, 0, 2)
 
 
-def digits_arrays(split: str = "train", seed: int = 0) -> tuple:
-    """The cached, read-only float64 arrays of digits(split, seed): x: (N, 64), labels: (N,)
-    (what a sweep draws its batches from, without a copy per call)."""
+def digits_arrays(split: str = "train", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cached, read-only float64 arrays of digits(split, seed), what a sweep draws its
+    batches from without a copy per call -> x: (N, 64), labels: (N,)."""
     split = _checks.choice("vgkern.datasets.digits_arrays: split", split, SPLITS)
     return _digits_split(_checks.size("vgkern.datasets.digits_arrays: seed", seed, low=0))[split]

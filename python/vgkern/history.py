@@ -53,7 +53,7 @@ class History:
     capacity: steps to allocate for at first (the columns double when full).
     """
 
-    def __init__(self, net, capacity: int = 64):
+    def __init__(self, net: "MLP | LSTM | RNN", capacity: int = 64):
         from .mlp import MLP
         from .recurrent import LSTM, RNN
 
@@ -99,7 +99,7 @@ class History:
             new[:self._n] = old[:self._n]
             setattr(self, name, new)
 
-    def record(self, step: int, rep, test_loss: float = math.nan,
+    def record(self, step: int, rep: "GradReport | SequenceReport", test_loss: float = math.nan,
                test_accuracy: float = math.nan) -> None:
         """Copies rep's statistics (its arrays: (rows,) each, and its floats) into the history
         as training step `step` (an integer; steps need not be consecutive or unique).
@@ -126,7 +126,7 @@ class History:
 
     # ---- reading ---------------------------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         """The number of records (steps recorded)."""
         return self._n
 
@@ -142,8 +142,9 @@ class History:
         return () if self._array_fields is None else self._order + TEST_COLUMNS
 
     def column(self, name: str) -> np.ndarray:
-        """One statistic over the records -> (records, rows) float64 for a per-row field,
-        (records,) for a per-step one (loss, test_loss, the LSTM/RNN network scalars)."""
+        """One statistic over the records -> values: (records, rows) float64 for a per-row
+        field, values: (records,) for a per-step one (loss, test_loss, the LSTM/RNN network
+        scalars). A copy."""
         n = self._n
         if self._array_fields is not None:
             if name in self._array_fields:
@@ -154,9 +155,10 @@ class History:
         raise KeyError(f"History.column: no column {name!r}; columns: "
                        f"{', '.join(self.columns) or '(none before the first record)'}")
 
-    def rows(self, columns) -> np.ndarray:
-        """The table as one float64 array (records * rows, len(columns)), rows in (record,
-        index) order; a column the history does not have is NaN (what a sweep stores)."""
+    def rows(self, columns: "Sequence[str]") -> np.ndarray:
+        """The table as one float64 array -> values: (records * rows, len(columns)), rows in
+        (record, index) order; a column the history does not have is NaN (what a sweep
+        stores)."""
         n, rows = self._n, self.num_rows or 0
         out = np.full((n * rows, len(columns)), np.nan)
         if not n:
@@ -169,7 +171,7 @@ class History:
                 out[:, j] = np.repeat(self._scalars[:n, scalar_names.index(name)], rows)
         return out
 
-    def to_pandas(self):
+    def to_pandas(self) -> "pandas.DataFrame":
         """Tidy DataFrame, one row per (record, layer) (LSTM/RNN: per (record, t)): "step", the
         index ("layer" or "t"), every report field in the report's order (per-step values
         repeated on their rows), then test_loss and test_accuracy. Needs pandas."""

@@ -265,15 +265,15 @@ class MLP(NativeParameters):
             x, target, loss, log_scale, compute_input_grad)
         return GradReport(table, loss=value)
 
-    def evaluate(self, x, labels):
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Held-out loss and accuracy, without gradients or statistics -> (loss, accuracy).
 
         x: (B, sizes[0]) with the net's dtype; labels: (B,) integer classes in [0, sizes[-1]).
         loss: the mean softmax cross entropy of the outputs (float64); accuracy: the fraction of
         examples whose largest output is the label. Batch norm uses its running statistics; the
         parameters, gradients, mode and running statistics stay as they were, but the
-        activations saved for a backward are overwritten (vgkern.evaluation says more)."""
-        from .evaluation import evaluate_mlp
+        activations saved for a backward are overwritten (vgkern._evaluation says more)."""
+        from ._evaluation import evaluate_mlp
 
         return evaluate_mlp(self, x, labels)
 

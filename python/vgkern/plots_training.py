@@ -82,8 +82,11 @@ def _draw_stat(ax, rows, stat, index, log, colormap):
     return per_row, wide.shape[1]
 
 
-def plot_training(results, stat: str = "weight_change", path=None, *, where=None,
-                  log=None, max_panels: int = 12, fig=None, dpi: int = 120):
+def plot_training(results: "History | pandas.DataFrame | pyarrow.Table | str | os.PathLike",
+                  stat: str = "weight_change", path: "str | os.PathLike | None" = None, *,
+                  where: "dict | None" = None, log: "bool | None" = None, max_panels: int = 12,
+                  fig: "matplotlib.figure.FigureBase | None" = None,
+                  dpi: int = 120) -> "matplotlib.figure.FigureBase":
     """A statistic over training steps, one curve per layer (LSTM/RNN: per time step).
 
     results: a vgkern.History, its to_pandas() table, a sweep table (DataFrame or pyarrow

@@ -133,7 +133,7 @@ class _Recurrent(NativeParameters):
         self.last_output = results[0]
         return self._report(results, value)
 
-    def evaluate(self, x_seq, labels, readout):
+    def evaluate(self, x_seq: np.ndarray, labels: np.ndarray, readout: "MLP") -> tuple[float, float]:
         """Held-out loss and accuracy of a classifier made of this net and `readout`, an MLP
         (sizes[0] = hidden_size, the net's dtype) on the last hidden state h_T, without
         gradients or statistics -> (loss, accuracy).
@@ -142,7 +142,7 @@ class _Recurrent(NativeParameters):
         loss: the mean softmax cross entropy of readout(h_T) (float64); accuracy: the fraction
         of examples whose largest output is the label. Parameters, gradients and switches stay
         as they were; the activations saved for a backward are overwritten."""
-        from .evaluation import evaluate_recurrent
+        from ._evaluation import evaluate_recurrent
 
         return evaluate_recurrent(self, x_seq, labels, readout)
 

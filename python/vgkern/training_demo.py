@@ -36,7 +36,8 @@ LEARNING_RATES = {"sigmoid": 0.003, "relu": 0.01, "elu": 0.03, "sigmoid+bn": 0.1
                   "lstm": 1.0, "rnn": 1.0}
 
 
-def grid(name, lr, steps=STEPS, batch=BATCH, seed=SEED):
+def grid(name: str, lr: "float | list[float]", steps: int = STEPS, batch: int = BATCH,
+         seed: int = SEED) -> dict:
     """The vgkern.sweep grid (a dict) of one net of the claim at learning rate lr."""
     common = dict(data="digits", width=WIDTH, batch=batch, steps=steps, lr=lr, seed=seed,
                   dtype=DTYPE, optimizer="sgd", eval_every=max(1, steps // 10))
@@ -45,7 +46,9 @@ def grid(name, lr, steps=STEPS, batch=BATCH, seed=SEED):
     return dict(**RECURRENT_NETS[name], **common)
 
 
-def run(names=None, learning_rates=None, steps=STEPS, batch=BATCH, seed=SEED, workers=1):
+def run(names: "list[str] | None" = None, learning_rates: "dict | None" = None,
+        steps: int = STEPS, batch: int = BATCH, seed: int = SEED,
+        workers: "int | None" = 1) -> "pandas.DataFrame":
     """The sweep table of the claim's nets (all of MLP_NETS and RECURRENT_NETS by default) at
     their learning rates (LEARNING_RATES unless given): one row per (net, step, layer or t),
     with a "net" column naming the net."""
@@ -64,7 +67,7 @@ def run(names=None, learning_rates=None, steps=STEPS, batch=BATCH, seed=SEED, wo
     return table
 
 
-def measure(table):
+def measure(table: "pandas.DataFrame") -> dict:
     """Per net: what the claim is about, from the last step of run()'s table -> {net: dict}.
 
     MLP: first_change, last_change (weight_change of layer 0 and of the last layer: ||W - W0||
@@ -91,7 +94,8 @@ def measure(table):
     return out
 
 
-def select_learning_rates(names=None, workers=None, stream=None):
+def select_learning_rates(names: "list[str] | None" = None, workers: "int | None" = None,
+                          stream: "TextIO | None" = None) -> dict:
     """The rule: per net, the lr of LR_GRID with the lowest mean training loss over the last
     LAST_STEPS steps (NaN: diverged, excluded) -> {net: lr}; prints every run's loss.
 
@@ -123,7 +127,8 @@ def select_learning_rates(names=None, workers=None, stream=None):
     return chosen
 
 
-def demo_train(png="vgkern-train.png", workers=None, stream=None):
+def demo_train(png: "str | None" = "vgkern-train.png", workers: "int | None" = None,
+               stream: "TextIO | None" = None) -> dict:
     """`vgkern demo --train`: trains the claim's nets (run()), prints what measure() finds
     next to the claim, and draws the weight change per layer over the steps
     (vgkern.plot_training) for the four MLPs and the LSTM/RNN input weights. Returns the

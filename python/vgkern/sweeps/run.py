@@ -24,10 +24,9 @@ from .spec import DIGITS_CLASSES, DIGITS_FEATURES, STAT_COLUMNS
 DIGITS_SPLIT_SEED = 0  # every sweep trains and tests on the same split of the digits
 
 
-def digits_data():
-    """(x (1437, 64) float64, labels (1437,) int64): the training split of
-    vgkern.datasets.digits (split seed 0), cached and read-only; sweeps draw their batches
-    from it."""
+def digits_data() -> "tuple[np.ndarray, np.ndarray]":
+    """The training split of vgkern.datasets.digits (split seed 0), cached and read-only, which
+    sweeps draw their batches from -> x: (1437, 64) float64, labels: (1437,) int64."""
     return digits_arrays("train", DIGITS_SPLIT_SEED)
 
 
@@ -184,10 +183,10 @@ def _test_split(c):
         for a in digits_arrays("test", DIGITS_SPLIT_SEED))))
 
 
-def run_config(c):
-    """Run one configuration (a dict from sweep_configs) -> float64 array (steps * L,
-    len(STAT_COLUMNS)), rows in (step, layer) order, columns STAT_COLUMNS (a vgkern.History of
-    the reports, as one array)."""
+def run_config(c: "Mapping[str, Any]") -> np.ndarray:
+    """Run one configuration (a dict from sweep_configs) -> stats: (steps * L, n_stats) float64,
+    rows in (step, layer) order, n_stats = len(STAT_COLUMNS) columns STAT_COLUMNS (a
+    vgkern.History of the reports, as one array)."""
     steps, B, W, L = c["steps"], c["batch"], c["width"], c["depth"]
     digits = c["data"] == "digits"
     nan = (math.nan, math.nan)
