@@ -181,3 +181,30 @@ def test_integer_labels_with_mse_suggest_cross_entropy():
                                          r'pass loss="cross_entropy"'):
         net.step(x[:8], y[:8])  # loss="mse" is the default
     net.step(x[:8], y[:8], loss="cross_entropy")
+
+
+def test_evaluate_and_history_on_either_device(device):
+    """evaluate and History read the same on CUDA as on the CPU (float32 tolerance: the
+    devices' GEMMs round differently)."""
+    x, y = datasets.digits("train")
+    xt, yt = datasets.digits("test")
+    results = []
+    for where in ("cpu", device):
+        net = vgkern.MLP([64, 32, 10], activation="relu", init="he_normal", seed=0,
+                         device=where, batch_norm=True)
+        opt = vgkern.optim.SGD(net, lr=0.05)
+        hist = vgkern.History(net)
+        for s in range(5):
+            rep = net.step(x[32 * s:32 * s + 32], y[32 * s:32 * s + 32], loss="cross_entropy")
+            opt.step(rep)
+            hist.record(s, rep, *net.evaluate(xt, yt))
+        assert net.training and net.stats
+        results.append(hist.to_pandas())
+    cpu, other = results
+    for name in ("loss", "test_loss", "test_accuracy", "weight_change", "preact_grad_norm"):
+        np.testing.assert_allclose(other[name], cpu[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    xs, ys = datasets.digits("test", sequence=True)
+    metrics = [vgkern.LSTM(8, 16, device=where).evaluate(
+        xs, ys, vgkern.MLP([16, 10], activation="identity", device=where))
+        for where in ("cpu", device)]
+    np.testing.assert_allclose(metrics[1], metrics[0], rtol=1e-5)
