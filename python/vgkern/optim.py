@@ -229,14 +229,15 @@ class Optimizer:
                              f"{state.get('format')!r}), not of a {type(self).__name__!r} "
                              f"(format {_STATE_FORMAT})")
         step_count = _checks.size(f"{name}: state['step_count']", state["step_count"], low=0)
-        checked = type(self)(_Checking(self.net), state["lr"], **state["hyper"])._hyper
+        checker = type(self)(_Checking(self.net), state["lr"], **state["hyper"])
+        names = checker._buffer_names()  # those of the loaded hyperparameters (momentum or not)
         buffers = state["buffers"]
-        if not isinstance(buffers, dict) or sorted(buffers) != sorted(self._buffers):
-            raise ValueError(f"{name}: state['buffers'] must have the keys "
-                             f"{sorted(self._buffers)}, got {sorted(buffers)}")
+        if not isinstance(buffers, dict) or sorted(buffers) != sorted(names):
+            raise ValueError(f"{name}: state['buffers'] must have the keys {sorted(names)}, "
+                             f"got {sorted(buffers) if isinstance(buffers, dict) else buffers}")
         like = np.asarray(self.net._core.params)
         values = {}
-        for n in self._buffers:
+        for n in names:
             value = np.asarray(buffers[n])
             if value.shape != like.shape or value.dtype != like.dtype:
                 raise ValueError(f"{name}: state['buffers'][{n!r}] must be a {like.dtype} array "
@@ -244,7 +245,7 @@ class Optimizer:
             values[n] = np.array(value, dtype=np.dtype(like.dtype.type))
         on_cuda = self.net._on_cuda()
         self._buffers = {n: _core.to_device(v) if on_cuda else v for n, v in values.items()}
-        self._hyper, self._lr, self.step_count = checked, float(state["lr"]), step_count
+        self._hyper, self._lr, self.step_count = checker._hyper, checker.lr, step_count
         return self
 
     # Pickling and copy.deepcopy: the net (which holds this optimizer: the two travel together),
