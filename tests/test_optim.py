@@ -450,3 +450,39 @@ def test_load_state_dict_checks_everything_first():
     with pytest.raises(ValueError, match=r"Adam: betas\[0\] must be in"):
         opt.load_state_dict({**good, "hyper": {**good["hyper"], "betas": (2.0, 0.5)}})
     assert opt.state_dict()["hyper"] == good["hyper"]
+
+
+def test_a_busy_net_refuses_the_step():
+    """opt.step holds the net's busy guard, as every net call does: while a long forward runs in
+    another thread, the step is refused (RuntimeError) and moves nothing."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = vgkern.MLP([512] * 9, dtype="float64")
+    opt = optim.Adam(net)
+    x = np.ones((4, 512))
+    rep = net.step(x, np.zeros((4, 512)))
+    big = np.ones((4096, 512))
+    for _ in range(5):
+        started = threading.Event()
+
+        def long_forward():
+            started.set()
+            return net.forward(big)
+
+        before = np.array(net.params)
+        refused = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(long_forward)
+            started.wait(timeout=60)
+            while not future.done() and refused is None:
+                try:
+                    opt.step(rep)
+                    before = np.array(net.params)
+                except RuntimeError as err:
+                    refused = str(err)
+            future.result(timeout=120)
+        if refused:
+            break
+    assert refused and refused.startswith("optim.step: this net is already running"), refused
+    assert np.array_equal(net.params, before)
