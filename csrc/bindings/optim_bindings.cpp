@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "core/busy_guard.h"
 #include "core/errors.h"
 #include "ops/optim.h"
 
@@ -88,6 +89,7 @@ void bind_optim(py::module_& m) {
         const TensorView reference = array_view(reference_obj, "optim.step", "reference");
         const TensorView stats = view_of(stats_obj, "optim.step", "stats", true);
         py::gil_scoped_release release;
+        const BusyGuard busy(net.busy(), "optim.step");  // the net is not in use elsewhere
         optim_update(params, state1, state2, grads, reference, list, config, stats);
       },
       py::arg("core"), py::arg("rule"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),

@@ -143,12 +143,16 @@ class Optimizer:
     # -- the step ---------------------------------------------------------------------------
 
     def step(self, rep: GradReport | SequenceReport) -> GradReport | SequenceReport:
-        """One optimizer step from the gradients of the net's last step()/backward(), whose
-        report `rep` (GradReport of an MLP: grad_log2_scale (L,) unscales a log-scale backward's
-        gradients; SequenceReport of an LSTM/RNN) gets this step's statistics: MLP, (L,) arrays
-        each: weight_/bias_ update_norm, update_ratio, norm, change and their log10_ twins
-        (bias_ ones NaN for batch-norm hidden layers); LSTM/RNN, floats: weight_ih_, weight_hh_,
-        bias_ ... the same four and log10_ twins. Returns rep."""
+        """One optimizer step from the gradients of the net's last step()/backward() (one
+        native call: net.params (N,) and the state buffers (N,) updated in place), with this
+        step's statistics written into that call's report. Returns rep.
+
+        rep: the report of that call. MLP: a GradReport whose grad_log2_scale (L,) unscales a
+            log-scale backward's gradients; it gets, as (L,) float64 arrays, weight_update_norm,
+            weight_update_ratio, weight_norm, weight_change, the same four bias_ ones (NaN for
+            batch-norm hidden layers) and their log10_ twins. LSTM/RNN: a SequenceReport; it gets
+            floats weight_ih_update_norm, ... bias_change (the four per weight_ih, weight_hh,
+            bias) and their log10_ twins."""
         scales = self._scales(rep)
         if self.schedule is not None:
             self.lr = self.schedule(self.step_count)
@@ -208,10 +212,10 @@ class Optimizer:
     # -- state ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """{"type", "format", "step_count", "lr", "hyper": {...}, "buffers": {name: flat host
-        array (N,) of the net's dtype}}: host copies, for load_state_dict() on an optimizer of
-        the same type on a net of the same shape and dtype (either device). The schedule is not
-        included (it is code)."""
+        """{"type", "format", "step_count", "lr", "hyper": {...}, "buffers": {name: (N,)}}: host
+        copies (buffers: flat arrays of the net's dtype laid out as net.params (N,)), for
+        load_state_dict() on an optimizer of the same type on a net of the same shape and dtype
+        (either device). The schedule is not included (it is code)."""
         return {"type": type(self).__name__, "format": _STATE_FORMAT,
                 "step_count": self.step_count, "lr": self._lr, "hyper": dict(self._hyper),
                 "buffers": {n: self._host(n) for n in self._buffers}}
@@ -219,7 +223,9 @@ class Optimizer:
     def load_state_dict(self, state: dict) -> Optimizer:
         """Writes a state_dict() into this optimizer after checking all of it (type, format,
         hyperparameters, buffer names, shapes, dtypes): step count, lr, hyperparameters and the
-        state buffers, as torch.optim.Optimizer.load_state_dict does. Returns self."""
+        state buffers, as torch.optim.Optimizer.load_state_dict does. Returns self.
+
+        state: a dict from state_dict(); its buffers (N,) as net.params."""
         name = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state, dict):
             raise TypeError(f"{name}: state must be a dict from state_dict(), got "
@@ -229,14 +235,15 @@ class Optimizer:
                              f"{state.get('format')!r}), not of a {type(self).__name__!r} "
                              f"(format {_STATE_FORMAT})")
         step_count = _checks.size(f"{name}: state['step_count']", state["step_count"], low=0)
-        checked = type(self)(_Checking(self.net), state["lr"], **state["hyper"])._hyper
+        checker = type(self)(_Checking(self.net), state["lr"], **state["hyper"])
+        names = checker._buffer_names()  # those of the loaded hyperparameters (momentum or not)
         buffers = state["buffers"]
-        if not isinstance(buffers, dict) or sorted(buffers) != sorted(self._buffers):
-            raise ValueError(f"{name}: state['buffers'] must have the keys "
-                             f"{sorted(self._buffers)}, got {sorted(buffers)}")
+        if not isinstance(buffers, dict) or sorted(buffers) != sorted(names):
+            raise ValueError(f"{name}: state['buffers'] must have the keys {sorted(names)}, "
+                             f"got {sorted(buffers) if isinstance(buffers, dict) else buffers}")
         like = np.asarray(self.net._core.params)
         values = {}
-        for n in self._buffers:
+        for n in names:
             value = np.asarray(buffers[n])
             if value.shape != like.shape or value.dtype != like.dtype:
                 raise ValueError(f"{name}: state['buffers'][{n!r}] must be a {like.dtype} array "
@@ -244,7 +251,7 @@ class Optimizer:
             values[n] = np.array(value, dtype=np.dtype(like.dtype.type))
         on_cuda = self.net._on_cuda()
         self._buffers = {n: _core.to_device(v) if on_cuda else v for n, v in values.items()}
-        self._hyper, self._lr, self.step_count = checked, float(state["lr"]), step_count
+        self._hyper, self._lr, self.step_count = checker._hyper, checker.lr, step_count
         return self
 
     # Pickling and copy.deepcopy: the net (which holds this optimizer: the two travel together),
