@@ -251,11 +251,11 @@ def test_serial_sweep_is_bit_identical_to_running_each_configuration(serial_tabl
 
 
 TRAINING_GRID = [
-    dict(model="mlp", data="digits", depth=3, width=8, batch=16, steps=3, lr=0.05,
+    dict(model="mlp", data="digits", depth=3, width=8, batch=16, steps=4, lr=0.05,
          optimizer=["momentum", "adam", "adamw"], weight_decay=[0.0, 0.01], eval_every=2),
     dict(model="mlp", depth=3, width=8, batch=16, steps=2, optimizer="momentum",
          momentum=[0.5, 0.9], log_scale=True),
-    dict(model=["lstm", "rnn"], data="digits", width=6, batch=8, steps=3, optimizer="adam",
+    dict(model=["lstm", "rnn"], data="digits", width=6, batch=8, steps=4, optimizer="adam",
          eval_every=2),
 ]
 
@@ -269,7 +269,7 @@ def test_optimizers_and_test_metrics_match_the_documented_recipe():
     assert_matches_reference(table, configs)
     digits = table[table["data"] == "digits"]
     evaluated = sorted(digits.loc[digits["test_accuracy"].notna(), "step"].unique().tolist())
-    assert evaluated == [0, 2]
+    assert evaluated == [0, 2, 3]  # every eval_every steps, and the last
     assert digits["test_accuracy"].dropna().between(0, 1).all()
     momentum = table[table["optimizer"] == "momentum"]
     assert sorted(momentum["momentum"].unique().tolist()) == [0.5, 0.9]
