@@ -20,10 +20,18 @@ suite does not assert speed.
 import math
 import numbers
 import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .report import GradReport, SequenceReport
+
+if TYPE_CHECKING:  # annotations only: importing them here would be circular
+    import pandas
+
+    from .mlp import MLP
+    from .recurrent import LSTM, RNN
 
 TEST_COLUMNS = ("test_loss", "test_accuracy")
 
@@ -53,6 +61,18 @@ class History:
     capacity: steps to allocate for at first (the columns double when full).
     """
 
+    report_type: "type[GradReport] | type[SequenceReport]"
+    index: str  # the per-row column: "layer" or "t"
+    num_rows: "int | None"  # L, or T once the first report came
+    _n: int
+    _steps: np.ndarray  # (capacity,) int64
+    _arrays: np.ndarray  # (capacity, per-row fields, rows) float64
+    _scalars: np.ndarray  # (capacity, per-step fields + 2) float64
+    net_type: str
+    _array_fields: "tuple[str, ...]"  # per-row fields, from the first report
+    _scalar_fields: "tuple[str, ...]"  # per-step fields
+    _order: "tuple[str, ...]"  # the report's fields in its order
+
     def __init__(self, net: "MLP | LSTM | RNN", capacity: int = 64):
         from .mlp import MLP
         from .recurrent import LSTM, RNN
@@ -69,7 +89,7 @@ class History:
         self.net_type = type(net).__name__
         self._capacity = int(capacity)
         self._n = 0
-        self._array_fields = self._scalar_fields = None  # from the first report
+        self._array_fields = self._scalar_fields = self._order = ()  # until the first report
         self._steps = np.zeros(0, dtype=np.int64)
 
     # ---- recording -------------------------------------------------------------------------
@@ -108,7 +128,7 @@ class History:
         if type(rep) is not self.report_type:
             raise TypeError(f"History.record: rep must be the {self.report_type.__name__} of "
                             f"this {self.net_type}'s step or backward, got {type(rep).__name__}")
-        if self._array_fields is None:
+        if not self._order:
             self._allocate(rep)
         elif len(rep) != self.num_rows:
             raise ValueError(f"History.record: rep has {len(rep)} rows ({self.index}), the "
@@ -139,14 +159,14 @@ class History:
     def columns(self) -> tuple:
         """The statistic columns of to_pandas() after step and the index, in table order (empty
         before the first record)."""
-        return () if self._array_fields is None else self._order + TEST_COLUMNS
+        return self._order + TEST_COLUMNS if self._order else ()
 
     def column(self, name: str) -> np.ndarray:
         """One statistic over the records -> values: (records, rows) float64 for a per-row
         field, values: (records,) for a per-step one (loss, test_loss, the LSTM/RNN network
         scalars). A copy."""
         n = self._n
-        if self._array_fields is not None:
+        if self._order:
             if name in self._array_fields:
                 return self._arrays[:n, self._array_fields.index(name)].copy()
             scalar_names = self._scalar_fields + TEST_COLUMNS

@@ -12,9 +12,19 @@ table has test_accuracy values (History.record(..., test_accuracy=...) or a swee
 eval_every), a second panel shows the held-out accuracy (and the training loss's axis on the
 right).
 """
+import os
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .plots import GROUP_COLUMNS, _filter, _frame, _label, _matplotlib
+
+if TYPE_CHECKING:  # annotations only: matplotlib, pandas and pyarrow load when a plot is made
+    import matplotlib.figure
+    import pandas
+    import pyarrow
+
+    from .history import History
 
 INDEX_COLUMNS = ("layer", "t")  # per-row index: MLP layers, LSTM/RNN time steps
 
@@ -161,5 +171,6 @@ def plot_training(results: "History | pandas.DataFrame | pyarrow.Table | str | o
         bar.set_label("time step t (0 = first)" if recurrent else "layer (0 = input side)")
     fig.suptitle(f"{stat} over training steps", fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        # a SubFigure saves its Figure
+        fig.savefig(path, dpi=dpi)  # type: ignore[union-attr]
     return fig

@@ -18,8 +18,12 @@ LEARNING_RATES holds what it chose, which the demo and the tests use.
 import math
 import sys
 import time
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: pandas loads with the sweep
+    import pandas
 
 DEPTH, WIDTH, BATCH, STEPS, SEED, DTYPE = 20, 64, 64, 500, 0, "float32"
 LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

@@ -10,6 +10,8 @@ constructing vgkern.MLP(..., seed=seed) for every configuration, bit for bit."""
 import contextlib
 import math
 import threading
+from collections.abc import Mapping
+from typing import Any
 from collections import OrderedDict
 
 import numpy as np
