@@ -15,12 +15,22 @@ GRAD_REPORT_FIELDS = (
     "weight_grad_norm", "bias_grad_norm", "preact_grad_norm", "act_grad_norm", "gamma_grad_norm",
     "beta_grad_norm", "log10_weight_grad_norm", "log10_bias_grad_norm", "log10_preact_grad_norm",
     "log10_act_grad_norm", "log10_gamma_grad_norm", "log10_beta_grad_norm", "preact_mean",
-    "preact_std", "saturated_fraction", "zero_fraction", "dead_fraction", "grad_log2_scale", "loss")
+    "preact_std", "saturated_fraction", "zero_fraction", "dead_fraction", "grad_log2_scale")
 SEQUENCE_REPORT_FIELDS = (
     "h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm", "log10_c_grad_norm",
     "log10_x_grad_norm", "forget_gate_mean", "saturated_fraction", "weight_ih_grad_norm",
     "weight_hh_grad_norm", "bias_grad_norm", "log10_weight_ih_grad_norm",
-    "log10_weight_hh_grad_norm", "log10_bias_grad_norm", "loss")
+    "log10_weight_hh_grad_norm", "log10_bias_grad_norm")
+# The optimizer's statistics (vgkern.optim, issue 19), appended after the fields above (whose
+# names and order stay), then "loss" as before.
+_UPDATE = ("update_norm", "update_ratio", "norm", "change")
+GRAD_REPORT_UPDATE_FIELDS = tuple(f"{t}_{s}" for t in ("weight", "bias") for s in _UPDATE)
+SEQUENCE_REPORT_UPDATE_FIELDS = tuple(f"{t}_{s}" for t in ("weight_ih", "weight_hh", "bias")
+                                      for s in _UPDATE)
+GRAD_REPORT_FIELDS += (GRAD_REPORT_UPDATE_FIELDS
+                       + tuple("log10_" + f for f in GRAD_REPORT_UPDATE_FIELDS) + ("loss",))
+SEQUENCE_REPORT_FIELDS += (SEQUENCE_REPORT_UPDATE_FIELDS
+                           + tuple("log10_" + f for f in SEQUENCE_REPORT_UPDATE_FIELDS) + ("loss",))
 
 
 def test_report_fields_keep_their_names_and_order():
@@ -35,7 +45,9 @@ def test_report_fields_are_the_native_schema():
     assert list(R.SEQUENCE_FIELDS) == list(_core.SEQUENCE_COLUMNS) == list(docs["recurrent_step"])
     network = list(docs["recurrent_network"])
     assert list(R.WEIGHT_FIELDS) == list(_core.SEQUENCE_WEIGHT_COLUMNS) == network[:3]
-    assert network[3:] == ["log10_" + f for f in R.WEIGHT_FIELDS]
+    assert network[3:6] == ["log10_" + f for f in R.WEIGHT_FIELDS]
+    assert list(R.SEQUENCE_UPDATE_FIELDS) == list(_core.SEQUENCE_UPDATE_COLUMNS) == network[6:18]
+    assert network[18:] == ["log10_" + f for f in R.SEQUENCE_UPDATE_FIELDS]
     assert R.GradReport.__slots__ == R.FIELDS + ("loss",)
     assert R.SequenceReport.__slots__ == R.SEQUENCE_FIELDS + tuple(network) + ("loss",)
 

@@ -41,19 +41,41 @@ REC_FIELDS = ["h_grad_norm", "c_grad_norm", "x_grad_norm", "log10_h_grad_norm",
 # An independent re-implementation of what one configuration computes (the documented recipe)
 # --------------------------------------------------------------------------------------------
 
-def _digits():
+def _digits(split="train"):
+    """The documented data: sklearn's digits, stratified 80/20 split (random_state 0),
+    standardised per pixel with the training split's statistics."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    x = d.data / 16.0
-    sd = x.std(0)
+    x_train, x_test, y_train, y_test = train_test_split(
+        d.data.astype(np.float64), d.target.astype(np.int64), test_size=0.2, random_state=0,
+        stratify=d.target)
+    mean, sd = x_train.mean(0), x_train.std(0)
     sd[sd == 0] = 1.0
-    return (x - x.mean(0)) / sd, d.target.astype(np.int64)
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return (x - mean) / sd, y
+
+
+def _optimizer(c, net):
+    """The documented optimizer of configuration c."""
+    if c["optimizer"] == "sgd":
+        return vgkern.optim.SGD(net, c["lr"], weight_decay=c["weight_decay"])
+    if c["optimizer"] == "momentum":
+        return vgkern.optim.SGD(net, c["lr"], momentum=c["momentum"],
+                                weight_decay=c["weight_decay"])
+    kind = vgkern.optim.Adam if c["optimizer"] == "adam" else vgkern.optim.AdamW
+    return kind(net, c["lr"], weight_decay=c["weight_decay"])
+
+
+def _evaluated(c, s):
+    every = c["eval_every"]
+    return every > 0 and (s % every == 0 or s == c["steps"] - 1)
 
 
 def reference(c):
     """-> {column: array over the configuration's rows, in (step, layer) order}."""
-    dtype, B, W, L, steps, lr = c["dtype"], c["batch"], c["width"], c["depth"], c["steps"], c["lr"]
+    dtype, B, W, L, steps = c["dtype"], c["batch"], c["width"], c["depth"], c["steps"]
     rows = {name: [] for name in STATS}
 
     def add(rep_values, n):
@@ -70,28 +92,24 @@ def reference(c):
         return (rng.standard_normal((B, d_in)).astype(dtype),
                 rng.standard_normal((B, d_out)).astype(dtype))
 
+    x_test, y_test = _digits("test")
+    x_test = x_test.astype(dtype)
     if c["model"] == "mlp":
         digits = c["data"] == "digits"
         sizes = [64] + [W] * (L - 1) + [10] if digits else [W] * (L + 1)
         kw = dict(sigma_w=c["sigma_w"], sigma_b=c["sigma_b"]) if c["init"] == "scaled_normal" else {}
         net = vgkern.MLP(sizes, activation=c["activation"], init=c["init"], dtype=dtype,
                          seed=c["seed"], batch_norm=c["batch_norm"], **kw)
-        rep = None
+        opt = _optimizer(c, net)
         for s in range(steps):
-            if s:
-                if c["log_scale"]:
-                    for l, e in enumerate(rep.grad_log2_scale):
-                        for g in (net.weight_grads[l], net.bias_grads[l]):
-                            np.ldexp(g, int(e), out=g)
-                        if c["batch_norm"] and l < L - 1:
-                            for g in (net.bn_gamma_grads[l], net.bn_beta_grads[l]):
-                                np.ldexp(g, int(e), out=g)
-                net.params -= lr * net.grads
             x, t = data(s, sizes[0], sizes[-1])
             rep = net.step(x, t, loss="cross_entropy" if digits else "mse",
                            log_scale=c["log_scale"])
+            opt.step(rep)
             values = {f: getattr(rep, f) for f in vgkern.report.FIELDS}
             values["loss"] = rep.loss
+            if _evaluated(c, s):
+                values["test_loss"], values["test_accuracy"] = net.evaluate(x_test, y_test)
             add(values, L)
     else:
         digits = c["data"] == "digits"
@@ -101,11 +119,9 @@ def reference(c):
         else:
             net = vgkern.RNN(I, W, nonlinearity=c["activation"], dtype=dtype, seed=c["seed"])
         head = vgkern.MLP([W, 10], activation="identity", dtype=dtype, seed=c["seed"]) if digits else None
+        opt = _optimizer(c, net)
+        head_opt = _optimizer(c, head) if digits else None
         for s in range(steps):
-            if s:
-                net.params -= lr * net.grads
-                if head is not None:
-                    head.params -= lr * head.grads
             if digits:
                 x, y = data(s, None, None)
                 x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
@@ -115,17 +131,25 @@ def reference(c):
                                  compute_input_grad=True)
                 rep = net.backward(None, grad_hT=head.input_grad)
                 loss = hrep.loss
+                head_opt.step(hrep)
             else:
                 rng = np.random.default_rng([c["seed"], s])
                 x_seq = rng.standard_normal((L, B, W)).astype(dtype)
                 t = rng.standard_normal((B, W)).astype(dtype)
                 rep = net.step(x_seq, t, loss="mse")
                 loss = rep.loss
+            opt.step(rep)
             values = {f: getattr(rep, f) for f in REC_FIELDS}
-            for f in ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm"):
+            for f in ("weight_ih_grad_norm", "weight_hh_grad_norm", "bias_grad_norm",
+                      *vgkern.report.SEQUENCE_UPDATE_FIELDS):
                 values[f] = getattr(rep, f)
-                values["log10_" + f] = getattr(rep, "log10_" + f)
+                if not f.startswith("log10_"):
+                    values["log10_" + f] = getattr(rep, "log10_" + f)
             values["loss"] = loss
+            if _evaluated(c, s):
+                test_seq = np.ascontiguousarray(x_test.reshape(-1, 8, 8).transpose(1, 0, 2))
+                values["test_loss"], values["test_accuracy"] = net.evaluate(test_seq, y_test,
+                                                                            head)
             add(values, L)
     return {name: np.concatenate(v) for name, v in rows.items()}
 
@@ -224,6 +248,45 @@ def test_config_id_is_sha256_of_canonical_json_and_stable_across_processes():
 
 def test_serial_sweep_is_bit_identical_to_running_each_configuration(serial_table, exact_configs):
     assert_matches_reference(serial_table, exact_configs)
+
+
+TRAINING_GRID = [
+    dict(model="mlp", data="digits", depth=3, width=8, batch=16, steps=4, lr=0.05,
+         optimizer=["momentum", "adam", "adamw"], weight_decay=[0.0, 0.01], eval_every=2),
+    dict(model="mlp", depth=3, width=8, batch=16, steps=2, optimizer="momentum",
+         momentum=[0.5, 0.9], log_scale=True),
+    dict(model=["lstm", "rnn"], data="digits", width=6, batch=8, steps=4, optimizer="adam",
+         eval_every=2),
+]
+
+
+def test_optimizers_and_test_metrics_match_the_documented_recipe():
+    """The optimizer keys and eval_every: bit-identical to the documented recipe (vgkern.optim
+    after each step; test metrics on the test split at steps 0, eval_every, ... and the last)."""
+    configs = vgkern.sweep_configs(TRAINING_GRID)
+    assert len(configs) == 6 + 2 + 2
+    table = vgkern.sweep(TRAINING_GRID, workers=1)
+    assert_matches_reference(table, configs)
+    digits = table[table["data"] == "digits"]
+    evaluated = sorted(digits.loc[digits["test_accuracy"].notna(), "step"].unique().tolist())
+    assert evaluated == [0, 2, 3]  # every eval_every steps, and the last
+    assert digits["test_accuracy"].dropna().between(0, 1).all()
+    momentum = table[table["optimizer"] == "momentum"]
+    assert sorted(momentum["momentum"].unique().tolist()) == [0.5, 0.9]
+    assert table.loc[table["optimizer"] != "momentum", "momentum"].isna().all()
+    mlp = table[table["model"] == "mlp"]
+    assert np.isfinite(mlp["weight_change"]).all() and (mlp["weight_change"] > 0).all()
+
+
+@pytest.mark.parametrize("grid, message", [
+    (dict(momentum=0.5), r"momentum applies to optimizer 'momentum' only"),
+    (dict(eval_every=5), r"eval_every measures the test split of data 'digits'"),
+    (dict(optimizer="rmsprop"), r"grid key 'optimizer': unknown value 'rmsprop'"),
+    (dict(weight_decay=-1.0), r"grid key 'weight_decay': expected a number >= 0"),
+])
+def test_training_keys_are_checked(grid, message):
+    with pytest.raises(ValueError, match=message):
+        vgkern.sweep_configs(**grid)
 
 
 def test_threaded_sweep_is_bit_identical(serial_table, exact_configs):
@@ -671,7 +734,7 @@ def test_second_sweep_on_the_same_output_is_refused(tmp_path):
     (dict(forget_bias=1.0), r"grid key 'forget_bias' applies to model 'lstm' only"),
     (dict(model="rnn", activation="sigmoid"), r"the RNN's activation must be 'tanh' or 'relu'"),
     (dict(batch_norm=True, batch=1), r"batch_norm=True needs batch >= 2"),
-    (dict(data="digits", batch=5000), r"batch must be <= 1797"),
+    (dict(data="digits", batch=5000), r"batch must be <= 1437"),
     (dict(depth={"a": 1}), r"expected a value or a list of values, got a dict"),
 ])
 def test_bad_grids_fail_clearly(kwargs, message, tmp_path):
@@ -1020,6 +1083,10 @@ ONE_KEY_APART = {
     "seed": dict(seed=[0, 1]),
     "steps": dict(steps=[1, 2]),
     "lr": dict(lr=[0.01, 0.02]),
+    "optimizer": dict(optimizer=["sgd", "adam"]),
+    "momentum": dict(optimizer="momentum", momentum=[0.5, 0.9]),
+    "weight_decay": dict(weight_decay=[0.0, 0.01]),
+    "eval_every": dict(data="digits", eval_every=[0, 5], depth=3, width=4, batch=4),
     "log_scale": dict(log_scale=[False, True]),
     "forget_bias": dict(model="lstm", forget_bias=[0.0, 1.0]),
 }
@@ -1073,6 +1140,8 @@ def test_docs_defaults_and_cli_options_come_from_the_keys_table(capsys):
         option = f"--{name.replace('_', '-')} V [V ...] {key.describe(cli=True)}"
         assert squeeze(option) in help_text, option
     # the statistic columns are the report fields (which come from _core)
+    # ... and the held-out metrics (eval_every) last
     assert S.STAT_COLUMNS[0] == "loss"
-    assert set(S.STAT_COLUMNS[1:]) == (set(vgkern.GradReport.__slots__)
+    assert S.STAT_COLUMNS[-2:] == S.spec.TEST_STATS == ("test_loss", "test_accuracy")
+    assert set(S.STAT_COLUMNS[1:-2]) == (set(vgkern.GradReport.__slots__)
                                        | set(vgkern.SequenceReport.__slots__)) - {"loss"}

@@ -43,6 +43,11 @@ py::array new_report(const MLPBase& net, TensorView* view) {
 
 }  // namespace
 
+// The net inside an MLPCore (nullptr for any other object): for bindings/optim_bindings.cpp.
+NetBase* mlp_net_of(py::handle core) {
+  return py::isinstance<PyMLP>(core) ? core.cast<PyMLP&>().net.get() : nullptr;
+}
+
 void bind_mlp(py::module_& m) {
   py::class_<PyMLP>(m, "MLPCore")
       .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& acts,

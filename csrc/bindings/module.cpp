@@ -1,6 +1,6 @@
 // vgkern._core: exception mapping, BLAS hookup, build information; ops, nets and the statistics
-// schema are bound in ops_bindings.cpp, mlp_bindings.cpp, recurrent_bindings.cpp and
-// report_bindings.cpp.
+// schema are bound in ops_bindings.cpp, mlp_bindings.cpp, recurrent_bindings.cpp,
+// report_bindings.cpp and optim_bindings.cpp.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -18,6 +18,7 @@ void bind_ops(py::module_& m);
 void bind_mlp(py::module_& m);
 void bind_recurrent(py::module_& m);
 void bind_report(py::module_& m);
+void bind_optim(py::module_& m);
 py::dict build_info_dict();
 }  // namespace vgkern
 
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_core, m) {
   bind_mlp(m);
   bind_recurrent(m);
   bind_report(m);
+  bind_optim(m);
 }

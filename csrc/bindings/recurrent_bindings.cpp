@@ -146,6 +146,11 @@ py::tuple results_tuple(const Results& r) {
 
 }  // namespace
 
+// The net inside a RecurrentCore (nullptr for any other object): for bindings/optim_bindings.cpp.
+NetBase* recurrent_net_of(py::handle core) {
+  return py::isinstance<PyRecurrent>(core) ? core.cast<PyRecurrent&>().net.get() : nullptr;
+}
+
 void bind_recurrent(py::module_& m) {
   py::class_<PyRecurrent>(m, "RecurrentCore")
       .def(py::init([](const std::string& kind, int64_t input_size, int64_t hidden_size,

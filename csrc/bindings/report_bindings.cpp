@@ -4,9 +4,11 @@
 //   REPORT_COLUMNS           MLP report (L, columns)
 //   SEQUENCE_COLUMNS         recurrent per-step report (T, columns)
 //   SEQUENCE_WEIGHT_COLUMNS  recurrent per-network norms (3,)
+//   SEQUENCE_UPDATE_COLUMNS  recurrent per-network optimizer statistics (vgkern.optim fills them)
 //   REPORT_DOCS              {"mlp" | "recurrent_step" | "recurrent_network": {name: meaning}}
 //                            in column order ("recurrent_network" also lists the log10_ twins
-//                            of its norms, which the Python report computes)
+//                            of its norms, which the Python report computes, then the
+//                            optimizer's statistics and their log10_ twins)
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -41,10 +43,14 @@ void bind_report(py::module_& m) {
   m.attr("REPORT_COLUMNS") = names(kLayerStatistics, LayerColumn::kCount);
   m.attr("SEQUENCE_COLUMNS") = names(kStepStatistics, StepColumn::kCount);
   m.attr("SEQUENCE_WEIGHT_COLUMNS") = names(kNetworkStatistics, NetworkColumn::kCount);
+  m.attr("SEQUENCE_UPDATE_COLUMNS") =
+      names(kNetworkUpdateStatistics, NetworkUpdateColumn::kCount);
   py::dict all;
   all["mlp"] = docs(kLayerStatistics);
   all["recurrent_step"] = docs(kStepStatistics);
-  all["recurrent_network"] = docs(kNetworkStatistics);
+  py::dict network = docs(kNetworkStatistics);
+  for (const StatisticInfo& s : kNetworkUpdateStatistics) network[s.name] = s.meaning;
+  all["recurrent_network"] = network;
   m.attr("REPORT_DOCS") = all;
 }
 

@@ -20,7 +20,9 @@
 //
 // A *_NORMS entry X(name, ..., meaning) is a norm: it has a column `name` (linear) and, after all
 // the norms, a column `log10_name`. Column order within a report: norms, their log10_ twins,
-// then the other statistics, in list order (the Python fields keep this order).
+// then the other statistics, in list order (the Python fields keep this order), then the
+// optimizer's statistics (*_UPDATE_STATS, which vgkern.optim's opt.step(rep) fills: the native
+// op ops/optim.h computes them, the nets leave them NaN) and their log10_ twins.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -59,6 +61,19 @@ namespace vgkern {
   X(grad_log2_scale,                                                                               \
     "stored gradients are true gradients * 2**-grad_log2_scale (0 unless log_scale=True)")
 
+// The optimizer step's statistics (vgkern.optim: opt.step(rep) fills them into the report, NaN
+// before), per layer: X(name, meaning). Each has a log10_ twin. dW = W after - W before the step
+// (the change the step made, exactly as stored), W0 the reference weights (net.set_reference()).
+#define VGKERN_LAYER_UPDATE_STATS(X)                                                               \
+  X(weight_update_norm, "||dW_l||_F of the last optimizer step (dW_l = W_l after - W_l before)")   \
+  X(weight_update_ratio, "||dW_l||_F / ||W_l||_F, W_l before the step (~1e-3: a healthy rate)")    \
+  X(weight_norm, "||W_l||_F after the last optimizer step")                                        \
+  X(weight_change, "||W_l - W0_l||_F / ||W0_l||_F: how far W_l moved from the reference weights")  \
+  X(bias_update_norm, "||db_l|| of the last optimizer step (NaN for batch-norm hidden layers)")    \
+  X(bias_update_ratio, "||db_l|| / ||b_l||, b_l before the step (NaN for batch-norm layers)")      \
+  X(bias_norm, "||b_l|| after the last optimizer step (NaN for batch-norm hidden layers)")         \
+  X(bias_change, "||b_l - b0_l|| / ||b0_l|| (inf or NaN for zero initial biases)")
+
 // ---- recurrent (LSTM, RNN), per time step ----
 
 #define VGKERN_STEP_NORMS(X)                                                                       \
@@ -79,6 +94,22 @@ namespace vgkern {
   X(weight_hh_grad_norm, "||dL/dW_hh||_F over the whole sequence")                                 \
   X(bias_grad_norm, "||dL/db|| of the gate bias (G,) over the whole sequence")
 
+// The optimizer step's statistics per weight matrix (as VGKERN_LAYER_UPDATE_STATS; opt.step(rep)
+// fills them, NaN before; log10_ twins in Python): X(name, meaning).
+#define VGKERN_NETWORK_UPDATE_STATS(X)                                                             \
+  X(weight_ih_update_norm, "||dW_ih||_F of the last optimizer step (W_ih after - before)")         \
+  X(weight_ih_update_ratio, "||dW_ih||_F / ||W_ih||_F, W_ih before the step")                      \
+  X(weight_ih_norm, "||W_ih||_F after the last optimizer step")                                    \
+  X(weight_ih_change, "||W_ih - W0_ih||_F / ||W0_ih||_F against the reference weights")            \
+  X(weight_hh_update_norm, "||dW_hh||_F of the last optimizer step (W_hh after - before)")         \
+  X(weight_hh_update_ratio, "||dW_hh||_F / ||W_hh||_F, W_hh before the step")                      \
+  X(weight_hh_norm, "||W_hh||_F after the last optimizer step")                                    \
+  X(weight_hh_change, "||W_hh - W0_hh||_F / ||W0_hh||_F against the reference weights")            \
+  X(bias_update_norm, "||db|| of the last optimizer step (b after - before)")                      \
+  X(bias_update_ratio, "||db|| / ||b||, b before the step")                                        \
+  X(bias_norm, "||b|| after the last optimizer step")                                              \
+  X(bias_change, "||b - b0|| / ||b0|| against the reference bias")
+
 // ---- derived: column enums (struct-scoped: LayerColumn::preact_mean) ----
 
 #define VGKERN_COLUMN_(name, ...) name,
@@ -88,6 +119,7 @@ struct LayerColumn {  // a GradReport row (float64, L rows)
   enum : int {
     VGKERN_LAYER_NORMS(VGKERN_COLUMN_) VGKERN_LAYER_NORMS(VGKERN_LOG10_COLUMN_)
     VGKERN_LAYER_FORWARD_STATS(VGKERN_COLUMN_) VGKERN_LAYER_SCALES(VGKERN_COLUMN_)
+    VGKERN_LAYER_UPDATE_STATS(VGKERN_COLUMN_) VGKERN_LAYER_UPDATE_STATS(VGKERN_LOG10_COLUMN_)
     kCount
   };
 };
@@ -102,6 +134,11 @@ struct StepColumn {  // a SequenceReport row (float64, T rows)
 
 struct NetworkColumn {  // the per-network norms (float64, kCount entries; log10_ added in Python)
   enum : int { VGKERN_NETWORK_NORMS(VGKERN_COLUMN_) kCount };
+};
+
+// The optimizer's per-network statistics of a SequenceReport (float64; log10_ added in Python).
+struct NetworkUpdateColumn {
+  enum : int { VGKERN_NETWORK_UPDATE_STATS(VGKERN_COLUMN_) kCount };
 };
 
 // A layer's CUDA slots (one double each, in device memory): its statistics, then the power of two
@@ -178,17 +215,22 @@ struct StatisticInfo {
 
 inline constexpr StatisticInfo kLayerStatistics[] = {
     VGKERN_LAYER_NORMS(VGKERN_NORM_INFO_) VGKERN_LAYER_NORMS(VGKERN_LAYER_LOG10_INFO_)
-    VGKERN_LAYER_FORWARD_STATS(VGKERN_INFO_) VGKERN_LAYER_SCALES(VGKERN_INFO_)};
+    VGKERN_LAYER_FORWARD_STATS(VGKERN_INFO_) VGKERN_LAYER_SCALES(VGKERN_INFO_)
+    VGKERN_LAYER_UPDATE_STATS(VGKERN_INFO_) VGKERN_LAYER_UPDATE_STATS(VGKERN_LOG10_INFO_)};
 inline constexpr StatisticInfo kStepStatistics[] = {
     VGKERN_STEP_NORMS(VGKERN_INFO_) VGKERN_STEP_NORMS(VGKERN_LOG10_INFO_)
     VGKERN_STEP_FORWARD_STATS(VGKERN_INFO_)};
 // The native norms (NetworkColumn), then their log10_ twins, which vgkern/report.py computes.
 inline constexpr StatisticInfo kNetworkStatistics[] = {
     VGKERN_NETWORK_NORMS(VGKERN_INFO_) VGKERN_NETWORK_NORMS(VGKERN_LOG10_INFO_)};
+// The optimizer's per-network statistics, then their log10_ twins (computed in vgkern/optim.py).
+inline constexpr StatisticInfo kNetworkUpdateStatistics[] = {
+    VGKERN_NETWORK_UPDATE_STATS(VGKERN_INFO_) VGKERN_NETWORK_UPDATE_STATS(VGKERN_LOG10_INFO_)};
 
 static_assert(std::size(kLayerStatistics) == LayerColumn::kCount);
 static_assert(std::size(kStepStatistics) == StepColumn::kCount);
 static_assert(std::size(kNetworkStatistics) == 2 * NetworkColumn::kCount);
+static_assert(std::size(kNetworkUpdateStatistics) == 2 * NetworkUpdateColumn::kCount);
 
 #undef VGKERN_INFO_
 #undef VGKERN_NORM_INFO_

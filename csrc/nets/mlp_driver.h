@@ -43,7 +43,6 @@ class MLPDriver : public MLPBase {
   std::vector<LayerLayout> layout_;  // set by the driver with its initial parameters
   int64_t rows_ = 0;                 // the batch the workspaces are sized for (0: none)
   ForwardState state_;
-  std::mutex busy_;  // one call at a time (CpuCall, CudaCall)
 };
 
 }  // namespace vgkern

@@ -86,7 +86,12 @@ class NetBase {
                 count * item_size());
   }
 
+  // Held for the duration of every call into the net (CpuCall, CudaCall) and of vgkern.optim's
+  // update of its buffers (bindings/optim_bindings.cpp): one call at a time.
+  std::mutex& busy() { return busy_; }
+
  protected:
+  std::mutex busy_;
   size_t item_size() const { return dtype() == DType::f32 ? 4 : 8; }
   void check_range(NetBuffer which, int64_t offset, int64_t count) const {
     if (offset < 0 || count < 0 || offset + count > buffer_size(which))

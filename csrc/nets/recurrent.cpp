@@ -340,7 +340,6 @@ class Recurrent final : public RecurrentBase {
   std::vector<double> part_forget_, part_h_norm_, part_c_norm_;
   std::vector<int64_t> part_saturated_;
   ForwardState state_;  // nets/net_base.h
-  std::mutex busy_;
 };
 
 }  // namespace

@@ -339,7 +339,6 @@ class CudaRecurrent final : public RecurrentBase {
   DeviceArray<double> results_;          // (T, kNumSeqSlots) then kNumResults
   std::vector<double> host_results_;
   ForwardState state_;  // nets/net_base.h
-  std::mutex busy_;
 };
 
 }  // namespace

@@ -15,6 +15,7 @@ from ._blas import connect_scipy_blas
 connect_scipy_blas(_core)
 
 from . import ops  # noqa: E402
+from . import optim  # noqa: E402
 from .info import (  # noqa: E402
     blas_threads, build_info, cuda_available, flush_denormal, set_flush_denormal)
 from ._cuda import to_device  # noqa: E402
@@ -23,6 +24,8 @@ CudaArray = getattr(_core, "CudaArray", None)  # device arrays (builds with CUDA
 from .mlp import ACTIVATIONS, INITS, LOSSES, MLP  # noqa: E402
 from .recurrent import LSTM, RNN  # noqa: E402
 from .report import GradReport, SequenceReport  # noqa: E402
+from .history import History  # noqa: E402
+from . import datasets  # noqa: E402  (vgkern.datasets.digits: sklearn's, imported when called)
 
 # Sweeps and plots: pandas, pyarrow, matplotlib, tqdm, scikit-learn and dask are imported only
 # when used (pip install 'vgkern[sweep]'), so `import vgkern` needs numpy and scipy only.
@@ -33,6 +36,7 @@ from .sweeps import (  # noqa: E402
 from .plots import (  # noqa: E402
     plot_gain_vs_depth, plot_gradient_heatmap, plot_gradient_norms, plot_sweep,
 )
+from .plots_training import plot_training  # noqa: E402
 
 from .info import package_version as _package_version  # noqa: E402
 
@@ -56,6 +60,7 @@ __all__ = [
     "LOSSES",
     "MLP",
     "GradReport",
+    "History",
     "LSTM",
     "RNN",
     "SequenceReport",
@@ -67,14 +72,17 @@ __all__ = [
     "flush_denormal",
     "set_flush_denormal",
     "ops",
+    "optim",
     "SweepInterrupted",
     "plot_gain_vs_depth",
     "plot_gradient_heatmap",
     "plot_gradient_norms",
     "plot_sweep",
+    "plot_training",
     "read_results",
     "sweep",
     "sweep_configs",
     "sweep_summary",
+    "datasets",
     "theory",
 ]

@@ -173,14 +173,36 @@ def array_input(value, what, ndim=2, dtype=None, shape=None, before_copy=None, d
             return value
     if value.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {value.shape}")
+    if dtype is not None and value.dtype != dtype and (
+            value.dtype in FLOAT_DTYPES or not value.flags.c_contiguous):
+        raise wrong_dtype(what, value.dtype, dtype)  # other dtypes: refused natively
     if value.flags.c_contiguous:
         return value
-    if dtype is not None and value.dtype != dtype:
-        raise TypeError(f"{what} must have dtype {np.dtype(dtype).name}, got {value.dtype} "
-                        "(vgkern never casts silently)")
     if shape is not None and any(e is not None and e != d for e, d in zip(shape, value.shape)):
         want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
         raise ValueError(f"{what} must have shape {want}, got {value.shape}")
     if before_copy is not None:
         before_copy(value.shape)
     return np.ascontiguousarray(value)
+
+
+def wrong_dtype(what, got, want):
+    """The TypeError for an array of another dtype than the net's, with the two ways out (the
+    trap of every sklearn user: scikit-learn and numpy give float64, nets default to float32)."""
+    want, got = np.dtype(want), np.dtype(got)
+    name = what.rsplit(": ", 1)[-1]
+    fix = f"cast it with {name}.astype(np.{want.name})"
+    if got in FLOAT_DTYPES:
+        fix += f", or build the net with dtype=\"{got.name}\""
+    return TypeError(f"{what} must have dtype {want.name}, got {got} (vgkern never casts "
+                     f"silently): {fix}")
+
+
+def integer_target(what, target):
+    """The ValueError for integer class labels given to loss="mse" (which needs (B, outputs)
+    float targets): point to the loss that takes labels."""
+    if isinstance(target, np.ndarray) and target.dtype.kind in "iub":
+        return ValueError(f"{what} holds integer class labels (dtype {target.dtype}, shape "
+                          f"{target.shape}), but loss=\"mse\" needs float targets of shape "
+                          f"(B, outputs): for classification pass loss=\"cross_entropy\"")
+    return None

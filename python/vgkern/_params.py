@@ -7,7 +7,7 @@ from typing import Any, Dict
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks, _cuda
+from . import _checks, _core, _cuda
 
 
 class ParameterList:
@@ -182,13 +182,47 @@ class NativeParameters:
 
     # The buffers state() saves: the parameters, and the batch-norm running statistics.
     _STATE = ("params", "running_means", "running_vars")
+    # Training state (vgkern.optim): the reference weights W0 that the optimizer's weight_change
+    # compares against (a flat host copy of params on the CPU, a CudaArray on CUDA; taken by
+    # set_reference() at construction and reinitialize()), and the optimizer this net trains
+    # with, which holds its state buffers (the last one made on this net; None before).
+    _reference = None
+    _optimizer = None
+
+    def set_reference(self):
+        """Takes the current parameters as the reference W0 that the optimizer's weight_change
+        (||W - W0|| / ||W0||, vgkern.optim) compares against. Done at construction (and by
+        MLP.reinitialize); call it again to measure from here. Returns the net."""
+        flat = np.array(self._core.params)  # a host copy (on CUDA: made from the device)
+        self._reference = _core.to_device(flat) if self._on_cuda() else flat
+        return self
+
+    @property
+    def optimizer(self):
+        """The vgkern.optim optimizer made on this net last (None before): it travels with the
+        net in state() and pickling."""
+        return self._optimizer
 
     def state(self) -> Dict[str, NDArray[np.floating]]:
         """Host copies of everything the net learns or tracks, {"params": flat array, ...}
-        (plus "running_means"/"running_vars" for an MLP with batch norm): load_state() takes it
-        on any net of the same shape, dtype and kind, on either device."""
+        (plus "running_means"/"running_vars" for an MLP with batch norm; with an optimizer
+        (vgkern.optim) also "reference", the weights W0, and "optimizer", its state_dict()):
+        load_state() takes it on any net of the same shape, dtype and kind, on either device."""
+        state = self._buffer_state()
+        if self._optimizer is not None:
+            state["reference"] = self._host_reference()
+            state["optimizer"] = self._optimizer.state_dict()
+        return state
+
+    def _buffer_state(self):
         return {name: np.array(getattr(self._core, name))
                 for name in self._STATE if hasattr(self._core, name)}
+
+    def _host_reference(self):
+        if self._reference is None:
+            self.set_reference()
+        ref = self._reference
+        return ref.copy() if isinstance(ref, np.ndarray) else ref.numpy()
 
     def load_state(self, state: Dict[str, ArrayLike]) -> None:
         """Writes a state() dict into this net (CPU or CUDA); every entry is checked (names,
@@ -197,14 +231,27 @@ class NativeParameters:
         if not isinstance(state, dict):
             raise TypeError(f"{what}: state must be a dict from state(), got {type(state).__name__}")
         names = [n for n in self._STATE if hasattr(self._core, n)]
-        if sorted(state) != sorted(names):
-            raise ValueError(f"{what}: state must have the keys {names}, got {sorted(state)}")
+        training = [n for n in ("reference", "optimizer") if n in state]  # optional
+        if sorted(set(state) - set(training)) != sorted(names):
+            raise ValueError(f"{what}: state must have the keys {names} (and optionally "
+                             f"'reference', 'optimizer'), got {sorted(state)}")
+        if "optimizer" in state and self._optimizer is None:
+            raise ValueError(f"{what}: state has an 'optimizer' entry but this net has no "
+                             "optimizer; make one on it first (e.g. vgkern.optim.Adam(net)), "
+                             "then load_state")
         checked = {n: np.ascontiguousarray(_checked(f"{what}: state[{n!r}]",
                                                     getattr(self._core, n), state[n]))
                    for n in names}
+        if "reference" in state:
+            reference = np.ascontiguousarray(_checked(f"{what}: state['reference']",
+                                                      self._core.params, state["reference"]))
+        if "optimizer" in state:
+            self._optimizer.load_state_dict(state["optimizer"])  # checks it before it writes
         for n, value in checked.items():
             if value.size:
                 self._core.write(n, 0, value)
+        if "reference" in state:
+            self._reference = _core.to_device(reference) if self._on_cuda() else reference.copy()
 
     @property
     def stats(self) -> bool:
@@ -233,9 +280,12 @@ class NativeParameters:
             "format": self._PICKLE_FORMAT,
             "config": dict(self._config),
             "switches": {n: getattr(core, n) for n in self._SWITCHES if hasattr(core, n)},
-            "state": self.state(),
+            "state": self._buffer_state(),
             "grads": np.array(core.grads),
             "results": {n: getattr(self, n) for n in self._RESULTS if n in self.__dict__},
+            # training state (absent from pickles of older versions)
+            "reference": self._host_reference(),
+            "optimizer": self._optimizer,
         }
 
     def __setstate__(self, saved):
@@ -253,3 +303,11 @@ class NativeParameters:
         if grads.size:
             self._core.write("grads", 0, grads)
         self.__dict__.update(saved["results"])
+        reference = saved.get("reference")
+        if reference is None:
+            self.set_reference()
+        else:
+            self._reference = _core.to_device(reference) if self._on_cuda() else reference
+        if saved.get("optimizer") is not None:
+            self._optimizer = saved["optimizer"]
+            self._optimizer._attach()  # once both are unpickled (see Optimizer.__setstate__)

@@ -5,8 +5,10 @@
                                        time; prints a summary and writes vgkern-demo.png
   vgkern sweep --depth 2,4,8 --activation sigmoid,tanh --seed 0..4 --out results.parquet
                                        a sweep (see `vgkern sweep --help`)
-  vgkern plot results.parquet -o fig.png
-  vgkern summary results.parquet       the per-configuration summary of a results file
+  vgkern demo --train                  the training claim: first layers of a deep sigmoid MLP stop
+                                       learning, ReLU/ELU/batch norm do not (digits, ~30 s)
+  vgkern plot results.parquet -o fig.png   (--over steps --stat weight_change: over training)
+  vgkern summary results.parquet       the per-configuration summary (--step N|last)
   vgkern theory --activation tanh --sigma-w 0.5..3.0:0.25 --sigma-b 0.05
                                        mean-field q*, chi1, depth scales, the edge of chaos
   vgkern bench --model mlp,lstm --width 64,256 --threads 1,2 --json bench.json
@@ -27,6 +29,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from . import _cli_training  # demo --train, plot --over steps, summary --step
 from .sweeps.spec import KEYS as SWEEP_KEYS  # the grid keys: --<key> options, kinds, help
 
 if TYPE_CHECKING:
@@ -120,18 +123,23 @@ def _add_grid_options(p):
                    "dicts; the options above are merged into each")
 
 
-def _print_summary(summary, stream, limit=60):
-    """Mean over seeds of the gain and the first/last ratio, one line per configuration group."""
+def _print_summary(summary, stream, limit=60, step=None):
+    """Mean over seeds of the gain and the first/last ratio, one line per configuration group,
+    at the first step (or at `step`: the summary was already cut to it, a number or "last")."""
     import numpy as np
 
     if not len(summary):
         print("(no finished configurations)", file=stream)
         return
-    step = summary["step"].min()
-    s = summary[summary["step"] == step]
+    if step is None:
+        step = summary["step"].min()
+        s = summary[summary["step"] == step]
+    else:
+        s = summary
     cols = [c for c in ("model", "data", "activation", "init", "sigma_w", "sigma_b", "batch_norm",
-                        "width", "batch", "dtype", "steps", "lr", "log_scale", "forget_bias")
-            if s[c].nunique(dropna=False) > 1]
+                        "width", "batch", "dtype", "steps", "lr", "optimizer", "momentum",
+                        "weight_decay", "log_scale", "forget_bias")
+            if c in s.columns and s[c].nunique(dropna=False) > 1]
     cols = (cols or ["model"]) + ["depth"]
     agg = s.groupby(cols, dropna=False, sort=True).agg(
         seeds=("seed", "nunique"), gain=("gain", "mean"),
@@ -279,8 +287,13 @@ def cmd_plot(args, stream=None):
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise _Fail(f"-o {args.output}: the folder {out_dir!r} does not exist or is not writable")
     table = read_results(args.results)
-    plot_sweep(table, args.output, depth=args.depth, step=args.step, where=where or None,
-               dpi=args.dpi)
+    if args.over == "steps":  # vgkern._cli_training: a statistic over the training steps
+        from ._cli_training import plot_over_steps
+
+        plot_over_steps(args, table, where or None)
+    else:
+        plot_sweep(table, args.output, depth=args.depth, step=args.step, where=where or None,
+                   dpi=args.dpi)
     print(f"wrote {args.output}", file=stream)
     return 0
 
@@ -291,8 +304,10 @@ def cmd_summary(args, stream=None):
 
     if not os.path.isfile(args.results):
         raise _Fail(f"no such results file: {args.results!r}")
-    summary = sweep_summary(read_results(args.results))
-    _print_summary(summary, stream, limit=args.limit)
+    from ._cli_training import summary_at_step
+
+    summary = summary_at_step(sweep_summary(read_results(args.results)), args.step)
+    _print_summary(summary, stream, limit=args.limit, step=args.step)
     if args.output:
         _write_summary(summary, args.output)
         print(f"wrote {args.output}", file=stream)
@@ -415,6 +430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the PNG to write (default vgkern-demo.png; '' for none)")
     p_demo.add_argument("--out", help="also save the results table (.parquet or .csv)")
     p_demo.add_argument("--workers", type=int, help="threads (default: the number of cores)")
+    _cli_training.add_demo_options(p_demo)
 
     p_sweep = sub.add_parser(
         "sweep", help="run a grid of configurations; per-layer statistics to Parquet/CSV",
@@ -460,12 +476,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_plot.add_argument("--where", nargs="+", metavar="KEY=V[,V]",
                         help="keep only rows with these values, e.g. init=he_normal batch_norm=off")
     p_plot.add_argument("--dpi", type=int, default=120)
+    _cli_training.add_plot_options(p_plot)
 
     p_sum = sub.add_parser("summary", help="per-configuration gain and first/last ratio of a "
                            "results file")
     p_sum.add_argument("results")
     p_sum.add_argument("-o", "--output", help="write the summary table (.parquet or .csv)")
     p_sum.add_argument("--limit", type=int, default=200, help="lines to print (default 200)")
+    _cli_training.add_summary_options(p_sum)
 
     p_theory = sub.add_parser("theory", help="mean-field predictions: q*, chi1, depth scales and "
                               "the edge of chaos for one activation over sigma_w values")
@@ -482,6 +500,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("info", help="build and runtime information as JSON")
     args = parser.parse_args(argv)
     try:
+        if args.command == "demo" and args.train:
+            return _cli_training.cmd_demo_train(args)
         if args.command == "demo":
             try:
                 depths = _parse_values("depth", "int", [args.depth])

@@ -202,6 +202,7 @@ class MLP(NativeParameters):
                              f"sigma_b={sigma_b!r}); use a smaller scale")
         if self.device != "cpu":
             self._core.write("params", 0, flat)
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     @property
     def num_layers(self) -> int:
@@ -273,6 +274,9 @@ class MLP(NativeParameters):
                                 before_copy=self._check_batch, device=self.device)
         rows = _checks.shape_of(x)[0]
         if loss == "mse":
+            labels_error = _checks.integer_target("MLP.step: target", target)
+            if labels_error is not None:
+                raise labels_error
             target = _checks.array_input(target, "MLP.step: target", dtype=self.dtype,
                                          shape=(rows, self.sizes[-1]), device=self.device)
         else:  # integer labels of any integer dtype (converted natively), on the host
@@ -280,6 +284,18 @@ class MLP(NativeParameters):
         value, self.last_output, table, self.input_grad = self._core.step(
             x, target, loss, log_scale, compute_input_grad)
         return GradReport(table, loss=value)
+
+    def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """Held-out loss and accuracy, without gradients or statistics -> (loss, accuracy).
+
+        x: (B, sizes[0]) with the net's dtype; labels: (B,) integer classes in [0, sizes[-1]).
+        loss: the mean softmax cross entropy of the outputs (float64); accuracy: the fraction of
+        examples whose largest output is the label. Batch norm uses its running statistics; the
+        parameters, gradients, mode and running statistics stay as they were, but the
+        activations saved for a backward are overwritten (vgkern._evaluation says more)."""
+        from ._evaluation import evaluate_mlp
+
+        return evaluate_mlp(self, x, labels)
 
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "
@@ -373,7 +389,8 @@ class MLP(NativeParameters):
         an error naming the module and its position (vgkern.torch_convert lists the rules)."""
         from . import torch_convert
 
-        return torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
+        net = torch_convert.mlp_from_torch(cls, module, dtype=dtype, device=device, stats=stats)
+        return net.set_reference()  # the module's weights are W0 (vgkern.optim)
 
     def to_torch(self) -> torch.nn.Sequential:
         """The equivalent torch.nn.Sequential (CPU, this net's dtype and train/eval mode)."""

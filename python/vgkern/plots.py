@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 Results = Union["pandas.DataFrame", "pyarrow.Table", str, "os.PathLike[str]"]
 
 GROUP_COLUMNS = ("model", "data", "activation", "init", "sigma_w", "sigma_b", "batch_norm",
-                 "width", "batch", "dtype", "steps", "lr", "log_scale", "forget_bias")
+                 "width", "batch", "dtype", "steps", "lr", "log_scale", "forget_bias",
+                 "optimizer", "momentum", "weight_decay", "eval_every")
 COLORS = {"sigmoid": "#1f77b4", "tanh": "#ff7f0e", "relu": "#2ca02c", "elu": "#d62728",
           "identity": "#7f7f7f", "lstm": "#9467bd", "rnn/tanh": "#8c564b", "rnn/relu": "#e377c2"}
 EXTRA_COLORS = ("#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39")
@@ -67,13 +68,20 @@ def _frame(results):
                     f"{type(results).__name__}")
 
 
-def _filter(df, where, step, what):
+def _filter(df, where, step, what, over_steps=False):
+    """The rows of `where`, then of training step `step`. step=None keeps every step only for
+    plots over the steps (over_steps); the others refuse it rather than average the steps."""
     if where:
         for key, value in where.items():
             if key not in df.columns:
                 raise ValueError(f"{what}: where: no column {key!r}; columns: {', '.join(df.columns)}")
             values = list(value) if isinstance(value, (list, tuple, set, range)) else [value]
             df = df[df[key].isin(values)]
+    if step is None and not over_steps and "step" in df.columns and df["step"].nunique() > 1:
+        steps = sorted(df["step"].unique().tolist())
+        raise ValueError(f"{what}: step=None would average {len(steps)} training steps "
+                         f"({steps[0]}..{steps[-1]}); pass step=N to show one of them, or plot "
+                         "a statistic over the steps with vgkern.plot_training(table, stat=...)")
     if step is not None and "step" in df.columns:
         if len(df) and step not in set(df["step"].unique()):
             raise ValueError(f"{what}: no rows with step={step}; steps in the table: "

@@ -142,6 +142,19 @@ class _Recurrent(NativeParameters):
         self.last_output = results[0]
         return self._report(results, value)
 
+    def evaluate(self, x_seq: np.ndarray, labels: np.ndarray, readout: "MLP") -> tuple[float, float]:
+        """Held-out loss and accuracy of a classifier made of this net and `readout`, an MLP
+        (sizes[0] = hidden_size, the net's dtype) on the last hidden state h_T, without
+        gradients or statistics -> (loss, accuracy).
+
+        x_seq: (T, B, I); labels: (B,) integer classes in [0, readout.sizes[-1]).
+        loss: the mean softmax cross entropy of readout(h_T) (float64); accuracy: the fraction
+        of examples whose largest output is the label. Parameters, gradients and switches stay
+        as they were; the activations saved for a backward are overwritten."""
+        from ._evaluation import evaluate_recurrent
+
+        return evaluate_recurrent(self, x_seq, labels, readout)
+
 
     # PyTorch interop and the nn.Module conventions (vgkern.torch_convert does the work).
     @classmethod
@@ -155,8 +168,9 @@ class _Recurrent(NativeParameters):
         (T, B, I): the conversion is of the weights."""
         from . import torch_convert
 
-        return torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
-                                                  stats=stats)
+        net = torch_convert.recurrent_from_torch(cls, module, dtype=dtype, device=device,
+                                                 stats=stats)
+        return net.set_reference()  # the module's weights are W0 (vgkern.optim)
 
     def to_torch(self) -> Union[torch.nn.LSTM, torch.nn.RNN]:
         """The equivalent torch.nn.LSTM / torch.nn.RNN (CPU, this net's dtype; bias_ih_l0 =
@@ -209,6 +223,7 @@ class LSTM(_Recurrent):
         bias = np.array(self.bias)
         bias[self.hidden_size:2 * self.hidden_size] += forget_bias
         self.bias = bias
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     def forward(self, x_seq: ArrayLike, h0: Optional[ArrayLike] = None,
                 c0: Optional[ArrayLike] = None
@@ -257,6 +272,7 @@ class RNN(_Recurrent):
                  device: str = "cpu") -> None:
         nonlinearity = _checks.choice("RNN: nonlinearity", nonlinearity, RNN_NONLINEARITIES)
         super().__init__(input_size, hidden_size, nonlinearity, dtype, seed, stats, device)
+        self.set_reference()  # the weights vgkern.optim's weight_change compares against
 
     def _build(self, **config: Any) -> None:
         self.nonlinearity = config["nonlinearity"]

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 FIELDS = tuple(_core.REPORT_COLUMNS)
 SEQUENCE_FIELDS = tuple(_core.SEQUENCE_COLUMNS)
 WEIGHT_FIELDS = tuple(_core.SEQUENCE_WEIGHT_COLUMNS)
+# the optimizer's per-network statistics (vgkern.optim's opt.step(rep) sets them; NaN before)
+SEQUENCE_UPDATE_FIELDS = tuple(_core.SEQUENCE_UPDATE_COLUMNS)
 LOSS_DOC = "the step's loss (NaN after a plain backward)"
 
 
@@ -99,7 +101,9 @@ class SequenceReport(_Report):
     appended below at import, from the native schema):
     """
 
-    __slots__ = SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS) + ("loss",)
+    __slots__ = (SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS)
+                 + SEQUENCE_UPDATE_FIELDS + tuple("log10_" + f for f in SEQUENCE_UPDATE_FIELDS)
+                 + ("loss",))
     _index = "step"
 
     def __init__(self, table: ArrayLike, weight_norms: Sequence[float],
@@ -111,6 +115,9 @@ class SequenceReport(_Report):
             setattr(self, name, float(value))
             with np.errstate(divide="ignore"):
                 setattr(self, "log10_" + name, float(np.log10(value)))
+        for name in SEQUENCE_UPDATE_FIELDS:
+            setattr(self, name, float("nan"))
+            setattr(self, "log10_" + name, float("nan"))
         self.loss = float(loss)
 
     @property

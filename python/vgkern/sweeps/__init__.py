@@ -11,21 +11,28 @@ products, without duplicates):
 {keys}
 
 A key that does not apply to a model is ignored for it (its column is empty: None/NaN, or False
-for batch_norm/log_scale); RNN rows take only the "tanh"/"relu" activations of the grid.
+for batch_norm/log_scale; momentum is NaN unless optimizer is "momentum"; eval_every is 0 on
+Gaussian data); RNN rows take only the "tanh"/"relu" activations of the grid.
 
 What one configuration computes (documented so that anyone can recompute it; the tests do):
 
 * MLP, Gaussian data: ``net = vgkern.MLP([width] * (depth + 1), activation=activation,
-  init=init, dtype=dtype, seed=seed, batch_norm=batch_norm[, sigma_w=..., sigma_b=...])``;
-  for step s = 0 .. steps-1: ``rng = numpy.random.default_rng([seed, s])``,
-  ``x = rng.standard_normal((batch, width))``, ``target = rng.standard_normal((batch, width))``
-  (drawn in float64, then cast to dtype),
-  ``rep = net.step(x, target, loss="mse", log_scale=log_scale)``, then (between steps)
-  ``net.params -= lr * net.grads`` (with log_scale, ``net.unscale_grads(rep)`` first multiplies
-  the stored gradients by 2**grad_log2_scale of their layer, so that SGD uses the true gradient).
-* MLP, digits: sizes ``[64] + [width] * (depth - 1) + [10]``, loss "cross_entropy"; the 1797
-  images are scaled by 1/16 and standardised per pixel (constant pixels become 0); step s takes
-  the examples ``rng.choice(1797, batch, replace=False)`` of ``rng = default_rng([seed, s])``.
+  init=init, dtype=dtype, seed=seed, batch_norm=batch_norm[, sigma_w=..., sigma_b=...])``,
+  then ``opt`` = the optimizer (below); for step s = 0 .. steps-1:
+  ``rng = numpy.random.default_rng([seed, s])``, ``x = rng.standard_normal((batch, width))``,
+  ``target = rng.standard_normal((batch, width))`` (drawn in float64, then cast to dtype),
+  ``rep = net.step(x, target, loss="mse", log_scale=log_scale)``, ``opt.step(rep)`` (which
+  unscales a log-scale report's gradients, updates the parameters and writes the update
+  statistics into rep), then the rows of step s are rep's statistics.
+* The optimizer: ``vgkern.optim.SGD(net, lr, weight_decay=weight_decay)`` for "sgd",
+  ``SGD(net, lr, momentum=momentum, weight_decay=weight_decay)`` for "momentum",
+  ``Adam(net, lr, weight_decay=weight_decay)`` / ``AdamW(...)`` for "adam" / "adamw".
+* MLP, digits: sizes ``[64] + [width] * (depth - 1) + [10]``, loss "cross_entropy"; the data is
+  ``vgkern.datasets.digits`` (split seed 0): step s trains on the examples
+  ``rng.choice(1437, batch, replace=False)`` of the training split, ``rng =
+  default_rng([seed, s])``. With eval_every = N > 0, the rows of steps s = 0, N, 2N, ... and
+  of the last step carry ``test_loss, test_accuracy = net.evaluate(x_test, labels_test)`` on
+  the test split, measured after that step's update (NaN on the other rows).
 * LSTM / RNN, Gaussian data: ``vgkern.LSTM(width, width, dtype=dtype, seed=seed,
   forget_bias=forget_bias)`` or ``vgkern.RNN(width, width, nonlinearity=activation, dtype=dtype,
   seed=seed)``; x_seq ``(T, batch, width)`` then target
@@ -34,15 +41,18 @@ What one configuration computes (documented so that anyone can recompute it; the
 * LSTM / RNN, digits: each image is read row by row (T = 8, input size 8); a linear read-out
   ``vgkern.MLP([width, 10], activation="identity", dtype=dtype, seed=seed)`` on h_T with
   cross-entropy; its input gradient is back-propagated through time
-  (``net.backward(None, grad_hT=readout.input_grad)``); SGD updates both.
+  (``net.backward(None, grad_hT=readout.input_grad)``, whose report takes the read-out's loss);
+  one optimizer each updates the read-out (first) and the net; test metrics as for the MLP,
+  from ``net.evaluate(x_test_seq, labels_test, readout)``.
 
 The table has one row per (configuration, step, layer): the configuration's columns (plus a
 ``config_id``: the first 16 hex digits of the sha256 of the configuration as canonical JSON,
 stable across processes and machines), ``step``, ``layer``, ``loss``, every GradReport field and,
 for LSTM/RNN rows (``layer`` = time step t), the SequenceReport fields (``h_grad_norm``,
 ``c_grad_norm``, ``x_grad_norm``, their log10, ``forget_gate_mean``, ``saturated_fraction``, and
-the per-network ``weight_ih_grad_norm``, ``weight_hh_grad_norm``, ``bias_grad_norm`` repeated on
-every row). Columns that do not apply to a row are NaN.
+the per-network ``weight_ih_grad_norm``, ``weight_hh_grad_norm``, ``bias_grad_norm`` and update
+statistics repeated on every row), then ``test_loss`` and ``test_accuracy``. Columns that do not
+apply to a row are NaN. The rows come from a vgkern.History of the configuration's reports.
 
 Storage (``out="results.parquet"`` or ``".csv"``): every finished configuration is appended at
 once, as one checksummed record written with a single write(), to a journal ``<out>.journal``

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
-from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_EXAMPLES,
+from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_TRAIN_EXAMPLES,
                    DIGITS_FEATURES, GRID_KEYS, MODELS, RNN_ACTIVATIONS, SCHEMA_VERSION,
                    STAT_COLUMNS, as_values, error, normalize, unknown_key)
 
@@ -78,6 +78,21 @@ def _expand(g):
                         "init='scaled_normal' to the grid")
     if "forget_bias" in g and "lstm" not in models:
         raise error("forget_bias applies to model 'lstm' only")
+    if "momentum" in g and "momentum" not in values["optimizer"]:
+        raise error("momentum applies to optimizer 'momentum' only; add optimizer='momentum' "
+                    "to the grid")
+    if g.get("eval_every") and "digits" not in values["data"]:
+        raise error("eval_every measures the test split of data 'digits'; add data='digits' "
+                    "to the grid")
+    # the optimizer with its momentum (NaN: not read by the optimizer)
+    optimizers = [(o, m) for o in values["optimizer"]
+                  for m in (values["momentum"] if o == "momentum" else [math.nan])]
+    training = list(itertools.product(values["steps"], values["lr"], optimizers,
+                                      values["weight_decay"], values["eval_every"]))
+
+    def train_keys(data, steps, lr, optimizer, momentum, weight_decay, eval_every):
+        return dict(steps=steps, lr=lr, optimizer=optimizer, momentum=momentum,
+                    weight_decay=weight_decay, eval_every=eval_every if data == "digits" else 0)
 
     configs = []
     for model in models:
@@ -88,15 +103,16 @@ def _expand(g):
                     inits += [(init, sw, sb) for sw in values["sigma_w"] for sb in values["sigma_b"]]
                 else:
                     inits.append((init, math.nan, math.nan))
-            for (data, dtype, bn, act, (init, sw, sb), width, batch, depth, steps, lr, ls,
-                 seed) in itertools.product(
+            for (data, dtype, bn, act, (init, sw, sb), width, batch, depth, (steps, lr, (opt, m),
+                 wd, ev), ls, seed) in itertools.product(
                     values["data"], values["dtype"], values["batch_norm"], values["activation"],
-                    inits, values["width"], values["batch"], values["depth"], values["steps"],
-                    values["lr"], values["log_scale"], values["seed"]):
+                    inits, values["width"], values["batch"], values["depth"], training,
+                    values["log_scale"], values["seed"]):
                 configs.append(dict(model=model, data=data, depth=depth, width=width,
                                     activation=act, init=init, sigma_w=sw, sigma_b=sb,
                                     batch_norm=bn, batch=batch, dtype=dtype, seed=seed,
-                                    steps=steps, lr=lr, log_scale=ls, forget_bias=math.nan))
+                                    **train_keys(data, steps, lr, opt, m, wd, ev),
+                                    log_scale=ls, forget_bias=math.nan))
         else:
             acts = [None] if model == "lstm" else [a for a in values["activation"]
                                                    if a in RNN_ACTIVATIONS]
@@ -105,15 +121,17 @@ def _expand(g):
                             f"be 'tanh' or 'relu', the grid has {values['activation']}")
             fbs = values["forget_bias"] if model == "lstm" else [math.nan]
             lengths = values["seq_len"] if values["seq_len"] != [None] else values["depth"]
-            for data, dtype, act, fb, width, batch, T, steps, lr, seed in itertools.product(
+            for (data, dtype, act, fb, width, batch, T, (steps, lr, (opt, m), wd, ev),
+                 seed) in itertools.product(
                     values["data"], values["dtype"], acts, fbs, values["width"], values["batch"],
-                    lengths, values["steps"], values["lr"], values["seed"]):
+                    lengths, training, values["seed"]):
                 if data == "digits":
                     T = 8  # an 8x8 image read row by row
                 configs.append(dict(model=model, data=data, depth=T, width=width,
                                     activation=act, init=None, sigma_w=math.nan,
                                     sigma_b=math.nan, batch_norm=False, batch=batch,
-                                    dtype=dtype, seed=seed, steps=steps, lr=lr,
+                                    dtype=dtype, seed=seed,
+                                    **train_keys(data, steps, lr, opt, m, wd, ev),
                                     log_scale=False, forget_bias=fb))
     return configs
 
@@ -176,15 +194,15 @@ def _check_config(c):
                           f"{need / 2**30:.4g} GiB, more than this machine's "
                           f"{limit / 2**30:.4g} GiB of physical memory")
     limit = float(np.finfo(c["dtype"]).max)
-    for key in ("lr", "sigma_w", "sigma_b", "forget_bias"):
+    for key in ("lr", "sigma_w", "sigma_b", "forget_bias", "momentum", "weight_decay"):
         if abs(c[key]) > limit:  # NaN (not applicable) passes
             raise error(f"grid key {key!r}: {c[key]!r} overflows {c['dtype']}")
     if c["batch_norm"] and c["batch"] < 2:
         raise error(f"batch_norm=True needs batch >= 2 (train-mode batch statistics), got "
                     f"batch={c['batch']}")
-    if c["data"] == "digits" and c["batch"] > DIGITS_EXAMPLES:
-        raise error(f"data='digits' has {DIGITS_EXAMPLES} examples; batch must be <= "
-                    f"{DIGITS_EXAMPLES}, got {c['batch']}")
+    if c["data"] == "digits" and c["batch"] > DIGITS_TRAIN_EXAMPLES:
+        raise error(f"data='digits' trains on {DIGITS_TRAIN_EXAMPLES} examples (the training "
+                    f"split); batch must be <= {DIGITS_TRAIN_EXAMPLES}, got {c['batch']}")
 
 
 def cost(c):

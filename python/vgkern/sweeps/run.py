@@ -10,7 +10,7 @@ constructing vgkern.MLP(..., seed=seed) for every configuration, bit for bit."""
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 import threading
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -18,32 +18,20 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from numpy.typing import NDArray
 
+from ..datasets import as_sequence, digits_arrays
+from ..history import History
 from ..init import NormalStream
 from ..mlp import MLP
 from ..recurrent import LSTM, RNN
-from .spec import DIGITS_CLASSES, DIGITS_FEATURES, MLP_STATS, SEQUENCE_STATS, STAT_COLUMNS
+from .spec import DIGITS_CLASSES, DIGITS_FEATURES, STAT_COLUMNS
 
-_COL = {name: j for j, name in enumerate(STAT_COLUMNS)}
-_MLP_COLS = [_COL[f] for f in MLP_STATS]
+DIGITS_SPLIT_SEED = 0  # every sweep trains and tests on the same split of the digits
 
 
-@functools.lru_cache(maxsize=1)
 def digits_data() -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """(x, labels) from sklearn's load_digits: x: (1797, 64) float64 standardised,
-    labels: (1797,) int64."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise ImportError("data='digits' needs scikit-learn: pip install 'vgkern[sweep]'") from err
-    d = load_digits()
-    x = d.data / 16.0
-    mean, std = x.mean(0), x.std(0)
-    std[std == 0] = 1.0
-    x = (x - mean) / std
-    x.setflags(write=False)
-    labels = d.target.astype(np.int64)
-    labels.setflags(write=False)
-    return x, labels
+    """The training split of vgkern.datasets.digits (split seed 0), cached and read-only, which
+    sweeps draw their batches from -> x: (1437, 64) float64, labels: (1437,) int64."""
+    return digits_arrays("train", DIGITS_SPLIT_SEED)
 
 
 class _LRU:
@@ -171,67 +159,87 @@ def _make_mlp(c, sizes):
     return net
 
 
-def _sgd(net, lr, dtype):
-    net.params -= np.asarray(lr, dtype=dtype) * net.grads
+def make_optimizer(c, net):
+    """The configuration's optimizer (vgkern.optim) for net: optimizer "sgd" is SGD without
+    momentum, "momentum" SGD with the momentum key; weight_decay as torch.optim's (adamw:
+    decoupled)."""
+    from .. import optim
+
+    lr, wd = c["lr"], c["weight_decay"]
+    if c["optimizer"] == "sgd":
+        return optim.SGD(net, lr, weight_decay=wd)
+    if c["optimizer"] == "momentum":
+        return optim.SGD(net, lr, momentum=c["momentum"], weight_decay=wd)
+    if c["optimizer"] == "adam":
+        return optim.Adam(net, lr, weight_decay=wd)
+    return optim.AdamW(net, lr, weight_decay=wd)
+
+
+def _evaluates(c, s):
+    """Whether step s carries test metrics: every eval_every steps, and the last step."""
+    every = c["eval_every"]
+    return c["data"] == "digits" and every > 0 and (s % every == 0 or s == c["steps"] - 1)
+
+
+def _test_split(c):
+    return _BATCHES.get(("digits-test", c["dtype"]), lambda: _readonly(*(
+        a.astype(c["dtype"]) if a.dtype.kind == "f" else a
+        for a in digits_arrays("test", DIGITS_SPLIT_SEED))))
 
 
 def run_config(c: Mapping[str, Any]) -> NDArray[np.float64]:
     """Run one configuration (a dict from sweep_configs) -> stats: (steps * L, n_stats) float64,
-    rows in (step, layer) order, n_stats = len(STAT_COLUMNS) columns STAT_COLUMNS."""
-    dtype, steps, lr, B, W = c["dtype"], c["steps"], c["lr"], c["batch"], c["width"]
-    L = c["depth"]
-    out = np.full((steps * L, len(STAT_COLUMNS)), np.nan)
+    rows in (step, layer) order, n_stats = len(STAT_COLUMNS) columns STAT_COLUMNS (a
+    vgkern.History of the reports, as one array)."""
+    steps, B, W, L = c["steps"], c["batch"], c["width"], c["depth"]
+    digits = c["data"] == "digits"
+    nan = (math.nan, math.nan)
     if c["model"] == "mlp":
-        digits = c["data"] == "digits"
         sizes = [DIGITS_FEATURES] + [W] * (L - 1) + [DIGITS_CLASSES] if digits else [W] * (L + 1)
         net = _make_mlp(c, sizes)
-        rep = None
+        opt = make_optimizer(c, net)  # after _make_mlp: the weights it measures change against
+        hist = History(net, capacity=steps)
         for s in range(steps):
-            if s:
-                if c["log_scale"]:
-                    net.unscale_grads(rep)
-                _sgd(net, lr, dtype)
             if digits:
                 x, target = _digits_batch(c, s)
                 rep = net.step(x, target, loss="cross_entropy", log_scale=c["log_scale"])
             else:
                 x, target = _gaussian_batch(c, s, (B, W), (B, W))
                 rep = net.step(x, target, loss="mse", log_scale=c["log_scale"])
-            block = out[s * L:(s + 1) * L]
-            block[:, 0] = rep.loss
-            block[:, _MLP_COLS] = np.column_stack([getattr(rep, f) for f in MLP_STATS])
-        return out
+            opt.step(rep)  # unscales a log-scale report's gradients itself
+            hist.record(s, rep, *(net.evaluate(*_test_split(c)) if _evaluates(c, s) else nan))
+        return hist.rows(STAT_COLUMNS)
 
-    digits = c["data"] == "digits"
     I = 8 if digits else W
     if c["model"] == "lstm":
-        net = LSTM(I, W, dtype=dtype, seed=c["seed"], forget_bias=c["forget_bias"])
+        net = LSTM(I, W, dtype=c["dtype"], seed=c["seed"], forget_bias=c["forget_bias"])
     else:
-        net = RNN(I, W, nonlinearity=c["activation"], dtype=dtype, seed=c["seed"])
-    readout = MLP([W, DIGITS_CLASSES], activation="identity", dtype=dtype, seed=c["seed"]) if digits else None
+        net = RNN(I, W, nonlinearity=c["activation"], dtype=c["dtype"], seed=c["seed"])
+    readout = MLP([W, DIGITS_CLASSES], activation="identity", dtype=c["dtype"],
+                  seed=c["seed"]) if digits else None
+    opts = [make_optimizer(c, n) for n in (net, readout) if n is not None]
+    hist = History(net, capacity=steps)
     for s in range(steps):
-        if s:
-            _sgd(net, lr, dtype)
-            if readout is not None:
-                _sgd(readout, lr, dtype)
         if digits:
             x, labels = _digits_batch(c, s)
             assert readout is not None  # made above for the digits data
-            x_seq = np.ascontiguousarray(x.reshape(B, 8, 8).transpose(1, 0, 2))
+            x_seq = np.ascontiguousarray(as_sequence(x))
             h_seq, _ = net.forward(x_seq)[:2]
             rrep = readout.step(np.ascontiguousarray(h_seq[-1]), labels, loss="cross_entropy",
                                 compute_input_grad=True)
             rep = net.backward(None, grad_hT=readout.input_grad)
-            loss = rrep.loss
+            rep.loss = rrep.loss  # the loss of the whole classifier
+            opts[1].step(rrep)
         else:
             x_seq, target = _gaussian_batch(c, s, (L, B, W), (B, W))
             rep = net.step(x_seq, target, loss="mse")
-            loss = rep.loss
-        block = out[s * L:(s + 1) * L]
-        block[:, 0] = loss
-        for f in SEQUENCE_STATS:  # per-step arrays; per-network scalars repeat on every row
-            block[:, _COL[f]] = getattr(rep, f)
-    return out
+        opts[0].step(rep)
+        test = nan
+        if _evaluates(c, s):
+            x_test, y_test = _test_split(c)
+            test = net.evaluate(np.ascontiguousarray(as_sequence(x_test)), y_test, readout)
+        hist.record(s, rep, *test)
+    return hist.rows(STAT_COLUMNS)
 
 
 def limit_blas(threads):

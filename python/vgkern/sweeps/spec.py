@@ -9,16 +9,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..datasets import (  # noqa: F401  (re-exported for grid and run)
+    DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_TRAIN_EXAMPLES)
 from ..init import INITS
 from ..mlp import ACTIVATIONS
 from ..report import GradReport, SequenceReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optimizer keys, eval_every, test_loss/test_accuracy, digits split
 INT64_MAX = 2**63 - 1
 MODELS = ("mlp", "lstm", "rnn")
 DATASETS = ("gaussian", "digits")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 RNN_ACTIVATIONS = ("tanh", "relu")
-DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_EXAMPLES = 10, 64, 1797
+# sweeps train on vgkern.datasets.digits("train") and evaluate on its "test" split
 
 # Column types of the table (Arrow: string, int64, float64, bool).
 STR, INT, FLOAT, BOOL = "string", "int64", "float64", "bool"
@@ -84,8 +87,16 @@ _KEYS = (
     Key("batch", "int", 128, MODELS, "batch size", low=1),
     Key("dtype", "dtype", "float32", MODELS, "compute dtype", choices=("float32", "float64")),
     Key("seed", "int", 0, MODELS, "seed of the weights and the data", low=0),
-    Key("steps", "int", 1, MODELS, "training steps (plain SGD); one row block per step", low=1),
-    Key("lr", "float", 0.01, MODELS, "SGD learning rate", low=0.0),
+    Key("steps", "int", 1, MODELS, "training steps (one optimizer update each); one row block "
+        "per step", low=1),
+    Key("lr", "float", 0.01, MODELS, "learning rate", low=0.0),
+    Key("optimizer", "choice", "sgd", MODELS, "vgkern.optim: sgd (plain SGD), momentum (SGD with "
+        "the momentum key), adam, adamw", choices=OPTIMIZERS),
+    Key("momentum", "float", 0.9, MODELS, "optimizer momentum: SGD's momentum", low=0.0),
+    Key("weight_decay", "float", 0.0, MODELS, "the optimizer's weight decay (adamw: decoupled)",
+        low=0.0),
+    Key("eval_every", "int", 0, MODELS, "data digits: test_loss/test_accuracy on the test split "
+        "every N steps and at the last (0: never)", low=0),
     Key("log_scale", "bool", False, ("mlp",),
         "MLP: log-scale backward (exact log-norms where gradients underflow)"),
     Key("forget_bias", "float", 0.0, ("lstm",), "LSTM: added to the forget-gate bias"),
@@ -103,7 +114,9 @@ APPLIES = {m: {k.name for k in _KEYS if m in k.models} for m in MODELS}
 # not GradReport fields too (per-network scalars such as weight_ih_grad_norm repeat on every row).
 MLP_STATS = tuple(f for f in GradReport.__slots__ if f != "loss")
 SEQUENCE_STATS = tuple(f for f in SequenceReport.__slots__ if f != "loss")
-STAT_COLUMNS = ("loss",) + MLP_STATS + tuple(f for f in SEQUENCE_STATS if f not in MLP_STATS)
+TEST_STATS = ("test_loss", "test_accuracy")  # held-out metrics (NaN where not evaluated)
+STAT_COLUMNS = (("loss",) + MLP_STATS + tuple(f for f in SEQUENCE_STATS if f not in MLP_STATS)
+                + TEST_STATS)
 ROW_COLUMNS = ("step", "layer")
 COLUMNS = ("config_id",) + CONFIG_COLUMNS + ROW_COLUMNS + STAT_COLUMNS
 
