@@ -13,7 +13,7 @@ import contextlib
 import math
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
