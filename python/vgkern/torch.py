@@ -40,9 +40,11 @@ Memory:
   torch's current stream is synchronized (the optimizer's pending updates of the shared
   parameters must have landed); vgkern's calls return synchronized.
 """
-from typing import Any, Optional, Union
+from typing import (Any, Callable, Iterable, List, Optional, Sequence, SupportsIndex, Tuple,
+                    Union)
 
 import numpy as np
+from numpy.typing import NDArray
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -55,7 +57,8 @@ __all__ = ["Module"]
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
-def _net_input(tensor: torch.Tensor, what: str, ex: "_Exchange"):
+def _net_input(tensor: torch.Tensor, what: str, ex: "_Exchange"
+               ) -> Union[NDArray[np.floating], torch.Tensor]:
     """A tensor as the net reads it, without a copy: numpy on the CPU, the (contiguous) tensor
     itself on CUDA (read in place through __cuda_array_interface__), after the checks that give
     torch users torch's words."""
@@ -86,8 +89,10 @@ class _Exchange:
         self.flat_grads = self.buffer("grads")  # (P,): every gradient, laid out as params
         self.grads_begin = self.flat_grads.data_ptr()
         self.grads_end = self.grads_begin + self.flat_grads.numel() * self.flat_grads.element_size()
-        self.grad_slices = []  # (offset, size, shape) of each parameter in the flat buffers
-        self.params = ()  # the Module's parameters, in the order of grad_slices (finish())
+        # (offset, size, shape) of each parameter in the flat buffers
+        self.grad_slices: List[Tuple[int, int, Tuple[int, ...]]] = []
+        # the Module's parameters, in the order of grad_slices (finish())
+        self.params: Tuple[torch.nn.Parameter, ...] = ()
         self.contiguous = False
 
     def buffer(self, name: str) -> torch.Tensor:
@@ -96,10 +101,11 @@ class _Exchange:
             return torch.from_numpy(getattr(self.net._core, name))
         return torch.from_dlpack(self.net._core.device_buffer(name))
 
-    def tensor(self, array) -> torch.Tensor:
+    def tensor(self, array: Any) -> torch.Tensor:
         """A result of the net as a tensor on the net's device: a numpy array on the same memory
         (CPU), a vgkern.CudaArray through DLPack (no copy); a CUDA net's host results (its
-        forward and backward return numpy arrays) are copied to the device."""
+        forward and backward return numpy arrays) are copied to the device. (`array` is typed
+        Any: vgkern.CudaArray comes from the compiled extension, which has no stubs.)"""
         if not isinstance(array, np.ndarray):
             return torch.from_dlpack(array)
         t = torch.from_numpy(array)
@@ -110,7 +116,7 @@ class _Exchange:
         if self.device == "cuda":
             torch.cuda.current_stream(self.flat_params.device).synchronize()
 
-    def parameter(self, offset: int, shape) -> torch.nn.Parameter:
+    def parameter(self, offset: int, shape: Tuple[int, ...]) -> torch.nn.Parameter:
         """An nn.Parameter viewing params[offset:offset + prod(shape)], its slice recorded."""
         size = int(np.prod(shape))
         self.grad_slices.append((offset, size, tuple(shape)))
@@ -132,15 +138,17 @@ class _Exchange:
             if g is not None and self.grads_begin <= g.data_ptr() < self.grads_end:
                 p.grad = g.clone()
 
-    def grad_views(self):
+    def grad_views(self) -> Tuple[torch.Tensor, ...]:
         """Fresh views of net.grads, one per parameter (fresh: torch keeps an unshared one as
         param.grad without copying it)."""
-        if self.contiguous:  # one native call for all (a Python loop of slices costs ~2x)
+        # one native call for all (a Python loop of slices costs ~2x); contiguous implies
+        # _unflatten is not None (finish()), the test repeats it for the type checker
+        if self.contiguous and _unflatten is not None:
             return tuple(_unflatten(self.flat_grads_used, self.params))
         flat = self.flat_grads
         return tuple(flat[o:o + n].view(s) for o, n, s in self.grad_slices)
 
-    def finish(self, params) -> None:
+    def finish(self, params: Iterable[torch.nn.Parameter]) -> None:
         """The Module's parameters, in grad_slices' order, registered: whether they tile the
         buffer's front back to back (then grad_views makes all views in one call)."""
         self.params = tuple(params)
@@ -152,31 +160,36 @@ class _Exchange:
 
 # torch's helper behind torch._utils._unflatten_dense_tensors: views of `flat` shaped like the
 # given tensors, back to back (private; the slicing fallback keeps working without it)
-_unflatten = getattr(getattr(torch._C, "_nn", None), "unflatten_dense_tensors", None)
+_unflatten: Optional[Callable[[torch.Tensor, Sequence[torch.Tensor]], List[torch.Tensor]]] = \
+    getattr(getattr(torch._C, "_nn", None), "unflatten_dense_tensors", None)
 
 
 class _MLPFunction(torch.autograd.Function):
     """x (B, d_0) and the parameters -> out (B, d_L); backward -> dL/dx and the gradients."""
 
     @staticmethod
-    def forward(ctx, ex: _Exchange, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        x = _net_input(x, "vgkern.torch.Module: x", ex)
+    def forward(ctx: Any, ex: _Exchange, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        net = ex.net
+        assert isinstance(net, MLP)  # Module.forward sends MLP nets only
+        x_in = _net_input(x, "vgkern.torch.Module: x", ex)
         ex.synchronize()
-        out = ex.net.forward(x)
+        out = net.forward(x_in)
         ex.forwards += 1
         ctx.ex, ctx.token = ex, ex.forwards
         return ex.tensor(out)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        ex = ctx.ex
+    def backward(ctx: Any, grad_out: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        ex: _Exchange = ctx.ex
+        net = ex.net
+        assert isinstance(net, MLP)  # forward ran on this net
         ex.check_backward(ctx.token, "MLP")
         ex.unalias_grads()
         g = _net_input(grad_out, "vgkern.torch.Module: the gradient of the output", ex)
         ex.synchronize()
-        ex.last_report = ex.net.backward(g, compute_input_grad=ctx.needs_input_grad[1])
-        dx = ex.tensor(ex.net.input_grad) if ctx.needs_input_grad[1] else None
+        ex.last_report = net.backward(g, compute_input_grad=ctx.needs_input_grad[1])
+        dx = ex.tensor(net.input_grad) if ctx.needs_input_grad[1] else None
         return (None, dx) + ex.grad_views()
 
 
@@ -186,18 +199,21 @@ class _RecurrentFunction(torch.autograd.Function):
     and the gradients."""
 
     @staticmethod
-    def forward(ctx, ex: _Exchange, x, h0, c0, *params):
+    def forward(ctx: Any, ex: _Exchange, x: torch.Tensor, h0: Optional[torch.Tensor],
+                c0: Optional[torch.Tensor], *params: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         net = ex.net
+        assert isinstance(net, (LSTM, RNN))  # Module.forward sends recurrent nets only
         what = "vgkern.torch.Module"
-        x = _net_input(x, f"{what}: input", ex)
-        h0 = None if h0 is None else _net_input(h0, f"{what}: h0", ex)
-        c0 = None if c0 is None else _net_input(c0, f"{what}: c0", ex)
+        x_in = _net_input(x, f"{what}: input", ex)
+        h0_in = None if h0 is None else _net_input(h0, f"{what}: h0", ex)
+        c0_in = None if c0 is None else _net_input(c0, f"{what}: c0", ex)
         ex.synchronize()
+        outputs: Tuple[NDArray[np.floating], ...]
         if isinstance(net, LSTM):
-            h_seq, (h_last, c_last) = net.forward(x, h0, c0)
+            h_seq, (h_last, c_last) = net.forward(x_in, h0_in, c0_in)
             outputs = (h_seq, h_last, c_last)
         else:
-            outputs = net.forward(x, h0)
+            outputs = net.forward(x_in, h0_in)
         ex.forwards += 1
         ctx.ex, ctx.token = ex, ex.forwards
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
@@ -205,19 +221,21 @@ class _RecurrentFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_seq, g_h, g_c=None):
-        ex = ctx.ex
+    def backward(ctx: Any, g_seq: Optional[torch.Tensor], g_h: Optional[torch.Tensor],
+                 g_c: Optional[torch.Tensor] = None) -> Tuple[Optional[torch.Tensor], ...]:
+        ex: _Exchange = ctx.ex
         net = ex.net
+        assert isinstance(net, (LSTM, RNN))  # forward ran on this net
         ex.check_backward(ctx.token, type(net).__name__)
         ex.unalias_grads()
         what = "vgkern.torch.Module: the gradient of"
-        g_seq, g_h, g_c = (None if g is None else _net_input(g, f"{what} {name}", ex)
-                           for g, name in ((g_seq, "output"), (g_h, "h_n"), (g_c, "c_n")))
+        seq_in, h_in, c_in = (None if g is None else _net_input(g, f"{what} {name}", ex)
+                              for g, name in ((g_seq, "output"), (g_h, "h_n"), (g_c, "c_n")))
         ex.synchronize()
         if isinstance(net, LSTM):
-            report = net.backward(g_seq, g_h, g_c)
+            report = net.backward(seq_in, h_in, c_in)
         else:
-            report = net.backward(g_seq, g_h)
+            report = net.backward(seq_in, h_in)
         ex.last_report = report
         dx = ex.tensor(net.input_grad)
         dh0 = ex.tensor(net.h0_grad) if ctx.needs_input_grad[2] else None
@@ -261,8 +279,7 @@ class Module(torch.nn.Module):
         if net.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("vgkern.torch.Module: net is a CUDA net, but this PyTorch has no "
                                "CUDA device (torch.cuda.is_available() is False); use a CPU net")
-        recurrent = isinstance(net, (LSTM, RNN))
-        if batch_first is not None and not recurrent:
+        if batch_first is not None and not isinstance(net, (LSTM, RNN)):
             raise ValueError("vgkern.torch.Module: batch_first is for LSTM/RNN nets; an MLP takes "
                              "x (B, d_0)")
         if batch_first is None:
@@ -272,7 +289,8 @@ class Module(torch.nn.Module):
                             f"{batch_first!r}")
         self.batch_first = batch_first
         self._ex = _Exchange(net)
-        if recurrent:  # the layout of vgkern.recurrent: weight_ih, weight_hh, bias, back to back
+        # the layout of vgkern.recurrent: weight_ih, weight_hh, bias, back to back
+        if isinstance(net, (LSTM, RNN)):
             G, I, H = net._gates * net.hidden_size, net.input_size, net.hidden_size
             for name, offset, shape in (("weight_ih", 0, (G, I)), ("weight_hh", G * I, (G, H)),
                                         ("bias", G * (I + H), (G,))):
@@ -333,7 +351,7 @@ class Module(torch.nn.Module):
         last = tuple(s.unsqueeze(0) for s in last)  # (B, H) -> torch's (1, B, H)
         return (h_seq, last) if isinstance(ex.net, LSTM) else (h_seq, last[0])
 
-    def _initial_state(self, hx):
+    def _initial_state(self, hx: Any) -> Sequence[Optional[torch.Tensor]]:
         """hx as torch.nn.LSTM / RNN take it -> (h0 (B, H) or None, c0 (B, H) or None)."""
         name = type(self.net).__name__
         if hx is None:
@@ -361,7 +379,8 @@ class Module(torch.nn.Module):
             self.net.train(mode)
         return self
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+               ) -> "Module":
         """.to() / .cuda() / .double() ... are allowed only where they change nothing: a new
         tensor, or new memory under the same one (share_memory_()), would no longer be the
         net's memory."""
@@ -374,7 +393,8 @@ class Module(torch.nn.Module):
                     "(and device) you need, e.g. vgkern.MLP.from_torch(model, dtype='float64')")
         return self
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: SupportsIndex
+                      ) -> Tuple[Callable[..., "Module"], Tuple[Union[MLP, LSTM, RNN], bool, bool]]:
         """pickle / copy.deepcopy: a new Module around a copy of the net (nn.Module's own copy
         would give parameters that are no longer views of the copied net's buffers)."""
         return _rebuild, (self.net, self.batch_first, self.training)
