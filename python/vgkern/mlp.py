@@ -235,7 +235,7 @@ class MLP(NativeParameters):
         grad_out = _checks.array_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
                                        shape=(None, self.sizes[-1]), device=self.device)
         table, self.input_grad = self._core.backward(grad_out, log_scale, compute_input_grad)
-        return GradReport(table)
+        return self._issued(GradReport(table))
 
     def step(self, x, target, loss="mse", log_scale=False, compute_input_grad=False, *,
              input_grad=_deprecated.UNSET):
@@ -260,7 +260,7 @@ class MLP(NativeParameters):
             target = _checks.array_input(target, "MLP.step: target", ndim=1, shape=(rows,))
         value, self.last_output, table, self.input_grad = self._core.step(
             x, target, loss, log_scale, compute_input_grad)
-        return GradReport(table, loss=value)
+        return self._issued(GradReport(table, loss=value))
 
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, init={self.init!r}, "

@@ -174,23 +174,21 @@ class Optimizer:
     def _scales(self, rep):
         """Per segment, the power of two the stored gradients are scaled by (checked rep)."""
         name = f"{type(self).__name__}.step"
-        if self._is_mlp:
-            if not isinstance(rep, GradReport):
-                raise TypeError(f"{name}: rep must be the GradReport of this MLP's last step() "
-                                f"or backward(), got {type(rep).__name__}")
-            scales = np.asarray(rep.grad_log2_scale)
-            if scales.shape != (self.net.num_layers,):
-                raise ValueError(f"{name}: rep has {scales.size} layers, this net "
-                                 f"{self.net.num_layers}: pass the report of this net's last "
-                                 "step() or backward()")
-            if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
-                raise ValueError(f"{name}: rep.grad_log2_scale must hold integers, got {scales}")
-            return scales.astype(np.int64)[self._segment_layers]
-        if not isinstance(rep, SequenceReport):
-            raise TypeError(f"{name}: rep must be the SequenceReport of this "
+        kind = GradReport if self._is_mlp else SequenceReport
+        if not isinstance(rep, kind):
+            raise TypeError(f"{name}: rep must be the {kind.__name__} of this "
                             f"{type(self.net).__name__}'s last step() or backward(), got "
                             f"{type(rep).__name__}")
-        return np.zeros(len(self._segments), dtype=np.int64)
+        if id(rep) != self.net._last_report:
+            raise ValueError(f"{name}: rep is not the report of this {type(self.net).__name__}'s "
+                             "last step() or backward() (a report of another net, or an older "
+                             "one): pass the report whose gradients the net holds")
+        if not self._is_mlp:
+            return np.zeros(len(self._segments), dtype=np.int64)
+        scales = np.asarray(rep.grad_log2_scale)
+        if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
+            raise ValueError(f"{name}: rep.grad_log2_scale must hold integers, got {scales}")
+        return scales.astype(np.int64)[self._segment_layers]
 
     def _write(self, rep):
         table = self._table
