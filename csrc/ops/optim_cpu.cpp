@@ -5,14 +5,11 @@
 // float64 never under- or overflows. Double data: a block's sum outside [2^-900, 2^900] (tiny,
 // huge, zero or NaN entries) is replaced by that block's exact norm (scaled_norm, core/stats.h,
 // over the block's values still in L1), joined to the total without under- or overflow.
-// Large segments run in two halves on two threads (update_segment).
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 
-#include "core/blas.h"
-#include "core/parallel.h"
 #include "core/stats.h"
 #include "ops/optim.h"
 #include "ops/optim_rule.h"
@@ -107,48 +104,24 @@ bool power_of_two_is_normal(int e) {
   return e >= std::numeric_limits<T>::min_exponent - 1 && e < std::numeric_limits<T>::max_exponent;
 }
 
-// Entries [begin, end) of a segment (begin a multiple of kBlock), block by block, into acc.
 template <class T, class Rule>
-void update_range(T* p, const T* g, const T* ref, int e, int64_t begin, int64_t end,
-                  const Rule& rule, NormAccumulator* acc) {
+void update_segment(T* p, const T* g, const T* ref, const OptimSegment& s, Rule rule,
+                    double* row) {
+  const int e = s.grad_log2_scale;
   const bool multiply = power_of_two_is_normal<T>(e);
   const T gscale = multiply ? static_cast<T>(std::ldexp(1.0, e)) : T(1);
+  NormAccumulator acc;
   T unscaled[kBlock];  // 2^e outside T's normal range: the block's gradient, ldexp'ed
-  for (int64_t start = begin; start < end; start += kBlock) {
-    const int64_t n = std::min(kBlock, end - start);
+  for (int64_t start = 0; start < s.count; start += kBlock) {
+    const int64_t n = std::min(kBlock, s.count - start);
     const T* gb = g + start;
     if (!multiply) {
       for (int64_t i = 0; i < n; ++i) unscaled[i] = std::ldexp(gb[i], e);
       gb = unscaled;
     }
-    Rule shifted = rule;
+    auto shifted = rule;
     shifted.shift(start);
-    update_block(p + start, gb, gscale, ref + start, n, shifted, acc);
-  }
-}
-
-// Segments of at least this many entries are cut in two halves (at a block boundary), run on
-// the caller and the helper thread (core/parallel.h) when `threads` > 1, one after the other
-// otherwise: the cut depends on the size only, so the statistics are the same either way.
-constexpr int64_t kSplitAt = 16 * kBlock;
-
-template <class T, class Rule>
-void update_segment(T* p, const T* g, const T* ref, const OptimSegment& s, const Rule& rule,
-                    int threads, double* row) {
-  NormAccumulator acc;
-  if (s.count < kSplitAt) {
-    update_range(p, g, ref, s.grad_log2_scale, 0, s.count, rule, &acc);
-  } else {
-    const int64_t middle = (s.count / kBlock / 2) * kBlock;
-    NormAccumulator halves[2];
-    run_parts(2, threads, [&](int part) {
-      update_range(p, g, ref, s.grad_log2_scale, part == 0 ? 0 : middle,
-                   part == 0 ? middle : s.count, rule, &halves[part]);
-    });
-    for (int k = 0; k < kSums; ++k) {
-      acc.fast[k] = halves[0].fast[k] + halves[1].fast[k];
-      acc.slow[k] = joined_norm(halves[0].slow[k], halves[1].slow[k]);
-    }
+    update_block(p + start, gb, gscale, ref + start, n, shifted, &acc);
   }
   if (!row) return;
   const double update = acc.norm(kUpdate);
@@ -167,8 +140,6 @@ void optim_update_cpu(T* params, T* state1, T* state2, const T* grads, const T* 
   for (int64_t i = 0; i < rows * UpdateStat::kCount; ++i)
     stats[i] = std::numeric_limits<double>::quiet_NaN();
   const OptimCoefficients<T> k = OptimCoefficients<T>::make(config);
-  const BlasSingleThreaded single;  // no BLAS here: its threads' setting lends the helper
-  const int threads = single.threads();
   for (const OptimSegment& s : segments) {
     T* p = params + s.offset;
     const T* g = grads + s.offset;
@@ -177,17 +148,17 @@ void optim_update_cpu(T* params, T* state1, T* state2, const T* grads, const T* 
     switch (config.rule) {
       case OptimRule::sgd:
         if (k.momentum_on)
-          update_segment(p, g, ref, s, SgdMomentum<T>{k, state1 + s.offset}, threads, row);
+          update_segment(p, g, ref, s, SgdMomentum<T>{k, state1 + s.offset}, row);
         else
-          update_segment(p, g, ref, s, SgdPlain<T>{k}, threads, row);
+          update_segment(p, g, ref, s, SgdPlain<T>{k}, row);
         break;
       case OptimRule::adam:
         update_segment(p, g, ref, s, AdamRule<T, false>{k, state1 + s.offset, state2 + s.offset},
-                       threads, row);
+                       row);
         break;
       case OptimRule::adamw:
         update_segment(p, g, ref, s, AdamRule<T, true>{k, state1 + s.offset, state2 + s.offset},
-                       threads, row);
+                       row);
         break;
     }
   }
