@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _checks, _core
 from ._params import NativeParameters
+from .mlp import MLP
 from .report import FIELDS, SEQUENCE_UPDATE_FIELDS, GradReport, SequenceReport
 
 # The columns of a native statistics row (ops/optim.h, UpdateStat), as report field suffixes.
@@ -46,7 +47,7 @@ def _segments(net):
     """The tensors of net's flat buffer: (S, 3) int64 rows [offset, count, stats row (-1: none)],
     the layer of each (S,) (whose grad_log2_scale applies; MLP only), and the stats rows."""
     rows, layers = [], []
-    if net._core.__class__.__name__ == "MLPCore":
+    if isinstance(net, MLP):
         sizes = net.sizes
         for l, offsets in enumerate(net._core.layout):
             fan_in, fan_out = sizes[l], sizes[l + 1]
@@ -133,7 +134,7 @@ class Optimizer:
             self._host_buffers = {}
             self._segments, self._segment_layers, rows = _segments(net)
             self._table = np.empty((rows, len(_STAT_SUFFIXES)))
-            self._is_mlp = net._core.__class__.__name__ == "MLPCore"
+            self._is_mlp = isinstance(net, MLP)
         net._optimizer = self
 
     def _host(self, name):
