@@ -8,8 +8,8 @@ Rows (same shapes, dtype, parameters and gradients; one process):
   torch Adam+norms  torch.optim.Adam(foreach=True) over the same W_l, b_l (their .grad set), then
                     torch._foreach_norm of the updates (W after - W before, from a copy taken
                     before the step) and of the weights: less than vgkern computes
-  vgkern net.step   one training step of the net (forward + loss + backward + statistics), to
-                    state the optimizer's cost relative to it (target: opt.step <= 5 %)
+  vgkern net.step   one training step of a net of the same shape (forward + loss + backward +
+                    statistics), to state the optimizer's cost relative to it (target: <= 5 %)
 
 Timing (steady state, what a training loop sees): blocks of --block back-to-back steps per row,
 each block after an untimed settle (thread pools idle) and --warmup untimed steps, rows rotated
@@ -69,10 +69,11 @@ def make_rows(width, batch, depth, dtype, device):
         if device == "cuda":
             torch.cuda.synchronize()
 
-    rows = {
+    twin = vgkern.MLP(sizes, activation="tanh", dtype=dtype, seed=0, device=device)  # net.step
+    rows = {  # (on its own net: opt.step needs its net's last report to stay the last)
         "vgkern opt.step": lambda: opt.step(rep),
         "torch Adam+norms": torch_step,
-        "vgkern net.step": lambda: net.step(x, target),
+        "vgkern net.step": lambda: twin.step(x, target),
     }
     return rows, sync, net
 

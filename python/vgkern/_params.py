@@ -188,6 +188,13 @@ class NativeParameters:
     # with, which holds its state buffers (the last one made on this net; None before).
     _reference = None
     _optimizer = None
+    _last_report = None  # id() of the report of the last step()/backward() (see _issued)
+
+    def _issued(self, report):
+        """Records `report` as the one of this net's last step()/backward(): opt.step(rep)
+        refuses any other (its gradients, and its log-scale exponents, would not match)."""
+        self._last_report = id(report)
+        return report
 
     def set_reference(self):
         """Takes the current parameters as the reference W0 that the optimizer's weight_change

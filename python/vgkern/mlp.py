@@ -253,7 +253,7 @@ class MLP(NativeParameters):
         grad_out = _checks.array_input(grad_out, "MLP.backward: grad_out", dtype=self.dtype,
                                        shape=(None, self.sizes[-1]), device=self.device)
         table, self.input_grad = self._core.backward(grad_out, log_scale, compute_input_grad)
-        return GradReport(table)
+        return self._issued(GradReport(table))
 
     def step(self, x: ArrayLike, target: ArrayLike, loss: str = "mse", log_scale: bool = False,
              compute_input_grad: bool = False, *, input_grad: Any = _deprecated.UNSET
@@ -283,7 +283,7 @@ class MLP(NativeParameters):
             target = _checks.array_input(target, "MLP.step: target", ndim=1, shape=(rows,))
         value, self.last_output, table, self.input_grad = self._core.step(
             x, target, loss, log_scale, compute_input_grad)
-        return GradReport(table, loss=value)
+        return self._issued(GradReport(table, loss=value))
 
     def evaluate(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Held-out loss and accuracy, without gradients or statistics -> (loss, accuracy).

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _checks, _core
 from ._params import NativeParameters
+from .mlp import MLP
 from .report import FIELDS, SEQUENCE_UPDATE_FIELDS, GradReport, SequenceReport
 
 # The columns of a native statistics row (ops/optim.h, UpdateStat), as report field suffixes.
@@ -46,7 +47,7 @@ def _segments(net):
     """The tensors of net's flat buffer: (S, 3) int64 rows [offset, count, stats row (-1: none)],
     the layer of each (S,) (whose grad_log2_scale applies; MLP only), and the stats rows."""
     rows, layers = [], []
-    if net._core.__class__.__name__ == "MLPCore":
+    if isinstance(net, MLP):
         sizes = net.sizes
         for l, offsets in enumerate(net._core.layout):
             fan_in, fan_out = sizes[l], sizes[l + 1]
@@ -133,7 +134,7 @@ class Optimizer:
             self._host_buffers = {}
             self._segments, self._segment_layers, rows = _segments(net)
             self._table = np.empty((rows, len(_STAT_SUFFIXES)))
-            self._is_mlp = net._core.__class__.__name__ == "MLPCore"
+            self._is_mlp = isinstance(net, MLP)
         net._optimizer = self
 
     def _host(self, name):
@@ -174,23 +175,21 @@ class Optimizer:
     def _scales(self, rep):
         """Per segment, the power of two the stored gradients are scaled by (checked rep)."""
         name = f"{type(self).__name__}.step"
-        if self._is_mlp:
-            if not isinstance(rep, GradReport):
-                raise TypeError(f"{name}: rep must be the GradReport of this MLP's last step() "
-                                f"or backward(), got {type(rep).__name__}")
-            scales = np.asarray(rep.grad_log2_scale)
-            if scales.shape != (self.net.num_layers,):
-                raise ValueError(f"{name}: rep has {scales.size} layers, this net "
-                                 f"{self.net.num_layers}: pass the report of this net's last "
-                                 "step() or backward()")
-            if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
-                raise ValueError(f"{name}: rep.grad_log2_scale must hold integers, got {scales}")
-            return scales.astype(np.int64)[self._segment_layers]
-        if not isinstance(rep, SequenceReport):
-            raise TypeError(f"{name}: rep must be the SequenceReport of this "
+        kind = GradReport if self._is_mlp else SequenceReport
+        if not isinstance(rep, kind):
+            raise TypeError(f"{name}: rep must be the {kind.__name__} of this "
                             f"{type(self.net).__name__}'s last step() or backward(), got "
                             f"{type(rep).__name__}")
-        return np.zeros(len(self._segments), dtype=np.int64)
+        if id(rep) != self.net._last_report:
+            raise ValueError(f"{name}: rep is not the report of this {type(self.net).__name__}'s "
+                             "last step() or backward() (a report of another net, or an older "
+                             "one): pass the report whose gradients the net holds")
+        if not self._is_mlp:
+            return np.zeros(len(self._segments), dtype=np.int64)
+        scales = np.asarray(rep.grad_log2_scale)
+        if not (np.isfinite(scales).all() and (scales == np.round(scales)).all()):
+            raise ValueError(f"{name}: rep.grad_log2_scale must hold integers, got {scales}")
+        return scales.astype(np.int64)[self._segment_layers]
 
     def _write(self, rep):
         table = self._table

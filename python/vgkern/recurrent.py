@@ -124,7 +124,7 @@ class _Recurrent(NativeParameters):
 
     def _report(self, results, loss=float("nan")):
         _, _, _, table, weights, self.input_grad, self.h0_grad, self.c0_grad = results
-        return SequenceReport(table, weights, loss)
+        return self._issued(SequenceReport(table, weights, loss))
 
     def _step(self, x_seq, target, loss, h0, c0, log_scale):
         """forward + loss + BPTT in one native call -> SequenceReport with .loss."""
