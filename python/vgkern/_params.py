@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict
+from typing import Any, Dict, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -143,6 +143,9 @@ class Bound:
             _copy_into(self.name, current, value)
 
 
+_Net = TypeVar("_Net", bound="NativeParameters")  # methods that return self
+
+
 class NativeParameters:
     """Flat params/grads of a native core (self._core; on the CPU also the views self._params,
     self._grads) and the statistics switch. On CUDA both are read-only host copies made at each
@@ -186,8 +189,8 @@ class NativeParameters:
     # compares against (a flat host copy of params on the CPU, a CudaArray on CUDA; taken by
     # set_reference() at construction and reinitialize()), and the optimizer this net trains
     # with, which holds its state buffers (the last one made on this net; None before).
-    _reference = None
-    _optimizer = None
+    _reference: Any = None  # np.ndarray (CPU) or vgkern.CudaArray (CUDA)
+    _optimizer: Any = None  # a vgkern.optim.Optimizer
     _last_report = None  # id() of the report of the last step()/backward() (see _issued)
 
     def _issued(self, report):
@@ -196,7 +199,7 @@ class NativeParameters:
         self._last_report = id(report)
         return report
 
-    def set_reference(self):
+    def set_reference(self: _Net) -> _Net:
         """Takes the current parameters as the reference W0 that the optimizer's weight_change
         (||W - W0|| / ||W0||, vgkern.optim) compares against. Done at construction (and by
         MLP.reinitialize); call it again to measure from here. Returns the net."""
@@ -205,7 +208,7 @@ class NativeParameters:
         return self
 
     @property
-    def optimizer(self):
+    def optimizer(self) -> Any:
         """The vgkern.optim optimizer made on this net last (None before): it travels with the
         net in state() and pickling."""
         return self._optimizer

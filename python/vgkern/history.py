@@ -87,7 +87,7 @@ class History:
         if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
             raise ValueError(f"History: capacity must be an integer >= 1, got {capacity!r}")
         self.net_type = type(net).__name__
-        self._capacity = int(capacity)
+        self._capacity: int = int(capacity)
         self._n = 0
         self._array_fields = self._scalar_fields = self._order = ()  # until the first report
         self._steps = np.zeros(0, dtype=np.int64)

@@ -17,6 +17,7 @@ optimizer's state lives on the net's device; the net keeps a reference to its op
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Dict, Optional, cast
 
 import numpy as np
 
@@ -71,9 +72,12 @@ class Optimizer:
     step_count, the state buffers (on the net's device), step(rep), state_dict(). Making one
     attaches it to the net (net.optimizer), replacing any earlier one there."""
 
-    _rule = None  # the native rule: "sgd", "adam", "adamw"
+    _rule: Optional[str] = None  # the native rule: "sgd", "adam", "adamw"
+    # the state buffers by name, on the net's device (None while only _host_buffers exist)
+    _buffers: Optional[Dict[str, Any]] = None
 
-    def __init__(self, net, lr, schedule, hyper):
+    def __init__(self, net: NativeParameters, lr: float,
+                 schedule: Optional[Callable[[int], float]], hyper: Dict[str, Any]) -> None:
         name = type(self).__name__
         if not isinstance(net, NativeParameters):
             raise TypeError(f"{name}: net must be a vgkern.MLP, LSTM or RNN, got "
@@ -138,6 +142,7 @@ class Optimizer:
         net._optimizer = self
 
     def _host(self, name):
+        assert self._buffers is not None, "the optimizer is not attached to its net"
         buffer = self._buffers[name]
         return buffer.copy() if isinstance(buffer, np.ndarray) else buffer.numpy()
 
@@ -160,8 +165,9 @@ class Optimizer:
         step = self.step_count + 1
         momentum, dampening, nesterov, decay, beta1, beta2, eps = self._native_hyper()
         b = self._buffers
-        first, second = (b.get(n) for n in (("momentum_buffer", None) if self._rule == "sgd"
-                                            else ("exp_avg", "exp_avg_sq")))
+        assert b is not None, "the optimizer is not attached to its net"
+        names = ("momentum_buffer", "") if self._rule == "sgd" else ("exp_avg", "exp_avg_sq")
+        first, second = (b.get(n) for n in names)
         net = self.net
         if net._reference is None:
             net.set_reference()
@@ -217,7 +223,7 @@ class Optimizer:
         (either device). The schedule is not included (it is code)."""
         return {"type": type(self).__name__, "format": _STATE_FORMAT,
                 "step_count": self.step_count, "lr": self._lr, "hyper": dict(self._hyper),
-                "buffers": {n: self._host(n) for n in self._buffers}}
+                "buffers": {n: self._host(n) for n in self._buffers or ()}}
 
     def load_state_dict(self, state: dict) -> Optimizer:
         """Writes a state_dict() into this optimizer after checking all of it (type, format,
@@ -234,7 +240,8 @@ class Optimizer:
                              f"{state.get('format')!r}), not of a {type(self).__name__!r} "
                              f"(format {_STATE_FORMAT})")
         step_count = _checks.size(f"{name}: state['step_count']", state["step_count"], low=0)
-        checker = type(self)(_Checking(self.net), state["lr"], **state["hyper"])
+        # a stand-in net: the subclass's __init__ checks the hyperparameters, and builds nothing
+        checker = type(self)(cast(Any, _Checking(self.net)), state["lr"], **state["hyper"])
         names = checker._buffer_names()  # those of the loaded hyperparameters (momentum or not)
         buffers = state["buffers"]
         if not isinstance(buffers, dict) or sorted(buffers) != sorted(names):
@@ -258,7 +265,7 @@ class Optimizer:
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items()
                  if k not in ("_buffers", "_segments", "_segment_layers", "_table", "_is_mlp")}
-        state["_host_buffers"] = {n: self._host(n) for n in self._buffers}
+        state["_host_buffers"] = {n: self._host(n) for n in self._buffers or ()}
         return state
 
     def __setstate__(self, state):

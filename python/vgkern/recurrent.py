@@ -25,6 +25,8 @@ from .report import SequenceReport
 if TYPE_CHECKING:
     import torch
 
+    from .mlp import MLP
+
 RECURRENT_LOSSES = ("mse", "mse_sequence")
 _Net = TypeVar("_Net", bound="_Recurrent")
 
