@@ -89,8 +89,8 @@ int renormalize_power_of_two(double norm, std::initializer_list<std::pair<T*, in
   const int e = std::ilogb(norm);
   if (e == 0) return 0;
   const T factor = static_cast<T>(std::ldexp(1.0, -e));
-  for (auto [data, n] : arrays)
-    if (data) VGKERN_SIMD(isa::scale_in_place(data, n, factor));
+  for (const std::pair<T*, int64_t>& array : arrays)  // (data, n)
+    if (array.first) VGKERN_SIMD(isa::scale_in_place(array.first, array.second, factor));
   return e;
 }
 
