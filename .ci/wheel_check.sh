@@ -316,7 +316,8 @@ point2() {
   echo "installed $(basename "$whl")"
   smoke "$venv" wheel-repaired
   snapshot "$venv" wheel-repaired
-  if [ "$whl" != "$raw" ]; then  # and the unrepaired wheel, in the same venv
+  # and the unrepaired wheel, in the same venv (not for a given wheel: only the repaired ships)
+  if [ "$whl" != "$raw" ] && [ -z "${VGKERN_WHEEL:-}" ]; then
     logged install-raw no_tools_env "$venv" python -m pip install --only-binary=:all: \
       --no-deps --force-reinstall "$raw"
     echo "installed $(basename "$raw")"

@@ -8,8 +8,9 @@
 // target attribute. The level is detected once (cpuid, simd_level()), and VGKERN_SIMD(expr)
 // evaluates expr with `isa` naming that level's namespace:
 //
+//   // ops/foo_simd.inc:  template <class T> VGKERN_SIMD_TARGET void loop(T* x, int64_t n) {...}
 //   // ops/foo_cpu.cpp, inside namespace vgkern { namespace {
-//   #define VGKERN_SIMD_KERNELS "ops/foo_simd.inc"  // template <class T> VGKERN_SIMD_TARGET void loop(...)
+//   #define VGKERN_SIMD_KERNELS "ops/foo_simd.inc"
 //   #include "core/simd_levels.inc"
 //   ...
 //   VGKERN_SIMD(isa::loop<T>(x, n));  // or: return VGKERN_SIMD(...); double s = VGKERN_SIMD(...);

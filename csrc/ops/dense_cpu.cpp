@@ -134,16 +134,19 @@ PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t
                                    int64_t cols, bool want, double* bias_sum) {
   int k = 0;
   if constexpr (std::is_same_v<T, float>) k = want ? tiny_float_scale_log2(dh, rows * cols) : 0;
-  return VGKERN_SIMD([&] {
+  return VGKERN_SIMD([&] {  // one dispatch, then the variant
     if (k != 0) {
-      if (dact) return isa::backward_prologue<T, true, true, true>(delta, dh, dact, rows, cols, k,
-                                                                   bias_sum);
+      if (dact)
+        return isa::backward_prologue<T, true, true, true>(delta, dh, dact, rows, cols, k,
+                                                           bias_sum);
       return isa::backward_prologue<T, false, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
     }
     if (dact && want)
       return isa::backward_prologue<T, true, true>(delta, dh, dact, rows, cols, 0, bias_sum);
-    if (dact) return isa::backward_prologue<T, true, false>(delta, dh, dact, rows, cols, 0, bias_sum);
-    if (want) return isa::backward_prologue<T, false, true>(delta, dh, dact, rows, cols, 0, bias_sum);
+    if (dact)
+      return isa::backward_prologue<T, true, false>(delta, dh, dact, rows, cols, 0, bias_sum);
+    if (want)
+      return isa::backward_prologue<T, false, true>(delta, dh, dact, rows, cols, 0, bias_sum);
     return isa::backward_prologue<T, false, false>(delta, dh, dact, rows, cols, 0, bias_sum);
   }());
 }
