@@ -12,6 +12,9 @@
 #      into another fresh venv that passes the same smoke test.
 # Everything goes under a temp dir in ${TMPDIR:-/tmp}, removed at exit unless WHEEL_CHECK_KEEP=1.
 # VGKERN_CUDA defaults to OFF here (faster); set it (AUTO/ON) to check a CUDA build instead.
+# .ci/build_wheels.sh runs this once per manylinux wheel it built: VGKERN_WHEEL=<that wheel>
+# replaces point 1's build, PYTHON=<its interpreter> makes the venvs, VGKERN_WHEEL_OUT=<dir>
+# receives the repaired wheel, VGKERN_WHEEL_CHECK_SDIST=0 skips point 5.
 # Needs python3 with venv and pip, network access to PyPI, and (for 5) a C++ toolchain + cmake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +73,13 @@ run_point() {
   local n="$1" fn="$2" rc=0
   echo
   echo "=== [$n] ${names[$n]}"
+  if [ "$n" = 1 ] && [ -n "${VGKERN_WHEEL:-}" ]; then  # a wheel built elsewhere
+    names[1]="wheel given: $(basename "$VGKERN_WHEEL")"
+    echo "=== [1] ${names[1]}"
+    cp "$VGKERN_WHEEL" "$work/dist/" && result[1]=PASS || result[1]=FAIL
+    echo "--- [1] ${result[1]}"
+    return
+  fi
   "$fn" &
   child=$!
   wait "$child" || rc=$?
@@ -159,8 +169,14 @@ smoke() {
     tail -n 3 "$run/demo.log"
     test -s "$run/demo.png"
     test -s "$run/demo.csv"
+    echo "+ vgkern sweep (small)"
+    no_tools_env "$venv" HOME="$work/home/$label" MPLCONFIGDIR="$work/home/$label/mpl" \
+      vgkern sweep --depth 2 3 --activation tanh relu --width 8 --batch 8 --steps 2 --workers 1 \
+      --out "$run/sweep.csv" >"$run/sweep.log" 2>&1 || { cat "$run/sweep.log" >&2; exit 1; }
+    tail -n 1 "$run/sweep.log"
+    test -s "$run/sweep.csv"
     leftovers="$(find "$run" -mindepth 1 -maxdepth 1 ! -name demo.png ! -name demo.csv \
-      ! -name demo.log)"
+      ! -name demo.log ! -name sweep.csv ! -name sweep.log)"
     [ -z "$leftovers" ] || { echo "demo left unexpected files in cwd: $leftovers" >&2; exit 1; }
   )
 }
@@ -273,7 +289,19 @@ print(m.group(1) if m else "")' "$work/auditwheel-show.log")"
   PATH="$tools/bin:$PATH" logged auditwheel-repair "$tools/bin/auditwheel" repair \
     --plat "$tag" -w "$work/repaired" "$whl"
   tail -n 3 "$work/auditwheel-repair.log"
-  ls "$work"/repaired/vgkern-*manylinux*.whl
+  local repaired
+  repaired="$(ls "$work"/repaired/vgkern-*manylinux*.whl)"
+  echo "$repaired"
+  # Nothing grafted: the wheel needs only what manylinux guarantees (no vgkern.libs/).
+  "$tools/bin/python" - "$repaired" <<'EOF'
+import sys, zipfile
+grafted = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if ".libs/" in n]
+print("auditwheel repair grafted:", grafted or "nothing")
+sys.exit(1 if grafted else 0)
+EOF
+  if [ -n "${VGKERN_WHEEL_OUT:-}" ]; then
+    mkdir -p "$VGKERN_WHEEL_OUT" && cp "$repaired" "$VGKERN_WHEEL_OUT/"
+  fi
 }
 
 point2() {
@@ -295,7 +323,8 @@ point2() {
   echo "installed $(basename "$whl")"
   smoke "$venv" wheel-repaired
   snapshot "$venv" wheel-repaired
-  if [ "$whl" != "$raw" ]; then  # and the unrepaired wheel, in the same venv
+  # and the unrepaired wheel, in the same venv (not for a given wheel: only the repaired ships)
+  if [ "$whl" != "$raw" ] && [ -z "${VGKERN_WHEEL:-}" ]; then
     logged install-raw no_tools_env "$venv" python -m pip install --only-binary=:all: \
       --no-deps --force-reinstall "$raw"
     echo "installed $(basename "$raw")"
@@ -390,7 +419,12 @@ else
   echo "skipping 2-4: no wheel"
 fi
 wait_prefetch
-run_point 5 point5
+if [ "${VGKERN_WHEEL_CHECK_SDIST:-1}" = 1 ]; then
+  run_point 5 point5
+else
+  result[5]=PASS
+  names[5]="(sdist: not checked in this run, VGKERN_WHEEL_CHECK_SDIST=0)"
+fi
 if [ "${result[1]}" = PASS ]; then
   run_point 4 point4
 fi

@@ -6,6 +6,7 @@
 
 #include "core/blas.h"
 #include "core/dispatch.h"
+#include "core/simd.h"
 
 namespace py = pybind11;
 
@@ -15,15 +16,13 @@ py::dict build_info_dict() {
   py::dict info;
   info["compiler"] = VGKERN_COMPILER;
   info["cxx_flags"] = VGKERN_CXX_FLAGS_STRING;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  info["simd"] = "x86-64 function multiversioning: x86-64-v4 (AVX-512), x86-64-v3 (AVX2), baseline";
-  __builtin_cpu_init();
-  info["simd_selected"] = __builtin_cpu_supports("x86-64-v4") ? "x86-64-v4 (AVX-512)"
-                          : __builtin_cpu_supports("x86-64-v3") ? "x86-64-v3 (AVX2)"
-                                                           : "baseline";
+#if VGKERN_SIMD_MULTIVERSION
+  info["simd"] = "x86-64 kernels compiled per level, chosen at load time (cpuid): x86-64-v4 "
+                 "(AVX-512), x86-64-v3 (AVX2), baseline";
 #else
   info["simd"] = "compiler auto-vectorisation for the build target";
 #endif
+  info["simd_selected"] = simd_level_name(simd_level());
   info["openmp"] = VGKERN_OPENMP_SIMD ? "simd pragmas only (no OpenMP runtime)" : "off";
   const std::string control = blas_thread_control();
   info["threading"] =

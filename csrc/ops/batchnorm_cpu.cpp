@@ -41,31 +41,12 @@ PartRows<U> part_slot(Slot which, int parts, int64_t n) {
   return part_rows(slot_buffer<U>(which), parts, n);
 }
 
-// Float64 column sums of z (rows, cols).
-template <class T>
-VGKERN_SIMD_CLONES void column_sums(const T* z, int64_t rows, int64_t cols, double* sums) {
-  std::fill(sums, sums + cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* z_row = z + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) sums[j] += static_cast<double>(z_row[j]);
-  }
-}
+struct alignas(64) ActivationCounts {  // of one row block; one cache line each
+  int64_t saturated = 0, zeros = 0;
+};
 
-// Float64 column sums of (z - mean)^2.
-template <class T>
-VGKERN_SIMD_CLONES void column_squared_deviations(const T* z, int64_t rows, int64_t cols,
-                                                  const double* mean, double* sums) {
-  std::fill(sums, sums + cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* z_row = z + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) {
-      const double c = static_cast<double>(z_row[j]) - mean[j];
-      sums[j] += c * c;
-    }
-  }
-}
+#define VGKERN_SIMD_KERNELS "ops/batchnorm_simd.inc"
+#include "core/simd_levels.inc"
 
 // Float64 column mean and biased variance of z (rows, cols): means first, then squared
 // deviations from them, each pass over the row blocks of `plan` side by side; prepare_block(p)
@@ -78,14 +59,16 @@ void column_moments(const LayerPlan& plan, const T* z, int64_t rows, int64_t col
   for_parts(plan, parts, [&](int p) {
     prepare_block(p);  // e.g. the GEMM that writes this block of z
     const int64_t begin = part_begin(rows, parts, p);
-    column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols, part_sums[p]);
+    VGKERN_SIMD(isa::column_sums(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols,
+                                 part_sums[p]));
   });
   sum_part_rows(part_sums, parts, cols);
   for (int64_t j = 0; j < cols; ++j) mean[j] = part_sums[0][j] / rows;
   for_parts(plan, parts, [&](int p) {
     const int64_t begin = part_begin(rows, parts, p);
-    column_squared_deviations(z + begin * cols, part_begin(rows, parts, p + 1) - begin, cols,
-                              mean, part_sums[p]);
+    VGKERN_SIMD(isa::column_squared_deviations(z + begin * cols,
+                                               part_begin(rows, parts, p + 1) - begin, cols, mean,
+                                               part_sums[p]));
   });
   sum_part_rows(part_sums, parts, cols);
   for (int64_t j = 0; j < cols; ++j) var[j] = part_sums[0][j] / rows;
@@ -115,122 +98,6 @@ void batch_statistics(T* mean, T* rstd, T* running_mean, T* running_var, const d
   }
 }
 
-struct alignas(64) ActivationCounts {  // of one row block; one cache line each
-  int64_t saturated = 0, zeros = 0;
-};
-
-// Column j of one row: xhat = (z - mean) * rstd (may overwrite z), y = gamma * xhat + beta,
-// h = act(y), dact = act'(y); with Stats, that entry's saturation and zero counts into one lane
-// (counted as masked_counts() says).
-template <class T, Activation K, bool Stats, bool Masked = false>
-[[gnu::always_inline]] inline void normalize_activate_entry(
-    T* h_row, T* dact_row, T* xhat_row, const T* z_row, int64_t j, const T* mean, const T* rstd,
-    const T* gamma, const T* beta, T alpha, T saturation_threshold, int32_t& saturated,
-    int32_t& zeros) {
-  constexpr bool kCountSaturated =
-      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
-  const T xh = (z_row[j] - mean[j]) * rstd[j];
-  const T y = gamma ? gamma[j] * xh + beta[j] : xh;
-  T hv, dv;
-  act_eval<K>(y, alpha, hv, dv);
-  xhat_row[j] = xh;
-  h_row[j] = hv;
-  if constexpr (K != Activation::identity) dact_row[j] = dv;
-  if constexpr (Stats) {  // as in the dense epilogue (ops/dense_cpu.cpp)
-    if constexpr (kCountSaturated) count_if<Masked>(dv < saturation_threshold, saturated);
-    count_if<Masked && K != Activation::relu>(hv == T(0), zeros);
-  }
-}
-
-// normalize_activate_entry over rows x cols; with Stats, the counts of saturated and zero
-// activations in `counts`, summed per lane (column j of a run of kStatLanes columns goes to
-// lane j: no horizontal reduction, no per-column counters in memory).
-template <class T, Activation K, bool Stats, bool Masked = false>
-VGKERN_SIMD_CLONES void normalize_activate(T* h, T* dact, T* xhat, const T* z, const T* mean,
-                                           const T* rstd, const T* gamma, const T* beta,
-                                           int64_t rows, int64_t cols, T alpha,
-                                           T saturation_threshold, ActivationCounts* counts) {
-  if constexpr (!Stats) {
-    int32_t unused = 0;
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t at = i * cols;
-      T* dact_row = K == Activation::identity ? nullptr : dact + at;
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j)
-        normalize_activate_entry<T, K, false>(h + at, dact_row, xhat + at, z + at, j, mean, rstd,
-                                              gamma, beta, alpha, saturation_threshold, unused,
-                                              unused);
-    }
-    return;
-  }
-  *counts = ActivationCounts{};
-  const int64_t rows_per_chunk = std::max<int64_t>(1, kCountChunk / std::max<int64_t>(cols, 1));
-  for (int64_t chunk = 0; chunk < rows; chunk += rows_per_chunk) {
-    int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
-    for (int64_t i = chunk; i < std::min(rows, chunk + rows_per_chunk); ++i) {
-      const int64_t at = i * cols;
-      T* dact_row = K == Activation::identity ? nullptr : dact + at;
-      int64_t j0 = 0;
-      for (; j0 + kStatLanes <= cols; j0 += kStatLanes) {
-#pragma omp simd
-        for (int lane = 0; lane < kStatLanes; ++lane)
-          normalize_activate_entry<T, K, true, Masked>(
-              h + at, dact_row, xhat + at, z + at, j0 + lane, mean, rstd, gamma, beta, alpha,
-              saturation_threshold, chunk_saturated[lane], chunk_zeros[lane]);
-      }
-      for (int lane = 0; j0 + lane < cols; ++lane)  // the row's ragged end
-        normalize_activate_entry<T, K, true, Masked>(
-            h + at, dact_row, xhat + at, z + at, j0 + lane, mean, rstd, gamma, beta, alpha,
-            saturation_threshold, chunk_saturated[lane], chunk_zeros[lane]);
-    }
-    for (int lane = 0; lane < kStatLanes; ++lane) {
-      counts->saturated += chunk_saturated[lane];
-      counts->zeros += chunk_zeros[lane];
-    }
-  }
-}
-
-// g = dh * dact (the gradient at y), stored in g_out; column sums of g (-> dbeta) and g * xhat
-// (-> dgamma).
-template <class T, bool HasDact>
-VGKERN_SIMD_CLONES void backward_reduce(T* g_out, const T* dh, const T* dact, const T* xhat,
-                                        int64_t rows, int64_t cols, double* sum_g,
-                                        double* sum_gx) {
-  std::fill(sum_g, sum_g + cols, 0.0);
-  std::fill(sum_gx, sum_gx + cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* dh_row = dh + i * cols;
-    const T* dact_row = HasDact ? dact + i * cols : nullptr;
-    const T* xhat_row = xhat + i * cols;
-    T* g_row = g_out + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) {
-      const T d = dh_row[j];
-      T g = d;
-      if constexpr (HasDact) g = d * dact_row[j];
-      g_row[j] = g;
-      sum_g[j] += g;
-      sum_gx[j] += static_cast<double>(g) * static_cast<double>(xhat_row[j]);
-    }
-  }
-}
-
-// In place over g: training dz = a (g - b - xhat c) with a = gamma rstd, b = dbeta / N,
-// c = dgamma / N; eval dz = a g.
-template <class T, bool Training>
-VGKERN_SIMD_CLONES void backward_dz(T* g_dz, const T* xhat, const T* a, const T* b, const T* c,
-                                    int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) {
-    T* row = g_dz + i * cols;
-    const T* xhat_row = xhat + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) {
-      T dz = a[j] * row[j];
-      if constexpr (Training) dz = a[j] * (row[j] - b[j] - xhat_row[j] * c[j]);
-      row[j] = dz;
-    }
-  }
-}
 
 // The BN backward from g (rows, cols) and the column sums of g and g * xhat: dgamma, dbeta
 // (when gamma), dz in place of g over the row blocks of `plan` (with sumsq, each block's sum of
@@ -259,9 +126,9 @@ double batchnorm_backward_from_g(const LayerPlan& plan, T* g_dz, T* dgamma, T* d
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     T* dz = g_dz + begin * cols;
     if (training)
-      backward_dz<T, true>(dz, xhat + begin * cols, a, b, c, count, cols);
+      VGKERN_SIMD(isa::backward_dz<T, true>(dz, xhat + begin * cols, a, b, c, count, cols));
     else
-      backward_dz<T, false>(dz, xhat + begin * cols, a, b, c, count, cols);
+      VGKERN_SIMD(isa::backward_dz<T, false>(dz, xhat + begin * cols, a, b, c, count, cols));
     if (sumsq) dz_sumsq[p].value = sum_squares_blocked(dz, count * cols);
     finish_block(p);  // e.g. the GEMMs that read this block of dz
   });
@@ -331,14 +198,15 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
       T* xhat_part = xhat + begin * out;
       T* dact_part = K == Activation::identity ? dact : dact + begin * out;
       if (!stats) {
-        normalize_activate<T, K, false>(h + begin * out, dact_part, xhat_part, xhat_part, mean,
-                                        rstd, gamma, beta, count, out, alpha, threshold, nullptr);
+        VGKERN_SIMD(isa::normalize_activate<T, K, false>(h + begin * out, dact_part, xhat_part,
+                                                         xhat_part, mean, rstd, gamma, beta, count,
+                                                         out, alpha, threshold, nullptr));
         return;
       }
       auto counting = [&](auto masked) {
-        normalize_activate<T, K, true, decltype(masked)::value>(
+        VGKERN_SIMD(isa::normalize_activate<T, K, true, decltype(masked)::value>(
             h + begin * out, dact_part, xhat_part, xhat_part, mean, rstd, gamma, beta, count, out,
-            alpha, threshold, &counts[p]);
+            alpha, threshold, &counts[p]));
       };
       if (masked_counts())
         counting(std::true_type{});
@@ -376,9 +244,11 @@ int dense_bn_backward_cpu(T* dx, T* dw, T* dgamma, T* dbeta, T* dz, const T* dh,
     const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
     const int64_t at = begin * out;
     if (dact)
-      backward_reduce<T, true>(dz + at, dh + at, dact + at, xhat + at, count, out, sum_g[p], sum_gx[p]);
+      VGKERN_SIMD(isa::backward_reduce<T, true>(dz + at, dh + at, dact + at, xhat + at, count, out,
+                                                sum_g[p], sum_gx[p]));
     else
-      backward_reduce<T, false>(dz + at, dh + at, nullptr, xhat + at, count, out, sum_g[p], sum_gx[p]);
+      VGKERN_SIMD(isa::backward_reduce<T, false>(dz + at, dh + at, nullptr, xhat + at, count, out,
+                                                 sum_g[p], sum_gx[p]));
     if (stats) dh_sumsq_parts[p].value = sum_squares_blocked(dh + at, count * out);  // while hot
   });
   for (PartRows<double> sums : {sum_g, sum_gx}) sum_part_rows(sums, parts, out);
@@ -421,8 +291,8 @@ void batchnorm_forward_cpu(T* y, T* mean, T* rstd, T* running_mean, T* running_v
   if (bn.training) column_moments(LayerPlan{}, x, rows, cols, col_mean, col_var, [](int) {});
   batch_statistics(mean, rstd, running_mean, running_var, col_mean, col_var, rows, cols, bn);
   T* xhat = slot<T>(kXhat, rows * cols);
-  normalize_activate<T, Activation::identity, false>(y, nullptr, xhat, x, mean, rstd, gamma, beta,
-                                                      rows, cols, T(1), T(0), nullptr);
+  VGKERN_SIMD(isa::normalize_activate<T, Activation::identity, false>(
+      y, nullptr, xhat, x, mean, rstd, gamma, beta, rows, cols, T(1), T(0), nullptr));
 }
 
 template <class T>
@@ -434,7 +304,7 @@ void batchnorm_backward_cpu(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x,
     for (int64_t j = 0; j < cols; ++j) xhat[i * cols + j] = (x[i * cols + j] - mean[j]) * rstd[j];
   double* sum_g = slot<double>(kSumG, cols);
   double* sum_gx = slot<double>(kSumGx, cols);
-  backward_reduce<T, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx);
+  VGKERN_SIMD(isa::backward_reduce<T, false>(dx, dy, nullptr, xhat, rows, cols, sum_g, sum_gx));
   batchnorm_backward_from_g(LayerPlan{}, dx, dgamma, dbeta, xhat, rstd, gamma, sum_g, sum_gx,
                             rows, cols, training, false, [](int) {});
 }

@@ -34,87 +34,17 @@ struct EpilogueSums {
   int64_t saturated = 0, zeros = 0;
 };
 
-// One entry of the forward epilogue: h[i] = act(z), dact[i] = act'(z) from z = h[i], and with
-// Stats that entry's share of one lane's moments and counts (counted as masked_counts() says),
-// the moments of (z - shift) * scale when Scaled.
-template <class T, Activation K, bool Stats, bool Masked = false, bool Scaled = false>
-[[gnu::always_inline]] inline void epilogue_entry(T* h, T* dact, int64_t i, T alpha,
-                                                  T saturation_threshold, T shift, T scale, T& s1,
-                                                  T& s2, int32_t& saturated, int32_t& zeros) {
-  constexpr bool kCountSaturated =
-      K == Activation::sigmoid || K == Activation::tanh || K == Activation::elu;
-  const T z = h[i];
-  T hv, dv;
-  act_eval<K>(z, alpha, hv, dv);
-  h[i] = hv;
-  if constexpr (K != Activation::identity) dact[i] = dv;
-  if constexpr (Stats) {
-    const T c = Scaled ? (z - shift) * scale : z - shift;
-    s1 += c;
-    s2 += c * c;
-    if constexpr (kCountSaturated) count_if<Masked>(dv < saturation_threshold, saturated);
-    // relu's zero count as a select made GCC leave the whole relu loop scalar (10x slower)
-    count_if<Masked && K != Activation::relu>(hv == T(0), zeros);
-  }
-}
+// delta = dh * dact (dact null: identity), written out of place so that dh survives for the
+// rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
+// (per-lane sums as in forward_epilogue, no reduction inside the loop; the float total checked
+// once, see float_sum_squares_trusted), then the float64 column sums of delta (-> db) in a
+// second pass over the rows while they are in L1/L2.
+struct alignas(64) PrologueSums {  // one cache line each: written by different threads
+  double dh_sumsq = 0, delta_sumsq = 0;
+};
 
-// The flat (n,) buffer h holds z = x W^T + b on entry (the bias was written before the GEMM
-// accumulated into it, so no column index is needed here); leaves h = act(z), dact = act'(z).
-// Statistics per lane: moments in T over each block of kSquareBlock entries, then in float64.
-// The lanes are added in lane order at the end, so the sums depend on n only (see
-// run_forward_epilogue for the check of the float sums).
-template <class T, Activation K, bool Stats, bool Masked = false, bool Scaled = false>
-VGKERN_SIMD_CLONES void forward_epilogue(T* h, T* dact, int64_t n, T alpha,
-                                         T saturation_threshold, T shift, T scale,
-                                         EpilogueSums& sums) {
-  if constexpr (!Stats) {
-    T unused_sum = 0;
-    int32_t unused_count = 0;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i)
-      epilogue_entry<T, K, false>(h, dact, i, alpha, saturation_threshold, shift, scale,
-                                  unused_sum, unused_sum, unused_count, unused_count);
-    return;
-  }
-  double sum1[kStatLanes] = {}, sum2[kStatLanes] = {};
-  EpilogueSums total;
-  for (int64_t chunk = 0; chunk < n; chunk += kCountChunk) {
-    const int64_t chunk_end = std::min(n, chunk + kCountChunk);
-    int32_t chunk_saturated[kStatLanes] = {}, chunk_zeros[kStatLanes] = {};
-    for (int64_t start = chunk; start < chunk_end; start += kSquareBlock) {
-      const int64_t end = std::min(chunk_end, start + kSquareBlock);
-      T s1[kStatLanes] = {}, s2[kStatLanes] = {};
-      int64_t k = start;
-      for (; k + kStatLanes <= end; k += kStatLanes) {
-#pragma omp simd
-        for (int lane = 0; lane < kStatLanes; ++lane)
-          epilogue_entry<T, K, true, Masked, Scaled>(h, dact, k + lane, alpha,
-                                                     saturation_threshold, shift, scale, s1[lane],
-                                                     s2[lane], chunk_saturated[lane],
-                                                     chunk_zeros[lane]);
-      }
-      for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        epilogue_entry<T, K, true, Masked, Scaled>(h, dact, k + lane, alpha,
-                                                   saturation_threshold, shift, scale, s1[lane],
-                                                   s2[lane], chunk_saturated[lane],
-                                                   chunk_zeros[lane]);
-#pragma omp simd
-      for (int lane = 0; lane < kStatLanes; ++lane) {
-        sum1[lane] += s1[lane];
-        sum2[lane] += s2[lane];
-      }
-    }
-    for (int lane = 0; lane < kStatLanes; ++lane) {
-      total.saturated += chunk_saturated[lane];
-      total.zeros += chunk_zeros[lane];
-    }
-  }
-  for (int lane = 0; lane < kStatLanes; ++lane) {
-    total.shifted_sum += sum1[lane];
-    total.shifted_sumsq += sum2[lane];
-  }
-  sums = total;
-}
+#define VGKERN_SIMD_KERNELS "ops/dense_simd.inc"
+#include "core/simd_levels.inc"
 
 // One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
 struct alignas(64) PartMoments {  // one cache line each: written by different threads
@@ -145,13 +75,14 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
     constexpr Activation K = decltype(kind)::value;
     if constexpr (Stats && std::is_same_v<T, float>)
       if (scale_log2 != 0)
-        return forward_epilogue<T, K, true, false, true>(h, dact, n, alpha, threshold, shift,
-                                                         scale, part.sums);
+        return VGKERN_SIMD(isa::forward_epilogue<T, K, true, false, true>(
+            h, dact, n, alpha, threshold, shift, scale, part.sums));
     if constexpr (Stats)
       if (masked_counts())
-        return forward_epilogue<T, K, true, true>(h, dact, n, alpha, threshold, shift, scale,
-                                                  part.sums);
-    forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, scale, part.sums);
+        return VGKERN_SIMD(isa::forward_epilogue<T, K, true, true>(h, dact, n, alpha, threshold,
+                                                                   shift, scale, part.sums));
+    VGKERN_SIMD(
+        isa::forward_epilogue<T, K, Stats>(h, dact, n, alpha, threshold, shift, scale, part.sums));
   });
   if (!Stats) return part;
   part.count = static_cast<double>(n);
@@ -198,122 +129,33 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int
   return trusted;
 }
 
-// delta = dh * dact (dact null: identity), written out of place so that dh survives for the
-// rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
-// (per-lane sums as in forward_epilogue, no reduction inside the loop; the float total checked
-// once, see float_sum_squares_trusted), then the float64 column sums of delta (-> db) in a
-// second pass over the rows while they are in L1/L2.
-struct alignas(64) PrologueSums {  // one cache line each: written by different threads
-  double dh_sumsq = 0, delta_sumsq = 0;
-};
-
-// One entry of the backward prologue: delta[i] = dh[i] * dact[i], and with Stats the squares of
-// both (times scale: Scaled) added to one lane's sums.
-template <class T, bool HasDact, bool Stats, bool Scaled>
-[[gnu::always_inline]] inline void prologue_entry(T* __restrict delta, const T* __restrict dh,
-                                                  const T* __restrict dact, int64_t i, T scale,
-                                                  T& dh_sq, T& delta_sq) {
-  const T g = dh[i];
-  T d = g;
-  if constexpr (HasDact) d = g * dact[i];
-  delta[i] = d;
-  if constexpr (Stats) {
-    const T gs = Scaled ? g * scale : g, ds = Scaled ? d * scale : d;
-    dh_sq += gs * gs;
-    delta_sq += ds * ds;
-  }
-}
-
-// Squares summed in T per lane over each block of kSquareBlock entries (for float data: no
-// conversions, twice the lanes of double), then in float64 lanes. Scaled: the squares of the
-// values times 2^scale_log2 (float data too small to square, float_squares_underflow).
-template <class T, bool HasDact, bool Stats, bool Scaled = false>
-VGKERN_SIMD_CLONES PrologueSums backward_prologue(T* __restrict delta, const T* __restrict dh,
-                                                  const T* __restrict dact, int64_t rows,
-                                                  int64_t cols, int scale_log2,
-                                                  double* __restrict bias_sum) {
-  const int64_t n = rows * cols;
-  const T scale = static_cast<T>(std::ldexp(1.0, scale_log2));
-  PrologueSums sums;
-  if constexpr (!Stats) {
-    T unused = 0;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i)
-      prologue_entry<T, HasDact, false, false>(delta, dh, dact, i, scale, unused, unused);
-  } else {
-    double dh_lanes[kStatLanes] = {}, delta_lanes[kStatLanes] = {};
-    for (int64_t start = 0; start < n; start += kSquareBlock) {
-      const int64_t end = std::min(n, start + kSquareBlock);
-      T dh_sq[kStatLanes] = {}, delta_sq[kStatLanes] = {};
-      int64_t k = start;
-      for (; k + kStatLanes <= end; k += kStatLanes) {
-#pragma omp simd
-        for (int lane = 0; lane < kStatLanes; ++lane)
-          prologue_entry<T, HasDact, true, Scaled>(delta, dh, dact, k + lane, scale, dh_sq[lane],
-                                                   delta_sq[lane]);
-      }
-      for (int lane = 0; k + lane < end; ++lane)  // the ragged end of the last block
-        prologue_entry<T, HasDact, true, Scaled>(delta, dh, dact, k + lane, scale, dh_sq[lane],
-                                                 delta_sq[lane]);
-#pragma omp simd
-      for (int lane = 0; lane < kStatLanes; ++lane) {
-        dh_lanes[lane] += dh_sq[lane];
-        delta_lanes[lane] += delta_sq[lane];
-      }
-    }
-    for (int lane = 0; lane < kStatLanes; ++lane) {
-      sums.dh_sumsq += dh_lanes[lane];
-      sums.delta_sumsq += delta_lanes[lane];
-    }
-    if constexpr (std::is_same_v<T, float>) {  // squares lost to under- or overflow: again
-      sums.dh_sumsq = float_sum_squares_trusted(sums.dh_sumsq, n)
-                          ? std::ldexp(sums.dh_sumsq, -2 * scale_log2) : sum_squares(dh, n);
-      sums.delta_sumsq = float_sum_squares_trusted(sums.delta_sumsq, n)
-                             ? std::ldexp(sums.delta_sumsq, -2 * scale_log2)
-                             : sum_squares(delta, n);
-    }
-  }
-  std::fill(bias_sum, bias_sum + cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* delta_row = delta + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) bias_sum[j] += static_cast<double>(delta_row[j]);
-  }
-  return sums;
-}
-
 template <class T>
 PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
                                    int64_t cols, bool want, double* bias_sum) {
   int k = 0;
   if constexpr (std::is_same_v<T, float>) k = want ? tiny_float_scale_log2(dh, rows * cols) : 0;
-  if (k != 0) {
-    if (dact) return backward_prologue<T, true, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
-    return backward_prologue<T, false, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
-  }
-  if (dact && want) return backward_prologue<T, true, true>(delta, dh, dact, rows, cols, 0, bias_sum);
-  if (dact) return backward_prologue<T, true, false>(delta, dh, dact, rows, cols, 0, bias_sum);
-  if (want) return backward_prologue<T, false, true>(delta, dh, dact, rows, cols, 0, bias_sum);
-  return backward_prologue<T, false, false>(delta, dh, dact, rows, cols, 0, bias_sum);
-}
-
-template <class T>
-VGKERN_SIMD_CLONES void add_into(T* __restrict target, const T* __restrict v, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) target[i] += v[i];
+  return VGKERN_SIMD([&] {  // one dispatch, then the variant
+    if (k != 0) {
+      if (dact)
+        return isa::backward_prologue<T, true, true, true>(delta, dh, dact, rows, cols, k,
+                                                           bias_sum);
+      return isa::backward_prologue<T, false, true, true>(delta, dh, dact, rows, cols, k, bias_sum);
+    }
+    if (dact && want)
+      return isa::backward_prologue<T, true, true>(delta, dh, dact, rows, cols, 0, bias_sum);
+    if (dact)
+      return isa::backward_prologue<T, true, false>(delta, dh, dact, rows, cols, 0, bias_sum);
+    if (want)
+      return isa::backward_prologue<T, false, true>(delta, dh, dact, rows, cols, 0, bias_sum);
+    return isa::backward_prologue<T, false, false>(delta, dh, dact, rows, cols, 0, bias_sum);
+  }());
 }
 
 }  // namespace
 
 template <class T>
-VGKERN_SIMD_CLONES void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols,
-                                             int32_t* col_nonzero) {
-  std::fill(col_nonzero, col_nonzero + cols, 0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* h_row = h + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) col_nonzero[j] |= h_row[j] != T(0) ? 1 : 0;
-  }
+void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols, int32_t* col_nonzero) {
+  VGKERN_SIMD(isa::mark_nonzero_columns(h, rows, cols, col_nonzero));
 }
 
 int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_zeros,
@@ -387,7 +229,7 @@ double BackwardGemms<T>::finish() const {
       const int64_t begin = part_begin(n, plan_.dw_blocks, p);
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
       for (int q = 1; plan_.split_rows && q < plan_.parts; ++q)
-        add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count);
+        VGKERN_SIMD(isa::add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count));
       if (sumsq_) block_sumsq[p] = sum_squares_newest_first(dw_ + begin, count);
     });
   return block_sumsq[0] + block_sumsq[1];

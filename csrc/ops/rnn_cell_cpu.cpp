@@ -10,43 +10,8 @@
 namespace vgkern {
 namespace {
 
-template <class T, Activation K, bool Stats>
-VGKERN_SIMD_CLONES int64_t rnn_forward_loop(T* pre_h, int64_t n) {
-  int64_t saturated = 0;
-#pragma omp simd reduction(+ : saturated)
-  for (int64_t i = 0; i < n; ++i) {
-    T h, d;
-    act_eval<K>(pre_h[i], T(1), h, d);
-    pre_h[i] = h;
-    if constexpr (Stats && K == Activation::tanh) saturated += d < T(0.01) ? 1 : 0;
-  }
-  return saturated;
-}
-
-template <class T, Activation K>
-VGKERN_SIMD_CLONES double rnn_backward_loop(T* dpre, T* dh_total, const T* dh_a, const T* dh_b,
-                                            const T* h, int64_t n) {
-  double sumsq = 0;
-#pragma omp simd reduction(+ : sumsq)
-  for (int64_t i = 0; i < n; ++i) {
-    const T g = dh_a[i] + dh_b[i];
-    const T d = K == Activation::tanh ? T(1) - h[i] * h[i] : (h[i] > T(0) ? T(1) : T(0));
-    dpre[i] = g * d;
-    dh_total[i] = g;
-    sumsq += static_cast<double>(g) * static_cast<double>(g);
-  }
-  return sumsq;
-}
-
-template <class T>
-VGKERN_SIMD_CLONES void add_column_sums(double* sums, const T* m, int64_t rows, int64_t cols) {
-  if (cols == 0) return;  // no pass over (possibly 10**12) empty rows
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* row = m + i * cols;
-#pragma omp simd
-    for (int64_t j = 0; j < cols; ++j) sums[j] += row[j];
-  }
-}
+#define VGKERN_SIMD_KERNELS "ops/rnn_cell_simd.inc"
+#include "core/simd_levels.inc"
 
 }  // namespace
 
@@ -55,11 +20,11 @@ void rnn_forward_cpu(T* pre_h, int64_t n, Activation act, int64_t* saturated) {
   const bool relu = act == Activation::relu;
   int64_t count = 0;
   if (relu)
-    rnn_forward_loop<T, Activation::relu, false>(pre_h, n);
+    VGKERN_SIMD(isa::rnn_forward_loop<T, Activation::relu, false>(pre_h, n));
   else if (saturated)
-    count = rnn_forward_loop<T, Activation::tanh, true>(pre_h, n);
+    count = VGKERN_SIMD(isa::rnn_forward_loop<T, Activation::tanh, true>(pre_h, n));
   else
-    rnn_forward_loop<T, Activation::tanh, false>(pre_h, n);
+    VGKERN_SIMD(isa::rnn_forward_loop<T, Activation::tanh, false>(pre_h, n));
   if (saturated) *saturated = count;
 }
 
@@ -67,9 +32,10 @@ template <class T>
 void rnn_backward_cpu(T* dpre, T* dh_total, const T* dh_a, const T* dh_b, const T* h, int64_t n,
                       Activation act, double* dh_sumsq) {
   dh_b = zeros_if_null(dh_b, n);
-  const double sumsq = act == Activation::relu
-                           ? rnn_backward_loop<T, Activation::relu>(dpre, dh_total, dh_a, dh_b, h, n)
-                           : rnn_backward_loop<T, Activation::tanh>(dpre, dh_total, dh_a, dh_b, h, n);
+  const double sumsq = VGKERN_SIMD(
+      act == Activation::relu
+          ? isa::rnn_backward_loop<T, Activation::relu>(dpre, dh_total, dh_a, dh_b, h, n)
+          : isa::rnn_backward_loop<T, Activation::tanh>(dpre, dh_total, dh_a, dh_b, h, n));
   if (dh_sumsq) *dh_sumsq = sumsq;
 }
 
@@ -84,13 +50,13 @@ void cell_preactivations_cpu(T* pre, const T* x, const T* h_prev, const T* w_ih,
 
 template <class T>
 void add_column_sums_cpu(double* sums, const T* m, int64_t rows, int64_t cols) {
-  add_column_sums(sums, m, rows, cols);
+  VGKERN_SIMD(isa::add_column_sums(sums, m, rows, cols));
 }
 
 template <class T>
 void column_sums_into(T* out, const T* m, int64_t rows, int64_t cols, double* scratch_sums) {
   std::fill(scratch_sums, scratch_sums + cols, 0.0);
-  add_column_sums(scratch_sums, m, rows, cols);
+  VGKERN_SIMD(isa::add_column_sums(scratch_sums, m, rows, cols));
   for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(scratch_sums[j]);
 }
 
