@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/simd.h"
 #include "core/stats.h"
 #include "ops/optim.h"
 #include "ops/optim_rule.h"
@@ -59,26 +60,17 @@ struct AdamRule {
   }
 };
 
+#define VGKERN_SIMD_KERNELS "ops/optim_simd.inc"
+#include "core/simd_levels.inc"
+
 // Block [0, n) of a segment (n <= kBlock): rule over p, g * gscale; sums into acc.
 template <class T, class Rule>
 void update_block(T* p, const T* g, T gscale, const T* ref, int64_t n, const Rule& rule,
                   NormAccumulator* acc) {
   T before[kBlock];
   if constexpr (std::is_same_v<T, double>) std::memcpy(before, p, n * sizeof(T));
-  double su = 0, sb = 0, sa = 0, sm = 0, sr = 0;
-#pragma omp simd reduction(+ : su, sb, sa, sm, sr)
-  for (int64_t i = 0; i < n; ++i) {
-    const T old = p[i];
-    const T now = rule(i, old, g[i] * gscale);
-    p[i] = now;
-    const double o = old, a = now, r = ref[i];
-    su += (a - o) * (a - o);
-    sb += o * o;
-    sa += a * a;
-    sm += (a - r) * (a - r);
-    sr += r * r;
-  }
-  const double sums[kSums] = {su, sb, sa, sm, sr};
+  double sums[kSums];
+  VGKERN_SIMD(isa::update_and_sum<T>(p, g, gscale, ref, n, rule, sums));
   for (int k = 0; k < kSums; ++k) {
     if (sum_squares_trusted<T>(sums[k])) {
       acc->fast[k] += sums[k];
