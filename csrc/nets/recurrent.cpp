@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "core/checks.h"
 #include "core/dispatch.h"
 #include "core/memory.h"
+#include "core/packed_gemm.h"
 #include "core/errors.h"
 #include "core/scratch.h"
 #include "core/stats.h"
@@ -93,6 +95,17 @@ class Recurrent final : public RecurrentBase {
     return plan;
   }
 
+  // Blocks of sequences for the time loop when its per-step GEMMs are the packed ones
+  // (core/packed_gemm.h, single-threaded): always two blocks of rows when there are two rows, so
+  // that both cores work at every width, as the BLAS's threads did on one whole-batch GEMM.
+  LayerPlan time_loop_plan(int64_t rows, bool packed) const {
+    if (!packed || rows < 2) return recurrence_plan(rows);
+    LayerPlan plan;
+    plan.parts = 2;
+    plan.split_rows = true;
+    return plan;
+  }
+
 
   void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
@@ -156,16 +169,23 @@ class Recurrent final : public RecurrentBase {
       const int64_t begin = part_begin(all_rows, plan.parts, p);
       project(begin, part_begin(all_rows, plan.parts, p + 1) - begin);
     });
-    const PartRows<double> forget = part_rows(part_forget_, plan.parts, steps);
-    const PartRows<int64_t> saturated = part_rows(part_saturated_, plan.parts, steps);
-    for_parts(plan, plan.parts, [&](int p) {
-      const int64_t begin = part_begin(rows, plan.parts, p);
-      const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+    // W_hh^T (H, G) packed once for the T per-step GEMMs (core/packed_gemm.h), else the BLAS.
+    const bool packed = pack_w_hh(/*backward=*/false, w_hh);
+    const LayerPlan loop = time_loop_plan(rows, packed);
+    const PartRows<double> forget = part_rows(part_forget_, loop.parts, steps);
+    const PartRows<int64_t> saturated = part_rows(part_saturated_, loop.parts, steps);
+    for_parts(loop, loop.parts, [&](int p) {
+      const int64_t begin = part_begin(rows, loop.parts, p);
+      const int64_t count = part_begin(rows, loop.parts, p + 1) - begin;
       const int64_t at = begin * hidden_;  // this block's offset in a (B, H) array
       for (int64_t t = 0; t < steps; ++t) {
         T* pre_t = pre + (t * rows + begin) * gates_;
-        gemm<T>(false, true, count, gates_, hidden_, T(1), h_all_.data() + t * n + at, hidden_,
-                w_hh, hidden_, T(1), pre_t, gates_);
+        const T* h_prev = h_all_.data() + t * n + at;
+        if (packed)
+          packed_recurrent_gemm(count, h_prev, hidden_, true, pre_t, gates_);
+        else
+          gemm<T>(false, true, count, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_, T(1),
+                  pre_t, gates_);
         if (kind_ == CellKind::lstm) {
           GateStats gs;
           lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n + at,
@@ -182,7 +202,7 @@ class Recurrent final : public RecurrentBase {
     for (int64_t t = 0; t < steps; ++t) {
       forget_sum_[t] = 0;
       saturated_[t] = 0;
-      for (int p = 0; p < plan.parts; ++p) {
+      for (int p = 0; p < loop.parts; ++p) {
         forget_sum_[t] += forget[p][t];
         saturated_[t] += saturated[p][t];
       }
@@ -191,6 +211,32 @@ class Recurrent final : public RecurrentBase {
     if (out.h_last.present()) std::copy(last_hidden(), last_hidden() + n, out.h_last.ptr<T>());
     if (out.c_last.present()) std::copy(c_all_.data() + steps * n, c_all_.data() + (steps + 1) * n, out.c_last.ptr<T>());
     state_.finish(stats);
+  }
+
+  // The per-step GEMMs with W_hh, packed once per call where core/packed_gemm.h has a tile for
+  // this CPU (float32; measured faster than the BLAS calls, which repack W_hh at every step:
+  // bench/README.md, "LSTM"). Forward: pre_t += h_{t-1} W_hh^T (B = W_hh^T, H x G); backward:
+  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken.
+  bool pack_w_hh(bool backward, const T* w_hh) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!packed_gemm_available()) return false;
+      if (backward)
+        pack_panels(w_hh_packed_, false, w_hh, hidden_, gates_, hidden_);
+      else
+        pack_panels(w_hh_packed_, true, w_hh, hidden_, hidden_, gates_);
+      return true;
+    } else {
+      (void)backward;
+      (void)w_hh;
+      return false;
+    }
+  }
+
+  // dst (rows, N) = src (rows, K) @ the packed W_hh (+= with accumulate).
+  void packed_recurrent_gemm(int64_t rows, const T* src, int64_t ld_src, bool accumulate, T* dst,
+                             int64_t ld_dst) const {
+    if constexpr (std::is_same_v<T, float>)
+      packed_gemm(rows, src, ld_src, w_hh_packed_, accumulate, dst, ld_dst);
   }
 
   static void copy_or_zero(T* dst, const TensorView& src, int64_t n) {
@@ -214,14 +260,16 @@ class Recurrent final : public RecurrentBase {
     copy_or_zero_ptr(dc_next_.data(), grad_c_last, n);
     // Backpropagation through time in the forward's blocks of sequences, side by side. Each
     // block keeps the norms of its rows per step (h: dL/dh_t, c: dL/dc_t), joined below.
-    const LayerPlan plan = recurrence_plan(rows_);
-    const PartRows<double> h_norms = part_rows(part_h_norm_, plan.parts, steps_);
-    const PartRows<double> c_norms = part_rows(part_c_norm_, plan.parts, steps_);
+    const LayerPlan plan = recurrence_plan(rows_);  // the GEMMs over all steps below
+    const bool packed = pack_w_hh(/*backward=*/true, w_hh);  // W_hh (G, H) packed once
+    const LayerPlan loop = time_loop_plan(rows_, packed);
+    const PartRows<double> h_norms = part_rows(part_h_norm_, loop.parts, steps_);
+    const PartRows<double> c_norms = part_rows(part_c_norm_, loop.parts, steps_);
     T* dh_last = nullptr;  // dL/dh_0 and dL/dc_0 (B, H) once the loop is done
     T* dc_last = nullptr;
-    for_parts(plan, plan.parts, [&](int p) {
-      const int64_t begin = part_begin(rows_, plan.parts, p);
-      const int64_t count = part_begin(rows_, plan.parts, p + 1) - begin;
+    for_parts(loop, loop.parts, [&](int p) {
+      const int64_t begin = part_begin(rows_, loop.parts, p);
+      const int64_t count = part_begin(rows_, loop.parts, p + 1) - begin;
       const int64_t at = begin * hidden_, m = count * hidden_;  // this block in a (B, H) array
       T* dh_next = dh_next_.data() + at;  // dL/dh_t arriving through the recurrence
       T* dh_spare = dh_spare_.data() + at;
@@ -245,8 +293,11 @@ class Recurrent final : public RecurrentBase {
                               m, act_, &dh_sumsq);
         }
         if (stats) h_norms[p][t] = norm_from_sum_squares(dh_sumsq, dh_total, m);
-        gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
-                dh_spare, hidden_);
+        if (packed)
+          packed_recurrent_gemm(count, dpre_t, gates_, false, dh_spare, hidden_);
+        else
+          gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
+                  dh_spare, hidden_);
         std::swap(dh_next, dh_spare);
       }
       if (p == 0) {  // every block swaps as often: the same whole buffers end up last
@@ -285,7 +336,7 @@ class Recurrent final : public RecurrentBase {
       if (stats) {
         step.h_grad_norm = 0;  // the norms over all blocks' rows
         if (lstm) step.c_grad_norm = 0;
-        for (int p = 0; p < plan.parts; ++p) {
+        for (int p = 0; p < loop.parts; ++p) {
           step.h_grad_norm = joined_norm(step.h_grad_norm, h_norms[p][t]);
           if (lstm) step.c_grad_norm = joined_norm(step.c_grad_norm, c_norms[p][t]);
         }
@@ -333,6 +384,7 @@ class Recurrent final : public RecurrentBase {
   std::vector<T> loss_grad_;  // (T, B, H) loss gradients of step()
   std::vector<T> dh_next_, dh_spare_, dh_total_, dc_total_, dc_next_, dc_spare_;  // (B, H)
   std::vector<T> x_grad_;     // (T, B, I) when the caller does not want dx
+  PackedPanels w_hh_packed_;  // W_hh^T (forward) or W_hh (backward) in panels, float32
   std::vector<double> bias_sums_;
   std::vector<double> forget_sum_;
   std::vector<int64_t> saturated_;
