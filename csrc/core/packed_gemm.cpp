@@ -36,6 +36,8 @@ Tile cpu_tile() {
   return Tile::none;
 }
 
+constexpr int64_t kBlockFloats = 16384;  // A's rows per block: 64 KB (a multiple of 48 rows)
+
 int64_t tile_width(Tile tile) { return tile == Tile::avx512 ? 32 : 16; }
 
 // C rows i..i+MR, columns of one panel (`cols` <= NV * Lanes of them valid) = or += A rows @ panel.
@@ -130,13 +132,21 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
 
 void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
                  float* C, int64_t ldc) {
-  // Panel by panel: one panel (K x width) is reused by every row tile while it sits in L1/L2.
-  for (int64_t p = 0; p < B.panels(); ++p) {
-    const int64_t j0 = p * B.width, cols = std::min(B.width, B.N - j0);
-    if (B.width == 32)
-      gemm_rows<8, 2, 16>(M, A, lda, B.panel(p), B.K, C + j0, ldc, accumulate, cols);
-    else
-      gemm_rows<6, 2, 8>(M, A, lda, B.panel(p), B.K, C + j0, ldc, accumulate, cols);
+  // Blocks of about 64 KB of A's rows (all of M at the per-step shapes), and in each, panel by
+  // panel: the block stays in L1/L2 while every panel (K x width) passes over it, and a panel is
+  // reused by every row tile of the block.
+  const int64_t block = std::max<int64_t>(48, (kBlockFloats / std::max<int64_t>(B.K, 1)) / 48 * 48);
+  for (int64_t i0 = 0; i0 < M; i0 += block) {
+    const int64_t rows = std::min(block, M - i0);
+    const float* a = A + i0 * lda;
+    float* c = C + i0 * ldc;
+    for (int64_t p = 0; p < B.panels(); ++p) {
+      const int64_t j0 = p * B.width, cols = std::min(B.width, B.N - j0);
+      if (B.width == 32)
+        gemm_rows<8, 2, 16>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols);
+      else
+        gemm_rows<6, 2, 8>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols);
+    }
   }
 }
 
