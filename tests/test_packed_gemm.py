@@ -19,13 +19,16 @@ def test_packed_gemm_matches_float64(trans, M, K, N):
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
     a = rng.standard_normal((M, K), dtype=np.float32)
     w = rng.standard_normal((N, K) if trans else (K, N), dtype=np.float32)
-    got = _core._packed_gemm(a, w, trans)
-    want = a.astype(np.float64) @ (w.T if trans else w).astype(np.float64)
+    bias = rng.standard_normal(N, dtype=np.float32)
+    got = _core._packed_gemm(a, w, trans, bias)
+    want = a.astype(np.float64) @ (w.T if trans else w).astype(np.float64) + bias
     assert got.shape == (M, N)
     # float32 sums of K products: |error| <= K * eps * sum |a||w| (per entry)
     bound = K * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @
                                             np.abs(w.T if trans else w).astype(np.float64))
-    assert np.all(np.abs(got - want) <= bound + 1e-30)
+    assert np.all(np.abs(got - want) <= bound + np.abs(want) * np.finfo(np.float32).eps)
+    no_bias = _core._packed_gemm(a, w, trans)
+    assert np.all(np.abs(no_bias + bias - want) <= bound + 2 * np.abs(want) * 1.2e-7)
 
 
 def test_packed_gemm_checks_arguments():

@@ -198,15 +198,22 @@ struct PackedCase {
   }
 };
 
-py::array py_packed_gemm(py::handle a_obj, py::handle w_obj, bool trans) {
+py::array py_packed_gemm(py::handle a_obj, py::handle w_obj, bool trans, py::handle bias_obj) {
   const PackedCase g(a_obj, w_obj, trans, "_packed_gemm");
+  TensorView bias;
+  if (!bias_obj.is_none()) {
+    bias = array_view(bias_obj, "_packed_gemm", "bias");
+    check_dtype("_packed_gemm", "bias", bias, DType::f32);
+    check_shape("_packed_gemm", "bias", bias, {g.N});
+  }
   TensorView c;
   py::array c_arr = new_array(DType::f32, {g.M, g.N}, &c);
   {
     py::gil_scoped_release release;
     PackedPanels panels;
     pack_panels(panels, trans, g.w.ptr<float>(), trans ? g.K : g.N, g.K, g.N);
-    packed_gemm(g.M, g.a.ptr<float>(), g.K, panels, false, c.ptr<float>(), g.N);
+    packed_gemm(g.M, g.a.ptr<float>(), g.K, panels, false, c.ptr<float>(), g.N,
+                bias_obj.is_none() ? nullptr : bias.ptr<float>());
   }
   return c_arr;
 }
@@ -242,7 +249,8 @@ py::tuple py_packed_gemm_seconds(py::handle a_obj, py::handle w_obj, bool trans,
 }  // namespace
 
 void bind_ops(py::module_& m) {
-  m.def("_packed_gemm", &py_packed_gemm, py::arg("a"), py::arg("w"), py::arg("trans"));
+  m.def("_packed_gemm", &py_packed_gemm, py::arg("a"), py::arg("w"), py::arg("trans"),
+        py::arg("bias") = py::none());
   m.def("_packed_gemm_seconds", &py_packed_gemm_seconds, py::arg("a"), py::arg("w"),
         py::arg("trans"), py::arg("reps") = 50, py::arg("rounds") = 5);
   m.def("_packed_gemm_available", &packed_gemm_available);

@@ -43,7 +43,8 @@ int64_t tile_width(Tile tile) { return tile == Tile::avx512 ? 32 : 16; }
 // C rows i..i+MR, columns of one panel (`cols` <= NV * Lanes of them valid) = or += A rows @ panel.
 template <int MR, int NV, int Lanes>
 VGKERN_SIMD_CLONES void gemm_tile(int64_t K, const float* A, int64_t lda, const float* panel,
-                                  float* C, int64_t ldc, bool accumulate, int64_t cols) {
+                                  float* C, int64_t ldc, bool accumulate, int64_t cols,
+                                  const float* bias) {
   using V = typename VecOf<Lanes>::type;
   constexpr int64_t kLanes = Lanes;
   V acc[MR][NV];
@@ -69,6 +70,11 @@ VGKERN_SIMD_CLONES void gemm_tile(int64_t K, const float* A, int64_t lda, const 
       for (int v = 0; v < NV; ++v) {
         float* c = C + r * ldc + v * kLanes;
         V out = acc[r][v];
+        if (bias) {
+          V b_v;
+          std::memcpy(&b_v, bias + v * kLanes, sizeof(V));
+          out += b_v;
+        }
         if (accumulate) {
           V old;
           std::memcpy(&old, c, sizeof(V));
@@ -82,28 +88,31 @@ VGKERN_SIMD_CLONES void gemm_tile(int64_t K, const float* A, int64_t lda, const 
   for (int r = 0; r < MR; ++r) {
     std::memcpy(tmp, acc[r], sizeof(tmp));
     float* c = C + r * ldc;
-    for (int64_t j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+    for (int64_t j = 0; j < cols; ++j) {
+      const float out = bias ? tmp[j] + bias[j] : tmp[j];
+      c[j] = accumulate ? c[j] + out : out;
+    }
   }
 }
 
 template <int MR, int NV, int Lanes>
 void gemm_rows(int64_t M, const float* A, int64_t lda, const float* panel, int64_t K, float* C,
-               int64_t ldc, bool accumulate, int64_t cols) {
+               int64_t ldc, bool accumulate, int64_t cols, const float* bias) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR)
-    gemm_tile<MR, NV, Lanes>(K, A + i * lda, lda, panel, C + i * ldc, ldc, accumulate, cols);
+    gemm_tile<MR, NV, Lanes>(K, A + i * lda, lda, panel, C + i * ldc, ldc, accumulate, cols, bias);
   const int64_t rest = M - i;
   A += i * lda;
   C += i * ldc;
   switch (rest) {  // fewer rows than a tile: the same kernel with a shorter tile
     case 0: break;
-    case 1: gemm_tile<1, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    case 2: gemm_tile<2, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    case 3: gemm_tile<3, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    case 4: gemm_tile<4, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    case 5: gemm_tile<5, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    case 6: gemm_tile<6, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
-    default: gemm_tile<7, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols); break;
+    case 1: gemm_tile<1, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    case 2: gemm_tile<2, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    case 3: gemm_tile<3, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    case 4: gemm_tile<4, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    case 5: gemm_tile<5, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    case 6: gemm_tile<6, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
+    default: gemm_tile<7, NV, Lanes>(K, A, lda, panel, C, ldc, accumulate, cols, bias); break;
   }
 }
 
@@ -131,7 +140,7 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
 }
 
 void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
-                 float* C, int64_t ldc) {
+                 float* C, int64_t ldc, const float* bias) {
   // Blocks of about 64 KB of A's rows (all of M at the per-step shapes), and in each, panel by
   // panel: the block stays in L1/L2 while every panel (K x width) passes over it, and a panel is
   // reused by every row tile of the block.
@@ -143,9 +152,11 @@ void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, 
     for (int64_t p = 0; p < B.panels(); ++p) {
       const int64_t j0 = p * B.width, cols = std::min(B.width, B.N - j0);
       if (B.width == 32)
-        gemm_rows<8, 2, 16>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols);
+        gemm_rows<8, 2, 16>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols,
+                            bias ? bias + j0 : nullptr);
       else
-        gemm_rows<6, 2, 8>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols);
+        gemm_rows<6, 2, 8>(rows, a, lda, B.panel(p), B.K, c + j0, ldc, accumulate, cols,
+                            bias ? bias + j0 : nullptr);
     }
   }
 }

@@ -31,9 +31,9 @@ bool packed_gemm_available();
 void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, int64_t K,
                  int64_t N);
 
-// Row-major C (M, N) = A (M, K) @ B, or C += A @ B with accumulate; A's and C's row strides
-// lda, ldc. Requires packed_gemm_available().
+// Row-major C (M, N) = A (M, K) @ B (+ bias (N,) in every row when not null), or C += that
+// with accumulate; A's and C's row strides lda, ldc. Requires packed_gemm_available().
 void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
-                 float* C, int64_t ldc);
+                 float* C, int64_t ldc, const float* bias = nullptr);
 
 }  // namespace vgkern

@@ -162,12 +162,14 @@ class Recurrent final : public RecurrentBase {
     const int64_t all_rows = steps * rows;
     const bool packed_ih = pack_w_ih(/*backward=*/false, w_ih);
     auto project = [&](int64_t begin, int64_t count) {
+      if (packed_ih) {  // the bias added as each tile is stored: no pass writing it first
+        packed_input_gemm(count, x_.data() + begin * in_, in_, false, pre + begin * gates_,
+                          gates_, bias);
+        return;
+      }
       for (int64_t r = begin; r < begin + count; ++r) std::copy(bias, bias + gates_, pre + r * gates_);
-      if (packed_ih)
-        packed_input_gemm(count, x_.data() + begin * in_, in_, true, pre + begin * gates_, gates_);
-      else
-        gemm<T>(false, true, count, gates_, in_, T(1), x_.data() + begin * in_, in_, w_ih, in_,
-                T(1), pre + begin * gates_, gates_);
+      gemm<T>(false, true, count, gates_, in_, T(1), x_.data() + begin * in_, in_, w_ih, in_,
+              T(1), pre + begin * gates_, gates_);
     };
     for_parts(plan, plan.parts, [&](int p) {
       const int64_t begin = part_begin(all_rows, plan.parts, p);
@@ -255,9 +257,9 @@ class Recurrent final : public RecurrentBase {
   }
 
   void packed_input_gemm(int64_t rows, const T* src, int64_t ld_src, bool accumulate, T* dst,
-                         int64_t ld_dst) const {
+                         int64_t ld_dst, const T* bias = nullptr) const {
     if constexpr (std::is_same_v<T, float>)
-      packed_gemm(rows, src, ld_src, w_ih_packed_, accumulate, dst, ld_dst);
+      packed_gemm(rows, src, ld_src, w_ih_packed_, accumulate, dst, ld_dst, bias);
   }
 
   // dst (rows, N) = src (rows, K) @ the packed W_hh (+= with accumulate).
