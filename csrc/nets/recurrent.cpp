@@ -95,18 +95,6 @@ class Recurrent final : public RecurrentBase {
     return plan;
   }
 
-  // Blocks of sequences for the time loop when its per-step GEMMs are the packed ones
-  // (core/packed_gemm.h, single-threaded): always two blocks of rows when there are two rows, so
-  // that both cores work at every width, as the BLAS's threads did on one whole-batch GEMM.
-  LayerPlan time_loop_plan(int64_t rows, bool packed) const {
-    if (!packed || rows < 2) return recurrence_plan(rows);
-    LayerPlan plan;
-    plan.parts = 2;
-    plan.split_rows = true;
-    return plan;
-  }
-
-
   void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
     const double per_step = static_cast<double>(rows) * (in_ + 2.0 * gates_ + 4.0 * hidden_);
@@ -176,13 +164,12 @@ class Recurrent final : public RecurrentBase {
       project(begin, part_begin(all_rows, plan.parts, p + 1) - begin);
     });
     // W_hh^T (H, G) packed once for the T per-step GEMMs (core/packed_gemm.h), else the BLAS.
-    const bool packed = pack_w_hh(/*backward=*/false, w_hh);
-    const LayerPlan loop = time_loop_plan(rows, packed);
-    const PartRows<double> forget = part_rows(part_forget_, loop.parts, steps);
-    const PartRows<int64_t> saturated = part_rows(part_saturated_, loop.parts, steps);
-    for_parts(loop, loop.parts, [&](int p) {
-      const int64_t begin = part_begin(rows, loop.parts, p);
-      const int64_t count = part_begin(rows, loop.parts, p + 1) - begin;
+    const bool packed = pack_w_hh(/*backward=*/false, w_hh, plan);
+    const PartRows<double> forget = part_rows(part_forget_, plan.parts, steps);
+    const PartRows<int64_t> saturated = part_rows(part_saturated_, plan.parts, steps);
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(rows, plan.parts, p);
+      const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
       const int64_t at = begin * hidden_;  // this block's offset in a (B, H) array
       for (int64_t t = 0; t < steps; ++t) {
         T* pre_t = pre + (t * rows + begin) * gates_;
@@ -208,7 +195,7 @@ class Recurrent final : public RecurrentBase {
     for (int64_t t = 0; t < steps; ++t) {
       forget_sum_[t] = 0;
       saturated_[t] = 0;
-      for (int p = 0; p < loop.parts; ++p) {
+      for (int p = 0; p < plan.parts; ++p) {
         forget_sum_[t] += forget[p][t];
         saturated_[t] += saturated[p][t];
       }
@@ -222,10 +209,13 @@ class Recurrent final : public RecurrentBase {
   // The per-step GEMMs with W_hh, packed once per call where core/packed_gemm.h has a tile for
   // this CPU (float32; measured faster than the BLAS calls, which repack W_hh at every step:
   // bench/README.md, "LSTM"). Forward: pre_t += h_{t-1} W_hh^T (B = W_hh^T, H x G); backward:
-  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken.
-  bool pack_w_hh(bool backward, const T* w_hh) {
+  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken: only where the
+  // time loop runs in row blocks (`plan`, from shapes): at H=512 B=64 the BLAS's two threads on
+  // each whole-batch GEMM (each core holding half of W_hh in L2) were 10 % faster on 2 threads
+  // than two row blocks each streaming all of the packed 4 MB W_hh (compare_builds.py, quiet).
+  bool pack_w_hh(bool backward, const T* w_hh, const LayerPlan& plan) {
     if constexpr (std::is_same_v<T, float>) {
-      if (!packed_gemm_available()) return false;
+      if (!packed_gemm_available() || !plan.split_rows) return false;
       if (backward)
         pack_panels(w_hh_packed_, false, w_hh, hidden_, gates_, hidden_);
       else
@@ -234,6 +224,7 @@ class Recurrent final : public RecurrentBase {
     } else {
       (void)backward;
       (void)w_hh;
+      (void)plan;
       return false;
     }
   }
@@ -291,15 +282,14 @@ class Recurrent final : public RecurrentBase {
     // Backpropagation through time in the forward's blocks of sequences, side by side. Each
     // block keeps the norms of its rows per step (h: dL/dh_t, c: dL/dc_t), joined below.
     const LayerPlan plan = recurrence_plan(rows_);  // the GEMMs over all steps below
-    const bool packed = pack_w_hh(/*backward=*/true, w_hh);  // W_hh (G, H) packed once
-    const LayerPlan loop = time_loop_plan(rows_, packed);
-    const PartRows<double> h_norms = part_rows(part_h_norm_, loop.parts, steps_);
-    const PartRows<double> c_norms = part_rows(part_c_norm_, loop.parts, steps_);
+    const bool packed = pack_w_hh(/*backward=*/true, w_hh, plan);  // W_hh (G, H) packed once
+    const PartRows<double> h_norms = part_rows(part_h_norm_, plan.parts, steps_);
+    const PartRows<double> c_norms = part_rows(part_c_norm_, plan.parts, steps_);
     T* dh_last = nullptr;  // dL/dh_0 and dL/dc_0 (B, H) once the loop is done
     T* dc_last = nullptr;
-    for_parts(loop, loop.parts, [&](int p) {
-      const int64_t begin = part_begin(rows_, loop.parts, p);
-      const int64_t count = part_begin(rows_, loop.parts, p + 1) - begin;
+    for_parts(plan, plan.parts, [&](int p) {
+      const int64_t begin = part_begin(rows_, plan.parts, p);
+      const int64_t count = part_begin(rows_, plan.parts, p + 1) - begin;
       const int64_t at = begin * hidden_, m = count * hidden_;  // this block in a (B, H) array
       T* dh_next = dh_next_.data() + at;  // dL/dh_t arriving through the recurrence
       T* dh_spare = dh_spare_.data() + at;
@@ -374,7 +364,7 @@ class Recurrent final : public RecurrentBase {
       if (stats) {
         step.h_grad_norm = 0;  // the norms over all blocks' rows
         if (lstm) step.c_grad_norm = 0;
-        for (int p = 0; p < loop.parts; ++p) {
+        for (int p = 0; p < plan.parts; ++p) {
           step.h_grad_norm = joined_norm(step.h_grad_norm, h_norms[p][t]);
           if (lstm) step.c_grad_norm = joined_norm(step.c_grad_norm, c_norms[p][t]);
         }
