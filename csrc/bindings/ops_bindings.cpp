@@ -4,8 +4,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "bindings/arrays.h"
+#include "core/blas.h"
 #include "core/checks.h"
+#include "core/packed_gemm.h"
 #include "ops/activation.h"
 #include "ops/batchnorm.h"
 #include "ops/dense.h"
@@ -173,9 +178,82 @@ double py_sum_squares_norm(py::handle a_obj) {
   return sum_squares_norm(a);
 }
 
+// The recurrence's GEMM C (M, N) += A (M, K) @ B with B = w (K, N), or w^T with trans (w (N, K)),
+// through core/packed_gemm.h: for tests (its tails) and the timing below.
+struct PackedCase {
+  TensorView a, w;
+  int64_t M, K, N;
+  PackedCase(py::handle a_obj, py::handle w_obj, bool trans, const char* op) {
+    a = array_view(a_obj, op, "a");
+    w = array_view(w_obj, op, "w");
+    check_dtype(op, "a", a, DType::f32);
+    check_dtype(op, "w", w, DType::f32);
+    check_shape(op, "a", a, {-1, -1});
+    M = a.dim(0);
+    K = a.dim(1);
+    check_shape(op, "w", w, {trans ? -1 : K, trans ? K : -1});
+    N = trans ? w.dim(0) : w.dim(1);
+    if (!packed_gemm_available())
+      fail<DeviceError>(op, ": this CPU has neither AVX2+FMA nor AVX-512 (no packed tile)");
+  }
+};
+
+py::array py_packed_gemm(py::handle a_obj, py::handle w_obj, bool trans, py::handle bias_obj) {
+  const PackedCase g(a_obj, w_obj, trans, "_packed_gemm");
+  TensorView bias;
+  if (!bias_obj.is_none()) {
+    bias = array_view(bias_obj, "_packed_gemm", "bias");
+    check_dtype("_packed_gemm", "bias", bias, DType::f32);
+    check_shape("_packed_gemm", "bias", bias, {g.N});
+  }
+  TensorView c;
+  py::array c_arr = new_array(DType::f32, {g.M, g.N}, &c);
+  {
+    py::gil_scoped_release release;
+    PackedPanels panels;
+    pack_panels(panels, trans, g.w.ptr<float>(), trans ? g.K : g.N, g.K, g.N);
+    packed_gemm(g.M, g.a.ptr<float>(), g.K, panels, false, c.ptr<float>(), g.N,
+                bias_obj.is_none() ? nullptr : bias.ptr<float>());
+  }
+  return c_arr;
+}
+
+// Seconds per call, best of `rounds` blocks of `reps` calls each, of the packed GEMM (packed once)
+// and of the BLAS call the recurrence made before (core/blas.h), C += A @ B, alternating blocks.
+py::tuple py_packed_gemm_seconds(py::handle a_obj, py::handle w_obj, bool trans, int reps,
+                                 int rounds) {
+  const PackedCase g(a_obj, w_obj, trans, "_packed_gemm_seconds");
+  std::vector<float> c(g.M * g.N, 0.0f);
+  const float* a = g.a.ptr<float>();
+  const float* w = g.w.ptr<float>();
+  const int64_t ldw = trans ? g.K : g.N;
+  using clock = std::chrono::steady_clock;
+  double best_packed = 1e30, best_blas = 1e30;
+  py::gil_scoped_release release;
+  PackedPanels panels;
+  pack_panels(panels, trans, w, ldw, g.K, g.N);
+  for (int round = 0; round < rounds; ++round) {
+    auto t0 = clock::now();
+    for (int r = 0; r < reps; ++r) packed_gemm(g.M, a, g.K, panels, true, c.data(), g.N);
+    auto t1 = clock::now();
+    for (int r = 0; r < reps; ++r)
+      gemm<float>(false, trans, g.M, g.N, g.K, 1.0f, a, g.K, w, ldw, 1.0f, c.data(), g.N);
+    auto t2 = clock::now();
+    best_packed = std::min(best_packed, std::chrono::duration<double>(t1 - t0).count() / reps);
+    best_blas = std::min(best_blas, std::chrono::duration<double>(t2 - t1).count() / reps);
+  }
+  py::gil_scoped_acquire acquire;
+  return py::make_tuple(best_packed, best_blas);
+}
+
 }  // namespace
 
 void bind_ops(py::module_& m) {
+  m.def("_packed_gemm", &py_packed_gemm, py::arg("a"), py::arg("w"), py::arg("trans"),
+        py::arg("bias") = py::none());
+  m.def("_packed_gemm_seconds", &py_packed_gemm_seconds, py::arg("a"), py::arg("w"),
+        py::arg("trans"), py::arg("reps") = 50, py::arg("rounds") = 5);
+  m.def("_packed_gemm_available", &packed_gemm_available);
   m.def("activation_forward", &py_activation_forward, py::arg("z"), py::arg("activation"),
         py::arg("alpha") = 1.0);
   m.def("activation_backward", &py_activation_backward, py::arg("dh"), py::arg("z"),

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "core/checks.h"
 #include "core/dispatch.h"
 #include "core/memory.h"
+#include "core/packed_gemm.h"
 #include "core/errors.h"
 #include "core/scratch.h"
 #include "core/stats.h"
@@ -93,7 +95,6 @@ class Recurrent final : public RecurrentBase {
     return plan;
   }
 
-
   void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
     const double per_step = static_cast<double>(rows) * (in_ + 2.0 * gates_ + 4.0 * hidden_);
@@ -147,7 +148,13 @@ class Recurrent final : public RecurrentBase {
     // The input projection of all steps at once: pre (T * B, G) = bias + X W_ih^T.
     T* pre = kind_ == CellKind::lstm ? gates_all_.data() : h_all_.data() + n;
     const int64_t all_rows = steps * rows;
+    const bool packed_ih = pack_w_ih(/*backward=*/false, w_ih);
     auto project = [&](int64_t begin, int64_t count) {
+      if (packed_ih) {  // the bias added as each tile is stored: no pass writing it first
+        packed_input_gemm(count, x_.data() + begin * in_, in_, false, pre + begin * gates_,
+                          gates_, bias);
+        return;
+      }
       for (int64_t r = begin; r < begin + count; ++r) std::copy(bias, bias + gates_, pre + r * gates_);
       gemm<T>(false, true, count, gates_, in_, T(1), x_.data() + begin * in_, in_, w_ih, in_,
               T(1), pre + begin * gates_, gates_);
@@ -156,6 +163,8 @@ class Recurrent final : public RecurrentBase {
       const int64_t begin = part_begin(all_rows, plan.parts, p);
       project(begin, part_begin(all_rows, plan.parts, p + 1) - begin);
     });
+    // W_hh^T (H, G) packed once for the T per-step GEMMs (core/packed_gemm.h), else the BLAS.
+    const bool packed = pack_w_hh(/*backward=*/false, w_hh, plan);
     const PartRows<double> forget = part_rows(part_forget_, plan.parts, steps);
     const PartRows<int64_t> saturated = part_rows(part_saturated_, plan.parts, steps);
     for_parts(plan, plan.parts, [&](int p) {
@@ -164,8 +173,12 @@ class Recurrent final : public RecurrentBase {
       const int64_t at = begin * hidden_;  // this block's offset in a (B, H) array
       for (int64_t t = 0; t < steps; ++t) {
         T* pre_t = pre + (t * rows + begin) * gates_;
-        gemm<T>(false, true, count, gates_, hidden_, T(1), h_all_.data() + t * n + at, hidden_,
-                w_hh, hidden_, T(1), pre_t, gates_);
+        const T* h_prev = h_all_.data() + t * n + at;
+        if (packed)
+          packed_recurrent_gemm(count, h_prev, hidden_, true, pre_t, gates_);
+        else
+          gemm<T>(false, true, count, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_, T(1),
+                  pre_t, gates_);
         if (kind_ == CellKind::lstm) {
           GateStats gs;
           lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n + at,
@@ -193,6 +206,60 @@ class Recurrent final : public RecurrentBase {
     state_.finish(stats);
   }
 
+  // The per-step GEMMs with W_hh, packed once per call where core/packed_gemm.h has a tile for
+  // this CPU (float32; measured faster than the BLAS calls, which repack W_hh at every step:
+  // bench/README.md, "LSTM"). Forward: pre_t += h_{t-1} W_hh^T (B = W_hh^T, H x G); backward:
+  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken: only where the
+  // time loop runs in row blocks (`plan`, from shapes): at H=512 B=64 the BLAS's two threads on
+  // each whole-batch GEMM (each core holding half of W_hh in L2) were 10 % faster on 2 threads
+  // than two row blocks each streaming all of the packed 4 MB W_hh (compare_builds.py, quiet).
+  bool pack_w_hh(bool backward, const T* w_hh, const LayerPlan& plan) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!packed_gemm_available() || !plan.split_rows) return false;
+      if (backward)
+        pack_panels(w_hh_packed_, false, w_hh, hidden_, gates_, hidden_);
+      else
+        pack_panels(w_hh_packed_, true, w_hh, hidden_, hidden_, gates_);
+      return true;
+    } else {
+      (void)backward;
+      (void)w_hh;
+      (void)plan;
+      return false;
+    }
+  }
+
+  // The GEMMs over all steps with W_ih, the input projection pre += X W_ih^T and dx = dpre W_ih,
+  // on the packed kernel too where it was measured faster than the BLAS: input_size <= 256 (1
+  // thread, 1600 rows: 1.06x and 1.18x at I = 128; at I = 512 0.85x and 1.07x, so the BLAS).
+  bool pack_w_ih(bool backward, const T* w_ih) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!packed_gemm_available() || in_ > 256) return false;
+      if (backward)
+        pack_panels(w_ih_packed_, false, w_ih, in_, gates_, in_);
+      else
+        pack_panels(w_ih_packed_, true, w_ih, in_, in_, gates_);
+      return true;
+    } else {
+      (void)backward;
+      (void)w_ih;
+      return false;
+    }
+  }
+
+  void packed_input_gemm(int64_t rows, const T* src, int64_t ld_src, bool accumulate, T* dst,
+                         int64_t ld_dst, const T* bias = nullptr) const {
+    if constexpr (std::is_same_v<T, float>)
+      packed_gemm(rows, src, ld_src, w_ih_packed_, accumulate, dst, ld_dst, bias);
+  }
+
+  // dst (rows, N) = src (rows, K) @ the packed W_hh (+= with accumulate).
+  void packed_recurrent_gemm(int64_t rows, const T* src, int64_t ld_src, bool accumulate, T* dst,
+                             int64_t ld_dst) const {
+    if constexpr (std::is_same_v<T, float>)
+      packed_gemm(rows, src, ld_src, w_hh_packed_, accumulate, dst, ld_dst);
+  }
+
   static void copy_or_zero(T* dst, const TensorView& src, int64_t n) {
     if (src.present())
       std::copy(src.ptr<T>(), src.ptr<T>() + n, dst);
@@ -214,7 +281,8 @@ class Recurrent final : public RecurrentBase {
     copy_or_zero_ptr(dc_next_.data(), grad_c_last, n);
     // Backpropagation through time in the forward's blocks of sequences, side by side. Each
     // block keeps the norms of its rows per step (h: dL/dh_t, c: dL/dc_t), joined below.
-    const LayerPlan plan = recurrence_plan(rows_);
+    const LayerPlan plan = recurrence_plan(rows_);  // the GEMMs over all steps below
+    const bool packed = pack_w_hh(/*backward=*/true, w_hh, plan);  // W_hh (G, H) packed once
     const PartRows<double> h_norms = part_rows(part_h_norm_, plan.parts, steps_);
     const PartRows<double> c_norms = part_rows(part_c_norm_, plan.parts, steps_);
     T* dh_last = nullptr;  // dL/dh_0 and dL/dc_0 (B, H) once the loop is done
@@ -245,8 +313,11 @@ class Recurrent final : public RecurrentBase {
                               m, act_, &dh_sumsq);
         }
         if (stats) h_norms[p][t] = norm_from_sum_squares(dh_sumsq, dh_total, m);
-        gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
-                dh_spare, hidden_);
+        if (packed)
+          packed_recurrent_gemm(count, dpre_t, gates_, false, dh_spare, hidden_);
+        else
+          gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
+                  dh_spare, hidden_);
         std::swap(dh_next, dh_spare);
       }
       if (p == 0) {  // every block swaps as often: the same whole buffers end up last
@@ -264,8 +335,16 @@ class Recurrent final : public RecurrentBase {
     }
     LayerPlan grads_plan = plan;
     grads_plan.dw_blocks = plan.split_rows && gates_ * in_ >= 2 * kMinBlockEntries ? 2 : 1;
-    const double dw_ih_sumsq = weight_and_input_grads(grads_plan, dx, dw_ih, dpre_.data(), x_.data(),
-                                                      w_ih, all_rows, in_, gates_, stats);
+    const bool packed_ih = pack_w_ih(/*backward=*/true, w_ih);  // then dx apart, below
+    const double dw_ih_sumsq =
+        weight_and_input_grads(grads_plan, packed_ih ? nullptr : dx, dw_ih, dpre_.data(),
+                               x_.data(), w_ih, all_rows, in_, gates_, stats);
+    if (packed_ih)
+      for_parts(plan, plan.parts, [&](int p) {
+        const int64_t begin = part_begin(all_rows, plan.parts, p);
+        packed_input_gemm(part_begin(all_rows, plan.parts, p + 1) - begin,
+                          dpre_.data() + begin * gates_, gates_, false, dx + begin * in_, in_);
+      });
     grads_plan.dw_blocks = plan.split_rows && gates_ * hidden_ >= 2 * kMinBlockEntries ? 2 : 1;
     const double dw_hh_sumsq =
         weight_and_input_grads<T>(grads_plan, nullptr, dw_hh, dpre_.data(), h_all_.data(), w_hh,
@@ -333,6 +412,8 @@ class Recurrent final : public RecurrentBase {
   std::vector<T> loss_grad_;  // (T, B, H) loss gradients of step()
   std::vector<T> dh_next_, dh_spare_, dh_total_, dc_total_, dc_next_, dc_spare_;  // (B, H)
   std::vector<T> x_grad_;     // (T, B, I) when the caller does not want dx
+  PackedPanels w_hh_packed_;  // W_hh^T (forward) or W_hh (backward) in panels, float32
+  PackedPanels w_ih_packed_;  // W_ih^T (forward) or W_ih (backward), input_size <= 256
   std::vector<double> bias_sums_;
   std::vector<double> forget_sum_;
   std::vector<int64_t> saturated_;
