@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -34,9 +33,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import vgkern
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import settle  # noqa: E402  (only this: the shared timing code is being reworked)
+from vgkern.benchmark.timing import settle
 
 
 def make_rows(width, batch, depth, dtype, device):

@@ -17,7 +17,7 @@ Norms per layer l in both: ||dL/dW_l||, ||dL/db_l||, ||dL/dz_l|| (float64). vgke
 more in the same step (activation-gradient norms, forward statistics). All interop overhead is
 inside the vgkern time (Function.apply, views, report construction, the optimizer on views).
 
-Timing (self-contained; it does not use bench/_timing.py): warm-up, then `--rounds` rounds; in
+Timing (self-contained): warm-up, then `--rounds` rounds; in
 each, every implementation runs a block of back-to-back steps (about --block-s seconds), the
 order rotating between rounds so that each follows the other equally often. A block's time per
 step is its median step; the report gives the median and quartiles over rounds, and the ratio

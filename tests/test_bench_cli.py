@@ -253,3 +253,18 @@ def test_bench_scripts_run_a_tiny_configuration(tmp_path, script, configs, impls
     rnn = [r for r in result["rows"] if r["impl"] == "vgkern_rnn"]
     assert all(r["gemm_fraction"] is None for r in rnn)  # the LSTM's GEMMs are not its own
     assert "targets:" in proc.stdout
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_optim.py", ["--quick", "--width", "16", "--depth", "3", "--batch", "8"]),
+    ("bench_torch_module.py", ["--quick", "--width", "16", "--layers", "3", "--batch", "8"]),
+    ("bench_history.py", ["--blocks", "1", "--steps", "5", "--batch", "8"]),
+])
+def test_standalone_bench_scripts_run(script, args):
+    """The scripts outside vgkern.benchmark still import and run (a smoke run, no timings)."""
+    pytest.importorskip("torch")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "median" in proc.stdout or "us/step" in proc.stdout
