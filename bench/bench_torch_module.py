@@ -86,20 +86,10 @@ def make_vgkern_step(vgkern, net, batches, lr, momentum):
 
 
 def make_torch_step(model, batches, lr, momentum):
+    from vgkern.benchmark.torch_eager import record_preact_grad_norms  # after import_vgkern()
+
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
-    preact_norms = [None] * len(linears)
-
-    def attach(l):
-        def grad_hook(g):
-            preact_norms[l] = torch.linalg.vector_norm(g, dtype=torch.float64)
-
-        def forward_hook(module, inputs, z):
-            z.register_hook(grad_hook)
-
-        return forward_hook
-
-    for l, lin in enumerate(linears):
-        lin.register_forward_hook(attach(l))
+    preact_norms = record_preact_grad_norms(torch, linears)
     weights = [lin.weight for lin in linears]
     biases = [lin.bias for lin in linears]
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)

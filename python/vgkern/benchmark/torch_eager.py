@@ -17,7 +17,28 @@ import numpy as np
 from .configs import LstmConfig, MlpConfig
 from .vgkern_steps import BN_EPS, BN_MOMENTUM
 
-__all__ = ["make_mlp", "make_lstm_cell_loop", "make_lstm", "rnn_result"]
+__all__ = ["make_mlp", "make_lstm_cell_loop", "make_lstm", "record_preact_grad_norms",
+           "rnn_result"]
+
+
+def record_preact_grad_norms(torch: Any, linears: Sequence[Any]) -> list:
+    """Hooks that record ||dL/dz_l|| (float64) of each Linear's output z_l: (B, out) during
+    backward: a forward hook on each Linear registers a tensor hook on z_l (before any BN).
+    Returns the list they fill, one 0-d tensor per layer (None before the first backward)."""
+    norms: list = [None] * len(linears)
+
+    def attach(l: int) -> Callable:
+        def grad_hook(g: Any) -> None:
+            norms[l] = torch.linalg.vector_norm(g, dtype=torch.float64)
+
+        def forward_hook(module: Any, inputs: Any, z: Any) -> None:
+            z.register_hook(grad_hook)
+
+        return forward_hook
+
+    for l, lin in enumerate(linears):
+        lin.register_forward_hook(attach(l))
+    return norms
 
 
 def make_mlp(torch: Any, cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
@@ -52,21 +73,7 @@ def make_mlp(torch: Any, cfg: MlpConfig, x: np.ndarray, target: np.ndarray,
             modules.append(acts[cfg.activation]())
     model = torch.nn.Sequential(*modules)  # train mode: BN uses and updates batch statistics
 
-    # A forward hook on each Linear registers a tensor hook on its output z_l (before BN);
-    # the tensor hook records ||dL/dz_l|| in float64 during backward.
-    preact_norms = [None] * L
-
-    def attach(l):
-        def grad_hook(g):
-            preact_norms[l] = torch.linalg.vector_norm(g, dtype=torch.float64)
-
-        def forward_hook(module, inputs, z):
-            z.register_hook(grad_hook)
-
-        return forward_hook
-
-    for l, lin in enumerate(linears):
-        lin.register_forward_hook(attach(l))
+    preact_norms = record_preact_grad_norms(torch, linears)
 
     xt, tt = torch.from_numpy(x), torch.from_numpy(target)
     groups = [[lin.weight for lin in linears],
