@@ -214,35 +214,28 @@ class Recurrent final : public RecurrentBase {
   // each whole-batch GEMM (each core holding half of W_hh in L2) were 10 % faster on 2 threads
   // than two row blocks each streaming all of the packed 4 MB W_hh (compare_builds.py, quiet).
   bool pack_w_hh(bool backward, const T* w_hh, const LayerPlan& plan) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (!packed_gemm_available() || !plan.split_rows) return false;
-      if (backward)
-        pack_panels(w_hh_packed_, false, w_hh, hidden_, gates_, hidden_);
-      else
-        pack_panels(w_hh_packed_, true, w_hh, hidden_, hidden_, gates_);
-      return true;
-    } else {
-      (void)backward;
-      (void)w_hh;
-      (void)plan;
-      return false;
-    }
+    return plan.split_rows && pack_weight(w_hh_packed_, backward, w_hh, hidden_);
   }
 
   // The GEMMs over all steps with W_ih, the input projection pre += X W_ih^T and dx = dpre W_ih,
   // on the packed kernel too where it was measured faster than the BLAS: input_size <= 256 (1
   // thread, 1600 rows: 1.06x and 1.18x at I = 128; at I = 512 0.85x and 1.07x, so the BLAS).
   bool pack_w_ih(bool backward, const T* w_ih) {
+    return in_ <= 256 && pack_weight(w_ih_packed_, backward, w_ih, in_);
+  }
+
+  // A gate weight w: (G, cols) packed as the right operand, where the packed kernel has a tile
+  // for this CPU (float32 only): forward B = w^T (cols x G), backward B = w (G x cols).
+  bool pack_weight(PackedPanels& out, bool backward, const T* w, int64_t cols) {
     if constexpr (std::is_same_v<T, float>) {
-      if (!packed_gemm_available() || in_ > 256) return false;
+      if (!packed_gemm_available()) return false;
       if (backward)
-        pack_panels(w_ih_packed_, false, w_ih, in_, gates_, in_);
+        pack_panels(out, false, w, cols, gates_, cols);
       else
-        pack_panels(w_ih_packed_, true, w_ih, in_, in_, gates_);
+        pack_panels(out, true, w, cols, cols, gates_);
       return true;
     } else {
-      (void)backward;
-      (void)w_ih;
+      (void)out, (void)backward, (void)w, (void)cols;
       return false;
     }
   }
