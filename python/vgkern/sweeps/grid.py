@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
-from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, DIGITS_CLASSES, DIGITS_TRAIN_EXAMPLES,
-                   DIGITS_FEATURES, GRID_KEYS, MODELS, RNN_ACTIVATIONS, SCHEMA_VERSION,
-                   STAT_COLUMNS, as_values, error, normalize, unknown_key)
+from ..datasets import DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_TRAIN_EXAMPLES
+from .spec import (APPLIES, CONFIG_COLUMNS, DEFAULTS, GRID_KEYS, MODELS, RNN_ACTIVATIONS,
+                   SCHEMA_VERSION, STAT_COLUMNS, as_values, error, normalize, unknown_key)
 
 
 def config_id(config: Mapping[str, Any]) -> str:

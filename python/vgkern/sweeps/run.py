@@ -18,12 +18,12 @@ from typing import Any, List, Mapping, Optional, Tuple
 import numpy as np
 from numpy.typing import NDArray
 
-from ..datasets import as_sequence, digits_arrays
+from ..datasets import DIGITS_CLASSES, DIGITS_FEATURES, as_sequence, digits_arrays
 from ..history import History
 from ..init import NormalStream
 from ..mlp import MLP
 from ..recurrent import LSTM, RNN
-from .spec import DIGITS_CLASSES, DIGITS_FEATURES, STAT_COLUMNS
+from .spec import STAT_COLUMNS
 
 DIGITS_SPLIT_SEED = 0  # every sweep trains and tests on the same split of the digits
 

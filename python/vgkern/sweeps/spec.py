@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..datasets import (  # noqa: F401  (re-exported for grid and run)
-    DIGITS_CLASSES, DIGITS_FEATURES, DIGITS_TRAIN_EXAMPLES)
 from ..init import INITS
 from ..mlp import ACTIVATIONS
 from ..report import GradReport, SequenceReport
