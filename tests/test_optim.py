@@ -221,7 +221,7 @@ def write_buffer(net, name, flat):
 def test_statistics_match_numpy_at_any_scale(net_name, dtype, device):
     """SGD with lr = 1 and the gradient set to -u moves W by u exactly (up to one rounding):
     chosen W0, W and u of every magnitude, each tensor with its own scales."""
-    # W_1 (60, 300): 18000 entries, more than one 1024-entry block of the CPU pass
+    # W_1 (60, 300): 18000 entries, many 1024-entry blocks, cut in two halves by the CPU pass
     net = (vgkern.MLP([5, 300, 60], dtype=dtype, device=device) if net_name == "mlp"
            else vgkern.LSTM(3, 40, dtype=dtype, device=device))
     rng = np.random.default_rng(5)
@@ -254,6 +254,28 @@ def test_statistics_match_numpy_at_any_scale(net_name, dtype, device):
                 got = report_stat(rep, prefix, s, layer)
                 np.testing.assert_allclose(got, ref[s], rtol=1e-12, atol=0,
                                            err_msg=f"trial {trial}: {tensor} {s}")
+
+
+@pytest.mark.parametrize("rule", ["momentum", "adamw"])
+def test_one_or_two_threads_give_the_same_bits(rule):
+    """Every tensor runs in two halves, on two threads when the BLAS may use two: the halves
+    depend on sizes only, so parameters, state and statistics are bit-identical."""
+    from threadpoolctl import threadpool_limits
+
+    results = []
+    for threads in (1, 2):
+        net = vgkern.MLP([40, 500, 300, 3], seed=1)  # 20000 and 150000 entries
+        opt = RULES[rule][0](net, **RULES[rule][2])
+        rng = np.random.default_rng(0)
+        with threadpool_limits(threads):
+            for _ in range(3):
+                x = rng.standard_normal((8, 40)).astype(np.float32)
+                rep = opt.step(net.step(x, np.zeros((8, 3), np.float32)))
+        results.append((np.array(net.params), opt.state_dict()["buffers"], rep.as_dict()))
+    (p1, b1, r1), (p2, b2, r2) = results
+    assert p1.tobytes() == p2.tobytes()
+    assert all(b1[n].tobytes() == b2[n].tobytes() for n in b1)
+    assert all(np.array(r1[n]).tobytes() == np.array(r2[n]).tobytes() for n in r1)
 
 
 def test_statistics_of_zero_and_unchanged_tensors():
