@@ -218,6 +218,29 @@ py::array py_packed_gemm(py::handle a_obj, py::handle w_obj, bool trans, py::han
   return c_arr;
 }
 
+// C (M, N) = a @ b, or a^T @ b with trans_a (a (K, M)), b (K, N), through core/packed_gemm.h's
+// gemm_in_place (the small layers' backward GEMMs): for tests of its tails.
+py::array py_gemm_in_place(py::handle a_obj, py::handle b_obj, bool trans_a) {
+  const char* op = "_gemm_in_place";
+  const TensorView a = array_view(a_obj, op, "a"), b = array_view(b_obj, op, "b");
+  check_dtype(op, "a", a, DType::f32);
+  check_dtype(op, "b", b, DType::f32);
+  check_shape(op, "a", a, {-1, -1});
+  const int64_t M = trans_a ? a.dim(1) : a.dim(0), K = trans_a ? a.dim(0) : a.dim(1);
+  check_shape(op, "b", b, {K, -1});
+  const int64_t N = b.dim(1);
+  if (!packed_gemm_available())
+    fail<DeviceError>(op, ": this CPU has neither AVX2+FMA nor AVX-512 (no packed tile)");
+  TensorView c;
+  py::array c_arr = new_array(DType::f32, {M, N}, &c);
+  {
+    py::gil_scoped_release release;
+    gemm_in_place(trans_a, M, K, N, a.ptr<float>(), a.dim(1), b.ptr<float>(), N, c.ptr<float>(),
+                  N);
+  }
+  return c_arr;
+}
+
 // Seconds per call, best of `rounds` blocks of `reps` calls each, of the packed GEMM (packed once)
 // and of the BLAS call the recurrence made before (core/blas.h), C += A @ B, alternating blocks.
 py::tuple py_packed_gemm_seconds(py::handle a_obj, py::handle w_obj, bool trans, int reps,
@@ -254,6 +277,7 @@ void bind_ops(py::module_& m) {
   m.def("_packed_gemm_seconds", &py_packed_gemm_seconds, py::arg("a"), py::arg("w"),
         py::arg("trans"), py::arg("reps") = 50, py::arg("rounds") = 5);
   m.def("_packed_gemm_available", &packed_gemm_available);
+  m.def("_gemm_in_place", &py_gemm_in_place, py::arg("a"), py::arg("b"), py::arg("trans_a"));
   m.def("activation_forward", &py_activation_forward, py::arg("z"), py::arg("activation"),
         py::arg("alpha") = 1.0);
   m.def("activation_backward", &py_activation_backward, py::arg("dh"), py::arg("z"),

@@ -52,7 +52,7 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
   out.K = K;
   out.N = N;
   out.width = w;
-  out.data.assign(out.panels() * K * w, 0.0f);
+  out.data.resize(out.panels() * K * w);  // (no fill: every entry is written below)
   for (int64_t p = 0; p < out.panels(); ++p) {
     float* dst = out.data.data() + p * K * w;
     const int64_t j0 = p * w, cols = std::min(w, N - j0);
@@ -62,30 +62,66 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
     } else {
       for (int64_t k = 0; k < K; ++k) std::copy(src + k * ld + j0, src + k * ld + j0 + cols, dst + k * w);
     }
+    if (cols < w)  // the last panel's padding
+      for (int64_t k = 0; k < K; ++k) std::fill(dst + k * w + cols, dst + (k + 1) * w, 0.f);
   }
 }
 
-void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
-                 float* C, int64_t ldc, const float* bias) {
+namespace {
+
+// C (M, N) = or += A @ B over panels of B: panel p at b + p * panel_step, its row k at + k * ldb
+// (packed panels: panel_step K * width, ldb width; B in place: panel_step width, ldb its row
+// stride). A (M, K) row-major, or stored transposed (TransA: At (K, M)), row stride lda.
+template <bool TransA>
+void gemm_panels(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* b,
+                 int64_t panel_step, int64_t ldb, int64_t width, bool accumulate, float* C,
+                 int64_t ldc, const float* bias) {
   // Blocks of about 64 KB of A's rows (all of M at the per-step shapes), and in each, panel by
   // panel: the block stays in L1/L2 while every panel (K x width) passes over it, and a panel is
   // reused by every row tile of the block.
-  const int64_t block = std::max<int64_t>(48, (kBlockFloats / std::max<int64_t>(B.K, 1)) / 48 * 48);
+  const int64_t block = std::max<int64_t>(48, (kBlockFloats / std::max<int64_t>(K, 1)) / 48 * 48);
   for (int64_t i0 = 0; i0 < M; i0 += block) {
     const int64_t rows = std::min(block, M - i0);
-    const float* a = A + i0 * lda;
+    const float* a = A + (TransA ? i0 : i0 * lda);
     float* c = C + i0 * ldc;
-    for (int64_t p = 0; p < B.panels(); ++p) {
-      const int64_t j0 = p * B.width, cols = std::min(B.width, B.N - j0);
-      const float* b = bias ? bias + j0 : nullptr;
-      if (B.width == 32)
-        VGKERN_SIMD(isa::gemm_rows<8, 2, 16>(rows, a, lda, B.panel(p), B.K, c + j0, ldc,
-                                             accumulate, cols, b));
+    for (int64_t p = 0; p * width < N; ++p) {
+      const int64_t j0 = p * width, cols = std::min(width, N - j0);
+      const float* panel = b + p * panel_step;
+      const float* bias_p = bias ? bias + j0 : nullptr;
+      if (width == 32)
+        VGKERN_SIMD(isa::gemm_rows<8, 2, 16, TransA>(rows, a, lda, panel, ldb, K, c + j0, ldc,
+                                                     accumulate, cols, bias_p));
       else
-        VGKERN_SIMD(isa::gemm_rows<6, 2, 8>(rows, a, lda, B.panel(p), B.K, c + j0, ldc,
-                                            accumulate, cols, b));
+        VGKERN_SIMD(isa::gemm_rows<6, 2, 8, TransA>(rows, a, lda, panel, ldb, K, c + j0, ldc,
+                                                    accumulate, cols, bias_p));
     }
   }
+}
+
+}  // namespace
+
+void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
+                 float* C, int64_t ldc, const float* bias) {
+  gemm_panels<false>(M, B.K, B.N, A, lda, B.data.data(), B.K * B.width, B.width, B.width,
+                     accumulate, C, ldc, bias);
+}
+
+void gemm_in_place(bool trans_a, int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float* C, int64_t ldc) {
+  const int64_t w = tile_width(cpu_tile());
+  const float* panels = B;
+  int64_t panel_step = w;
+  if (N % w != 0) {  // a last panel would read past B's rows: pack B, zero-padded
+    thread_local PackedPanels packed;
+    pack_panels(packed, false, B, ldb, K, N);
+    panels = packed.data.data();
+    panel_step = K * w;
+    ldb = w;
+  }
+  if (trans_a)
+    gemm_panels<true>(M, K, N, A, lda, panels, panel_step, ldb, w, false, C, ldc, nullptr);
+  else
+    gemm_panels<false>(M, K, N, A, lda, panels, panel_step, ldb, w, false, C, ldc, nullptr);
 }
 
 }  // namespace vgkern

@@ -1,9 +1,11 @@
-// A GEMM whose right operand is packed once and reused by many calls: the LSTM/RNN recurrence
-// multiplies by the same W_hh at every step (T GEMMs forward, T backward), and the BLAS repacks
-// it on every call (OpenBLAS's sgemm_*copy routines took about half as many samples as its
-// kernel in the H=128 B=64 T=50 profile). Packing it once per call and running a register-tiled
-// kernel over the packed panels is faster at those shapes (bench/README.md, "LSTM"); elsewhere
-// the BLAS's gemm (core/blas.h) stays the GEMM of the project.
+// Register-tiled GEMMs for the shapes where the BLAS spends its time packing: a right operand
+// packed once and reused by many calls (the LSTM/RNN recurrence multiplies by the same W_hh at
+// every step, T GEMMs forward, T backward, and the BLAS repacks it on every call: OpenBLAS's
+// sgemm_*copy routines took about half as many samples as its kernel in the H=128 B=64 T=50
+// profile), and the small MLP layers' GEMMs (ops/dense_cpu.h, packed_layer_gemms), whose
+// operands fit in L1/L2 and are read in place. Faster at those shapes (bench/README.md, "LSTM"
+// and "Own GEMMs for small layers"); elsewhere the BLAS's gemm (core/blas.h) stays the GEMM of
+// the project.
 //
 // float32 only, on CPUs with AVX2+FMA or AVX-512 (packed_gemm_available()); everything else
 // (float64, older CPUs) keeps the BLAS calls. Results are deterministic: each output entry is
@@ -35,5 +37,12 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
 // with accumulate; A's and C's row strides lda, ldc. Requires packed_gemm_available().
 void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
                  float* C, int64_t ldc, const float* bias = nullptr);
+
+// Row-major C (M, N) = A (M, K) @ B (K, N) with B read in place (row stride ldb; packed first
+// only when N is not a multiple of the panel width), A row-major with row stride lda, or stored
+// transposed with trans_a (At (K, M), row stride lda). A layer's backward GEMMs take their
+// operands as they lie: dx = delta @ w and dw = delta^T @ x. Requires packed_gemm_available().
+void gemm_in_place(bool trans_a, int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float* C, int64_t ldc);
 
 }  // namespace vgkern

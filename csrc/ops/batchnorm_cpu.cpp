@@ -147,9 +147,10 @@ void dense_bn_forward_cpu(T* h, T* dact, T* xhat, T* mean, T* rstd, T* running_m
   const LayerPlan plan = layer_plan(rows, in, out);
   const int parts = plan.parts;
   // z = x W^T (no bias) lands in xhat's buffer and is normalised in place.
+  const ForwardPanels<T> wt(plan, w, in, out);
   auto preact_block = [&](int p) {
     preactivation<T>(xhat, x, w, nullptr, in, out, part_begin(rows, parts, p),
-                     part_begin(rows, parts, p + 1), 0, out);
+                     part_begin(rows, parts, p + 1), 0, out, wt);
   };
   const bool moments = bn.training || stats;
   if (plan.split_columns)  // units [c0, c1) of z, over all rows

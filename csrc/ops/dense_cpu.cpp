@@ -1,6 +1,7 @@
 #include "ops/dense_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -179,11 +180,19 @@ BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* de
 
 template <class T>
 void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) const {
-  gemm<T>(true, false, out_, in_, count, T(1), delta_ + begin * out_, out_, x_ + begin * in_, in_,
-          T(0), dw_target, in_);
+  const T* delta = delta_ + begin * out_;
+  if constexpr (std::is_same_v<T, float>) {
+    if (packed_layer_gemms<T>(plan_, in_, out_)) {
+      gemm_in_place(true, out_, count, in_, delta, out_, x_ + begin * in_, in_, dw_target, in_);
+      if (dx_) gemm_in_place(false, count, out_, in_, delta, out_, w_, in_, dx_ + begin * in_, in_);
+      return;
+    }
+  }
+  gemm<T>(true, false, out_, in_, count, T(1), delta, out_, x_ + begin * in_, in_, T(0),
+          dw_target, in_);
   if (dx_)
-    gemm<T>(false, false, count, in_, out_, T(1), delta_ + begin * out_, out_, w_, in_, T(0),
-            dx_ + begin * in_, in_);
+    gemm<T>(false, false, count, in_, out_, T(1), delta, out_, w_, in_, T(0), dx_ + begin * in_,
+            in_);
 }
 
 template <class T>
@@ -244,9 +253,36 @@ double weight_and_input_grads(const LayerPlan& plan, T* dx, T* dw, const T* delt
 }
 
 template <class T>
+uint64_t ForwardPanels<T>::next_call() {
+  static std::atomic<uint64_t> calls{0};
+  return ++calls;
+}
+
+template <class T>
+const PackedPanels& ForwardPanels<T>::get() const {
+  struct Copy {
+    PackedPanels panels;
+    uint64_t call = 0;
+  };
+  thread_local Copy mine;
+  if (mine.call != call_) {
+    pack_panels(mine.panels, true, w_, in_, in_, out_);
+    mine.call = call_;
+  }
+  return mine.panels;
+}
+
+template <class T>
 void preactivation(T* z, const T* x, const T* w, const T* b, int64_t in, int64_t out,
-                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+                   const ForwardPanels<T>& wt) {
   T* corner = z + row_begin * out + col_begin;
+  if constexpr (std::is_same_v<T, float>) {
+    if (wt.active()) {  // whole rows (col_begin 0, col_end out)
+      packed_gemm(row_end - row_begin, x + row_begin * in, in, wt.get(), false, corner, out, b);
+      return;
+    }
+  }
   if (b)
     for (int64_t i = 0; i < row_end - row_begin; ++i)
       std::copy(b + col_begin, b + col_end, corner + i * out);
@@ -258,6 +294,7 @@ template <class T>
 void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
                        int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
+  const ForwardPanels<T> wt(plan, w, in, out);
   if (plan.split_columns)  // units [c0, c1) of z, over all rows
     for_parts(plan, plan.parts, [&](int p) {
       preactivation(h, x, w, b, in, out, 0, rows, column_begin(out, p), column_begin(out, p + 1));
@@ -269,7 +306,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
   for_parts(plan, plan.parts, [&](int p) {
     const int64_t begin = part_begin(rows, plan.parts, p);
     const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-    if (plan.split_rows) preactivation(h, x, w, b, in, out, begin, begin + count, 0, out);
+    if (plan.split_rows) preactivation(h, x, w, b, in, out, begin, begin + count, 0, out, wt);
     T* h_part = h + begin * out;
     T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
     moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
@@ -298,7 +335,7 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
   T* z = scratch(preact_scratch<T>(), rows * out);
   for_parts(plan, plan.parts, [&](int p) {
     preactivation(z, x, w, b, in, out, part_begin(rows, plan.parts, p),
-                  part_begin(rows, plan.parts, p + 1), 0, out);
+                  part_begin(rows, plan.parts, p + 1), 0, out, wt);
   });
   scaled_mean_std(z, rows * out, &stats->preact_mean, &stats->preact_std);
 }
@@ -356,11 +393,13 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   template double weight_and_input_grads<T>(const LayerPlan&, T*, T*, const T*, const T*,      \
                                             const T*, int64_t, int64_t, int64_t, bool);      \
   template class BackwardGemms<T>;                                                             \
+  template uint64_t ForwardPanels<T>::next_call();                                             \
   template void preactivation<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,   \
-                                 int64_t, int64_t, int64_t);                                   \
+                                 int64_t, int64_t, int64_t, const ForwardPanels<T>&);          \
   template void mark_nonzero_columns<T>(const T*, int64_t, int64_t, int32_t*);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE
+template const PackedPanels& ForwardPanels<float>::get() const;  // (double keeps the BLAS)
 
 }  // namespace vgkern

@@ -10,7 +10,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
+#include "core/packed_gemm.h"
 #include "core/report.h"  // ForwardStats, BackwardStats
 #include "core/scratch.h"
 #include "ops/activation.h"
@@ -34,12 +36,49 @@ void mark_nonzero_columns(const T* h, int64_t rows, int64_t cols, int32_t* col_n
 int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_zeros,
                      int64_t cols);
 
+// Small float32 layers (split by rows, weights of at most kMaxPackedWeights entries) run their
+// GEMMs on core/packed_gemm.h's register tiles: the forward's w^T packed once per layer call
+// and thread, the backward's operands read in place. The BLAS calls they replace each pack both
+// operands again (OpenBLAS's copy routines: a fifth of the samples at W = 64), and from two
+// threads at once they contend inside OpenBLAS. Measured faster from W = 64 to 256 on 1 and 2
+// threads (bench/README.md, "Own GEMMs for small layers"); bigger layers keep the BLAS.
+constexpr int64_t kMaxPackedWeights = 256 * 256;
+
+template <class T>
+bool packed_layer_gemms(const LayerPlan& plan, int64_t in, int64_t out) {
+  return std::is_same_v<T, float> && plan.split_rows && in * out <= kMaxPackedWeights &&
+         packed_gemm_available();
+}
+
+// w^T (in, out) packed for the forward GEMM of a packed_layer_gemms layer (inactive otherwise:
+// the BLAS). Each thread running a row block packs its own copy when it first needs it in this
+// layer call: two threads pack side by side (no serial section while the helper waits), one
+// thread running both blocks packs once.
+template <class T>
+class ForwardPanels {
+ public:
+  ForwardPanels() = default;  // inactive
+  ForwardPanels(const LayerPlan& plan, const T* w, int64_t in, int64_t out)
+      : w_(packed_layer_gemms<T>(plan, in, out) ? w : nullptr), in_(in), out_(out),
+        call_(next_call()) {}
+  bool active() const { return w_ != nullptr; }
+  const PackedPanels& get() const;  // this thread's copy (float only)
+
+ private:
+  static uint64_t next_call();  // a number no other layer call has
+  const T* w_ = nullptr;
+  int64_t in_ = 0, out_ = 0;
+  uint64_t call_ = 0;
+};
+
 // z (rows, out) = x (rows, in) @ w^T, plus b when not null, on rows [row_begin, row_end) and
 // columns [col_begin, col_end) of z: a row block, or a column half (ops/layer_plan.h). b is
-// written first and the GEMM accumulates onto it, so the epilogue is one flat pass.
+// written first and the GEMM accumulates onto it, so the epilogue is one flat pass. With active
+// panels (whole rows only) the packed GEMM computes it, b added in its tile.
 template <class T>
 void preactivation(T* z, const T* x, const T* w, const T* b, int64_t in, int64_t out,
-                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end);
+                   int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+                   const ForwardPanels<T>& wt = ForwardPanels<T>());
 
 // dact may be null only for the identity activation (act' = 1 is not stored).
 // stats may be null (no statistics computed).
@@ -64,6 +103,7 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
 //   finish() adds the shares in block order.
 // - split columns: half p computes dx's columns p and dw's rows p (its output units), then sums
 //   those rows' squares while they are in its core's L2.
+// - packed_layer_gemms: the split-rows GEMMs on the packed kernels, w and x read in place.
 template <class T>
 class BackwardGemms {
  public:
