@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not _core._packed_gemm_available(),
 
 @pytest.mark.parametrize("trans", [False, True])
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 5, 3), (13, 33, 47), (17, 64, 96),
-                                   (32, 128, 512), (9, 3, 65)])
+                                   (32, 128, 512), (9, 3, 65), (10, 300, 33)])
 def test_packed_gemm_matches_float64(trans, M, K, N):
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
     a = rng.standard_normal((M, K), dtype=np.float32)
@@ -41,7 +41,8 @@ def float32_bound(a, b, K):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 5, 3), (13, 33, 47), (17, 64, 96),
-                                   (64, 128, 64), (9, 3, 65), (5, 2, 32), (3, 7, 16)])
+                                   (64, 128, 64), (9, 3, 65), (5, 2, 32), (3, 7, 16),
+                                   (21, 600, 40)])  # K in 256-deep chunks
 def test_gemm_in_place_matches_float64(trans_a, M, K, N):
     """N a multiple of the panel width: B read in place; otherwise packed first (no read past
     B's rows: the last row of b ends the allocation)."""

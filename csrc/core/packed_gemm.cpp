@@ -36,6 +36,7 @@ Tile cpu_tile() {  // the level VGKERN_SIMD runs (baseline, also the sanitizer b
 }
 
 constexpr int64_t kBlockFloats = 16384;  // A's rows per block: 64 KB (a multiple of 48 rows)
+constexpr int64_t kChunkK = 256;        // K per pass: a 32-wide panel's chunk is 32 KB
 
 int64_t tile_width(Tile tile) { return tile == Tile::avx512 ? 32 : 16; }
 
@@ -76,24 +77,30 @@ template <bool TransA>
 void gemm_panels(int64_t M, int64_t K, int64_t N, const float* A, int64_t lda, const float* b,
                  int64_t panel_step, int64_t ldb, int64_t width, bool accumulate, float* C,
                  int64_t ldc, const float* bias) {
-  // Blocks of about 64 KB of A's rows (all of M at the per-step shapes), and in each, panel by
-  // panel: the block stays in L1/L2 while every panel (K x width) passes over it, and a panel is
-  // reused by every row tile of the block.
-  const int64_t block = std::max<int64_t>(48, (kBlockFloats / std::max<int64_t>(K, 1)) / 48 * 48);
-  for (int64_t i0 = 0; i0 < M; i0 += block) {
-    const int64_t rows = std::min(block, M - i0);
-    const float* a = A + (TransA ? i0 : i0 * lda);
-    float* c = C + i0 * ldc;
-    for (int64_t p = 0; p * width < N; ++p) {
-      const int64_t j0 = p * width, cols = std::min(width, N - j0);
-      const float* panel = b + p * panel_step;
-      const float* bias_p = bias ? bias + j0 : nullptr;
-      if (width == 32)
-        VGKERN_SIMD(isa::gemm_rows<8, 2, 16, TransA>(rows, a, lda, panel, ldb, K, c + j0, ldc,
-                                                     accumulate, cols, bias_p));
-      else
-        VGKERN_SIMD(isa::gemm_rows<6, 2, 8, TransA>(rows, a, lda, panel, ldb, K, c + j0, ldc,
-                                                    accumulate, cols, bias_p));
+  // K in chunks of kChunkK (a panel's chunk, kChunkK x width, stays in L1 while every row tile
+  // passes over it; the later chunks add onto C). In each, blocks of about 64 KB of A's rows (all
+  // of M at the per-step shapes), and in each, panel by panel: the block stays in L1/L2 while
+  // every panel passes over it, and a panel is reused by every row tile of the block.
+  for (int64_t k0 = 0; k0 < K; k0 += kChunkK) {
+    const int64_t kc = std::min(kChunkK, K - k0);
+    const bool add = accumulate || k0 > 0;
+    const float* bias_k = k0 == 0 ? bias : nullptr;
+    const int64_t block = std::max<int64_t>(48, kBlockFloats / kc / 48 * 48);
+    for (int64_t i0 = 0; i0 < M; i0 += block) {
+      const int64_t rows = std::min(block, M - i0);
+      const float* a = TransA ? A + k0 * lda + i0 : A + i0 * lda + k0;
+      float* c = C + i0 * ldc;
+      for (int64_t p = 0; p * width < N; ++p) {
+        const int64_t j0 = p * width, cols = std::min(width, N - j0);
+        const float* panel = b + p * panel_step + k0 * ldb;
+        const float* bias_p = bias_k ? bias_k + j0 : nullptr;
+        if (width == 32)
+          VGKERN_SIMD(isa::gemm_rows<8, 2, 16, TransA>(rows, a, lda, panel, ldb, kc, c + j0, ldc,
+                                                       add, cols, bias_p));
+        else
+          VGKERN_SIMD(isa::gemm_rows<6, 2, 8, TransA>(rows, a, lda, panel, ldb, kc, c + j0, ldc,
+                                                      add, cols, bias_p));
+      }
     }
   }
 }
