@@ -22,7 +22,6 @@ struct PackedPanels {
   std::vector<float> data;
   int64_t K = 0, N = 0, width = 0;
   int64_t panels() const { return (N + width - 1) / width; }
-  const float* panel(int64_t p) const { return data.data() + p * K * width; }
 };
 
 // Whether packed_gemm runs on this CPU (a vector tile for it was compiled and it has the ISA).
