@@ -684,6 +684,40 @@ def test_forked_child_runs_split_layers():
     assert got == parent
 
 
+def _child_step_on_one_cpu(queue):
+    """The child and the helper it starts share one CPU: while the caller runs, the helper
+    hardly ever gets that CPU, so the caller takes back the part the helper has not started
+    (core/parallel.cpp, Helper::wait)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    with threadpool_limits(limits=2, user_api="blas"):
+        queue.put([list(leaves(CASES[case]())) for case in SPLIT_ON_ONE_CPU])
+
+
+SPLIT_ON_ONE_CPU = ["mlp", "mlp_batch_norm", "mlp_column_split", "lstm", "rnn"]
+
+
+@needs_scipy_openblas
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_parts_the_helper_cannot_start_run_on_the_caller():
+    """Two-thread calls in a process held to one CPU (a forked child, so that the helper it
+    starts inherits the mask) give the one-thread bits, without hanging."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        one_thread = [list(leaves(CASES[case]())) for case in SPLIT_ON_ONE_CPU]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_step_on_one_cpu, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=TIMEOUT)
+    finally:
+        child.join(TIMEOUT)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    for case, want, have in zip(SPLIT_ON_ONE_CPU, one_thread, got):
+        assert have == want, f"{case}: two threads on one CPU differ from one thread"
+
+
 # --------------------------------------------------------------------------------------------
 # Python threads: bit-identical results, one net refused to a second thread (moved from
 # test_determinism.py)

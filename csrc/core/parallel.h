@@ -38,7 +38,8 @@ class PartFunction {
 
 // Runs part(0) .. part(parts - 1) (parts <= kMaxParts): part 0 on the caller, the others on the
 // helper when threads > 1 and the helper is free (another thread's call may be using it: then
-// all here, one after another). The helper runs with the caller's MXCSR (rounding, FTZ/DAZ).
+// all here, one after another); a part the helper has not started by the time part 0 is done
+// runs on the caller too (the helper's core may be busy with other threads). The helper runs with the caller's MXCSR (rounding, FTZ/DAZ).
 // An exception from any part is rethrown here once every part has finished.
 void run_parts(int parts, int threads, PartFunction part);
 
