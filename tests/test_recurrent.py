@@ -747,6 +747,31 @@ def test_sequence_edge_shapes_match_oracle(kind, dtype, shape, device):
                        what=f"{mode}: ")
 
 
+# (T, B, I, H) whose per-step GEMM (B x H x G) is above the row split of ops/layer_plan.h:
+# the time loop keeps the whole batch, each step's GEMM in two halves of W_hh's panels (float32
+# on AVX2/AVX-512, nets/recurrent.cpp step_halves), the GEMMs over all steps in row blocks.
+WHOLE_BATCH_SHAPES = {"lstm": (3, 160, 20, 256), "rnn_tanh": (2, 3, 8, 3400)}
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("kind", sorted(WHOLE_BATCH_SHAPES))
+def test_whole_batch_recurrence_matches_oracle(kind, dtype):
+    steps, batch, input_size, hidden = WHOLE_BATCH_SHAPES[kind]
+    gates = 4 * hidden if is_lstm(kind) else hidden
+    assert batch * hidden * gates > 2 ** 25 and batch < gates  # not split by rows
+    net = make_net(kind, input_size, hidden, dtype, seed=23, forget_bias=1.0, device="cpu")
+    d = seq_data(steps, batch, input_size, hidden, dtype, 24)
+    rtol = rtol_for(dtype, steps)
+    for mode in ("all_grads_h0c0", "step_mse"):
+        inp = mode_inputs(mode, kind, d)
+        exp = oracle(kind, net_params(net), d["x"], inp, oracle_dtype(NP_DTYPE[dtype]))
+        outs, rep = run_vgkern(net, kind, d["x"], inp)
+        if outs is not None:
+            check_forward(outs, exp, kind, dtype, (steps, batch, hidden), rtol, f"{mode}: ")
+        check_sequence(net, rep, exp, kind, dtype, rtol=rtol, z_rtol=z_rtol_for(dtype, steps),
+                       what=f"{mode}: ")
+
+
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_huge_inputs_stay_finite_and_correct(kind, dtype, device):

@@ -570,6 +570,9 @@ CASES = {
     "lstm": lambda: recurrent_step("lstm"),
     "lstm_float64": lambda: recurrent_step("lstm", dtype="float64"),
     "rnn": lambda: recurrent_step("rnn"),
+    # per-step GEMMs above the row split: the whole batch, each GEMM in two column halves
+    "lstm_whole_batch": lambda: recurrent_step("lstm", hidden=256, batch=160, steps=3),
+    "rnn_whole_batch": lambda: recurrent_step("rnn", hidden=3400, batch=3, steps=2),
 }
 
 
@@ -693,7 +696,8 @@ def _child_step_on_one_cpu(queue):
         queue.put([list(leaves(CASES[case]())) for case in SPLIT_ON_ONE_CPU])
 
 
-SPLIT_ON_ONE_CPU = ["mlp", "mlp_batch_norm", "mlp_column_split", "lstm", "rnn"]
+SPLIT_ON_ONE_CPU = ["mlp", "mlp_batch_norm", "mlp_column_split", "lstm", "rnn",
+                    "lstm_whole_batch"]
 
 
 @needs_scipy_openblas

@@ -37,6 +37,13 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
 void packed_gemm(int64_t M, const float* A, int64_t lda, const PackedPanels& B, bool accumulate,
                  float* C, int64_t ldc, const float* bias = nullptr);
 
+// packed_gemm on B's panels [panel_begin, panel_end) only: C's columns panel_begin * width up
+// to (panel_end * width, N), the others untouched. Complementary ranges, on any threads, give
+// the bits of one packed_gemm (no entry's sum depends on the panels around it).
+void packed_gemm_panels(int64_t M, const float* A, int64_t lda, const PackedPanels& B,
+                        int64_t panel_begin, int64_t panel_end, bool accumulate, float* C,
+                        int64_t ldc);
+
 // Row-major C (M, N) = A (M, K) @ B (K, N) with B read in place (row stride ldb; packed first
 // only when N is not a multiple of the panel width), A row-major with row stride lda, or stored
 // transposed with trans_a (At (K, M), row stride lda). A layer's backward GEMMs take their

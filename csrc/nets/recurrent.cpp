@@ -86,14 +86,21 @@ class Recurrent final : public RecurrentBase {
   const T* last_hidden() const { return h_all_.data() + steps_ * rows_ * hidden_; }
 
   // Blocks of sequences for the time loop: two when each step's GEMM is small enough to split
-  // (ops/layer_plan.h); otherwise one, so that each step's GEMM keeps all rows and the BLAS's
-  // threads.
+  // (ops/layer_plan.h). Otherwise the time loop keeps the whole batch and each step's GEMM runs
+  // in two halves of its columns side by side (step_halves), the GEMMs over all steps in two
+  // row blocks: single-threaded GEMMs throughout, so that the bits do not depend on the thread
+  // count and no BLAS thread is woken in the call (they would spin on the core the helper
+  // needs: measured at H=512 B=64, the forward 1.3x slower).
   LayerPlan recurrence_plan(int64_t rows) const {
     LayerPlan plan = layer_plan(rows, hidden_, gates_);
-    if (!plan.split_rows) plan.parts = 1;
-    plan.split_columns = false;  // the step's GEMMs are row blocks or whole
+    if (!plan.split_rows) plan.split_rows = plan.parts == 2;  // (step_halves)
+    plan.split_columns = false;  // the step's GEMMs are row blocks or halves
     return plan;
   }
+
+  // Whether each step's GEMM with W_hh runs in two halves of its columns over the whole batch
+  // (step_gemm_half), from shapes only.
+  bool step_halves(int64_t rows) const { return !layer_plan(rows, hidden_, gates_).split_rows; }
 
   void check_sequence(const char* op, int64_t steps, int64_t rows) const override {
     // x copy, gates and their gradients, then h (and c, tanh c) for every step, per (T, B)
@@ -164,38 +171,59 @@ class Recurrent final : public RecurrentBase {
       project(begin, part_begin(all_rows, plan.parts, p + 1) - begin);
     });
     // W_hh^T (H, G) packed once for the T per-step GEMMs (core/packed_gemm.h), else the BLAS.
-    const bool packed = pack_w_hh(/*backward=*/false, w_hh, plan);
-    const PartRows<double> forget = part_rows(part_forget_, plan.parts, steps);
-    const PartRows<int64_t> saturated = part_rows(part_saturated_, plan.parts, steps);
-    for_parts(plan, plan.parts, [&](int p) {
-      const int64_t begin = part_begin(rows, plan.parts, p);
-      const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-      const int64_t at = begin * hidden_;  // this block's offset in a (B, H) array
-      for (int64_t t = 0; t < steps; ++t) {
-        T* pre_t = pre + (t * rows + begin) * gates_;
-        const T* h_prev = h_all_.data() + t * n + at;
-        if (packed)
-          packed_recurrent_gemm(count, h_prev, hidden_, true, pre_t, gates_);
-        else
-          gemm<T>(false, true, count, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_, T(1),
-                  pre_t, gates_);
-        if (kind_ == CellKind::lstm) {
-          GateStats gs;
-          lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n + at,
-                                    h_all_.data() + (t + 1) * n + at, tanh_c_.data() + t * n + at,
-                                    c_all_.data() + t * n + at, count, hidden_,
-                                    stats ? &gs : nullptr);
-          forget[p][t] = gs.forget_sum;
-          saturated[p][t] = gs.saturated;
-        } else {  // pre_t is h_t
-          rnn_forward_cpu<T>(pre_t, count * hidden_, act_, stats ? &saturated[p][t] : nullptr);
-        }
+    const bool packed = pack_w_hh(/*backward=*/false, w_hh);
+    const bool halves = step_halves(rows);
+    const int parts = halves ? cell_blocks(rows) : plan.parts;
+    const PartRows<double> forget = part_rows(part_forget_, parts, steps);
+    const PartRows<int64_t> saturated = part_rows(part_saturated_, parts, steps);
+    // Step t's cell on rows [begin, begin + count), block p: h_t (and c_t) from pre_t.
+    auto cell = [&](int p, int64_t t, int64_t begin, int64_t count) {
+      T* pre_t = pre + (t * rows + begin) * gates_;
+      const int64_t at = begin * hidden_;  // the block's offset in a (B, H) array
+      if (kind_ == CellKind::lstm) {
+        GateStats gs;
+        lstm_gates_forward_cpu<T>(pre_t, c_all_.data() + (t + 1) * n + at,
+                                  h_all_.data() + (t + 1) * n + at, tanh_c_.data() + t * n + at,
+                                  c_all_.data() + t * n + at, count, hidden_,
+                                  stats ? &gs : nullptr);
+        forget[p][t] = gs.forget_sum;
+        saturated[p][t] = gs.saturated;
+      } else {  // pre_t is h_t
+        rnn_forward_cpu<T>(pre_t, count * hidden_, act_, stats ? &saturated[p][t] : nullptr);
       }
-    });
+    };
+    if (halves) {
+      BlasSingleThreaded single;  // the BLAS on one thread; threads() is the setting
+      for (int64_t t = 0; t < steps; ++t) {
+        run_parts(2, single.threads(), [&](int q) {  // pre_t += h_{t-1} W_hh^T, all rows
+          step_gemm_half(q, packed, false, rows, h_all_.data() + t * n, hidden_, w_hh,
+                         pre + t * rows * gates_, gates_);
+        });
+        run_parts(parts, single.threads(), [&](int p) {
+          const int64_t begin = part_begin(rows, parts, p);
+          cell(p, t, begin, part_begin(rows, parts, p + 1) - begin);
+        });
+      }
+    } else {
+      for_parts(plan, plan.parts, [&](int p) {
+        const int64_t begin = part_begin(rows, plan.parts, p);
+        const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+        for (int64_t t = 0; t < steps; ++t) {
+          T* pre_t = pre + (t * rows + begin) * gates_;
+          const T* h_prev = h_all_.data() + t * n + begin * hidden_;
+          if (packed)
+            packed_recurrent_gemm(count, h_prev, hidden_, true, pre_t, gates_);
+          else
+            gemm<T>(false, true, count, gates_, hidden_, T(1), h_prev, hidden_, w_hh, hidden_,
+                    T(1), pre_t, gates_);
+          cell(p, t, begin, count);
+        }
+      });
+    }
     for (int64_t t = 0; t < steps; ++t) {
       forget_sum_[t] = 0;
       saturated_[t] = 0;
-      for (int p = 0; p < plan.parts; ++p) {
+      for (int p = 0; p < parts; ++p) {
         forget_sum_[t] += forget[p][t];
         saturated_[t] += saturated[p][t];
       }
@@ -209,12 +237,40 @@ class Recurrent final : public RecurrentBase {
   // The per-step GEMMs with W_hh, packed once per call where core/packed_gemm.h has a tile for
   // this CPU (float32; measured faster than the BLAS calls, which repack W_hh at every step:
   // bench/README.md, "LSTM"). Forward: pre_t += h_{t-1} W_hh^T (B = W_hh^T, H x G); backward:
-  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken: only where the
-  // time loop runs in row blocks (`plan`, from shapes): at H=512 B=64 the BLAS's two threads on
-  // each whole-batch GEMM (each core holding half of W_hh in L2) were 10 % faster on 2 threads
-  // than two row blocks each streaming all of the packed 4 MB W_hh (compare_builds.py, quiet).
-  bool pack_w_hh(bool backward, const T* w_hh, const LayerPlan& plan) {
-    return plan.split_rows && pack_weight(w_hh_packed_, backward, w_hh, hidden_);
+  // dh = dpre_t W_hh (B = W_hh, G x H). Returns whether the packed path is taken. Where the
+  // time loop runs in row blocks (`plan`, from shapes) each block multiplies its rows; where it
+  // keeps the whole batch (big H: 64 x 512 x 2048 at H=512 B=64), each step's GEMM runs as two
+  // halves of the panels side by side, each core streaming half of W_hh, then the cell in two
+  // row blocks (step_gemm_half, cell_blocks).
+  bool pack_w_hh(bool backward, const T* w_hh) {
+    return pack_weight(w_hh_packed_, backward, w_hh, hidden_);
+  }
+
+  // Row blocks of a whole-batch step's cell (and of its per-step statistics).
+  static int cell_blocks(int64_t rows) { return rows >= 2 ? 2 : 1; }
+
+  // Half q (0 or 1) of a whole-batch step's GEMM, dst's columns in that half: forward
+  // dst (rows, G) += src (rows, H) W_hh^T, backward dst (rows, H) = src (rows, G) W_hh. With
+  // the packed W_hh (`packed`) the halves of its panels, else two single-threaded BLAS calls.
+  void step_gemm_half(int q, bool packed, bool backward, int64_t rows, const T* src,
+                      int64_t ld_src, const T* w_hh, T* dst, int64_t ld_dst) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed) {
+        const int64_t panels = w_hh_packed_.panels(), half = (panels + 1) / 2;
+        packed_gemm_panels(rows, src, ld_src, w_hh_packed_, q == 0 ? 0 : half,
+                           q == 0 ? half : panels, !backward, dst, ld_dst);
+        return;
+      }
+    }
+    const int64_t cols = backward ? hidden_ : gates_;
+    const int64_t c0 = column_begin(cols, q), c1 = column_begin(cols, q + 1);
+    if (c1 <= c0) return;
+    if (backward)
+      gemm<T>(false, false, rows, c1 - c0, gates_, T(1), src, ld_src, w_hh + c0, hidden_, T(0),
+              dst + c0, ld_dst);
+    else
+      gemm<T>(false, true, rows, c1 - c0, hidden_, T(1), src, ld_src, w_hh + c0 * hidden_,
+              hidden_, T(1), dst + c0, ld_dst);
   }
 
   // The GEMMs over all steps with W_ih, the input projection pre += X W_ih^T and dx = dpre W_ih,
@@ -275,49 +331,81 @@ class Recurrent final : public RecurrentBase {
     // Backpropagation through time in the forward's blocks of sequences, side by side. Each
     // block keeps the norms of its rows per step (h: dL/dh_t, c: dL/dc_t), joined below.
     const LayerPlan plan = recurrence_plan(rows_);  // the GEMMs over all steps below
-    const bool packed = pack_w_hh(/*backward=*/true, w_hh, plan);  // W_hh (G, H) packed once
-    const PartRows<double> h_norms = part_rows(part_h_norm_, plan.parts, steps_);
-    const PartRows<double> c_norms = part_rows(part_c_norm_, plan.parts, steps_);
-    T* dh_last = nullptr;  // dL/dh_0 and dL/dc_0 (B, H) once the loop is done
-    T* dc_last = nullptr;
-    for_parts(plan, plan.parts, [&](int p) {
-      const int64_t begin = part_begin(rows_, plan.parts, p);
-      const int64_t count = part_begin(rows_, plan.parts, p + 1) - begin;
-      const int64_t at = begin * hidden_, m = count * hidden_;  // this block in a (B, H) array
-      T* dh_next = dh_next_.data() + at;  // dL/dh_t arriving through the recurrence
-      T* dh_spare = dh_spare_.data() + at;
-      T* dc_next = dc_next_.data() + at;  // dL/dc_t arriving from step t + 1 (LSTM)
-      T* dc_spare = dc_spare_.data() + at;
+    const bool packed = pack_w_hh(/*backward=*/true, w_hh);  // W_hh (G, H) packed once
+    const bool halves = step_halves(rows_);
+    const int parts = halves ? cell_blocks(rows_) : plan.parts;
+    const PartRows<double> h_norms = part_rows(part_h_norm_, parts, steps_);
+    const PartRows<double> c_norms = part_rows(part_c_norm_, parts, steps_);
+    // Step t's cell backward on rows [begin, begin + count), block p: dpre_t from dL/dh_t
+    // (dh_next, + the loss's g_seq) and dL/dc_t (dc_next), writing dL/dc_{t-1} to dc_spare.
+    // The (B, H) pointers are whole buffers.
+    auto cell = [&](int p, int64_t t, int64_t begin, int64_t count, const T* dh_next,
+                    const T* dc_next, T* dc_spare) {
+      const int64_t at = begin * hidden_, m = count * hidden_;  // the block in a (B, H) array
+      const T* g_seq = grad_h_seq ? grad_h_seq + t * n + at : nullptr;
+      T* dpre_t = dpre_.data() + (t * rows_ + begin) * gates_;
       T* dh_total = dh_total_.data() + at;
       T* dc_total = dc_total_.data() + at;
+      double dh_sumsq = 0, dc_sumsq = 0;
+      if (kind_ == CellKind::lstm) {
+        lstm_gates_backward_cpu<T>(dpre_t, dc_spare + at, dh_total, dc_total, dh_next + at, g_seq,
+                                   dc_next + at, gates_all_.data() + (t * rows_ + begin) * gates_,
+                                   c_all_.data() + t * n + at, tanh_c_.data() + t * n + at,
+                                   count, hidden_, &dh_sumsq, &dc_sumsq);
+        if (stats) c_norms[p][t] = norm_from_sum_squares(dc_sumsq, dc_total, m);
+      } else {
+        rnn_backward_cpu<T>(dpre_t, dh_total, dh_next + at, g_seq,
+                            h_all_.data() + (t + 1) * n + at, m, act_, &dh_sumsq);
+      }
+      if (stats) h_norms[p][t] = norm_from_sum_squares(dh_sumsq, dh_total, m);
+    };
+    T* dh_next = dh_next_.data();  // dL/dh_t arriving through the recurrence (B, H)
+    T* dh_spare = dh_spare_.data();
+    T* dc_next = dc_next_.data();  // dL/dc_t arriving from step t + 1 (LSTM)
+    T* dc_spare = dc_spare_.data();
+    if (halves) {
+      BlasSingleThreaded single;  // the BLAS on one thread; threads() is the setting
       for (int64_t t = steps_ - 1; t >= 0; --t) {
-        const T* g_seq = grad_h_seq ? grad_h_seq + t * n + at : nullptr;
-        T* dpre_t = dpre_.data() + (t * rows_ + begin) * gates_;
-        double dh_sumsq = 0, dc_sumsq = 0;
-        if (kind_ == CellKind::lstm) {
-          lstm_gates_backward_cpu<T>(dpre_t, dc_spare, dh_total, dc_total, dh_next, g_seq,
-                                     dc_next, gates_all_.data() + (t * rows_ + begin) * gates_,
-                                     c_all_.data() + t * n + at, tanh_c_.data() + t * n + at,
-                                     count, hidden_, &dh_sumsq, &dc_sumsq);
-          std::swap(dc_next, dc_spare);
-          if (stats) c_norms[p][t] = norm_from_sum_squares(dc_sumsq, dc_total, m);
-        } else {
-          rnn_backward_cpu<T>(dpre_t, dh_total, dh_next, g_seq, h_all_.data() + (t + 1) * n + at,
-                              m, act_, &dh_sumsq);
-        }
-        if (stats) h_norms[p][t] = norm_from_sum_squares(dh_sumsq, dh_total, m);
-        if (packed)
-          packed_recurrent_gemm(count, dpre_t, gates_, false, dh_spare, hidden_);
-        else
-          gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_, T(0),
-                  dh_spare, hidden_);
+        run_parts(parts, single.threads(), [&](int p) {
+          const int64_t begin = part_begin(rows_, parts, p);
+          cell(p, t, begin, part_begin(rows_, parts, p + 1) - begin, dh_next, dc_next, dc_spare);
+        });
+        run_parts(2, single.threads(), [&](int q) {  // dh = dpre_t W_hh, all rows
+          step_gemm_half(q, packed, true, rows_, dpre_.data() + t * rows_ * gates_, gates_, w_hh,
+                         dh_spare, hidden_);
+        });
+        if (kind_ == CellKind::lstm) std::swap(dc_next, dc_spare);
         std::swap(dh_next, dh_spare);
       }
-      if (p == 0) {  // every block swaps as often: the same whole buffers end up last
-        dh_last = dh_next;
-        dc_last = dc_next;
-      }
-    });
+    } else {
+      // every block swaps its pointers as often: the same whole buffers end up last
+      for_parts(plan, plan.parts, [&](int p) {
+        const int64_t begin = part_begin(rows_, plan.parts, p);
+        const int64_t count = part_begin(rows_, plan.parts, p + 1) - begin;
+        const int64_t at = begin * hidden_;
+        T* next_h = dh_next_.data();
+        T* spare_h = dh_spare_.data();
+        T* next_c = dc_next_.data();
+        T* spare_c = dc_spare_.data();
+        for (int64_t t = steps_ - 1; t >= 0; --t) {
+          cell(p, t, begin, count, next_h, next_c, spare_c);
+          if (kind_ == CellKind::lstm) std::swap(next_c, spare_c);
+          const T* dpre_t = dpre_.data() + (t * rows_ + begin) * gates_;
+          if (packed)
+            packed_recurrent_gemm(count, dpre_t, gates_, false, spare_h + at, hidden_);
+          else
+            gemm<T>(false, false, count, hidden_, gates_, T(1), dpre_t, gates_, w_hh, hidden_,
+                    T(0), spare_h + at, hidden_);
+          std::swap(next_h, spare_h);
+        }
+        if (p == 0) {
+          dh_next = next_h;
+          dc_next = next_c;
+        }
+      });
+    }
+    T* dh_last = dh_next;  // dL/dh_0 and dL/dc_0 (B, H)
+    T* dc_last = dc_next;
     // Weight gradients and dx of all steps at once, in the blocks of the recurrence's plan:
     // dw_ih = dpre^T X, dx = dpre W_ih, dw_hh = dpre^T H_prev, dbias = column sums of dpre.
     const int64_t all_rows = steps_ * rows_;
@@ -357,7 +445,7 @@ class Recurrent final : public RecurrentBase {
       if (stats) {
         step.h_grad_norm = 0;  // the norms over all blocks' rows
         if (lstm) step.c_grad_norm = 0;
-        for (int p = 0; p < plan.parts; ++p) {
+        for (int p = 0; p < parts; ++p) {
           step.h_grad_norm = joined_norm(step.h_grad_norm, h_norms[p][t]);
           if (lstm) step.c_grad_norm = joined_norm(step.c_grad_norm, c_norms[p][t]);
         }
