@@ -39,6 +39,12 @@ Memory:
   device (one (B, d_L) and one (B, d_0) copy per step for an MLP). Before each native call
   torch's current stream is synchronized (the optimizer's pending updates of the shared
   parameters must have landed); vgkern's calls return synchronized.
+
+Threads (CPU): vgkern's helper thread and torch's intra-op (OpenMP) threads share the cores.
+After a torch op big enough to run in parallel, torch's threads spin for a while; a part of a
+layer that vgkern's helper cannot start then runs on the calling thread (one-thread speed,
+never a wait for the helper). OMP_WAIT_POLICY=passive, set before torch is imported, makes
+torch's threads sleep instead (bench/README.md, "A part the helper has not started").
 """
 from typing import (Any, Callable, Iterable, List, Optional, Sequence, SupportsIndex, Tuple,
                     Union)
