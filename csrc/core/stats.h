@@ -68,7 +68,10 @@ inline bool float_sum_squares_trusted(double sumsq, int64_t count) {
 inline float sampled_largest_magnitude(const float* v, int64_t n, float shift = 0) {
   const int64_t step = n > 32 ? n / 32 : 1;
   float largest = 0;
-  for (int64_t i = 0; i < n; i += step) largest = std::fmax(largest, std::fabs(v[i] - shift));
+  for (int64_t i = 0; i < n; i += step) {  // (not std::fmax: a libm call through the PLT)
+    const float m = std::fabs(v[i] - shift);
+    if (m > largest) largest = m;  // false for NaN: skipped
+  }
   return largest;
 }
 
