@@ -246,6 +246,53 @@ def test_lstm_report_matches_a_direct_backward():
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_functions_run_without_the_public_apply_and_match_it(kind, monkeypatch):
+    """Outside functorch transforms vgkern.torch calls the C++ apply directly (the public
+    Function.apply loops over all 102 arguments in Python): the same outputs and gradients as
+    through the public apply, which is not called."""
+    import vgkern.torch as vt
+
+    if vt._unwrap_if_dead is None or vt._transforms_active is None:
+        pytest.skip("this torch lacks the functorch hooks: the public apply runs")
+    fn = vt._MLPFunction if kind == "mlp" else vt._RecurrentFunction
+    g = torch.Generator().manual_seed(3)
+    if kind == "mlp":
+        net = mlp("float64")
+        x = torch.randn(5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    else:
+        net = vgkern.LSTM(4, 6, dtype="float64", seed=2)
+        x = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        module = vgkern.torch.Module(copy.deepcopy(net))
+        out = module(x)
+        out = out if kind == "mlp" else out[0]
+        x.grad = None
+        (out ** 2).sum().backward()
+        return [out.detach().clone(), x.grad.clone()] + [p.grad.clone()
+                                                          for p in module.parameters()]
+
+    public = run()
+    calls = []
+    original = fn.apply.__func__
+    monkeypatch.setattr(fn, "apply", classmethod(
+        lambda cls, *args: calls.append(1) or original(cls, *args)))
+    direct = run()
+    assert not calls, "the public Function.apply ran"
+    for a, b in zip(direct, public):
+        assert torch.equal(a, b)
+
+
+def test_inside_functorch_transforms_the_public_apply_refuses():
+    """Inside torch.func transforms the public apply runs, and refuses as torch refuses a
+    Function without setup_context (vgkern's backward is not a functorch rule)."""
+    module = vgkern.torch.Module(mlp("float64"))
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda v: module(v).sum())(x)
+
+
 def test_train_and_eval_switch_the_nets_batch_norm():
     net = mlp("float32", batch_norm=True).eval()
     module = vgkern.torch.Module(net)
