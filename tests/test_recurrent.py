@@ -725,6 +725,21 @@ def grad_attrs(kind):
     return base + (["c0_grad"] if is_lstm(kind) else [])
 
 
+def check_modes_against_oracle(net, kind, dtype, d):
+    """All gradients with h0/c0, and the step with the mse loss, against the float64 oracle."""
+    steps, batch, _ = d["x"].shape
+    hidden = net.hidden_size
+    rtol = rtol_for(dtype, steps)
+    for mode in ("all_grads_h0c0", "step_mse"):
+        inp = mode_inputs(mode, kind, d)
+        exp = oracle(kind, net_params(net), d["x"], inp, oracle_dtype(NP_DTYPE[dtype]))
+        outs, rep = run_vgkern(net, kind, d["x"], inp)
+        if outs is not None:
+            check_forward(outs, exp, kind, dtype, (steps, batch, hidden), rtol, f"{mode}: ")
+        check_sequence(net, rep, exp, kind, dtype, rtol=rtol, z_rtol=z_rtol_for(dtype, steps),
+                       what=f"{mode}: ")
+
+
 EDGE_SHAPES = [(7, 1, 1, 1), (4, 33, 70, 96)]  # (T, B, I, H): minimal, and wide (4H = 384)
 
 
@@ -736,15 +751,7 @@ def test_sequence_edge_shapes_match_oracle(kind, dtype, shape, device):
     steps, batch, input_size, hidden = shape
     net = make_net(kind, input_size, hidden, dtype, seed=17, forget_bias=1.0, device=device)
     d = seq_data(steps, batch, input_size, hidden, dtype, 18)
-    rtol = rtol_for(dtype, steps)
-    for mode in ("all_grads_h0c0", "step_mse"):
-        inp = mode_inputs(mode, kind, d)
-        exp = oracle(kind, net_params(net), d["x"], inp, oracle_dtype(NP_DTYPE[dtype]))
-        outs, rep = run_vgkern(net, kind, d["x"], inp)
-        if outs is not None:
-            check_forward(outs, exp, kind, dtype, (steps, batch, hidden), rtol, f"{mode}: ")
-        check_sequence(net, rep, exp, kind, dtype, rtol=rtol, z_rtol=z_rtol_for(dtype, steps),
-                       what=f"{mode}: ")
+    check_modes_against_oracle(net, kind, dtype, d)
 
 
 # (T, B, I, H) whose per-step GEMM (B x H x G) is above the row split of ops/layer_plan.h:
@@ -761,15 +768,7 @@ def test_whole_batch_recurrence_matches_oracle(kind, dtype):
     assert batch * hidden * gates > 2 ** 25 and batch < gates  # not split by rows
     net = make_net(kind, input_size, hidden, dtype, seed=23, forget_bias=1.0, device="cpu")
     d = seq_data(steps, batch, input_size, hidden, dtype, 24)
-    rtol = rtol_for(dtype, steps)
-    for mode in ("all_grads_h0c0", "step_mse"):
-        inp = mode_inputs(mode, kind, d)
-        exp = oracle(kind, net_params(net), d["x"], inp, oracle_dtype(NP_DTYPE[dtype]))
-        outs, rep = run_vgkern(net, kind, d["x"], inp)
-        if outs is not None:
-            check_forward(outs, exp, kind, dtype, (steps, batch, hidden), rtol, f"{mode}: ")
-        check_sequence(net, rep, exp, kind, dtype, rtol=rtol, z_rtol=z_rtol_for(dtype, steps),
-                       what=f"{mode}: ")
+    check_modes_against_oracle(net, kind, dtype, d)
 
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)

@@ -669,13 +669,11 @@ def _child_step(queue):
         queue.put(list(leaves(CASES["lstm"]())) + list(leaves(CASES["mlp"]())))
 
 
-@needs_scipy_openblas
-def test_forked_child_runs_split_layers():
-    with threadpool_limits(limits=2, user_api="blas"):
-        parent = list(leaves(CASES["lstm"]())) + list(leaves(CASES["mlp"]()))  # helper exists now
+def run_forked(target):
+    """What target(queue) puts on the queue, run in a forked child (which must exit with 0)."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_child_step, args=(queue,))
+    child = ctx.Process(target=target, args=(queue,))
     child.start()
     try:
         got = queue.get(timeout=TIMEOUT)
@@ -684,7 +682,14 @@ def test_forked_child_runs_split_layers():
         if child.is_alive():
             child.kill()
     assert child.exitcode == 0
-    assert got == parent
+    return got
+
+
+@needs_scipy_openblas
+def test_forked_child_runs_split_layers():
+    with threadpool_limits(limits=2, user_api="blas"):
+        parent = list(leaves(CASES["lstm"]())) + list(leaves(CASES["mlp"]()))  # helper exists now
+    assert run_forked(_child_step) == parent
 
 
 def _child_step_on_one_cpu(queue):
@@ -707,17 +712,7 @@ def test_parts_the_helper_cannot_start_run_on_the_caller():
     starts inherits the mask) give the one-thread bits, without hanging."""
     with threadpool_limits(limits=1, user_api="blas"):
         one_thread = [list(leaves(CASES[case]())) for case in SPLIT_ON_ONE_CPU]
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_step_on_one_cpu, args=(queue,))
-    child.start()
-    try:
-        got = queue.get(timeout=TIMEOUT)
-    finally:
-        child.join(TIMEOUT)
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0
+    got = run_forked(_child_step_on_one_cpu)
     for case, want, have in zip(SPLIT_ON_ONE_CPU, one_thread, got):
         assert have == want, f"{case}: two threads on one CPU differ from one thread"
 
