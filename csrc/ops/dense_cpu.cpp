@@ -30,30 +30,16 @@ template <class T> std::vector<T>& dw_scratch();
 template <> std::vector<float>& dw_scratch<float>() { return t_dw_f32; }
 template <> std::vector<double>& dw_scratch<double>() { return t_dw_f64; }
 
-struct EpilogueSums {
-  double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = z[0] (less cancellation)
-  int64_t saturated = 0, zeros = 0;
-};
-
 // delta = dh * dact (dact null: identity), written out of place so that dh survives for the
 // rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
 // (per-lane sums as in forward_epilogue, no reduction inside the loop; the float total checked
 // once, see float_sum_squares_trusted), then the float64 column sums of delta (-> db) in a
 // second pass over the rows while they are in L1/L2.
-struct alignas(64) PrologueSums {  // one cache line each: written by different threads
-  double dh_sumsq = 0, delta_sumsq = 0;
-};
 
 #define VGKERN_SIMD_KERNELS "ops/dense_simd.inc"
 #include "core/simd_levels.inc"
 
 // One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
-struct alignas(64) PartMoments {  // one cache line each: written by different threads
-  double count = 0, shift = 0;
-  EpilogueSums sums;
-  bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
-};
-
 // A forward signal that vanishes with depth (small weights): below about 2^-63, the float
 // squares of z - shift come out subnormal (a microcode assist each) and fail the trust check
 // below, whose fallback recomputes z. When 32 sampled |z - shift| all lie below this, the moments
@@ -173,10 +159,13 @@ int64_t dead_columns(PartRows<int32_t> col_nonzero, int parts, int parts_with_ze
 
 template <class T>
 BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x,
-                                const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq)
+                                const T* w, int64_t rows, int64_t in, int64_t out, bool sumsq,
+                                T* dw_shares)
     : plan_(plan), dx_(dx), dw_(dw), delta_(delta), x_(x), w_(w), rows_(rows), in_(in),
       out_(out), sumsq_(sumsq),
-      dw_rest_(plan.split_rows ? scratch(dw_scratch<T>(), (plan.parts - 1) * out * in) : nullptr) {}
+      dw_rest_(!plan.split_rows ? nullptr
+               : dw_shares      ? dw_shares
+                                : scratch(dw_scratch<T>(), (plan.parts - 1) * out * in)) {}
 
 template <class T>
 void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) const {
@@ -291,29 +280,25 @@ void preactivation(T* z, const T* x, const T* w, const T* b, int64_t in, int64_t
 }
 
 template <class T>
-void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
-                       int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
-  const LayerPlan plan = layer_plan(rows, in, out);
-  const ForwardPanels<T> wt(plan, w, in, out);
-  if (plan.split_columns)  // units [c0, c1) of z, over all rows
-    for_parts(plan, plan.parts, [&](int p) {
-      preactivation(h, x, w, b, in, out, 0, rows, column_begin(out, p), column_begin(out, p + 1));
-    });
-  else if (!plan.split_rows)
-    preactivation(h, x, w, b, in, out, 0, rows, 0, out);
-  const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
-  PartMoments moments[kMaxParts];
-  for_parts(plan, plan.parts, [&](int p) {
-    const int64_t begin = part_begin(rows, plan.parts, p);
-    const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
-    if (plan.split_rows) preactivation(h, x, w, b, in, out, begin, begin + count, 0, out, wt);
-    T* h_part = h + begin * out;
-    T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
-    moments[p] = stats ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act,
-                                                       col_nonzero[p])
-                       : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
-  });
-  if (!stats || combine_forward_stats(moments, plan.parts, col_nonzero, out, stats)) return;
+PartMoments forward_block(const LayerPlan& plan, int p, T* h, T* dact, const T* x, const T* w,
+                          const T* b, int64_t rows, int64_t in, int64_t out, ActSpec act,
+                          const ForwardPanels<T>& wt, int32_t* col_nonzero) {
+  const int64_t begin = part_begin(rows, plan.parts, p);
+  const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+  if (plan.split_rows) preactivation(h, x, w, b, in, out, begin, begin + count, 0, out, wt);
+  T* h_part = h + begin * out;
+  T* dact_part = act.kind == Activation::identity ? dact : dact + begin * out;
+  return col_nonzero
+             ? run_forward_epilogue<T, true>(h_part, dact_part, count, out, act, col_nonzero)
+             : run_forward_epilogue<T, false>(h_part, dact_part, count, out, act, nullptr);
+}
+
+template <class T>
+void forward_statistics(const LayerPlan& plan, const PartMoments* moments,
+                        PartRows<int32_t> col_nonzero, const T* x, const T* w, const T* b,
+                        int64_t rows, int64_t in, int64_t out, const ForwardPanels<T>& wt,
+                        ForwardStats* stats) {
+  if (combine_forward_stats(moments, plan.parts, col_nonzero, out, stats)) return;
   // Input all zeros (above a dead relu layer) and no NaN or infinity met: z = b in every row
   // exactly, so the moments are those of b, without a GEMM.
   bool finite = true;
@@ -341,48 +326,92 @@ void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_
 }
 
 template <class T>
-int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
-                        const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
-                        BackwardStats* stats) {
+void dense_forward_cpu(T* h, T* dact, const T* x, const T* w, const T* b, int64_t rows,
+                       int64_t in, int64_t out, ActSpec act, ForwardStats* stats) {
   const LayerPlan plan = layer_plan(rows, in, out);
-  const int parts = plan.parts;
-  const bool want = stats != nullptr || log_scale;
-  BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out, stats != nullptr);
-  // Log-scale renormalises delta by its norm over all rows before the GEMMs; otherwise a
-  // block's GEMMs follow its own prologue at once (one hand-off per layer, rows still hot).
-  const bool fused = plan.split_rows && !log_scale;
-  const PartRows<double> bias_sums = part_rows(t_bias_sums, parts, out);  // column sums of delta
-  PrologueSums part_sums[kMaxParts];
-  for_parts(plan, parts, [&](int p) {
-    const int64_t begin = part_begin(rows, parts, p), count = part_begin(rows, parts, p + 1) - begin;
-    part_sums[p] = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
-                                            dact ? dact + begin * out : nullptr, count, out, want,
-                                            bias_sums[p]);
-    if (fused) gemms.block(p);
+  const ForwardPanels<T> wt(plan, w, in, out);
+  if (plan.split_columns)  // units [c0, c1) of z, over all rows
+    for_parts(plan, plan.parts, [&](int p) {
+      preactivation(h, x, w, b, in, out, 0, rows, column_begin(out, p), column_begin(out, p + 1));
+    });
+  else if (!plan.split_rows)
+    preactivation(h, x, w, b, in, out, 0, rows, 0, out);
+  const PartRows<int32_t> col_nonzero = part_rows(t_col_nonzero, plan.parts, out);
+  PartMoments moments[kMaxParts];
+  for_parts(plan, plan.parts, [&](int p) {
+    moments[p] = forward_block(plan, p, h, dact, x, w, b, rows, in, out, act, wt,
+                               stats ? col_nonzero[p] : nullptr);
   });
+  if (stats) forward_statistics(plan, moments, col_nonzero, x, w, b, rows, in, out, wt, stats);
+}
+
+template <class T>
+PrologueSums backward_block(const LayerPlan& plan, int p, T* delta, const T* dh, const T* dact,
+                            int64_t rows, int64_t out, bool want, double* bias_sum,
+                            const BackwardGemms<T>* gemms) {
+  const int64_t begin = part_begin(rows, plan.parts, p);
+  const int64_t count = part_begin(rows, plan.parts, p + 1) - begin;
+  const PrologueSums sums = run_backward_prologue<T>(delta + begin * out, dh + begin * out,
+                                                     dact ? dact + begin * out : nullptr, count,
+                                                     out, want, bias_sum);
+  if (gemms) gemms->block(p);
+  return sums;
+}
+
+template <class T>
+int finish_backward(const LayerPlan& plan, BackwardGemms<T>& gemms, bool gemms_in_blocks,
+                    const PrologueSums* part_sums, PartRows<double> bias_sums, T* db, T* delta,
+                    const T* dh, int64_t rows, int64_t in, int64_t out, const T* dw,
+                    bool log_scale, BackwardStats* stats) {
   double dh_sumsq = 0, delta_sumsq = 0;
-  for (int p = 0; p < parts; ++p) {
+  for (int p = 0; p < plan.parts; ++p) {
     dh_sumsq += part_sums[p].dh_sumsq;
     delta_sumsq += part_sums[p].delta_sumsq;
   }
-  sum_part_rows(bias_sums, parts, out);
+  sum_part_rows(bias_sums, plan.parts, out);
   for (int64_t j = 0; j < out; ++j) db[j] = static_cast<T>(bias_sums[0][j]);
 
   const int64_t n = rows * out;
-  const double delta_norm = want ? norm_from_sum_squares(delta_sumsq, delta, n) : 0.0;
+  const auto norm = [n](double sumsq, const T* v) {
+    if (v) return norm_from_sum_squares(sumsq, v, n);
+    return std::is_same_v<T, float> && sum_squares_trusted<T>(sumsq)
+               ? std::sqrt(sumsq) : std::numeric_limits<double>::quiet_NaN();
+  };
+  const bool want = stats != nullptr || log_scale;
+  const double delta_norm = want ? norm(delta_sumsq, delta) : 0.0;
   // ||delta|| / 2^rescale lands in [1, 2)
   const int rescale =
       log_scale ? renormalize_power_of_two<T>(delta_norm, {{delta, n}, {db, out}}) : 0;
-  if (!fused) gemms.run();
+  if (!gemms_in_blocks) gemms.run();
   const double dw_sumsq = gemms.finish();
   if (stats) {
-    stats->act_grad_norm = norm_from_sum_squares(dh_sumsq, dh, n);
+    stats->act_grad_norm = norm(dh_sumsq, dh);
     stats->preact_grad_norm = delta_norm;
     stats->bias_grad_norm = frobenius_norm(db, out);
     stats->weight_grad_norm = norm_from_sum_squares(dw_sumsq, dw, out * in);
     stats->rescale_log2 = rescale;
   }
   return rescale;
+}
+
+template <class T>
+int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact, const T* x,
+                        const T* w, int64_t rows, int64_t in, int64_t out, bool log_scale,
+                        BackwardStats* stats) {
+  const LayerPlan plan = layer_plan(rows, in, out);
+  const bool want = stats != nullptr || log_scale;
+  BackwardGemms<T> gemms(plan, dx, dw, delta, x, w, rows, in, out, stats != nullptr);
+  // Log-scale renormalises delta by its norm over all rows before the GEMMs; otherwise a
+  // block's GEMMs follow its own prologue at once (one hand-off per layer, rows still hot).
+  const bool fused = plan.split_rows && !log_scale;
+  const PartRows<double> bias_sums = part_rows(t_bias_sums, plan.parts, out);
+  PrologueSums part_sums[kMaxParts];
+  for_parts(plan, plan.parts, [&](int p) {
+    part_sums[p] = backward_block(plan, p, delta, dh, dact, rows, out, want, bias_sums[p],
+                                  fused ? &gemms : nullptr);
+  });
+  return finish_backward(plan, gemms, fused, part_sums, bias_sums, db, delta, dh, rows, in, out,
+                         dw, log_scale, stats);
 }
 
 #define VGKERN_INSTANTIATE(T)                                                                  \
@@ -396,7 +425,19 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   template uint64_t ForwardPanels<T>::next_call();                                             \
   template void preactivation<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,   \
                                  int64_t, int64_t, int64_t, const ForwardPanels<T>&);          \
-  template void mark_nonzero_columns<T>(const T*, int64_t, int64_t, int32_t*);
+  template void mark_nonzero_columns<T>(const T*, int64_t, int64_t, int32_t*);              \
+  template PartMoments forward_block<T>(const LayerPlan&, int, T*, T*, const T*, const T*,    \
+                                        const T*, int64_t, int64_t, int64_t, ActSpec,         \
+                                        const ForwardPanels<T>&, int32_t*);                   \
+  template void forward_statistics<T>(const LayerPlan&, const PartMoments*, PartRows<int32_t>, \
+                                      const T*, const T*, const T*, int64_t, int64_t, int64_t, \
+                                      const ForwardPanels<T>&, ForwardStats*);                \
+  template PrologueSums backward_block<T>(const LayerPlan&, int, T*, const T*, const T*,       \
+                                          int64_t, int64_t, bool, double*,                    \
+                                          const BackwardGemms<T>*);                           \
+  template int finish_backward<T>(const LayerPlan&, BackwardGemms<T>&, bool,                  \
+                                  const PrologueSums*, PartRows<double>, T*, T*, const T*,    \
+                                  int64_t, int64_t, int64_t, const T*, bool, BackwardStats*);
 VGKERN_INSTANTIATE(float)
 VGKERN_INSTANTIATE(double)
 #undef VGKERN_INSTANTIATE

@@ -107,8 +107,10 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
 template <class T>
 class BackwardGemms {
  public:
+  // dw_shares: (parts - 1, out, in) for the other row blocks' shares of dw; null: a
+  // per-thread scratch (one layer at a time)
   BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x, const T* w,
-                int64_t rows, int64_t in, int64_t out, bool sumsq);
+                int64_t rows, int64_t in, int64_t out, bool sumsq, T* dw_shares = nullptr);
   void block(int p) const;  // split rows: block p's GEMMs, from inside for_parts
   void run();               // all parts side by side (split), or each GEMM whole on BLAS threads
   double finish() const;    // the sum of squares of dw when sumsq, else 0
@@ -125,6 +127,60 @@ class BackwardGemms {
   T* dw_rest_;  // (parts - 1, out, in) the other row blocks' shares of dw
   double column_sumsq_[kMaxParts] = {0, 0};
 };
+
+// The pieces of dense_forward_cpu / dense_backward_cpu, for drivers that run a row block
+// through many layers in one hand-off (nets/mlp.cpp: a split-rows stack). Each block's sums are
+// combined in block order, so a layer gives the same bits whichever way its blocks ran.
+
+// The forward epilogue's statistics sums of one row block (one cache line each: written by
+// different threads).
+struct EpilogueSums {
+  double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = z[0] (less cancellation)
+  int64_t saturated = 0, zeros = 0;
+};
+struct alignas(64) PartMoments {
+  double count = 0, shift = 0;
+  EpilogueSums sums;
+  bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
+};
+// The backward prologue's sums of squares of one row block.
+struct alignas(64) PrologueSums {
+  double dh_sumsq = 0, delta_sumsq = 0;
+};
+
+// Row block p of a layer's forward: with plan.split_rows its rows of z (GEMM) first, then
+// h = act(z), dact = act'(z) on its rows, and with col_nonzero (this block's (out,) row; null:
+// no statistics) its moments and counts.
+template <class T>
+PartMoments forward_block(const LayerPlan& plan, int p, T* h, T* dact, const T* x, const T* w,
+                          const T* b, int64_t rows, int64_t in, int64_t out, ActSpec act,
+                          const ForwardPanels<T>& wt, int32_t* col_nonzero);
+
+// The layer's statistics from its blocks' sums; z recomputed once (x, w, b) where they cannot
+// be trusted (extreme or non-finite pre-activations).
+template <class T>
+void forward_statistics(const LayerPlan& plan, const PartMoments* moments,
+                        PartRows<int32_t> col_nonzero, const T* x, const T* w, const T* b,
+                        int64_t rows, int64_t in, int64_t out, const ForwardPanels<T>& wt,
+                        ForwardStats* stats);
+
+// Row block p of a layer's backward prologue: its rows of delta = dh * dact (dact null:
+// identity), their sums of squares when `want`, the column sums of delta into bias_sum (out,);
+// then, with gemms, the block's GEMMs while its rows are hot.
+template <class T>
+PrologueSums backward_block(const LayerPlan& plan, int p, T* delta, const T* dh, const T* dact,
+                            int64_t rows, int64_t out, bool want, double* bias_sum,
+                            const BackwardGemms<T>* gemms);
+
+// What follows the blocks: db, log-scale renormalisation, the GEMMs unless the blocks ran them
+// (gemms_in_blocks), dw's shares added, the norms. Returns rescale_log2. delta and dh null:
+// gone (overwritten by lower layers); then only float data, whose blocks' sums were checked
+// in the prologue: a total that is still untrusted (NaN) gives NaN, as scaled_norm would.
+template <class T>
+int finish_backward(const LayerPlan& plan, BackwardGemms<T>& gemms, bool gemms_in_blocks,
+                    const PrologueSums* part_sums, PartRows<double> bias_sums, T* db, T* delta,
+                    const T* dh, int64_t rows, int64_t in, int64_t out, const T* dw,
+                    bool log_scale, BackwardStats* stats);
 
 // BackwardGemms run, then finished.
 template <class T>
