@@ -536,6 +536,24 @@ def mlp_step(batch_norm=False, activation="tanh", width=48, batch=96, dtype="flo
     return dict(out=net.forward(x), report=rep.as_dict(), weights=[g.copy() for g in net.weight_grads])
 
 
+def mlp_stack_step(sizes=(32, 80, 16, 80, 3), activation="relu", x_scale=1.0, nan=False,
+                   stats=True):
+    """A float32 net without batch norm whose layers all split by rows: on 2 threads a row-block
+    stack (nets/mlp.cpp), on 1 layer by layer. Widths that shrink and grow (the blocks' regions
+    of the shared buffers), dx of the input, extreme or NaN inputs (the statistics' fallbacks)."""
+    net = vgkern.MLP(list(sizes), activation=activation, output_activation="sigmoid", seed=3,
+                     stats=stats)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((50, sizes[0])) * x_scale).astype(np.float32)
+    if nan:
+        x[7, 3] = np.nan
+    target = rng.standard_normal((50, sizes[-1])).astype(np.float32)
+    rep = net.step(x, target, loss="mse", compute_input_grad=True)
+    return dict(out=net.forward(x), report=rep.as_dict(), input_grad=net.input_grad.copy(),
+                weights=[g.copy() for g in net.weight_grads],
+                biases=[g.copy() for g in net.bias_grads])
+
+
 def recurrent_step(kind, hidden=40, batch=33, steps=7, dtype="float32"):
     net = vgkern.LSTM(12, hidden, dtype=dtype, seed=5) if kind == "lstm" else \
         vgkern.RNN(12, hidden, dtype=dtype, seed=5)
@@ -567,6 +585,11 @@ CASES = {
     "mlp_column_split_batch_norm": lambda: mlp_step(batch_norm=True, width=600, batch=200),
     # 1024 x 300 x 300: above the row-split work, but with more rows than units: rows again
     "mlp_tall_row_split": lambda: mlp_step(width=300, batch=1024),
+    # row-block stacks (the mlp case above is one too)
+    "mlp_stack_widths_relu": mlp_stack_step,
+    "mlp_stack_tanh_no_stats": lambda: mlp_stack_step(activation="tanh", stats=False),
+    "mlp_stack_huge_inputs": lambda: mlp_stack_step(x_scale=1e25),
+    "mlp_stack_nan_input": lambda: mlp_stack_step(activation="tanh", nan=True),
     "lstm": lambda: recurrent_step("lstm"),
     "lstm_float64": lambda: recurrent_step("lstm", dtype="float64"),
     "rnn": lambda: recurrent_step("rnn"),

@@ -270,49 +270,50 @@ class MLP final : public MLPDriver {
   }
 
   // The row-block stack's backward (row_block_stack), without log-scale: each block runs every
-  // layer's prologue and GEMMs on its rows, then layer by layer the shares of dw are added and
-  // the norms taken. Block 1's share of dw goes to dw_shares_. dh comes from grad_a_ (the top
-  // layer's) and then from grad_b_ and stack_grad_ in turn, delta from delta_; each block keeps
-  // to its own region of these (B, widest) buffers (block_rows), so that a block already at a
-  // narrower or wider layer never writes rows the other block still reads.
+  // layer's prologue and GEMMs on its rows (block 1's share of dw into dw_shares_; dh from
+  // grad_a_ for the top layer, then from grad_b_ and stack_grad_ in turn; delta in delta_),
+  // then each layer is finished (shares added, db, norms, its report row), half the layers on
+  // each thread.
   void backward_stack(double* report, T* dx0, int threads) {
-    const int64_t L = num_layers();
-    T* pingpong[2] = {grad_b_.data(), stack_grad_.data()};
+    const int64_t L = num_layers(), widest = this->widest();
+    // block p's base of a (B, widest) buffer for rows `cols` wide: its rows start where they
+    // would in rows of `widest` entries, so the blocks' regions never overlap whatever the
+    // layers' widths (one block may be layers ahead of the other)
+    const auto block_rows = [&](T* buffer, int p, int64_t cols) {
+      return buffer + part_begin(rows_, kMaxParts, p) * (widest - cols);
+    };
+    T* pingpong[2] = {grad_b_.data(), stack_grad_.data()};  // layer l's dx: pingpong[(L-1-l) % 2]
     gemms_.clear();  // gemms_[(L - 1 - l) * kMaxParts + p]: layer l, block p
-    for (int64_t l = L - 1; l >= 0; --l)
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const int64_t in = sizes_[l], out = sizes_[l + 1], w = layout_[l].weight;
       for (int p = 0; p < kMaxParts; ++p)
-        gemms_.emplace_back(plan(l), l > 0 ? block_rows(pingpong[(L - 1 - l) % 2], p, sizes_[l]) : dx0,
-                            grads_.data() + layout_[l].weight,
-                            block_rows(delta_.data(), p, sizes_[l + 1]),
-                            l > 0 ? h_[l - 1].data() : x_.data(), params_.data() + layout_[l].weight,
-                            rows_, sizes_[l], sizes_[l + 1], stats, dw_shares_.data() + layout_[l].weight);
+        gemms_.emplace_back(plan(l), l > 0 ? block_rows(pingpong[(L - 1 - l) % 2], p, in) : dx0,
+                            grads_.data() + w, block_rows(delta_.data(), p, out),
+                            l > 0 ? h_[l - 1].data() : x_.data(), params_.data() + w, rows_, in,
+                            out, stats, dw_shares_.data() + w);
+    }
     run_parts(kMaxParts, threads, [&](int p) {
       for (int64_t l = L - 1; l >= 0; --l) {
-        const int64_t i = L - 1 - l;
-        const T* dh = l == L - 1 ? grad_a_.data() : block_rows(pingpong[(i + 1) % 2], p, sizes_[l + 1]);
+        const int64_t out = sizes_[l + 1];
+        const T* dh = l == L - 1 ? grad_a_.data() : block_rows(pingpong[(L - 2 - l) % 2], p, out);
         const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
-        prologue_sums_[l * kMaxParts + p] = backward_block<T>(
-            plan(l), p, block_rows(delta_.data(), p, sizes_[l + 1]), dh, dact, rows_,
-            sizes_[l + 1], stats, bias_rows_[l][p], &gemms_[i * kMaxParts + p]);
+        prologue_sums_[l * kMaxParts + p] =
+            backward_block<T>(plan(l), p, block_rows(delta_.data(), p, out), dh, dact, rows_, out,
+                              stats, bias_rows_[l][p], &gemms_[(L - 1 - l) * kMaxParts + p]);
       }
     });
-    for (int64_t l = L - 1; l >= 0; --l) {
-      BackwardStats bs;
-      finish_backward<T>(plan(l), gemms_[(L - 1 - l) * kMaxParts], true,
-                         &prologue_sums_[l * kMaxParts], bias_rows_[l],
-                         grads_.data() + layout_[l].bias, nullptr, nullptr, rows_, sizes_[l],
-                         sizes_[l + 1], grads_.data() + layout_[l].weight, false,
-                         stats ? &bs : nullptr);
-      fill_report_row(report + l * LayerColumn::kCount, stats ? &bs : nullptr,
-                      state_.stats_valid() ? &forward_stats_[l] : nullptr, 0, 0);
-    }
-  }
-
-  // A (B, widest) buffer's base for block p of rows `cols` wide: the block's rows start where
-  // its first row would in rows of `widest` entries (base + begin * cols = buffer + begin *
-  // widest), so the two blocks' regions never overlap whatever the layers' widths.
-  T* block_rows(T* buffer, int p, int64_t cols) const {
-    return buffer + part_begin(rows_, kMaxParts, p) * (widest() - cols);
+    run_parts(kMaxParts, threads, [&](int p) {  // each layer's own results: any split will do
+      for (int64_t l = p; l < L; l += kMaxParts) {
+        BackwardStats bs;
+        finish_backward<T>(plan(l), gemms_[(L - 1 - l) * kMaxParts], true,
+                           &prologue_sums_[l * kMaxParts], bias_rows_[l],
+                           grads_.data() + layout_[l].bias, nullptr, nullptr, rows_, sizes_[l],
+                           sizes_[l + 1], grads_.data() + layout_[l].weight, false,
+                           stats ? &bs : nullptr);
+        fill_report_row(report + l * LayerColumn::kCount, stats ? &bs : nullptr,
+                        state_.stats_valid() ? &forward_stats_[l] : nullptr, 0, 0);
+      }
+    });
   }
 
   T* param(int64_t offset) { return offset >= 0 ? params_.data() + offset : nullptr; }
