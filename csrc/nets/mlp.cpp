@@ -23,8 +23,10 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // A row-block stack keeps every layer's share of dw from the second block until the end of the
-// backward: at most this many weights in all (W = 64, L = 50: 205K).
-constexpr int64_t kMaxStackWeights = int64_t{1} << 18;
+// backward: at most this many weights in all. Measured on 2 cores (bench/README.md, "One
+// hand-off per row block"): faster at W = 64 and 128 (L = 50: 205K and 819K weights) and at
+// W = 256 with L = 20 (1.3M), not at W = 256 with L = 50 (3.3M: the shares leave the caches).
+constexpr int64_t kMaxStackWeights = int64_t{1} << 21;
 
 // A norm measured in units of 2^units: its linear value (may under/overflow) and exact log10.
 void put_norm(double* row, int linear_col, int log10_col, double measured, int64_t units) {
@@ -103,7 +105,10 @@ class MLP final : public MLPDriver {
     for (size_t i = 1; i < sizes_.size(); ++i)
       if (layer_plan(rows, sizes_[i - 1], sizes_[i]).split_rows)
         dw_share = std::max(dw_share, static_cast<double>(sizes_[i - 1]) * sizes_[i]);
-    if (row_block_stack(rows)) dw_share = static_cast<double>(params_.size());
+    if (row_block_stack(rows)) {  // dw_shares_ and stack_grad_
+      dw_share = static_cast<double>(params_.size());
+      elements += widest();
+    }
     check_fits_in_memory(elements * rows + dw_share, sizeof(T),
                          "MLP.forward: the workspace for this batch");
   }
