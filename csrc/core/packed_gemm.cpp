@@ -57,9 +57,8 @@ void pack_panels(PackedPanels& out, bool trans, const float* src, int64_t ld, in
   for (int64_t p = 0; p < out.panels(); ++p) {
     float* dst = out.data.data() + p * K * w;
     const int64_t j0 = p * w, cols = std::min(w, N - j0);
-    if (trans) {  // B[k, j] = src[j, k]: read src row by row, scatter into the panel
-      for (int64_t j = 0; j < cols; ++j)
-        for (int64_t k = 0; k < K; ++k) dst[k * w + j] = src[(j0 + j) * ld + k];
+    if (trans) {  // B[k, j] = src[j, k]
+      VGKERN_SIMD(isa::pack_transposed_panel(dst, w, src + j0 * ld, ld, K, cols));
     } else {
       for (int64_t k = 0; k < K; ++k) std::copy(src + k * ld + j0, src + k * ld + j0 + cols, dst + k * w);
     }
