@@ -242,8 +242,9 @@ class MLP final : public MLPDriver {
                     const char* op) {
     check_backward_outputs(op, report, input_grad, rows_);
     T* dx0 = input_grad.present() ? input_grad.ptr<T>() : nullptr;
-    double* rows = report.ptr<double>();
-    if (stack_ && !log_scale && run_stack([&](int threads) { backward_stack(rows, dx0, threads); }))
+    double* table = report.ptr<double>();
+    if (stack_ && !log_scale &&
+        run_stack([&](int threads) { backward_stack(table, dx0, threads); }))
       return;
     T* current = grad_a_.data();  // dh of layer l
     T* below = grad_b_.data();    // dx of layer l = dh of layer l - 1
@@ -253,7 +254,7 @@ class MLP final : public MLPDriver {
       const LayerLayout& layer = layout_[l];
       const int64_t in = sizes_[l], out = sizes_[l + 1];
       const T* x = l > 0 ? h_[l - 1].data() : x_.data();
-      T* dx = l > 0 ? below : (input_grad.present() ? input_grad.ptr<T>() : nullptr);
+      T* dx = l > 0 ? below : dx0;
       const T* dact = acts_[l].kind == Activation::identity ? nullptr : dact_[l].data();
       const T* w = params_.data() + layer.weight;
       T* dw = grads_.data() + layer.weight;
