@@ -77,8 +77,9 @@ class GradReport(_Report):
         table = np.asarray(table, dtype=np.float64)
         if table.ndim != 2 or table.shape[1] != len(FIELDS):
             raise ValueError(f"GradReport: table must have shape (L, {len(FIELDS)}), got {table.shape}")
-        for i, name in enumerate(FIELDS):
-            setattr(self, name, np.ascontiguousarray(table[:, i]))
+        columns = table.T.copy()  # (len(FIELDS), L): one copy, each field a contiguous row
+        for name, column in zip(FIELDS, columns):
+            setattr(self, name, column)
         self.loss = float(loss)
 
     @property
