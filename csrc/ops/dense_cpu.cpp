@@ -30,22 +30,16 @@ template <class T> std::vector<T>& dw_scratch();
 template <> std::vector<float>& dw_scratch<float>() { return t_dw_f32; }
 template <> std::vector<double>& dw_scratch<double>() { return t_dw_f64; }
 
-// delta = dh * dact (dact null: identity), written out of place so that dh survives for the
-// rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
-// (per-lane sums as in forward_epilogue, no reduction inside the loop; the float total checked
-// once, see float_sum_squares_trusted), then the float64 column sums of delta (-> db) in a
-// second pass over the rows while they are in L1/L2.
-
 #define VGKERN_SIMD_KERNELS "ops/dense_simd.inc"
 #include "core/simd_levels.inc"
 
-// One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
 // A forward signal that vanishes with depth (small weights): below about 2^-63, the float
 // squares of z - shift come out subnormal (a microcode assist each) and fail the trust check
 // below, whose fallback recomputes z. When 32 sampled |z - shift| all lie below this, the moments
 // are taken of (z - shift) * 2^k instead (k from tiny_float_scale_log2; exact, a power of two).
 constexpr float kTinyShiftedPreact = 0x1p-30f;
 
+// One part of a forward epilogue: rows of h (rows, cols) in place, with its statistics sums.
 template <class T, bool Stats>
 PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActSpec act,
                                  int32_t* col_nonzero) {
@@ -116,6 +110,11 @@ bool combine_forward_stats(const PartMoments* parts, int num_parts, PartRows<int
   return trusted;
 }
 
+// delta = dh * dact (dact null: identity), written out of place so that dh survives for the
+// rare scaled-norm fallback, with the sums of the squares of dh and delta: one flat pass
+// (per-lane sums as in forward_epilogue, no reduction inside the loop; the float total checked
+// once, see float_sum_squares_trusted), then the float64 column sums of delta (-> db) in a
+// second pass over the rows while they are in L1/L2.
 template <class T>
 PrologueSums run_backward_prologue(T* delta, const T* dh, const T* dact, int64_t rows,
                                    int64_t cols, bool want, double* bias_sum) {

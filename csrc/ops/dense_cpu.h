@@ -132,8 +132,9 @@ class BackwardGemms {
 // through many layers in one hand-off (nets/mlp.cpp: a split-rows stack). Each block's sums are
 // combined in block order, so a layer gives the same bits whichever way its blocks ran.
 
-// The forward epilogue's statistics sums of one row block (one cache line each: written by
-// different threads).
+// The statistics sums of one row block: the forward epilogue's moments and counts
+// (PartMoments) and the backward prologue's sums of squares (PrologueSums), one cache line
+// each (written by different threads).
 struct EpilogueSums {
   double shifted_sum = 0, shifted_sumsq = 0;  // of z - shift, shift = z[0] (less cancellation)
   int64_t saturated = 0, zeros = 0;
@@ -143,7 +144,6 @@ struct alignas(64) PartMoments {
   EpilogueSums sums;
   bool trusted = true;  // the sum of squares neither overflowed nor lost squares to underflow
 };
-// The backward prologue's sums of squares of one row block.
 struct alignas(64) PrologueSums {
   double dh_sumsq = 0, delta_sumsq = 0;
 };
