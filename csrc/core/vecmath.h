@@ -5,8 +5,9 @@
 // trick, which also leaves k in the low bits of the sum), expm1(r) from its Taylor series
 // (degree 7 in float: truncation < 2e-8 |r|; degree 13 in double: < 2e-17 |r|), then with
 // p = 2^k: exp(x) = p + p expm1(r) and expm1(x) = p expm1(r) + (p - 1), one fused multiply-add
-// each, so results that are subnormal are rounded once, correctly. p is built from exponent bits
-// as 2^(k + 64) (a normal number for every k here) times 2^-64, exact. Measured error vs
+// each where the target has FMA, so results that are subnormal are rounded once. p is built
+// from exponent bits as 2^(k + 64) (a normal number for every k here) times 2^-64, exact (2^k
+// for k = -150 rounds to 0 in float: exp(-104) does too). Measured error vs
 // float64/long double (tests/test_ops.py): a few ulp.
 // Branch-free (selects only) so that `#pragma omp simd` loops vectorise; NaN propagates (no
 // float-to-int conversion: k's bits are read from the sum), -inf gives exp = 0, expm1 = -1.
