@@ -4,17 +4,16 @@
 // Method: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2; k rounded with the 1.5*2^p
 // trick, which also leaves k in the low bits of the sum), expm1(r) from its Taylor series
 // (degree 7 in float: truncation < 2e-8 |r|; degree 13 in double: < 2e-17 |r|), then with
-// p = 2^k: exp(x) = p + p expm1(r) and expm1(x) = p expm1(r) + (p - 1), one fused multiply-add
-// each where the target has FMA, so results that are subnormal are rounded once. p is built
-// from exponent bits as 2^(k + 64) (a normal number for every k here) times 2^-64, exact (2^k
-// for k = -150 rounds to 0 in float: exp(-104) does too). Measured error vs
-// float64/long double (tests/test_ops.py): a few ulp.
+// p = 2^k: exp(x) = (2^(k + 64) + 2^(k + 64) expm1(r)) 2^-64 and expm1(x) = p expm1(r) + (p - 1),
+// a fused multiply-add each where the target has FMA. 2^(k + 64) is built from exponent bits (a
+// normal number for every k here; 2^k itself is not representable at k = -150 in float, where
+// exp(x) still rounds to the smallest subnormal); a subnormal exp(x) is rounded by the last
+// product. Measured error vs float64/long double (tests/test_ops.py): a few ulp.
 // Branch-free (selects only) so that `#pragma omp simd` loops vectorise; NaN propagates (no
 // float-to-int conversion: k's bits are read from the sum), -inf gives exp = 0, expm1 = -1.
 #pragma once
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 
 namespace vgkern {
 
@@ -72,7 +71,8 @@ template <class T>
 inline void exp_expm1_nonpositive(T x, T& exp_x, T& expm1_x) {
   using C = ExpConstants<T>;
   using Bits = typename C::Bits;
-  constexpr int kOffset = 64;  // p = 2^(k + kOffset) * 2^-kOffset: normal down to k = lowest
+  constexpr int kOffset = 64;  // 2^(k + kOffset) is normal down to k = lowest
+  constexpr T kUnoffset = T(0x1p-64);  // 2^-kOffset
   x = x < C::lowest ? C::lowest : x;  // NaN stays NaN
   const T rounded = x * C::log2e + C::round_magic;  // magic + k, k = round(x log2e) <= 0
   const T k_real = rounded - C::round_magic;
@@ -83,8 +83,9 @@ inline void exp_expm1_nonpositive(T x, T& exp_x, T& expm1_x) {
   // (unsigned: wraps, and only the low bits survive the shift).
   const Bits exponent = bit_cast_value<Bits>(rounded) +
                         (Bits(C::exponent_bias + kOffset) - C::round_magic_bits);
-  const T p = bit_cast_value<T>(Bits(exponent << C::mantissa_bits)) * T(0x1p-64);
-  exp_x = p * em_r + p;
+  const T big = bit_cast_value<T>(Bits(exponent << C::mantissa_bits));  // 2^(k + kOffset)
+  exp_x = (big * em_r + big) * kUnoffset;  // exact unless subnormal; 2^k alone may not exist
+  const T p = big * kUnoffset;
   expm1_x = p * em_r + (p - T(1));
 }
 
