@@ -78,6 +78,30 @@ def test_sigmoid_forward_ulp_error(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sigmoid_and_derivatives_subnormal_tail(dtype):
+    """Where exp(-|z|) is subnormal (float32 |z| in [87, 104], float64 [708, 746]), sigmoid(z),
+    sigmoid'(z), tanh'(z/2) and elu'(z) stay within 4 subnormal ulps (e rounded as a subnormal,
+    then times 4 q^2 for tanh') plus MAX_ULP of the normal ones of the oracle, and
+    sigmoid(-103.7) is the smallest subnormal in float32 (2^-150 itself is not a float)."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    low, high = (-104.0, -87.0) if dtype == np.float32 else (-746.0, -708.0)
+    z = np.linspace(low, high, 20001).astype(dtype).reshape(-1, 1)
+    zw = z.astype(oracle_dtype(dtype))
+    for name, zz, zzw in (("sigmoid", z, zw), ("tanh", z / 2, zw / 2), ("elu", z, zw)):
+        h, d = ops.activation_forward(zz, name)
+        for got, ref, what in ((h, R.act(zzw, name, 1.0), "h"),
+                               (d, R.act_derivative(zzw, name, 1.0), "dact")):
+            if name != "sigmoid" and what == "h":
+                continue  # tanh, elu: -1 or -1 + tiny, not subnormal
+            excess = np.abs(got.astype(zw.dtype) - ref) - MAX_ULP[dtype] * eps(dtype) * np.abs(ref)
+            worst = int(np.argmax(excess))
+            assert excess.max() <= 4 * tiny, (f"{name} {what} at z={zz.ravel()[worst]!r}: got "
+                                       f"{got.ravel()[worst]!r}, expected {ref.ravel()[worst]!r}")
+    h, _ = ops.activation_forward(np.array([[-103.7]], dtype=np.float32), "sigmoid")
+    assert h[0, 0] == np.float32(np.exp(-103.7)) == np.finfo(np.float32).smallest_subnormal
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_tanh_forward_ulp_error_away_from_zero(dtype):
     z = activation_grid(dtype)
     h, _ = ops.activation_forward(z, "tanh")
