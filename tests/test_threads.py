@@ -537,17 +537,19 @@ def mlp_step(batch_norm=False, activation="tanh", width=48, batch=96, dtype="flo
 
 
 def mlp_stack_step(sizes=(32, 80, 16, 80, 3), activation="relu", x_scale=1.0, nan=False,
-                   stats=True):
+                   stats=True, batch=50):
     """A float32 net without batch norm whose layers all split by rows: on 2 threads a row-block
-    stack (nets/mlp.cpp), on 1 layer by layer. Widths that shrink and grow (the blocks' regions
-    of the shared buffers), dx of the input, extreme or NaN inputs (the statistics' fallbacks)."""
+    stack (nets/mlp.cpp), on 1 layer by layer (block 1's share of dw added onto block 0's inside
+    its GEMM where the blocks have at most 256 rows, else stored and added). Widths that shrink
+    and grow (the blocks' regions of the shared buffers), dx of the input, extreme or NaN inputs
+    (the statistics' fallbacks)."""
     net = vgkern.MLP(list(sizes), activation=activation, output_activation="sigmoid", seed=3,
                      stats=stats)
     rng = np.random.default_rng(4)
-    x = (rng.standard_normal((50, sizes[0])) * x_scale).astype(np.float32)
+    x = (rng.standard_normal((batch, sizes[0])) * x_scale).astype(np.float32)
     if nan:
         x[7, 3] = np.nan
-    target = rng.standard_normal((50, sizes[-1])).astype(np.float32)
+    target = rng.standard_normal((batch, sizes[-1])).astype(np.float32)
     rep = net.step(x, target, loss="mse", compute_input_grad=True)
     return dict(out=net.forward(x), report=rep.as_dict(), input_grad=net.input_grad.copy(),
                 weights=[g.copy() for g in net.weight_grads],
@@ -590,6 +592,8 @@ CASES = {
     "mlp_stack_tanh_no_stats": lambda: mlp_stack_step(activation="tanh", stats=False),
     "mlp_stack_huge_inputs": lambda: mlp_stack_step(x_scale=1e25),
     "mlp_stack_nan_input": lambda: mlp_stack_step(activation="tanh", nan=True),
+    # row blocks of 300 rows: dw's K longer than one pass of the packed GEMM (core/packed_gemm.h)
+    "mlp_stack_long_blocks": lambda: mlp_stack_step(sizes=(32, 64, 64, 3), batch=600),
     "lstm": lambda: recurrent_step("lstm"),
     "lstm_float64": lambda: recurrent_step("lstm", dtype="float64"),
     "rnn": lambda: recurrent_step("rnn"),

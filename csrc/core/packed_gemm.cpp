@@ -126,7 +126,7 @@ void packed_gemm_panels(int64_t M, const float* A, int64_t lda, const PackedPane
 }
 
 void gemm_in_place(bool trans_a, int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float* C, int64_t ldc) {
+                   const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   const int64_t w = tile_width(cpu_tile());
   const float* panels = B;
   int64_t panel_step = w;
@@ -138,9 +138,11 @@ void gemm_in_place(bool trans_a, int64_t M, int64_t K, int64_t N, const float* A
     ldb = w;
   }
   if (trans_a)
-    gemm_panels<true>(M, K, N, A, lda, panels, panel_step, ldb, w, false, C, ldc, nullptr);
+    gemm_panels<true>(M, K, N, A, lda, panels, panel_step, ldb, w, accumulate, C, ldc, nullptr);
   else
-    gemm_panels<false>(M, K, N, A, lda, panels, panel_step, ldb, w, false, C, ldc, nullptr);
+    gemm_panels<false>(M, K, N, A, lda, panels, panel_step, ldb, w, accumulate, C, ldc, nullptr);
 }
+
+bool gemm_adds_once(int64_t K) { return K <= kChunkK; }
 
 }  // namespace vgkern

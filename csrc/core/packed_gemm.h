@@ -47,8 +47,13 @@ void packed_gemm_panels(int64_t M, const float* A, int64_t lda, const PackedPane
 // Row-major C (M, N) = A (M, K) @ B (K, N) with B read in place (row stride ldb; packed first
 // only when N is not a multiple of the panel width), A row-major with row stride lda, or stored
 // transposed with trans_a (At (K, M), row stride lda). A layer's backward GEMMs take their
-// operands as they lie: dx = delta @ w and dw = delta^T @ x. Requires packed_gemm_available().
+// operands as they lie: dx = delta @ w and dw = delta^T @ x. With accumulate, C += that.
+// Requires packed_gemm_available().
 void gemm_in_place(bool trans_a, int64_t M, int64_t K, int64_t N, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float* C, int64_t ldc);
+                   const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate = false);
+
+// Whether C += A @ B with this K adds each entry's whole sum onto C once (one pass over K), so
+// that it gives the bits of computing A @ B alone and adding it to C afterwards.
+bool gemm_adds_once(int64_t K);
 
 }  // namespace vgkern

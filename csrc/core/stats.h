@@ -61,12 +61,29 @@ inline bool float_sum_squares_trusted(double sumsq, int64_t count) {
          sumsq >= static_cast<double>(count) * 0x1p-102;
 }
 
+// x * 2^e, exact; e is 0 except on extreme data, and then no libm call (through the PLT: several
+// per layer and step) is made.
+template <class T>
+inline T times_power_of_two(T x, int e) {
+  return e == 0 ? x : std::ldexp(x, e);
+}
+
+constexpr double power_of_two(int e) {
+  double p = 1;
+  for (; e > 0; --e) p *= 2;
+  for (; e < 0; ++e) p /= 2;
+  return p;
+}
+
 // Float squares of tiny values come out subnormal, and each such operation takes a microcode
 // assist (~100x slower: a 50-layer sigmoid net's backward spent 1 ms per step in them). The
-// largest |v| of 32 entries spread over v (NaNs skipped) tells: below 2^-45, passes square
+// largest |v| of 8 entries spread over v (NaNs skipped) tells: below 2^-45, passes square
 // v * 2^k instead, k = tiny_float_scale_log2(v, n) (exact: a power of two), or square in float64.
 inline float sampled_largest_magnitude(const float* v, int64_t n, float shift = 0) {
-  const int64_t step = n > 32 ? n / 32 : 1;
+  // Few samples: each is most likely a cache line still being written (the GEMM's output), and
+  // 32 of them cost more than the epilogue's statistics. A wrong guess only costs time: the
+  // sums are checked afterwards.
+  const int64_t step = n > 8 ? n / 8 : 1;
   float largest = 0;
   for (int64_t i = 0; i < n; i += step) {  // (not std::fmax: a libm call through the PLT)
     const float m = std::fabs(v[i] - shift);

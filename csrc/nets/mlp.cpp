@@ -11,6 +11,7 @@
 #include "core/errors.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "core/stats.h"
 #include "nets/mlp_driver.h"
 #include "ops/batchnorm.h"
 #include "ops/dense_cpu.h"
@@ -30,7 +31,7 @@ constexpr int64_t kMaxStackWeights = int64_t{1} << 21;
 
 // A norm measured in units of 2^units: its linear value (may under/overflow) and exact log10.
 void put_norm(double* row, int linear_col, int log10_col, double measured, int64_t units) {
-  row[linear_col] = std::ldexp(measured, static_cast<int>(units));
+  row[linear_col] = times_power_of_two(measured, static_cast<int>(units));
   row[log10_col] = measured > 0 ? std::log10(measured) + units * std::log10(2.0)
                    : measured == 0 ? -std::numeric_limits<double>::infinity()
                                    : kNaN;

@@ -50,7 +50,7 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   int scale_log2 = 0;
   if constexpr (Stats && std::is_same_v<T, float>)
     scale_log2 = tiny_float_scale_log2(h, n, kTinyShiftedPreact, shift);
-  const T scale = std::ldexp(T(1), scale_log2);
+  const T scale = times_power_of_two(T(1), scale_log2);
   PartMoments part;
   with_activation(act.kind, [&](auto kind) {
     constexpr Activation K = decltype(kind)::value;
@@ -71,10 +71,10 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   if (part.sums.zeros > 0) mark_nonzero_columns(h, rows, cols, col_nonzero);
   // Lost squares are each below 2^(min exponent); require them to be < 2^-40 of the total.
   const double smallest_trusted =
-      part.count * std::ldexp(1.0, std::numeric_limits<T>::min_exponent - 1 + 40);
+      part.count * power_of_two(std::numeric_limits<T>::min_exponent - 1 + 40);
   part.trusted = std::isfinite(part.sums.shifted_sumsq) && part.sums.shifted_sumsq >= smallest_trusted;
-  part.sums.shifted_sum = std::ldexp(part.sums.shifted_sum, -scale_log2);
-  part.sums.shifted_sumsq = std::ldexp(part.sums.shifted_sumsq, -2 * scale_log2);
+  part.sums.shifted_sum = times_power_of_two(part.sums.shifted_sum, -scale_log2);
+  part.sums.shifted_sumsq = times_power_of_two(part.sums.shifted_sumsq, -2 * scale_log2);
   return part;
 }
 
@@ -167,11 +167,24 @@ BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* de
                                 : scratch(dw_scratch<T>(), (plan.parts - 1) * out * in)) {}
 
 template <class T>
-void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) const {
+void BackwardGemms<T>::add_shares_in_place() {
+  if constexpr (std::is_same_v<T, float>) {
+    bool once = true;
+    for (int p = 1; p < plan_.parts; ++p)
+      once = once && gemm_adds_once(part_begin(rows_, plan_.parts, p + 1) -
+                                    part_begin(rows_, plan_.parts, p));
+    shares_in_place_ = plan_.split_rows && packed_layer_gemms<T>(plan_, in_, out_) && once;
+  }
+}
+
+template <class T>
+void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target,
+                                  bool add_to_dw) const {
   const T* delta = delta_ + begin * out_;
   if constexpr (std::is_same_v<T, float>) {
     if (packed_layer_gemms<T>(plan_, in_, out_)) {
-      gemm_in_place(true, out_, count, in_, delta, out_, x_ + begin * in_, in_, dw_target, in_);
+      gemm_in_place(true, out_, count, in_, delta, out_, x_ + begin * in_, in_, dw_target, in_,
+                    add_to_dw);
       if (dx_) gemm_in_place(false, count, out_, in_, delta, out_, w_, in_, dx_ + begin * in_, in_);
       return;
     }
@@ -186,8 +199,11 @@ void BackwardGemms<T>::rows_gemms(int64_t begin, int64_t count, T* dw_target) co
 template <class T>
 void BackwardGemms<T>::block(int p) const {
   const int64_t begin = part_begin(rows_, plan_.parts, p);
-  rows_gemms(begin, part_begin(rows_, plan_.parts, p + 1) - begin,
-             p == 0 ? dw_ : dw_rest_ + (p - 1) * out_ * in_);
+  const int64_t count = part_begin(rows_, plan_.parts, p + 1) - begin;
+  if (p == 0 || shares_in_place_)
+    rows_gemms(begin, count, dw_, p > 0);
+  else
+    rows_gemms(begin, count, dw_rest_ + (p - 1) * out_ * in_);
 }
 
 template <class T>
@@ -221,11 +237,11 @@ double BackwardGemms<T>::finish() const {
   // normed while in L2: small tiles cost the BLAS more than the re-read), in blocks.
   const int64_t n = out_ * in_;
   double block_sumsq[kMaxParts] = {0, 0};
-  if (plan_.split_rows || sumsq_)
+  if ((plan_.split_rows && !shares_in_place_) || sumsq_)
     for_parts(plan_, plan_.dw_blocks, [&](int p) {
       const int64_t begin = part_begin(n, plan_.dw_blocks, p);
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
-      for (int q = 1; plan_.split_rows && q < plan_.parts; ++q)
+      for (int q = 1; plan_.split_rows && !shares_in_place_ && q < plan_.parts; ++q)
         VGKERN_SIMD(isa::add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count));
       if (sumsq_) block_sumsq[p] = sum_squares_newest_first(dw_ + begin, count);
     });
@@ -405,7 +421,9 @@ int dense_backward_cpu(T* dx, T* dw, T* db, T* delta, const T* dh, const T* dact
   const bool fused = plan.split_rows && !log_scale;
   const PartRows<double> bias_sums = part_rows(t_bias_sums, plan.parts, out);
   PrologueSums part_sums[kMaxParts];
-  for_parts(plan, plan.parts, [&](int p) {
+  const PartRunner runner(plan, plan.parts);
+  if (fused && runner.in_order()) gemms.add_shares_in_place();
+  runner.run([&](int p) {
     part_sums[p] = backward_block(plan, p, delta, dh, dact, rows, out, want, bias_sums[p],
                                   fused ? &gemms : nullptr);
   });

@@ -111,19 +111,25 @@ class BackwardGemms {
   // per-thread scratch (one layer at a time)
   BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* delta, const T* x, const T* w,
                 int64_t rows, int64_t in, int64_t out, bool sumsq, T* dw_shares = nullptr);
+  // Split rows, blocks run in order on one thread (PartRunner::in_order): block p > 0 adds its
+  // share onto dw inside its GEMM where that gives the bits of adding it afterwards
+  // (gemm_adds_once), so no share is stored, read back and added by finish().
+  void add_shares_in_place();
   void block(int p) const;  // split rows: block p's GEMMs, from inside for_parts
   void run();               // all parts side by side (split), or each GEMM whole on BLAS threads
   double finish() const;    // the sum of squares of dw when sumsq, else 0
 
  private:
-  // dx rows [begin, begin + count) and those rows' share delta^T x of dw, into dw_target
-  void rows_gemms(int64_t begin, int64_t count, T* dw_target) const;
+  // dx rows [begin, begin + count) and those rows' share delta^T x of dw, into dw_target (or
+  // added onto it: add_to_dw)
+  void rows_gemms(int64_t begin, int64_t count, T* dw_target, bool add_to_dw = false) const;
   void column_half(int p);  // split columns: half p's GEMMs and sum of squares
   LayerPlan plan_;
   T *dx_, *dw_;
   const T *delta_, *x_, *w_;
   int64_t rows_, in_, out_;
   bool sumsq_;
+  bool shares_in_place_ = false;
   T* dw_rest_;  // (parts - 1, out, in) the other row blocks' shares of dw
   double column_sumsq_[kMaxParts] = {0, 0};
 };

@@ -16,6 +16,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 
 #include "core/blas.h"
 #include "core/parallel.h"
@@ -62,15 +63,30 @@ inline int64_t column_begin(int64_t n, int p) {
 }
 
 // Runs part(p) for p < parts: with split GEMMs on the caller and the helper, the BLAS held to
-// one thread per call meanwhile; without, one after another on the caller.
+// one thread per call meanwhile; without (or with one thread), one after another on the
+// caller, p = 0 first, which in_order() tells before they run.
+class PartRunner {
+ public:
+  PartRunner(const LayerPlan& plan, int parts) : parts_(parts) {
+    if (parts > 1 && plan.threaded()) threads_ = single_.emplace().threads();
+  }
+  bool in_order() const { return threads_ < 2; }
+  template <class F>
+  void run(F&& part) const {
+    if (in_order())
+      for (int p = 0; p < parts_; ++p) part(p);
+    else
+      run_parts(parts_, threads_, part);
+  }
+
+ private:
+  std::optional<BlasSingleThreaded> single_;
+  int parts_, threads_ = 1;
+};
+
 template <class F>
 void for_parts(const LayerPlan& plan, int parts, F&& part) {
-  if (parts == 1 || !plan.threaded()) {
-    for (int p = 0; p < parts; ++p) part(p);
-    return;
-  }
-  BlasSingleThreaded single;
-  run_parts(parts, single.threads(), part);
+  PartRunner(plan, parts).run(part);
 }
 
 }  // namespace vgkern
