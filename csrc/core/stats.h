@@ -80,9 +80,9 @@ constexpr double power_of_two(int e) {
 // largest |v| of 8 entries spread over v (NaNs skipped) tells: below 2^-45, passes square
 // v * 2^k instead, k = tiny_float_scale_log2(v, n) (exact: a power of two), or square in float64.
 inline float sampled_largest_magnitude(const float* v, int64_t n, float shift = 0) {
-  // Few samples: each is most likely a cache line still being written (the GEMM's output), and
-  // 32 of them cost more than the epilogue's statistics. A wrong guess only costs time: the
-  // sums are checked afterwards.
+  // Few samples: each is a cache line the GEMM may still be writing, and 32 of them, before
+  // each row block's epilogue and prologue, took ~15 us of a W=64 B=128 L=50 step on one thread
+  // (perf). A wrong guess only costs time: the sums are checked afterwards.
   const int64_t step = n > 8 ? n / 8 : 1;
   float largest = 0;
   for (int64_t i = 0; i < n; i += step) {  // (not std::fmax: a libm call through the PLT)
