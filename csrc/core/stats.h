@@ -68,13 +68,6 @@ inline T times_power_of_two(T x, int e) {
   return e == 0 ? x : std::ldexp(x, e);
 }
 
-constexpr double power_of_two(int e) {
-  double p = 1;
-  for (; e > 0; --e) p *= 2;
-  for (; e < 0; ++e) p /= 2;
-  return p;
-}
-
 // Float squares of tiny values come out subnormal, and each such operation takes a microcode
 // assist (~100x slower: a 50-layer sigmoid net's backward spent 1 ms per step in them). The
 // largest |v| of 8 entries spread over v (NaNs skipped) tells: below 2^-45, passes square

@@ -71,7 +71,7 @@ PartMoments run_forward_epilogue(T* h, T* dact, int64_t rows, int64_t cols, ActS
   if (part.sums.zeros > 0) mark_nonzero_columns(h, rows, cols, col_nonzero);
   // Lost squares are each below 2^(min exponent); require them to be < 2^-40 of the total.
   const double smallest_trusted =
-      part.count * power_of_two(std::numeric_limits<T>::min_exponent - 1 + 40);
+      part.count * (static_cast<double>(std::numeric_limits<T>::min()) * 0x1p40);
   part.trusted = std::isfinite(part.sums.shifted_sumsq) && part.sums.shifted_sumsq >= smallest_trusted;
   part.sums.shifted_sum = times_power_of_two(part.sums.shifted_sum, -scale_log2);
   part.sums.shifted_sumsq = times_power_of_two(part.sums.shifted_sumsq, -2 * scale_log2);
@@ -168,13 +168,11 @@ BackwardGemms<T>::BackwardGemms(const LayerPlan& plan, T* dx, T* dw, const T* de
 
 template <class T>
 void BackwardGemms<T>::add_shares_in_place() {
-  if constexpr (std::is_same_v<T, float>) {
-    bool once = true;
-    for (int p = 1; p < plan_.parts; ++p)
-      once = once && gemm_adds_once(part_begin(rows_, plan_.parts, p + 1) -
-                                    part_begin(rows_, plan_.parts, p));
-    shares_in_place_ = plan_.split_rows && packed_layer_gemms<T>(plan_, in_, out_) && once;
-  }
+  bool once = true;
+  for (int p = 1; p < plan_.parts; ++p)
+    once = once && gemm_adds_once(part_begin(rows_, plan_.parts, p + 1) -
+                                  part_begin(rows_, plan_.parts, p));
+  shares_in_place_ = packed_layer_gemms<T>(plan_, in_, out_) && once;  // (split rows, float)
 }
 
 template <class T>
@@ -237,11 +235,12 @@ double BackwardGemms<T>::finish() const {
   // normed while in L2: small tiles cost the BLAS more than the re-read), in blocks.
   const int64_t n = out_ * in_;
   double block_sumsq[kMaxParts] = {0, 0};
-  if ((plan_.split_rows && !shares_in_place_) || sumsq_)
+  const bool add_shares = plan_.split_rows && !shares_in_place_;
+  if (add_shares || sumsq_)
     for_parts(plan_, plan_.dw_blocks, [&](int p) {
       const int64_t begin = part_begin(n, plan_.dw_blocks, p);
       const int64_t count = part_begin(n, plan_.dw_blocks, p + 1) - begin;
-      for (int q = 1; plan_.split_rows && !shares_in_place_ && q < plan_.parts; ++q)
+      for (int q = 1; add_shares && q < plan_.parts; ++q)
         VGKERN_SIMD(isa::add_into(dw_ + begin, dw_rest_ + (q - 1) * n + begin, count));
       if (sumsq_) block_sumsq[p] = sum_squares_newest_first(dw_ + begin, count);
     });
