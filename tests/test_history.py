@@ -62,7 +62,7 @@ def test_mlp_history_equals_the_per_step_tables(optimizer, log_scale, batch_norm
     table = hist.to_pandas()
     _assert_bitwise(table, _concatenated(frames, "layer"))
     assert len(hist) == 13 and hist.steps.tolist() == [10 * s for s in range(13)]
-    assert hist.columns == vgkern.GradReport.__slots__ + TEST_COLUMNS
+    assert hist.columns == vgkern.GradReport.fields + TEST_COLUMNS
     if optimizer:  # the update statistics opt.step wrote into the report are recorded
         assert np.isfinite(table["weight_change"]).all()
 

@@ -34,8 +34,8 @@ SEQUENCE_REPORT_FIELDS += (SEQUENCE_REPORT_UPDATE_FIELDS
 
 
 def test_report_fields_keep_their_names_and_order():
-    assert R.GradReport.__slots__ == GRAD_REPORT_FIELDS
-    assert R.SequenceReport.__slots__ == SEQUENCE_REPORT_FIELDS
+    assert R.GradReport.fields == GRAD_REPORT_FIELDS
+    assert R.SequenceReport.fields == SEQUENCE_REPORT_FIELDS
 
 
 def test_report_fields_are_the_native_schema():
@@ -48,8 +48,8 @@ def test_report_fields_are_the_native_schema():
     assert network[3:6] == ["log10_" + f for f in R.WEIGHT_FIELDS]
     assert list(R.SEQUENCE_UPDATE_FIELDS) == list(_core.SEQUENCE_UPDATE_COLUMNS) == network[6:18]
     assert network[18:] == ["log10_" + f for f in R.SEQUENCE_UPDATE_FIELDS]
-    assert R.GradReport.__slots__ == R.FIELDS + ("loss",)
-    assert R.SequenceReport.__slots__ == R.SEQUENCE_FIELDS + tuple(network) + ("loss",)
+    assert R.GradReport.fields == R.FIELDS + ("loss",)
+    assert R.SequenceReport.fields == R.SEQUENCE_FIELDS + tuple(network) + ("loss",)
 
 
 @pytest.mark.parametrize("docs", ["mlp", "recurrent_step", "recurrent_network"])
@@ -69,7 +69,7 @@ def test_docstring_lists_every_field_with_its_meaning(cls, docs):
     lines = inspect.getdoc(cls).splitlines()
     meanings = {name: m for key in docs for name, m in _core.REPORT_DOCS[key].items()}
     meanings["loss"] = R.LOSS_DOC
-    for name in cls.__slots__:
+    for name in cls.fields:
         documented = [line for line in lines if line.split(maxsplit=1)[:1] == [name]]
         assert len(documented) == 1, f"{cls.__name__} docstring: no line for {name!r}"
         assert documented[0].split(maxsplit=1)[1] == meanings[name]
@@ -146,3 +146,32 @@ def test_sequence_columns_land_under_their_names(device, cls):
     zero = net.step(np.zeros((5, 2, 3)), rng.standard_normal((2, 4)))
     assert zero.weight_ih_grad_norm == 0 and zero.log10_weight_ih_grad_norm == -np.inf
     assert zero.weight_hh_grad_norm > 0 and zero.bias_grad_norm > 0
+
+
+@pytest.mark.parametrize("cls", [R.GradReport, R.SequenceReport])
+def test_reports_hold_one_table(cls):
+    """Each per-row field is a row of one (fields, rows) copy of the native table: writes through
+    a field land in the report (vgkern.optim writes its statistics so), pickling and deepcopy
+    keep every field, a copy is independent, and a table of the wrong shape is refused."""
+    import copy
+    import pickle
+
+    names = cls._column_fields
+    table = np.arange(3.0 * len(names)).reshape(3, len(names))
+    rep = cls(table, loss=2.5) if cls is R.GradReport else cls(table, [1.0, 0.0, 4.0], loss=2.5)
+    assert len(rep) == 3
+    for j, name in enumerate(names):
+        np.testing.assert_array_equal(getattr(rep, name), table[:, j])
+    table[:] = -1  # the report holds a copy
+    assert getattr(rep, names[0])[1] == len(names)
+    getattr(rep, names[1])[...] = 7.0
+    setattr(rep, names[2], np.full(3, 8.0))
+    for clone in (pickle.loads(pickle.dumps(rep)), copy.deepcopy(rep)):
+        assert list(clone.as_dict()) == list(cls.fields)
+        for name, value in rep.as_dict().items():
+            np.testing.assert_array_equal(getattr(clone, name), value, err_msg=name)
+        getattr(clone, names[1])[0] = 0.0
+    assert (getattr(rep, names[1]) == 7.0).all() and (getattr(rep, names[2]) == 8.0).all()
+    with pytest.raises(ValueError, match=rf"table must have shape \(rows, {len(names)}\)"):
+        cls(np.zeros((3, len(names) + 1))) if cls is R.GradReport else cls(
+            np.zeros(len(names)), [1.0, 1.0, 1.0])

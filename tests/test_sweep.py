@@ -1143,5 +1143,5 @@ def test_docs_defaults_and_cli_options_come_from_the_keys_table(capsys):
     # ... and the held-out metrics (eval_every) last
     assert S.STAT_COLUMNS[0] == "loss"
     assert S.STAT_COLUMNS[-2:] == S.spec.TEST_STATS == ("test_loss", "test_accuracy")
-    assert set(S.STAT_COLUMNS[1:-2]) == (set(vgkern.GradReport.__slots__)
-                                       | set(vgkern.SequenceReport.__slots__)) - {"loss"}
+    assert set(S.STAT_COLUMNS[1:-2]) == (set(vgkern.GradReport.fields)
+                                       | set(vgkern.SequenceReport.fields)) - {"loss"}

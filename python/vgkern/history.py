@@ -96,11 +96,10 @@ class History:
 
     def _allocate(self, rep):
         """Columns for this net's reports: per-row fields (arrays), per-step fields (floats)."""
-        slots = type(rep).__slots__
-        self._array_fields = tuple(n for n in slots if np.ndim(getattr(rep, n)) == 1)
-        self._scalar_fields = tuple(n for n in slots if np.ndim(getattr(rep, n)) == 0)
-        self._order = tuple(slots)
-        self._get_arrays = _TupleGetter(self._array_fields)
+        kind = type(rep)
+        self._array_fields = kind._column_fields  # rep._columns' rows, in this order
+        self._scalar_fields = tuple(n for n in kind.fields if n not in kind._column_fields)
+        self._order = kind.fields
         self._get_scalars = _TupleGetter(self._scalar_fields)
         if self.num_rows is None:
             self.num_rows = len(rep)
@@ -140,7 +139,7 @@ class History:
         if i == len(self._steps):
             self._grow()
         self._steps[i] = step
-        self._arrays[i] = self._get_arrays(rep)
+        self._arrays[i] = rep._columns
         self._scalars[i] = self._get_scalars(rep) + (test_loss, test_accuracy)
         self._n = i + 1
 

@@ -30,23 +30,58 @@ def _field_table(docs):
     return "\n".join(f"    {name:<{width}}  {meaning}" for name, meaning in docs.items())
 
 
-class _Report:
-    """as_dict / to_pandas shared by the reports: every slot, one row per `_index` entry."""
+class _Column:
+    """A per-row field of a report: row `index` of its (fields, rows) float64 array `_columns`,
+    a view made when read. One copy of the native table per report instead of one array
+    attribute per field (GradReport has 34: their views and setattrs took 6-10 us a step)."""
 
-    __slots__: Tuple[str, ...] = ()
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, rep, owner=None):
+        return self if rep is None else rep._columns[self.index]
+
+    def __set__(self, rep, value):
+        rep._columns[self.index] = value
+
+
+class _Report:
+    """The fields every report shares: per-row arrays (rows of `_columns`, in `_column_fields`
+    order) and scalars (slots); as_dict / to_pandas over `fields`, one row per `_index` entry."""
+
+    __slots__: Tuple[str, ...] = ("_columns",)
+    fields: Tuple[str, ...] = ()  # every field, in the order of as_dict and to_pandas
+    _column_fields: Tuple[str, ...] = ()  # the per-row fields: _columns' rows in this order
     _index: Optional[str] = None  # name of the row-index column: "layer" or "step"
+    _columns: NDArray[np.float64]
     loss: float
 
     if TYPE_CHECKING:  # the fields come from the native schema, known at run time only
         def __getattr__(self, name: str) -> Any: ...
 
+    @classmethod
+    def _define_columns(cls, names: Tuple[str, ...]) -> None:
+        cls._column_fields = names
+        for index, name in enumerate(names):
+            setattr(cls, name, _Column(index))
+
+    def _store_columns(self, table: ArrayLike) -> None:
+        """table: (rows, len(_column_fields)), the native table, one column per field."""
+        table = np.asarray(table, dtype=np.float64)
+        if table.ndim != 2 or table.shape[1] != len(self._column_fields):
+            raise ValueError(f"{type(self).__name__}: table must have shape (rows, "
+                             f"{len(self._column_fields)}), got {table.shape}")
+        self._columns = table.T.copy()  # (fields, rows): one copy, each field a contiguous row
+
     def __len__(self) -> int:
-        return len(getattr(self, self.__slots__[0]))
+        return self._columns.shape[1]
 
     def as_dict(self) -> Dict[str, Union[NDArray[np.float64], float]]:
         """{field: float64 array, or float for scalars such as loss}: each array (L,) (per
         layer) or (T,) (per time step)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.fields}
 
     def to_pandas(self) -> pandas.DataFrame:
         """Tidy DataFrame: one row per entry, the index column then every field (scalars
@@ -56,7 +91,7 @@ class _Report:
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError(f"{type(self).__name__}.to_pandas needs pandas: pip install pandas") from err
         frame = pd.DataFrame({self._index: np.arange(len(self))})
-        for name in self.__slots__:
+        for name in self.fields:
             frame[name] = getattr(self, name)
         return frame
 
@@ -70,16 +105,12 @@ class GradReport(_Report):
     schema):
     """
 
-    __slots__ = FIELDS + ("loss",)
+    __slots__ = ("loss",)
+    fields = FIELDS + ("loss",)
     _index = "layer"
 
     def __init__(self, table: ArrayLike, loss: float = float("nan")) -> None:
-        table = np.asarray(table, dtype=np.float64)
-        if table.ndim != 2 or table.shape[1] != len(FIELDS):
-            raise ValueError(f"GradReport: table must have shape (L, {len(FIELDS)}), got {table.shape}")
-        columns = table.T.copy()  # (len(FIELDS), L): one copy, each field a contiguous row
-        for name, column in zip(FIELDS, columns):
-            setattr(self, name, column)
+        self._store_columns(table)
         self.loss = float(loss)
 
     @property
@@ -102,16 +133,15 @@ class SequenceReport(_Report):
     appended below at import, from the native schema):
     """
 
-    __slots__ = (SEQUENCE_FIELDS + WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS)
+    __slots__ = (WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS)
                  + SEQUENCE_UPDATE_FIELDS + tuple("log10_" + f for f in SEQUENCE_UPDATE_FIELDS)
                  + ("loss",))
+    fields = SEQUENCE_FIELDS + __slots__
     _index = "step"
 
     def __init__(self, table: ArrayLike, weight_norms: Sequence[float],
                  loss: float = float("nan")) -> None:
-        table = np.asarray(table, dtype=np.float64)
-        for i, name in enumerate(SEQUENCE_FIELDS):
-            setattr(self, name, np.ascontiguousarray(table[:, i]))
+        self._store_columns(table)
         for name, value in zip(WEIGHT_FIELDS, weight_norms):
             setattr(self, name, float(value))
             with np.errstate(divide="ignore"):
@@ -131,6 +161,9 @@ class SequenceReport(_Report):
         return (f"SequenceReport(steps={self.num_steps}, loss={self.loss:.6g}, "
                 f"log10_x_grad_norm first={x[0]:.3f} last={x[-1]:.3f})")
 
+
+GradReport._define_columns(FIELDS)
+SequenceReport._define_columns(SEQUENCE_FIELDS)
 
 # The field lists, from the native schema (a static docstring above, so that tools reading the
 # source, such as the API reference site, see the description too).

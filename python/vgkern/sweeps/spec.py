@@ -110,8 +110,8 @@ APPLIES = {m: {k.name for k in _KEYS if m in k.models} for m in MODELS}
 
 # Statistic columns: the loss, every GradReport field, then the SequenceReport fields that are
 # not GradReport fields too (per-network scalars such as weight_ih_grad_norm repeat on every row).
-MLP_STATS = tuple(f for f in GradReport.__slots__ if f != "loss")
-SEQUENCE_STATS = tuple(f for f in SequenceReport.__slots__ if f != "loss")
+MLP_STATS = tuple(f for f in GradReport.fields if f != "loss")
+SEQUENCE_STATS = tuple(f for f in SequenceReport.fields if f != "loss")
 TEST_STATS = ("test_loss", "test_accuracy")  # held-out metrics (NaN where not evaluated)
 STAT_COLUMNS = (("loss",) + MLP_STATS + tuple(f for f in SEQUENCE_STATS if f not in MLP_STATS)
                 + TEST_STATS)
