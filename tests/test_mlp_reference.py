@@ -281,6 +281,34 @@ def test_forward_statistics_saturated_zero_dead(activation, alpha, dtype, rng, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("activation,alpha", list(ACTIVATION_CONFIGS) + [("elu", 0.0)],
+                         ids=list(ACTIVATION_IDS) + ["elu0"])
+def test_zero_fraction_is_exact_around_nan_rows(activation, alpha, dtype, device):
+    """Where act(z) = 0 only at z = 0 (tanh, ELU), the epilogue finds zeros by the smallest |h|
+    of each lane and counts them in a second pass: NaN rows before and after rows of exact
+    zeros (the same lanes) must not hide them, and h = 0 from z < 0 (relu, ELU with alpha 0)
+    is counted as well. Checked against NumPy on the same z (z = 0 exactly or |z| > 1e-3)."""
+    net = make_net([4, 40, 3], activation=activation, dtype=dtype, seed=0, device=device,
+                   **({"alpha": alpha} if activation == "elu" else {}))
+    ws, bs = params_of(net)
+    bs[0][:] = 0
+    write_params(net, ws, bs)
+    rng = np.random.default_rng(0)
+    w0 = ws[0].astype(np.float64)
+    rows = [r for r in rng.standard_normal((400, 4)).astype(dtype)  # no rounding-borderline z
+            if np.min(np.abs(r.astype(np.float64) @ w0.T)) > 1e-3][:64]
+    x = np.array(rows)
+    x[3:10] = 0  # z = 0 exactly
+    x[0, 1] = x[20, 2] = np.nan  # NaN rows before and after them
+    rep = net.step(x, np.zeros((64, 3), dtype))
+    z = x.astype(np.float64) @ w0.T
+    finite = np.isfinite(z).all(axis=1)
+    zero_h = {"relu": z <= 0, "sigmoid": np.zeros_like(z, bool)}.get(
+        activation, (z == 0) | ((z < 0) if (activation, alpha) == ("elu", 0.0) else False))
+    assert rep.zero_fraction[0] * z.size == np.sum(zero_h & finite[:, None])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_saturated_fraction_threshold_is_relative_to_max_derivative(dtype, device):
     """One layer, identity output replaced by the activation under test via a 1-layer net
     whose output activation is that activation: z values on both sides of each threshold."""
