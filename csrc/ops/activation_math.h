@@ -10,6 +10,21 @@
 
 namespace vgkern {
 
+// Whether act(z) == 0 only at z == 0 (ELU: unless alpha == 0), so that h == 0 is rare. The
+// epilogues' statistics then keep each lane's smallest |h| (one min per entry, where a count is
+// a compare and an add: those passes are bound by their vector operations; -0.7 % of a W=64
+// B=128 L=50 tanh step on AMD Zen 4) and count the zeros (count_zeros) only when it is 0.
+template <Activation K>
+constexpr bool kZerosRare =
+    K == Activation::tanh || K == Activation::identity || K == Activation::elu;
+
+// |h| into the running smallest; a NaN h keeps the smallest so far (a zero stays found).
+template <class T>
+[[gnu::always_inline]] inline void keep_smallest_abs(T h, T& smallest) {
+  const T a = std::fabs(h);
+  smallest = a < smallest ? a : smallest;
+}
+
 template <Activation K, class T>
 inline void act_eval(T z, T alpha, T& h, T& d) {
   if constexpr (K == Activation::identity) {
