@@ -6,12 +6,13 @@ signals vanish forward (small weights), gradients vanish backward (sigmoid) or u
 exactly 0, relu layers die. Each of these once made the statistics many times slower than the
 step itself (subnormal squares, fallbacks that recompute z, float64 passes over zeros; see
 bench/README.md, "2026-11-30 (2)"). This script is the check that it stays fixed: per regime,
-one 50-layer net of width 64, batch 256, float32, 2 threads, timed with statistics on and off
-in paired blocks (vgkern.benchmark.timing.paired_overhead), for the forward alone and for the
-whole step.
+one 50-layer net of width 64, batch 256 (--batch), float32, 2 threads (--threads), timed with
+statistics on and off in paired blocks (vgkern.benchmark.timing.paired_overhead), for the
+forward alone and for the whole step.
 
 Run:  python bench/bench_stats_regimes.py              # about 1 minute
       python bench/bench_stats_regimes.py --rounds 24  # tighter quartiles
+      python bench/bench_stats_regimes.py --threads 1 --batch 128 --regimes 1  # issue 18, pt 5
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vgkern  # noqa: E402
 from vgkern.benchmark.timing import paired_overhead, with_stats  # noqa: E402
 
-WIDTH, BATCH, DEPTH = 64, 256, 50
+WIDTH, DEPTH = 64, 50
 
 
 def dead_layer(net):
@@ -51,12 +52,13 @@ REGIMES = [
 
 
 def measure(args, kwargs, edit, grad_scale):
+    batch = args.batch
     net = vgkern.MLP([WIDTH] * (DEPTH + 1), dtype="float32", seed=0, **kwargs)
     if edit:
         edit(net)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, WIDTH)).astype(np.float32)
-    target = rng.standard_normal((BATCH, WIDTH)).astype(np.float32)
+    x = rng.standard_normal((batch, WIDTH)).astype(np.float32)
+    target = rng.standard_normal((batch, WIDTH)).astype(np.float32)
 
     def switched(run):  # (statistics on, statistics off) of one net
         return with_stats(net, run, True), with_stats(net, run, False)
@@ -65,7 +67,7 @@ def measure(args, kwargs, edit, grad_scale):
         if grad_scale is None:
             return net.step(x, target, loss="mse")
         net.forward(x)
-        return net.backward(np.full((BATCH, WIDTH), grad_scale, dtype=np.float32))
+        return net.backward(np.full((batch, WIDTH), grad_scale, dtype=np.float32))
 
     forward = paired_overhead(*switched(lambda: net.forward(x)), rounds=args.rounds,
                               block_s=args.block_s)
@@ -79,13 +81,16 @@ def main():
     p.add_argument("--rounds", type=int, default=12, help="paired blocks per measurement")
     p.add_argument("--block-s", type=float, default=0.2, help="seconds per block")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--regimes", type=int, default=len(REGIMES),
+                   help=f"measure the first N regimes only (1: the healthy tanh net; {len(REGIMES)})")
     args = p.parse_args()
-    print(f"statistics on vs off, {DEPTH} layers x {WIDTH} wide, batch {BATCH}, float32, "
+    print(f"statistics on vs off, {DEPTH} layers x {WIDTH} wide, batch {args.batch}, float32, "
           f"{args.threads} threads; median [quartiles] over {args.rounds} paired blocks")
     print(f"{'regime':42s} {'forward':>22s} {'whole step':>22s}   top-layer std(z), "
           f"log10 |dW_0|")
     with threadpool_limits(args.threads):
-        for name, kwargs, edit, grad_scale in REGIMES:
+        for name, kwargs, edit, grad_scale in REGIMES[:args.regimes]:
             forward, whole, rep = measure(args, kwargs, edit, grad_scale)
             cells = [f"{100 * r['overhead']:+6.1f}% [{100 * r['p25']:+.1f}, {100 * r['p75']:+.1f}]"
                      for r in (forward, whole)]
