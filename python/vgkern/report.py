@@ -101,7 +101,8 @@ class GradReport(_Report):
     input side), one attribute per statistic, and the loss.
 
     Made by MLP.backward and MLP.step from the native table: (L, len(FIELDS)), one column per
-    field in FIELDS' order. The fields (the list is appended below at import, from the native
+    field in FIELDS' order. `GradReport.fields` names every field in order (as_dict and
+    to_pandas follow it). The fields (the list is appended below at import, from the native
     schema):
     """
 
@@ -129,8 +130,9 @@ class SequenceReport(_Report):
     length T), per network (floats), and the loss.
 
     Made by LSTM/RNN.backward and step from the native table: (T, len(SEQUENCE_FIELDS)) and
-    weight_norms, the per-network norms in WEIGHT_FIELDS' order. The fields (the list is
-    appended below at import, from the native schema):
+    weight_norms, the per-network norms in WEIGHT_FIELDS' order. `SequenceReport.fields` names
+    every field in order. The fields (the list is appended below at import, from the native
+    schema):
     """
 
     __slots__ = (WEIGHT_FIELDS + tuple("log10_" + f for f in WEIGHT_FIELDS)
