@@ -193,7 +193,7 @@ def test_matches_torch_optim(net_name, rule, dtype, device):
         assert all(np.isnan(report_stat(rep, p, s, l)) for p, _, l in stat_rows(net) for s in STATS)
         assert opt.step(rep) is rep
         before = torch_flat(params, order, n)
-        for m, o in [(module, topt)] + ([(twin, twin_opt)] if twin else []):
+        for m, o in [(module, topt)] + ([(twin, twin_opt)] if twin is not None else []):
             o.zero_grad()
             torch_loss(m, x, y).backward()
             o.step()
@@ -221,7 +221,7 @@ def test_matches_torch_optim(net_name, rule, dtype, device):
     assert sorted(buffers) == sorted(STATE_NAMES[rule])
     for name in STATE_NAMES[rule]:
         state = [topt.state[p][name] for p in params]
-        twin_state = twin and [twin_opt.state[p][name] for p in twin_params]
+        twin_state = None if twin is None else [twin_opt.state[p][name] for p in twin_params]
         assert_close_norm(buffers[name][np.concatenate(order)],
                           torch_flat(state, order, n)[np.concatenate(order)],
                           rtol_for(state, twin_state), name)
