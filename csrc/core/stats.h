@@ -48,15 +48,6 @@ inline bool sum_squares_trusted(double sumsq) {
 // of it. An untrusted block (tiny, huge, zero or NaN entries) is summed again in float64.
 constexpr int64_t kSquareBlock = 256;
 
-// The entries of v (n,) equal to 0 (either sign); NaN is not 0.
-template <class T>
-inline int64_t count_zeros(const T* v, int64_t n) {
-  int64_t zeros = 0;
-#pragma omp simd reduction(+ : zeros)
-  for (int64_t i = 0; i < n; ++i) zeros += v[i] == T(0) ? 1 : 0;
-  return zeros;
-}
-
 inline bool float_block_sum_squares_trusted(float sumsq, int64_t count) {
   return sumsq <= std::numeric_limits<float>::max() &&
          sumsq >= static_cast<float>(count) * 0x1p-102f;

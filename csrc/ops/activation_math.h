@@ -2,7 +2,9 @@
 // z (not from h), so they stay accurate in saturation: tanh'(z) = 4 e / (1 + e)^2 with
 // e = exp(-2|z|) is 8e-9 at z = 10 in float32 where 1 - tanh(z)^2 would round to 0.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "core/vecmath.h"
@@ -13,7 +15,8 @@ namespace vgkern {
 // Whether act(z) == 0 only at z == 0 (ELU: unless alpha == 0), so that h == 0 is rare. The
 // epilogues' statistics then keep each lane's smallest |h| (one min per entry, where a count is
 // a compare and an add: those passes are bound by their vector operations; -0.7 % of a W=64
-// B=128 L=50 tanh step on AMD Zen 4) and count the zeros (count_zeros) only when it is 0.
+// B=128 L=50 tanh step on AMD Zen 4) and count the zeros (zeros_after_smallest_abs) only when
+// it is 0.
 template <Activation K>
 constexpr bool kZerosRare =
     K == Activation::tanh || K == Activation::identity || K == Activation::elu;
@@ -23,6 +26,17 @@ template <class T>
 [[gnu::always_inline]] inline void keep_smallest_abs(T h, T& smallest) {
   const T a = std::fabs(h);
   smallest = a < smallest ? a : smallest;
+}
+
+// The zeros of h (n,) after keep_smallest_abs kept each of `lanes` lanes' smallest |h|: 0 unless
+// one of them is 0, else counted in a second pass (either sign; NaN is not 0).
+template <class T>
+inline int64_t zeros_after_smallest_abs(const T* smallest, int lanes, const T* h, int64_t n) {
+  if (*std::min_element(smallest, smallest + lanes) != T(0)) return 0;
+  int64_t zeros = 0;
+#pragma omp simd reduction(+ : zeros)
+  for (int64_t i = 0; i < n; ++i) zeros += h[i] == T(0) ? 1 : 0;
+  return zeros;
 }
 
 template <Activation K, class T>
