@@ -213,6 +213,7 @@ def bench_config(vgkern: Any, cfg: Config, threads: int, dtype: str, method: Met
             "threads_used": {"n": used[n][0], "how": used[n][1]},
             "steady": {**summarize(timed.samples(n)),
                        "block_medians_ms": [t * 1e3 for t in timed.block_medians(n)],
+                       "block_fastest_ms": [t * 1e3 for t in timed.block_fastest(n)],
                        "samples_ms": [t * 1e3 for t in timed.samples(n)]},
             "first_step_after_idle": ({**summarize(first[n]),
                                        "samples_ms": [t * 1e3 for t in first[n]]}
@@ -227,8 +228,8 @@ def bench_config(vgkern: Any, cfg: Config, threads: int, dtype: str, method: Met
             "check_max_rel_diff": checks.get(n),
         })
     stats_cost = None
-    if "vgkern_nostats" in steps:
-        r = paired_ratio(timed.block_medians("vgkern"), timed.block_medians("vgkern_nostats"))
+    if "vgkern_nostats" in steps:  # fastest steps, round by round (as paired_overhead)
+        r = paired_ratio(timed.block_fastest("vgkern"), timed.block_fastest("vgkern_nostats"))
         stats_cost = {k: v - 1.0 for k, v in r.items()}
     loads = [c for c in timed.foreign_cores if c is not None]
     summary = {

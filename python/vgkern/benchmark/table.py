@@ -63,7 +63,8 @@ def format_table(result: dict) -> str:
               "median ms [q1, q3]: per-step time in steady state; x vgkern: its median / "
               "vgkern's (> 1: vgkern is faster); GFLOP/s: the step's GEMM flops / median;",
               "GEMM %: the bare GEMMs' median / this row's (how close to the BLAS's GEMM time); "
-              "stats: vgkern with statistics on vs off, median [quartiles] over rounds;",
+              "stats: vgkern with statistics on vs off, fastest step of each block, median "
+              "[quartiles] over rounds;",
               "1st step ms: median of one step started from an idle process (reported apart: "
               "the latency of a short script); check: max relative difference of loss and "
               "norms vs vgkern;",

@@ -127,6 +127,11 @@ class SteadyState:
         """The median step time of each of its blocks, one per round."""
         return [float(np.median(block)) for block in self.blocks[name]]
 
+    def block_fastest(self, name: str) -> list[float]:
+        """The fastest step of each of its blocks, one per round: other processes can only slow
+        a step down, so two variants of one step compare best by these (paired_overhead)."""
+        return [float(np.min(block)) for block in self.blocks[name]]
+
 
 def _rotated(names: list[str], r: int) -> list[str]:
     k = r % len(names)
