@@ -3,7 +3,8 @@ function. Pre-activation gradients come from zero "probes" added to each z_l (d 
 = dL/dz_l); batch norm is written out (train mode, running statistics fed back)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import os
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -13,14 +14,37 @@ from .vgkern_steps import BN_EPS, BN_MOMENTUM
 __all__ = ["import_jax", "make_mlp"]
 
 
-def import_jax() -> Any:
-    """jax, configured for float64 norms on the CPU (arrays stay in their dtype); raises
-    ImportError when JAX is not installed."""
+def import_jax(cores: Optional[int] = None) -> tuple[Any, Optional[int]]:
+    """(jax, the cores XLA's CPU pool was sized for, or None when it was not set here), with jax
+    configured for float64 norms on the CPU (arrays stay in their dtype); raises ImportError
+    when JAX is not installed.
+
+    XLA sizes its thread pool from the process's CPU affinity when its CPU backend starts, and
+    neither XLA_FLAGS (--xla_cpu_multi_thread_eigen, intra_op_parallelism_threads: still 1.9
+    cores busy with jaxlib 0.10) nor anything later changes it. With `cores` (fewer than this
+    process may use, backend not yet started) the backend is started with this thread pinned
+    to its first `cores` CPUs, then the affinity is restored: XLA's pool threads keep that
+    pinning, every other library's threads start from the full set."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_platforms", "cpu")
-    return jax
+    try:
+        from jax._src import xla_bridge  # backends_are_initialized: not public API
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):
+        started = True  # cannot tell: leave the pool as XLA sizes it
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if cores is None or started or cores < 1 or not allowed:
+        return jax, None
+    if cores >= len(allowed):
+        return jax, len(allowed)  # XLA sizes its pool from all of them
+    os.sched_setaffinity(0, sorted(allowed)[:cores])
+    try:
+        jax.devices()  # starts the CPU backend: its pool sized from this affinity
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return jax, cores
 
 
 def make_mlp(jax: Any, cfg: MlpConfig, x: np.ndarray, target: np.ndarray,

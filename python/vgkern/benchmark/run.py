@@ -42,11 +42,15 @@ IMPLS: dict[str, dict[str, tuple[str, Optional[str]]]] = {
 DEFAULT_IMPLS = {m: [n for n in impls if n != "vgkern_rnn"] for m, impls in IMPLS.items()}
 
 
-def load_frameworks(wanted: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(modules, skipped): each wanted framework ("torch", "jax") that imports, and for each
-    one that does not, the reason (a note, never an error)."""
+def load_frameworks(wanted: Iterable[str], xla_cores: Optional[int] = None
+                    ) -> tuple[dict[str, Any], dict[str, str], Optional[int]]:
+    """(modules, skipped, xla_cores): each wanted framework ("torch", "jax") that imports, for
+    each one that does not the reason (a note, never an error), and the cores XLA's pool was
+    sized for (jax_jit.import_jax with the xla_cores asked for; fixed for the process; None:
+    sized by XLA from every core)."""
     modules: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    pool = None
     for name in sorted(set(wanted)):
         try:
             if name == "torch":
@@ -54,19 +58,19 @@ def load_frameworks(wanted: Iterable[str]) -> tuple[dict[str, Any], dict[str, st
                 modules[name] = torch
             elif name == "jax":
                 from .jax_jit import import_jax
-                modules[name] = import_jax()
+                modules[name], pool = import_jax(xla_cores)
         except Exception as err:  # ImportError, or a broken install: skip, with the reason
             skipped[name] = f"{type(err).__name__}: {err}"
-    return modules, skipped
+    return modules, skipped, pool
 
 
 @contextlib.contextmanager
-def _threads(n: int, modules: dict[str, Any]
+def _threads(n: int, modules: dict[str, Any], xla_cores: Optional[int]
              ) -> Iterator[dict[str, tuple[Optional[int], str]]]:
     """Every thread pool of the process limited to n: threadpoolctl for each BLAS and OpenMP
     runtime (vgkern follows its BLAS's setting), torch.set_num_threads for torch's pool.
-    Yields impl -> (threads, how); XLA sizes its pool from the cores and cannot be changed
-    once JAX is imported."""
+    Yields impl -> (threads, how); XLA's pool is sized once, when JAX is loaded
+    (load_frameworks)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -85,8 +89,11 @@ def _threads(n: int, modules: dict[str, Any]
                 "vgkern": blas, "vgkern_nostats": blas, "vgkern_rnn": blas,
                 "numpy": (n, "threadpoolctl: NumPy's OpenBLAS"),
                 "gemm": (n, "threadpoolctl: SciPy's OpenBLAS (vgkern's BLAS)"),
-                "jax": (os.cpu_count(), "XLA's own pool, sized from the cores "
-                                        "(not settable after import)")}
+                "jax": ((xla_cores, "XLA's pool, sized for that many cores when its "
+                                    "backend started (pinned to them)")
+                        if xla_cores else
+                        (os.cpu_count(), "XLA's own pool, sized from the cores (fixed once "
+                                         "JAX has started)"))}
             if torch is not None:
                 how = (torch.get_num_threads(), "torch.set_num_threads")
                 used.update(torch=how, torch_cell=how, torch_lstm=how)
@@ -191,10 +198,12 @@ def _build_lstm(vgkern: Any, cfg: LstmConfig, dtype: type[np.floating[Any]], imp
 
 
 def bench_config(vgkern: Any, cfg: Config, threads: int, dtype: str, method: Method,
-                 impls: list[str], modules: dict) -> tuple[list[dict], dict]:
+                 impls: list[str], modules: dict, xla_cores: Optional[int] = None
+                 ) -> tuple[list[dict], dict]:
     """(rows, summary) of one configuration at one thread count and dtype: a row per
-    implementation (impls: names of IMPLS[cfg.model] whose framework is in modules)."""
-    with _threads(threads, modules) as used:
+    implementation (impls: names of IMPLS[cfg.model] whose framework is in modules;
+    xla_cores: as load_frameworks returned it)."""
+    with _threads(threads, modules, xla_cores) as used:
         scalar = np.dtype(dtype).type
         if isinstance(cfg, MlpConfig):  # cfg.model == "mlp"
             steps, checks, calls = _build_mlp(vgkern, cfg, scalar, impls, modules)
@@ -292,7 +301,9 @@ def run(configs: list[Config], threads: list[int], dtypes: list[str], method: Me
                              f"{list(IMPLS[m])}")
     models = {c.model for c in configs}
     needed = {fw for m in models for n in impls[m] if (fw := IMPLS[m][n][1]) is not None}
-    modules, skipped = load_frameworks(needed)
+    # XLA's pool fits one thread count per process: the run's, when it has only one
+    modules, skipped, xla_cores = load_frameworks(
+        needed, threads[0] if len(set(threads)) == 1 else None)
     meta = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:],
         "machine": machine_info(), "simd_selected": vgkern.build_info().get("simd_selected"),
@@ -307,7 +318,8 @@ def run(configs: list[Config], threads: list[int], dtypes: list[str], method: Me
                                   and n != "vgkern" and IMPLS[cfg.model][n][1] not in skipped]
         for dtype in dtypes:
             for n in threads:
-                r, s = bench_config(vgkern, cfg, n, dtype, method, run_impls, modules)
+                r, s = bench_config(vgkern, cfg, n, dtype, method, run_impls, modules,
+                                    xla_cores)
                 rows += r
                 summaries.append(s)
                 if progress is not None:

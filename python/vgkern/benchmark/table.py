@@ -25,7 +25,8 @@ def _row(row: dict, summary: dict) -> str:
     first = "" if first is None else _ms(first["median_ms"])
     check = row["check_max_rel_diff"]
     check = "" if check is None else f"{check:.0e}"
-    threads = f"{row['threads_used']['n']}" + ("*" if row["impl"] == "jax" else "")
+    used = row["threads_used"]["n"]
+    threads = f"{used}" + ("*" if used != row["threads"] else "")
     return (f"{row['model']:<5} {row['config']:<20} {row['dtype']:<7} {row['label']:<28} "
             f"{threads:>4} {spread:>28} {row['ratio_vs_vgkern']:>8.2f}x {row['gflops']:>8.1f} "
             f"{gemm:>7} {stats:>16} {first:>12} {check:>8}")
@@ -69,7 +70,8 @@ def format_table(result: dict) -> str:
               "the latency of a short script); check: max relative difference of loss and "
               "norms vs vgkern;",
               "thr: threads the row used (threadpoolctl for the BLAS/OpenMP runtimes, "
-              "torch.set_num_threads for torch; * XLA sizes its pool from the cores)."]
+              "torch.set_num_threads for torch, XLA's pool sized at JAX's start: for the "
+              "run's thread count when it has one; *: not the row's)."]
     if loaded:
         lines.append("WARNING: other processes used the CPU during " + ", ".join(
             f"{s['model']} {s['config']} ({s['foreign_load_cores']:.2f} cores)"
